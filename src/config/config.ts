@@ -1,0 +1,129 @@
+/**
+ * config.toml: user defaults for new VMs and the host. Every key is
+ * validated with an error that names the key (and the line, for TOML syntax
+ * errors). Unknown keys are refused so a typo never silently does nothing.
+ */
+import { readFileSync } from 'node:fs';
+import { parse, TomlError } from 'smol-toml';
+import { BangerError } from '../errors/errors.js';
+import { parseSize } from '../model/sizes.js';
+import { ACCELS, NETWORK_MODES, VMMS, type Accel, type NetworkMode, type Vmm } from '../model/types.js';
+
+export interface Config {
+  vcpu: number;
+  memoryMib: number;
+  diskSizeBytes: number;
+  systemOverlayBytes: number;
+  vmm: Vmm;
+  accel: Accel;
+  network: NetworkMode;
+  /** Debian mirror used to build the default image. */
+  mirror: string;
+}
+
+export const DEFAULT_CONFIG: Config = {
+  vcpu: 2,
+  memoryMib: 1024,
+  diskSizeBytes: 8 * 1024 ** 3,
+  systemOverlayBytes: 4 * 1024 ** 3,
+  vmm: 'qemu',
+  accel: 'auto',
+  network: 'user',
+  mirror: 'http://deb.debian.org/debian',
+};
+
+const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'mirror'] as const;
+
+export const MIN_MEMORY_MIB = 256;
+export const MAX_VCPU = 64;
+
+function configError(file: string, message: string, hint?: string): BangerError {
+  return new BangerError(
+    'bad_request',
+    `${file}: ${message}`,
+    hint ?? `fix ${file} (keys: ${KEYS.join(', ')}) or remove it to use the defaults`,
+  );
+}
+
+export function parseConfig(text: string, file = 'config.toml'): Config {
+  let raw: Record<string, unknown>;
+  try {
+    raw = parse(text) as Record<string, unknown>;
+  } catch (e) {
+    if (e instanceof TomlError) {
+      throw configError(file, `line ${e.line}, column ${e.column}: ${e.message.split('\n')[0]}`);
+    }
+    throw configError(file, String(e));
+  }
+  const cfg: Config = { ...DEFAULT_CONFIG };
+  for (const [key, value] of Object.entries(raw)) {
+    switch (key) {
+      case 'vcpu':
+        cfg.vcpu = intIn(file, key, value, 1, MAX_VCPU);
+        break;
+      case 'memory_mib':
+        cfg.memoryMib = intIn(file, key, value, MIN_MEMORY_MIB, 1024 * 1024);
+        break;
+      case 'disk_size':
+        cfg.diskSizeBytes = size(file, key, value);
+        break;
+      case 'system_overlay_size':
+        cfg.systemOverlayBytes = size(file, key, value);
+        break;
+      case 'vmm':
+        cfg.vmm = oneOf(file, key, value, VMMS);
+        break;
+      case 'accel':
+        cfg.accel = oneOf(file, key, value, ACCELS);
+        break;
+      case 'network':
+        cfg.network = oneOf(file, key, value, NETWORK_MODES);
+        break;
+      case 'mirror':
+        if (typeof value !== 'string' || !/^https?:\/\/\S+$/.test(value)) {
+          throw configError(file, `mirror must be an http(s) URL, got ${JSON.stringify(value)}`);
+        }
+        cfg.mirror = value;
+        break;
+      default:
+        throw configError(file, `unknown key ${JSON.stringify(key)}`);
+    }
+  }
+  return cfg;
+}
+
+export function loadConfig(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { ...DEFAULT_CONFIG };
+    throw configError(path, `cannot read: ${(e as Error).message}`);
+  }
+  return parseConfig(text, path);
+}
+
+function intIn(file: string, key: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw configError(file, `${key} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function size(file: string, key: string, v: unknown): number {
+  if (typeof v !== 'string' && typeof v !== 'number') {
+    throw configError(file, `${key} must be a size like "8G", got ${JSON.stringify(v)}`);
+  }
+  try {
+    return parseSize(String(v), key);
+  } catch (e) {
+    throw configError(file, (e as Error).message);
+  }
+}
+
+function oneOf<T extends string>(file: string, key: string, v: unknown, allowed: readonly T[]): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw configError(file, `${key} must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(v)}`);
+  }
+  return v as T;
+}

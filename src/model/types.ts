@@ -1,0 +1,66 @@
+/** Plain data shapes shared by the daemon, the RPC table and the CLI. No I/O. */
+
+export const VM_STATES = ['creating', 'running', 'stopped', 'error', 'deleting'] as const;
+export type VmState = (typeof VM_STATES)[number];
+
+export const ACCELS = ['auto', 'kvm', 'tcg'] as const;
+export type Accel = (typeof ACCELS)[number];
+
+export const VMMS = ['qemu', 'firecracker'] as const;
+export type Vmm = (typeof VMMS)[number];
+
+export const NETWORK_MODES = ['user', 'bridge'] as const;
+export type NetworkMode = (typeof NETWORK_MODES)[number];
+
+/** A VM as stored (durable intent and identity). */
+export interface VmRecord {
+  id: string;
+  name: string;
+  image: string;
+  vcpu: number;
+  memoryMib: number;
+  systemOverlayBytes: number;
+  vmm: Vmm;
+  network: NetworkMode;
+  state: VmState;
+  /** Delete this VM when the client that created it goes away (vm run --rm). */
+  ephemeral: boolean;
+  lastError: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** What is true right now about a running VM: rebuilt from the OS on daemon start. */
+export interface VmRuntime {
+  pid: number;
+  /** Field 22 of /proc/PID/stat: lets us tell our QEMU from a reused pid. */
+  pidStartTime: string;
+  accel: 'kvm' | 'tcg';
+  sshHost: string;
+  sshPort: number;
+  qmpSocket: string;
+  qgaSocket: string;
+  startedAt: string;
+}
+
+/** A VM as shown to users: the record plus what is known of its runtime. */
+export interface VmView extends VmRecord {
+  runtime: VmRuntime | null;
+}
+
+export interface ImageRecord {
+  name: string;
+  /** How it was made, e.g. "mmdebstrap bookworm". */
+  source: string;
+  kernelVersion: string;
+  rootfsBytes: number;
+  packages: string[];
+  createdAt: string;
+}
+
+export interface ProgressEvent {
+  stage: string;
+  message: string;
+  /** 'warn' lines are always shown; 'info' lines are progress. */
+  level?: 'info' | 'warn';
+}

@@ -1,0 +1,114 @@
+/**
+ * Where banger keeps things. XDG base directories, each overridable by a
+ * BANGER_* variable so tests run fully isolated:
+ *   BANGER_CONFIG_DIR  (default $XDG_CONFIG_HOME/banger, ~/.config/banger)
+ *   BANGER_STATE_DIR   (default $XDG_STATE_HOME/banger, ~/.local/state/banger)
+ *   BANGER_CACHE_DIR   (default $XDG_CACHE_HOME/banger, ~/.cache/banger)
+ *   BANGER_RUNTIME_DIR (default $XDG_RUNTIME_DIR/banger, else /tmp/banger-<uid>)
+ * Every file the daemon writes is named here (see docs/ARCHITECTURE.md).
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Layout {
+  configDir: string;
+  configFile: string;
+  stateDir: string;
+  cacheDir: string;
+  runtimeDir: string;
+  dbPath: string;
+  daemonLog: string;
+  socketPath: string;
+  daemonPidFile: string;
+  sshDir: string;
+  sshKey: string;
+  sshPubKey: string;
+  knownHosts: string;
+  imagesDir: string;
+  vmsDir: string;
+  vmSocketsDir: string;
+  buildDir: string;
+}
+
+export interface VmPaths {
+  dir: string;
+  overlay: string;
+  configDisk: string;
+  consoleLog: string;
+  qemuLog: string;
+  pidFile: string;
+  runtimeFile: string;
+  socketsDir: string;
+  qmpSocket: string;
+  qgaSocket: string;
+}
+
+export interface ImagePaths {
+  dir: string;
+  rootfs: string;
+  kernel: string;
+  initrd: string;
+  manifest: string;
+}
+
+export function resolveLayout(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.() ?? 0): Layout {
+  const home = env.HOME && env.HOME.length > 0 ? env.HOME : homedir();
+  const pick = (override: string | undefined, xdg: string | undefined, fallback: string) =>
+    nonEmpty(override) ?? (nonEmpty(xdg) ? join(xdg!, 'banger') : fallback);
+  const configDir = pick(env.BANGER_CONFIG_DIR, env.XDG_CONFIG_HOME, join(home, '.config', 'banger'));
+  const stateDir = pick(env.BANGER_STATE_DIR, env.XDG_STATE_HOME, join(home, '.local', 'state', 'banger'));
+  const cacheDir = pick(env.BANGER_CACHE_DIR, env.XDG_CACHE_HOME, join(home, '.cache', 'banger'));
+  const runtimeDir = pick(env.BANGER_RUNTIME_DIR, env.XDG_RUNTIME_DIR, `/tmp/banger-${uid}`);
+  const sshDir = join(stateDir, 'ssh');
+  return {
+    configDir,
+    configFile: join(configDir, 'config.toml'),
+    stateDir,
+    cacheDir,
+    runtimeDir,
+    dbPath: join(stateDir, 'state.db'),
+    daemonLog: join(stateDir, 'bangerd.log'),
+    socketPath: join(runtimeDir, 'bangerd.sock'),
+    daemonPidFile: join(runtimeDir, 'bangerd.pid'),
+    sshDir,
+    sshKey: join(sshDir, 'id_ed25519'),
+    sshPubKey: join(sshDir, 'id_ed25519.pub'),
+    knownHosts: join(sshDir, 'known_hosts'),
+    imagesDir: join(stateDir, 'images'),
+    vmsDir: join(stateDir, 'vms'),
+    vmSocketsDir: join(runtimeDir, 'vms'),
+    buildDir: join(cacheDir, 'build'),
+  };
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v !== undefined && v.length > 0 ? v : undefined;
+}
+
+export function vmPaths(layout: Layout, vmId: string): VmPaths {
+  const dir = join(layout.vmsDir, vmId);
+  const socketsDir = join(layout.vmSocketsDir, vmId);
+  return {
+    dir,
+    overlay: join(dir, 'root.qcow2'),
+    configDisk: join(dir, 'config.img'),
+    consoleLog: join(dir, 'console.log'),
+    qemuLog: join(dir, 'qemu.log'),
+    pidFile: join(dir, 'qemu.pid'),
+    runtimeFile: join(dir, 'runtime.json'),
+    socketsDir,
+    qmpSocket: join(socketsDir, 'qmp.sock'),
+    qgaSocket: join(socketsDir, 'qga.sock'),
+  };
+}
+
+export function imagePaths(layout: Layout, imageName: string): ImagePaths {
+  const dir = join(layout.imagesDir, imageName);
+  return {
+    dir,
+    rootfs: join(dir, 'rootfs.ext4'),
+    kernel: join(dir, 'vmlinuz'),
+    initrd: join(dir, 'initrd.img'),
+    manifest: join(dir, 'image.json'),
+  };
+}
