@@ -32,7 +32,7 @@ export interface SshTarget {
   host: string;
   port: number;
   user: string;
-  keyPath: string;
+  privateKeyPath: string;
   knownHostsPath: string;
   /** The name the host key is pinned under in banger's known_hosts. */
   hostKeyAlias: string;
@@ -84,7 +84,6 @@ export const methods = {
   'image.list': { params: z.object({}).strict(), result: {} as ImageRecord[] },
   'image.show': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as ImageRecord },
   'image.delete': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as { deleted: string } },
-  'doctor.checks': { params: z.object({}).strict(), result: {} as DoctorCheck[] },
 } as const;
 
 export type Methods = typeof methods;

@@ -1,0 +1,198 @@
+/** banger vm run|list|show|delete|ssh */
+import { Command } from '@commander-js/extra-typings';
+import { BangerError } from '../../errors/errors.js';
+import { generateVmName, validateVmName } from '../../model/names.js';
+import { shellJoin } from '../../model/quote.js';
+import type { VmView } from '../../model/types.js';
+import type { SshTarget } from '../../rpc/methods.js';
+import { sshCommandArgs, sshExec } from '../../guest/ssh.js';
+import { RpcClient } from '../../rpc/client.js';
+import { tryConnect } from '../connect.js';
+import { parseIntFlag, printJson, type CliContext } from '../context.js';
+import { style, table } from '../style.js';
+
+export function vmCommand(ctx: CliContext): Command {
+  const vm = new Command('vm').description('create, run and manage microVMs');
+
+  vm.command('run')
+    .description('create a VM, boot it, run CMD in it over SSH and exit with its exit code')
+    .usage('[options] -- CMD [ARGS...]')
+    .option('--name <name>', 'VM name (a DNS label; generated when omitted)')
+    .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
+    .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
+    .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
+    .option('--rm', 'delete the VM and all its files when the command ends (Ctrl-C included)')
+    .argument('[cmd...]', 'command to run in the guest (interactive shell when omitted)')
+    .passThroughOptions()
+    .action(async (cmd, opts) => {
+      process.exitCode = await vmRun(ctx, cmd, opts);
+    });
+
+  vm.command('list')
+    .alias('ls')
+    .description('list VMs')
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const vms = await (await ctx.daemon()).call('vm.list', {});
+      if (opts.json) return printJson(vms);
+      if (vms.length === 0) return void process.stdout.write('no VMs (create one with `banger vm run -- CMD`)\n');
+      process.stdout.write(
+        table(
+          ['NAME', 'STATE', 'IMAGE', 'VCPU', 'MEMORY', 'SSH', 'CREATED'],
+          vms.map((v) => [v.name, v.state, v.image, String(v.vcpu), `${v.memoryMib} MiB`, sshColumn(v), v.createdAt]),
+        ) + '\n',
+      );
+    });
+
+  vm.command('show')
+    .description('show one VM')
+    .argument('<name>')
+    .option('--json', 'machine-readable output')
+    .action(async (name, opts) => {
+      const v = await (await ctx.daemon()).call('vm.show', { name });
+      if (opts.json) return printJson(v);
+      const rows: Array<[string, string]> = [
+        ['name', v.name],
+        ['id', v.id],
+        ['state', v.state],
+        ['image', v.image],
+        ['vcpu', String(v.vcpu)],
+        ['memory', `${v.memoryMib} MiB`],
+        ['network', `${v.network} (SSH forwarded to loopback)`],
+        ['ephemeral', v.ephemeral ? 'yes (vm run --rm)' : 'no'],
+        ['created', v.createdAt],
+      ];
+      if (v.runtime) {
+        rows.push(['pid', String(v.runtime.pid)], ['accel', v.runtime.accel], ['ssh', `${v.runtime.sshHost}:${v.runtime.sshPort}`]);
+      }
+      if (v.lastError) rows.push(['last error', v.lastError]);
+      process.stdout.write(rows.map(([k, val]) => `${k.padEnd(10)}  ${val}`).join('\n') + '\n');
+    });
+
+  vm.command('delete')
+    .alias('rm')
+    .description('delete a VM and every file of it (a running VM is stopped first)')
+    .argument('<name...>')
+    .action(async (names) => {
+      const c = await ctx.daemon();
+      for (const name of names) {
+        await c.call('vm.delete', { name });
+        process.stdout.write(`deleted ${name}\n`);
+      }
+    });
+
+  vm.command('ssh')
+    .description('open a shell in a running VM, or run CMD in it')
+    .argument('<name>')
+    .argument('[cmd...]')
+    .passThroughOptions()
+    .action(async (name, cmd) => {
+      const target = await (await ctx.daemon()).call('vm.ssh_target', { name });
+      process.exitCode = await runInVm(ctx, target, cmd);
+    });
+
+  return vm;
+}
+
+function sshColumn(v: VmView): string {
+  return v.runtime ? `${v.runtime.sshHost}:${v.runtime.sshPort}` : '-';
+}
+
+/** Runs CMD (or an interactive shell) in the VM; resolves with the exit code. */
+async function runInVm(ctx: CliContext, target: SshTarget, cmd: string[], signal?: AbortSignal): Promise<number> {
+  if (cmd.length === 0) {
+    if (!process.stdin.isTTY) {
+      throw new BangerError('bad_request', 'no command given and stdin is not a terminal', 'pass a command after --, e.g. `-- uname -a`');
+    }
+    return ctx.runner.runInteractive(['ssh', '-t', ...sshCommandArgs(target)]);
+  }
+  const res = await sshExec(target, shellJoin(cmd), {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin.isTTY ? null : process.stdin,
+    signal,
+  });
+  return res.exitCode;
+}
+
+interface RunOpts {
+  name?: string;
+  vcpu?: number;
+  memory?: number;
+  image?: string;
+  rm?: boolean;
+}
+
+async function vmRun(ctx: CliContext, cmd: string[], opts: RunOpts): Promise<number> {
+  // Validate before anything is created; the daemon validates again.
+  const name = opts.name !== undefined ? validateVmName(opts.name) : generateVmName();
+  if (opts.vcpu !== undefined && opts.vcpu < 1) throw new BangerError('bad_request', `--vcpu must be at least 1 (got ${opts.vcpu})`);
+  if (cmd.length === 0 && !process.stdin.isTTY) {
+    throw new BangerError('bad_request', 'no command given and stdin is not a terminal', 'pass a command after --, e.g. `banger vm run --rm -- uname -a`');
+  }
+  const client = await ctx.daemon();
+  const exec = new AbortController();
+  let interrupted = false;
+  let created = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) process.exit(130); // second Ctrl-C: leave now
+    interrupted = true;
+    process.stderr.write(`\n${style.warn('interrupted', process.stderr)} (${sig})${opts.rm ? `; removing VM ${name}…` : ''}\n`);
+    exec.abort();
+    if (opts.rm) void cleanupAfterInterrupt(ctx, client, name).finally(() => process.exit(130));
+    else process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const started = Date.now();
+    process.stderr.write(style.dim(`• creating VM ${name}`, process.stderr) + '\n');
+    const res = await client.call(
+      'vm.create',
+      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, ephemeral: opts.rm === true },
+      (ev) => ctx.progress(ev),
+    );
+    created = true;
+    process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
+    const code = await runInVm(ctx, res.ssh, cmd, exec.signal);
+    if (opts.rm) await client.call('vm.delete', { name });
+    else process.stderr.write(style.dim(`• ${name} is still running: \`banger vm ssh ${name}\`; \`banger vm delete ${name}\` removes it`, process.stderr) + '\n');
+    return code;
+  } catch (e) {
+    if (interrupted) return new Promise<number>(() => undefined); // the signal handler exits
+    if (opts.rm && created) await client.call('vm.delete', { name }).catch(() => undefined);
+    throw e;
+  } finally {
+    if (!interrupted) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+}
+
+/**
+ * Ctrl-C during `vm run --rm`: closing our connection makes the daemon
+ * abort the boot and remove the ephemeral VM; we wait for that on a second
+ * connection so the VM is gone when we exit.
+ */
+async function cleanupAfterInterrupt(ctx: CliContext, client: RpcClient, name: string): Promise<void> {
+  client.close();
+  try {
+    const c2 = await tryConnect(ctx.layout);
+    if (!c2) return;
+    try {
+      await c2.call('vm.delete', { name });
+    } catch {
+      /* already removed by the daemon: fine */
+    }
+    // The delete may have raced the daemon's own cleanup: wait until the row is gone.
+    for (let i = 0; i < 100; i++) {
+      const vms = await c2.call('vm.list', {});
+      if (!vms.some((v) => v.name === name)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    c2.close();
+  } catch {
+    /* best effort: the daemon removes ephemeral VMs on its own */
+  }
+}

@@ -1,0 +1,53 @@
+/** What every command needs: layout, runner, and a lazily opened daemon connection. */
+import { resolveLayout, type Layout } from '../paths/paths.js';
+import { createRunner, type Runner } from '../system/runner.js';
+import type { RpcClient } from '../rpc/client.js';
+import type { ProgressEvent } from '../model/types.js';
+import { connectOrStart } from './connect.js';
+import { style } from './style.js';
+
+export interface CliContext {
+  layout: Layout;
+  runner: Runner;
+  daemon(): Promise<RpcClient>;
+  progress(ev: ProgressEvent): void;
+  close(): void;
+}
+
+export function createContext(): CliContext {
+  const layout = resolveLayout();
+  const runner = createRunner();
+  let client: Promise<RpcClient> | undefined;
+  return {
+    layout,
+    runner,
+    daemon() {
+      client ??= connectOrStart(layout, runner);
+      return client;
+    },
+    progress(ev) {
+      const err = process.stderr;
+      if (ev.level === 'warn') err.write(`${style.warn('warning:', err)} ${ev.message}\n`);
+      else err.write(style.dim(`• ${ev.message}`, err) + '\n');
+    },
+    close() {
+      void client?.then((c) => c.close()).catch(() => undefined);
+    },
+  };
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+export function parseIntFlag(flag: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value.trim())) {
+      // Thrown inside commander's parser; main.ts renders it like any coded error.
+      throw new FlagError(`${flag} must be a whole number, got ${JSON.stringify(value)}`);
+    }
+    return Number(value);
+  };
+}
+
+export class FlagError extends Error {}

@@ -1,0 +1,48 @@
+/** banger: the CLI. Parses, calls the daemon, renders. */
+import { Command, CommanderError } from '@commander-js/extra-typings';
+import { BangerError } from '../errors/errors.js';
+import { VERSION } from '../version.js';
+import { createContext, FlagError } from './context.js';
+import { renderError, exitCodeFor } from './render-error.js';
+import { vmCommand } from './commands/vm.js';
+import { imageCommand } from './commands/image.js';
+import { daemonCommand } from './commands/daemon.js';
+import { doctorCommand } from './commands/doctor.js';
+
+const ctx = createContext();
+const debug = process.argv.includes('--debug');
+
+const program = new Command('banger')
+  .description('throwaway Linux microVMs as sandboxes for your repos')
+  .version(VERSION)
+  .option('--debug', 'show stacks for unexpected errors')
+  .enablePositionalOptions()
+  .exitOverride();
+
+program.addCommand(vmCommand(ctx));
+program.addCommand(imageCommand(ctx));
+program.addCommand(daemonCommand(ctx));
+program.addCommand(doctorCommand(ctx));
+
+function exitWith(e: unknown): void {
+  if (e instanceof CommanderError) {
+    process.exitCode = e.exitCode;
+    return;
+  }
+  const err = e instanceof FlagError ? new BangerError('bad_request', e.message) : e;
+  process.stderr.write(renderError(err, debug) + '\n');
+  process.exitCode = exitCodeFor(err);
+}
+
+program.commands.forEach(function walk(c: Command<unknown[], Record<string, unknown>>) {
+  c.exitOverride();
+  c.commands.forEach((sub) => walk(sub as Command<unknown[], Record<string, unknown>>));
+});
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  exitWith(e);
+} finally {
+  ctx.close();
+}

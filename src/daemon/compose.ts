@@ -1,0 +1,24 @@
+/**
+ * The composition root: the one place that builds the daemon's services
+ * and hands each its explicit deps. No module-level state anywhere else.
+ */
+import type { Config } from '../config/config.js';
+import type { Logger } from '../log/log.js';
+import type { Layout } from '../paths/paths.js';
+import type { Store } from '../store/store.js';
+import type { Runner } from '../system/runner.js';
+import { buildDebianImage } from '../images/build.js';
+import { ImageService } from './image-service.js';
+import { VmService } from './vm-service.js';
+
+export interface Services {
+  images: ImageService;
+  vms: VmService;
+}
+
+export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
+  const images = new ImageService({ ...deps, buildImage: buildDebianImage });
+  const bootTimeoutMs = Number(process.env.BANGER_BOOT_TIMEOUT_S ?? 300) * 1000;
+  const vms = new VmService({ ...deps, images, bootTimeoutMs });
+  return { images, vms };
+}

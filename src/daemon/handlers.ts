@@ -1,0 +1,46 @@
+/** Maps the RPC method table onto the services. Handlers return data; the CLI renders it. */
+import type { Handlers } from '../rpc/server.js';
+import type { Layout } from '../paths/paths.js';
+import { PROTOCOL_VERSION } from '../rpc/methods.js';
+import { VERSION } from '../version.js';
+import { DEFAULT_IMAGE } from './image-service.js';
+import type { Services } from './compose.js';
+
+export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: number; requestStop: () => void }): Handlers {
+  return {
+    'rpc.hello': async () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid }),
+    'daemon.status': async () => ({
+      pid: process.pid,
+      version: VERSION,
+      protocol: PROTOCOL_VERSION,
+      socket: ctx.layout.socketPath,
+      stateDir: ctx.layout.stateDir,
+      logFile: ctx.layout.daemonLog,
+      uptimeSeconds: Math.round((Date.now() - ctx.startedAt) / 1000),
+      vms: s.vms.count(),
+    }),
+    'daemon.stop': async () => {
+      setTimeout(ctx.requestStop, 50);
+      return { stopping: true };
+    },
+    'vm.create': async (p, rc) => s.vms.create(p, rc.connection, rc.progress),
+    'vm.list': async () => s.vms.list(),
+    'vm.show': async (p) => s.vms.show(p.name),
+    'vm.delete': async (p) => {
+      await s.vms.delete(p.name);
+      return { deleted: p.name };
+    },
+    'vm.ssh_target': async (p) => s.vms.sshTarget(p.name),
+    'image.build': async (p, rc) => {
+      const abort = new AbortController();
+      rc.connection.onClose(() => abort.abort());
+      return s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, onProgress: rc.progress, signal: abort.signal });
+    },
+    'image.list': async () => s.images.list(),
+    'image.show': async (p) => s.images.show(p.name),
+    'image.delete': async (p) => {
+      await s.images.delete(p.name);
+      return { deleted: p.name };
+    },
+  };
+}

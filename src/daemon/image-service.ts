@@ -1,0 +1,140 @@
+/**
+ * Images: build (mmdebstrap → ext4 base + kernel + initrd), list, show,
+ * delete. One lock per image name: two VMs that both need the default image
+ * built wait for one build; the files appear atomically (built in a scratch
+ * dir, renamed into place), so no torn image is ever visible.
+ */
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { BangerError } from '../errors/errors.js';
+import type { ImageRecord, ProgressEvent } from '../model/types.js';
+import { validateImageName } from '../model/names.js';
+import { imagePaths, type Layout } from '../paths/paths.js';
+import type { Store } from '../store/store.js';
+import type { Runner } from '../system/runner.js';
+import { exists, removePath } from '../system/fs.js';
+import type { Logger } from '../log/log.js';
+import type { Config } from '../config/config.js';
+import type { buildDebianImage } from '../images/build.js';
+import { KeyedMutex } from './locks.js';
+
+export const DEFAULT_IMAGE = 'bookworm';
+
+export interface ImageServiceDeps {
+  store: Store;
+  runner: Runner;
+  layout: Layout;
+  config: Config;
+  log: Logger;
+  buildImage: typeof buildDebianImage;
+}
+
+export interface BuildOptions {
+  force?: boolean;
+  onProgress?: (ev: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+export class ImageService {
+  private readonly locks = new KeyedMutex();
+
+  constructor(private readonly deps: ImageServiceDeps) {}
+
+  list(): ImageRecord[] {
+    return this.deps.store.listImages();
+  }
+
+  show(name: string): ImageRecord {
+    const img = this.deps.store.findImage(name);
+    if (!img) throw notFoundImage(name);
+    return img;
+  }
+
+  /** True when the row exists and every file it needs is on disk. */
+  isComplete(name: string): boolean {
+    const p = imagePaths(this.deps.layout, name);
+    return this.deps.store.findImage(name) !== undefined && exists(p.rootfs) && exists(p.kernel) && exists(p.initrd);
+  }
+
+  async build(name: string, opts: BuildOptions = {}): Promise<ImageRecord> {
+    validateImageName(name);
+    return this.locks.run(name, async () => {
+      if (this.isComplete(name) && !opts.force) {
+        throw new BangerError('already_exists', `image ${name} already exists`, `use it, or rebuild with \`banger image build ${name} --force\``);
+      }
+      return this.buildLocked(name, opts);
+    });
+  }
+
+  /** Returns the image, building it first when it is missing (used by vm create). */
+  async ensure(name: string, opts: BuildOptions = {}): Promise<ImageRecord> {
+    validateImageName(name);
+    if (this.isComplete(name)) return this.show(name);
+    if (name !== DEFAULT_IMAGE) throw notFoundImage(name);
+    return this.locks.run(name, async () => {
+      // A peer may have built it while we waited for the lock.
+      if (this.isComplete(name)) return this.show(name);
+      opts.onProgress?.({ stage: 'image', message: `image ${name} not found; building it (first use only)` });
+      return this.buildLocked(name, opts);
+    });
+  }
+
+  async delete(name: string): Promise<void> {
+    await this.locks.run(name, async () => {
+      const users = this.deps.store.vmsUsingImage(name);
+      if (users.length > 0) {
+        throw new BangerError(
+          'conflict',
+          `image ${name} is used by ${users.length} VM(s): ${users.map((v) => v.name).join(', ')}`,
+          'delete those VMs first',
+        );
+      }
+      const p = imagePaths(this.deps.layout, name);
+      if (!this.deps.store.findImage(name) && !exists(p.dir)) throw notFoundImage(name);
+      this.deps.store.deleteImage(name);
+      removePath(p.dir);
+    });
+  }
+
+  private async buildLocked(name: string, opts: BuildOptions): Promise<ImageRecord> {
+    const users = this.deps.store.vmsUsingImage(name);
+    if (users.length > 0) {
+      throw new BangerError('conflict', `image ${name} is in use by ${users.map((v) => v.name).join(', ')}`, 'delete those VMs before rebuilding it');
+    }
+    const p = imagePaths(this.deps.layout, name);
+    this.deps.store.deleteImage(name);
+    removePath(p.dir);
+    const workDir = join(this.deps.layout.buildDir, `${name}-${randomBytes(4).toString('hex')}`);
+    const started = Date.now();
+    const built = await this.deps.buildImage(
+      { runner: this.deps.runner, log: (m) => this.deps.log.info({ image: name }, m) },
+      {
+        name,
+        outDir: p.dir,
+        workDir,
+        mirror: this.deps.config.mirror,
+        signal: opts.signal,
+        onProgress: (stage, message) => opts.onProgress?.({ stage: `image:${stage}`, message }),
+      },
+    );
+    const record: ImageRecord = {
+      name,
+      source: `mmdebstrap bookworm (${this.deps.config.mirror})`,
+      kernelVersion: built.kernelVersion,
+      rootfsBytes: built.rootfsBytes,
+      packages: built.packages,
+      createdAt: new Date().toISOString(),
+    };
+    this.deps.store.upsertImage(record);
+    this.deps.log.info({ image: name, ms: Date.now() - started }, 'image built');
+    return record;
+  }
+}
+
+function notFoundImage(name: string): BangerError {
+  return new BangerError(
+    'not_found',
+    `image ${name} not found`,
+    name === DEFAULT_IMAGE ? `build it with \`banger image build\`` : `list images with \`banger image list\`; build the default one with \`banger image build\``,
+  );
+}

@@ -1,0 +1,122 @@
+/**
+ * bangerd: the user daemon that owns the VMs. Started by the CLI when not
+ * running (detached, logging to <state>/bangerd.log). Stopping or killing it
+ * never stops a VM: QEMU runs in its own session and is re-adopted on the
+ * next start.
+ */
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { resolveLayout, type Layout } from '../paths/paths.js';
+import { loadConfig } from '../config/config.js';
+import { ensureDir, exists } from '../system/fs.js';
+import { createRunner } from '../system/runner.js';
+import { fileLogger, type Logger } from '../log/log.js';
+import { Store, pendingMigrations } from '../store/store.js';
+import { startRpcServer } from '../rpc/server.js';
+import { messageOf } from '../errors/errors.js';
+import { isSameProcess, readStartTime } from '../system/proc.js';
+import { VERSION } from '../version.js';
+import { composeServices } from './compose.js';
+import { makeHandlers } from './handlers.js';
+
+function checkMigrations(layout: Layout): number {
+  if (!exists(layout.dbPath)) {
+    console.log(`${layout.dbPath} does not exist yet: every migration is pending (it is created on first daemon start)`);
+    return 0;
+  }
+  const db = new Database(layout.dbPath, { readonly: true });
+  try {
+    const { current, pending } = pendingMigrations(db);
+    if (pending.length === 0) console.log(`schema version ${current}: no pending migrations`);
+    else {
+      console.log(`schema version ${current}: ${pending.length} pending migration(s):`);
+      for (const m of pending) console.log(`  ${m.version} ${m.name}`);
+    }
+  } finally {
+    db.close();
+  }
+  return 0;
+}
+
+/** One daemon per runtime dir: an exclusive lock file holding "pid starttime". */
+function acquireLock(path: string): boolean {
+  for (let i = 0; i < 2; i++) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeFileSync(fd, `${process.pid} ${readStartTime(process.pid) ?? ''}\n`);
+      closeSync(fd);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const [pidText, start] = readFileSync(path, 'utf8').trim().split(' ');
+      const pid = Number(pidText);
+      if (pid > 0 && start && isSameProcess(pid, start)) return false;
+      rmSync(path, { force: true }); // stale: its daemon is gone
+    }
+  }
+  return false;
+}
+
+async function runDaemon(layout: Layout): Promise<void> {
+  for (const d of [layout.stateDir, layout.cacheDir, layout.runtimeDir, layout.sshDir, layout.imagesDir, layout.vmsDir, layout.vmSocketsDir]) {
+    ensureDir(d);
+  }
+  const lockPath = `${layout.runtimeDir}/bangerd.lock`;
+  if (!acquireLock(lockPath)) {
+    console.error('bangerd is already running for this runtime directory');
+    process.exit(0);
+  }
+  const log: Logger = fileLogger(layout.daemonLog);
+  const startedAt = Date.now();
+  let store: Store | undefined;
+  try {
+    const config = loadConfig(layout.configFile);
+    store = Store.open(layout.dbPath);
+    const runner = createRunner();
+    const services = composeServices({ store, runner, layout, config, log });
+    await services.vms.reconcile();
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ why }, 'daemon stopping (VMs keep running)');
+      void server.close().finally(() => {
+        store?.close();
+        rmSync(layout.socketPath, { force: true });
+        rmSync(layout.daemonPidFile, { force: true });
+        rmSync(lockPath, { force: true });
+        process.exit(0);
+      });
+    };
+    const server = await startRpcServer({
+      socketPath: layout.socketPath,
+      handlers: makeHandlers(services, { layout, startedAt, requestStop: () => stop('daemon.stop') }),
+      log,
+      version: VERSION,
+    });
+    writeFileSync(layout.daemonPidFile, `${process.pid}\n`, { mode: 0o600 });
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => undefined);
+    log.info({ version: VERSION, socket: layout.socketPath }, 'daemon ready');
+  } catch (e) {
+    log.error({ err: messageOf(e), stack: (e as Error)?.stack }, 'daemon failed to start');
+    console.error(`bangerd: ${messageOf(e)}`);
+    store?.close();
+    rmSync(lockPath, { force: true });
+    process.exit(1);
+  }
+}
+
+const args = process.argv.slice(2);
+const layout = resolveLayout();
+if (args.includes('--check-migrations')) {
+  process.exit(checkMigrations(layout));
+} else if (args.includes('--version')) {
+  console.log(VERSION);
+} else if (args.length > 0 && !args.every((a) => a === '--foreground')) {
+  console.error(`bangerd: unknown arguments ${args.join(' ')} (supported: --check-migrations, --version)`);
+  process.exit(2);
+} else {
+  void runDaemon(layout);
+}

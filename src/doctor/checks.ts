@@ -1,0 +1,101 @@
+/**
+ * `banger doctor`: PASS/WARN/FAIL lines about the host. Things created on
+ * first use (state dir, database, image, daemon) are never a FAIL on a fresh
+ * install. Runs in the CLI process: it never starts the daemon.
+ */
+import { accessSync, constants, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Layout } from '../paths/paths.js';
+import type { Runner } from '../system/runner.js';
+import { loadConfig } from '../config/config.js';
+import { imagePaths } from '../paths/paths.js';
+import { exists } from '../system/fs.js';
+import { probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
+import { messageOf } from '../errors/errors.js';
+
+export interface Check {
+  name: string;
+  status: 'pass' | 'warn' | 'fail';
+  detail: string;
+}
+
+const TOOLS: Array<{ name: string; argv: string[]; pkg: string; why: string }> = [
+  { name: 'qemu-system-x86_64', argv: ['qemu-system-x86_64', '--version'], pkg: 'qemu-system-x86', why: 'runs the VMs' },
+  { name: 'qemu-img', argv: ['qemu-img', '--version'], pkg: 'qemu-utils', why: 'makes per-VM overlays' },
+  { name: 'mkfs.ext4', argv: ['mkfs.ext4', '-V'], pkg: 'e2fsprogs', why: 'makes images and config disks' },
+  { name: 'mmdebstrap', argv: ['mmdebstrap', '--version'], pkg: 'mmdebstrap', why: 'builds the default image' },
+  { name: 'ssh-keygen', argv: ['ssh-keygen', '-?'], pkg: 'openssh-client', why: "makes banger's SSH key" },
+];
+
+export async function runChecks(
+  deps: { runner: Runner; layout: Layout },
+  opts: { daemon: () => Promise<string | undefined>; defaultImage: string },
+): Promise<Check[]> {
+  const { runner, layout } = deps;
+  const checks: Check[] = [];
+  for (const t of TOOLS) {
+    try {
+      const r = await runner.run(t.argv, { allowFailure: true, timeoutMs: 10_000 });
+      const first = (r.stdout || r.stderr).split('\n').find((l) => l.trim().length > 0) ?? '';
+      checks.push({ name: t.name, status: 'pass', detail: first.trim().slice(0, 80) });
+    } catch {
+      checks.push({ name: t.name, status: 'fail', detail: `not found (${t.why}); install the ${t.pkg} package or run scripts/setup.sh` });
+    }
+  }
+
+  let accel: 'auto' | 'kvm' | 'tcg' = 'auto';
+  try {
+    accel = loadConfig(layout.configFile).accel;
+    checks.push({ name: 'config', status: 'pass', detail: exists(layout.configFile) ? layout.configFile : 'defaults (no config.toml)' });
+  } catch (e) {
+    checks.push({ name: 'config', status: 'fail', detail: messageOf(e) });
+  }
+
+  checks.push(await kvmCheck(runner, layout, accel, opts.defaultImage));
+  checks.push(writableCheck('state dir', layout.stateDir));
+  checks.push(writableCheck('runtime dir', layout.runtimeDir));
+
+  try {
+    const d = await opts.daemon();
+    checks.push(d ? { name: 'daemon', status: 'pass', detail: d } : { name: 'daemon', status: 'pass', detail: 'not running; started on first use' });
+  } catch (e) {
+    checks.push({ name: 'daemon', status: 'fail', detail: messageOf(e) });
+  }
+  return checks;
+}
+
+async function kvmCheck(runner: Runner, layout: Layout, requested: 'auto' | 'kvm' | 'tcg', image: string): Promise<Check> {
+  if (requested === 'tcg') return { name: 'accelerator', status: 'pass', detail: 'TCG (accel = "tcg" in config)' };
+  if (!exists('/dev/kvm')) {
+    return { name: 'accelerator', status: requested === 'kvm' ? 'fail' : 'warn', detail: 'no /dev/kvm: TCG fallback in effect (VMs run much slower)' };
+  }
+  const kernel = imagePaths(layout, image).kernel;
+  if (!exists(kernel)) {
+    return {
+      name: 'accelerator',
+      status: 'warn',
+      detail: `/dev/kvm present; not probed yet (the probe boots the ${image} image's kernel, built on first use)`,
+    };
+  }
+  const probe = await probeKvm({ runner }, { kernel });
+  try {
+    const choice = resolveAccel(requested, probe);
+    return choice.accel === 'kvm'
+      ? { name: 'accelerator', status: 'pass', detail: `KVM works (probe booted a kernel in ${probe.ms} ms)` }
+      : { name: 'accelerator', status: 'warn', detail: `KVM unusable (${probe.reason}): TCG fallback in effect (VMs run much slower)` };
+  } catch (e) {
+    return { name: 'accelerator', status: 'fail', detail: messageOf(e) };
+  }
+}
+
+function writableCheck(name: string, dir: string): Check {
+  let d = dir;
+  while (!exists(d) && dirname(d) !== d) d = dirname(d);
+  try {
+    if (!statSync(d).isDirectory()) return { name, status: 'fail', detail: `${d} is not a directory` };
+    accessSync(d, constants.W_OK);
+    return { name, status: 'pass', detail: d === dir ? `${dir} (writable)` : `${dir} (created on first use)` };
+  } catch {
+    return { name, status: 'fail', detail: `${d} is not writable; set BANGER_${name.split(' ')[0]!.toUpperCase()}_DIR to a writable place` };
+  }
+}

@@ -1,0 +1,185 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import { mkdtempSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
+import { startRpcServer, type Handlers, type RpcServer } from './server.js';
+import { RpcClient } from './client.js';
+import { LineSplitter } from './framing.js';
+import { BangerError } from '../errors/errors.js';
+import { PROTOCOL_VERSION } from './methods.js';
+
+function capture() {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { log: pino({ level: 'info' }, stream), lines };
+}
+
+function handlers(over: Partial<Handlers> = {}): Handlers {
+  const notUsed = async () => {
+    throw new BangerError('internal', 'not used');
+  };
+  return {
+    'rpc.hello': async () => ({ protocol: PROTOCOL_VERSION, version: 'test', pid: process.pid }),
+    'daemon.status': notUsed,
+    'daemon.stop': notUsed,
+    'vm.create': notUsed,
+    'vm.list': async () => [],
+    'vm.show': async (p) => {
+      throw new BangerError('not_found', `no VM named ${p.name}`, 'list VMs');
+    },
+    'vm.delete': notUsed,
+    'vm.ssh_target': notUsed,
+    'image.build': async (_p, ctx) => {
+      ctx.progress({ stage: 'a', message: 'one' });
+      ctx.progress({ stage: 'b', message: 'two' });
+      return { name: 'x', source: 's', kernelVersion: 'k', rootfsBytes: 1, packages: [], createdAt: 'now' };
+    },
+    'image.list': async () => {
+      throw new Error('boom');
+    },
+    'image.show': notUsed,
+    'image.delete': notUsed,
+    ...over,
+  } as Handlers;
+}
+
+let server: RpcServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+async function setup(h = handlers()) {
+  const dir = mkdtempSync(join(tmpdir(), 'rpc-'));
+  const socketPath = join(dir, 's.sock');
+  const cap = capture();
+  server = await startRpcServer({ socketPath, handlers: h, log: cap.log, version: 'test' });
+  return { socketPath, ...cap };
+}
+
+/** Raw line-level exchange, bypassing the typed client. */
+async function raw(socketPath: string, lines: string[]): Promise<Array<Record<string, unknown>>> {
+  return new Promise((resolve) => {
+    const s = connect(socketPath);
+    const out: Array<Record<string, unknown>> = [];
+    const sp = new LineSplitter((l) => {
+      out.push(JSON.parse(l) as Record<string, unknown>);
+      if (out.length === lines.length) {
+        s.destroy();
+        resolve(out);
+      }
+    });
+    s.setEncoding('utf8');
+    s.on('data', (c: string) => sp.push(c));
+    s.on('connect', () => {
+      for (const l of lines) s.write(l + '\n');
+    });
+  });
+}
+
+describe('RPC', () => {
+  it('creates the socket with mode 0600', async () => {
+    const { socketPath } = await setup();
+    expect(statSync(socketPath).mode & 0o777).toBe(0o600);
+  });
+
+  it('round-trips a call and streams progress before the result', async () => {
+    const { socketPath } = await setup();
+    const c = await RpcClient.connect(socketPath, 'test');
+    const seen: string[] = [];
+    const img = await c.call('image.build', {}, (ev) => seen.push(ev.message));
+    expect(img.name).toBe('x');
+    expect(seen).toEqual(['one', 'two']);
+    c.close();
+  });
+
+  it('coded errors carry code, hint and an opId that is in the log line', async () => {
+    const { socketPath, lines } = await setup();
+    const c = await RpcClient.connect(socketPath, 'test');
+    const err = (await c.call('vm.show', { name: 'nope' }).catch((e: unknown) => e)) as BangerError;
+    expect(err.code).toBe('not_found');
+    expect(err.hint).toBe('list VMs');
+    expect(err.opId).toMatch(/^op-[0-9a-f]{8}$/);
+    expect(lines.some((l) => l.opId === err.opId && l.code === 'not_found')).toBe(true);
+    c.close();
+  });
+
+  it('an uncoded handler error becomes internal, with the stack only in the log', async () => {
+    const { socketPath, lines } = await setup();
+    const c = await RpcClient.connect(socketPath, 'test');
+    const err = (await c.call('image.list', {}).catch((e: unknown) => e)) as BangerError;
+    expect(err.code).toBe('internal');
+    expect(err.message).toContain('boom');
+    expect(lines.find((l) => l.opId === err.opId)?.stack).toContain('boom');
+    c.close();
+  });
+
+  it('validates params at the boundary', async () => {
+    const { socketPath } = await setup();
+    const c = await RpcClient.connect(socketPath, 'test');
+    const bad = (await c.call('vm.create', { name: 'Bad_Name' }).catch((e: unknown) => e)) as BangerError;
+    expect(bad.code).toBe('bad_request');
+    expect(bad.message).toContain('name');
+    const extra = (await c.call('vm.list', { nope: 1 } as never).catch((e: unknown) => e)) as BangerError;
+    expect(extra.code).toBe('bad_request');
+    const vcpu = (await c.call('vm.create', { vcpu: 0 }).catch((e: unknown) => e)) as BangerError;
+    expect(vcpu.message).toContain('vcpu');
+    c.close();
+  });
+
+  it('refuses a protocol mismatch with bad_version and a hint', async () => {
+    const { socketPath } = await setup();
+    const [r] = await raw(socketPath, [JSON.stringify({ id: 1, method: 'rpc.hello', params: { protocol: PROTOCOL_VERSION + 1, client: 'old' } })]);
+    expect((r!.error as { code: string }).code).toBe('bad_version');
+    expect((r!.error as { hint: string }).hint).toContain('banger daemon stop');
+  });
+
+  it('requires hello first, rejects unknown methods and bad JSON', async () => {
+    const { socketPath } = await setup();
+    const out = await raw(socketPath, [
+      JSON.stringify({ id: 1, method: 'vm.list', params: {} }),
+      '{not json',
+      JSON.stringify({ id: 2, method: 'rpc.hello', params: { protocol: PROTOCOL_VERSION, client: 't' } }),
+      JSON.stringify({ id: 3, method: 'vm.explode', params: {} }),
+    ]);
+    const byId = (id: number) => out.find((m) => m.id === id)!;
+    expect((byId(1).error as { code: string }).code).toBe('bad_version');
+    expect(out.some((m) => m.id === -1 && (m.error as { code: string }).code === 'bad_request')).toBe(true);
+    expect(byId(2).result).toBeTruthy();
+    expect((byId(3).error as { code: string }).code).toBe('unknown_method');
+  });
+
+  it('tells handlers when the connection closes', async () => {
+    let closed!: () => void;
+    const wasClosed = new Promise<void>((r) => (closed = r));
+    const { socketPath } = await setup(
+      handlers({
+        'vm.list': async (_p, ctx) => {
+          ctx.connection.onClose(closed);
+          return [];
+        },
+      }),
+    );
+    const c = await RpcClient.connect(socketPath, 'test');
+    await c.call('vm.list', {});
+    c.close();
+    await wasClosed;
+  });
+
+  it('splits lines across chunk boundaries', () => {
+    const got: string[] = [];
+    const sp = new LineSplitter((l) => got.push(l));
+    sp.push('{"a":');
+    sp.push('1}\n{"b"');
+    sp.push(':2}\n\n');
+    expect(got).toEqual(['{"a":1}', '{"b":2}']);
+  });
+});

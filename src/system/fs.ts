@@ -1,0 +1,41 @@
+/** Small filesystem helpers: atomic writes and private directories. */
+import { mkdirSync, renameSync, writeFileSync, rmSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, basename } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+/** Writes via a temp file in the same directory + rename: readers never see a torn file. */
+export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o600): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    writeFileSync(tmp, data, { mode });
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+export function ensureDir(path: string, mode = 0o700): void {
+  mkdirSync(path, { recursive: true, mode });
+}
+
+export function readJsonFile<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export function exists(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function removePath(path: string): void {
+  rmSync(path, { recursive: true, force: true });
+}
