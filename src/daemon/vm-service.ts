@@ -21,7 +21,7 @@ import { isSameProcess, killProcess, readPidFile, readStartTime, waitForExit } f
 import type { Logger } from '../log/log.js';
 import type { Config } from '../config/config.js';
 import { kernelCmdline, qemuArgv } from '../vmm/qemu/argv.js';
-import { probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
+import { hostTscKhz, probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
 import { writeConfigDisk } from '../guest/config-disk.js';
 import { waitForAgent } from '../guest/agent.js';
 import { waitForSsh } from '../guest/ssh.js';
@@ -225,10 +225,12 @@ export class VmService {
             accel,
             kernel: img.kernel,
             initrd: img.initrd,
-            cmdline: kernelCmdline({ hostname: vm.name }),
+            // Under TCG the guest's TSC calibration can hang under load unless told the frequency.
+            cmdline: kernelCmdline({ hostname: vm.name, tscKhz: accel === 'tcg' ? hostTscKhz() : undefined }),
             paths: p,
             sshHostPort: port,
             mac: macFor(vm.id),
+            name: vm.name,
           });
           log.info({ vm: vm.name, argv }, 'starting qemu');
           await runner.run(argv, { timeoutMs: 60_000 });

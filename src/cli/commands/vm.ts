@@ -12,7 +12,7 @@ import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table } from '../style.js';
 
 export function vmCommand(ctx: CliContext): Command {
-  const vm = new Command('vm').description('create, run and manage microVMs');
+  const vm = new Command('vm').description('create, run and manage microVMs').enablePositionalOptions();
 
   vm.command('run')
     .description('create a VM, boot it, run CMD in it over SSH and exit with its exit code')

@@ -1,0 +1,423 @@
+/**
+ * qemu-guest-agent client over the VM's virtio-serial channel (QEMU exposes
+ * it on the host as a unix socket).
+ *
+ * The channel is a byte stream that outlives any one client: replies to a
+ * previous client's commands (or to our own earlier, timed-out attempts) can
+ * still be in it, and the agent's JSON parser may hold half a request. So
+ * every connection starts with guest-sync-delimited: we send 0xFF (which
+ * resets the agent's parser) and a sync with a random id; the agent answers
+ * 0xFF followed by {"return": id}. Everything before our own id is discarded.
+ * After that, commands carry an "id" that the agent echoes, so a late reply
+ * to a command that timed out is recognised and dropped.
+ */
+import { createConnection, type Socket } from 'node:net';
+import { randomInt } from 'node:crypto';
+import { BangerError, messageOf } from '../errors/errors.js';
+
+const DELIMITER = 0xff;
+const MAX_BUFFER = 64 * 1024 * 1024;
+const DEFAULT_COMMAND_TIMEOUT_MS = 10_000;
+
+export interface AgentConnectOptions {
+  /** Connect + sync must finish within this (default 5000 ms). */
+  timeoutMs?: number;
+  /** Default per-command timeout (default 10000 ms). */
+  commandTimeoutMs?: number;
+}
+
+export interface ExecOptions {
+  /** Return stdout/stderr (default true). */
+  captureOutput?: boolean;
+  /** Bytes for the command's stdin. */
+  input?: string | Buffer;
+  /** Environment as KEY=VALUE strings (replaces the agent's environment). */
+  env?: string[];
+  /** How long the command may run (default 60000 ms). The guest process is not killed on timeout. */
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  /** Null when the process was killed by a signal. */
+  exitCode: number | null;
+  signal: number | null;
+  stdout: string;
+  stderr: string;
+  /** The agent keeps at most 16 MiB of each stream. */
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+}
+
+export type ShutdownMode = 'powerdown' | 'halt' | 'reboot';
+
+/**
+ * How a guest-shutdown ended. The agent does not answer a successful
+ * guest-shutdown, so success shows up as the channel closing (QEMU exited)
+ * or as silence; an explicit error is thrown.
+ */
+export type ShutdownOutcome = 'closed' | 'no-reply' | 'acknowledged';
+
+/** An error the agent returned ({"error": {"class", "desc"}}). */
+export class AgentCommandError extends BangerError {
+  readonly errorClass: string;
+  constructor(command: string, errorClass: string, desc: string) {
+    super('operation_failed', `guest agent ${command} failed: ${desc}`);
+    this.errorClass = errorClass;
+  }
+}
+
+interface Pending {
+  command: string;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface SyncWait {
+  id: number;
+  resolve: () => void;
+}
+
+export class GuestAgent {
+  private buf: Buffer = Buffer.alloc(0);
+  /** True once a 0xFF has been seen and the sync reply is expected next. */
+  private afterDelimiter = false;
+  private syncWait: SyncWait | undefined;
+  private readonly pending = new Map<string, Pending>();
+  private readonly closeWaiters = new Set<() => void>();
+  private nextId = 1;
+  /** Per-connection id prefix: ids never collide with a previous client's. */
+  private readonly idPrefix = `b${randomInt(0, 2 ** 31 - 1).toString(36)}-`;
+  private closedFlag = false;
+
+  private constructor(
+    private readonly sock: Socket,
+    readonly socketPath: string,
+    private readonly commandTimeoutMs: number,
+  ) {
+    sock.on('data', (c: Buffer) => this.onData(c));
+    sock.on('error', () => undefined); // 'close' follows
+    sock.on('close', () => this.onClose());
+  }
+
+  /** Connects and synchronises the channel (one attempt; see connectAgent for retries). */
+  static async connect(socketPath: string, opts: AgentConnectOptions = {}): Promise<GuestAgent> {
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    const started = Date.now();
+    const sock = await openSocket(socketPath, timeoutMs);
+    const agent = new GuestAgent(sock, socketPath, opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+    try {
+      await agent.resync(Math.max(1, timeoutMs - (Date.now() - started)));
+    } catch (e) {
+      agent.close();
+      throw e;
+    }
+    return agent;
+  }
+
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  /**
+   * guest-sync-delimited: discards whatever is in the channel until the
+   * agent echoes our random id after a 0xFF delimiter.
+   */
+  resync(timeoutMs = 5000): Promise<void> {
+    if (this.closedFlag) return Promise.reject(this.closedError('guest-sync-delimited'));
+    const id = randomInt(1, 2 ** 31 - 1);
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.syncWait = undefined;
+        this.closeWaiters.delete(onClose);
+        reject(new BangerError('timeout', `the guest agent on ${this.socketPath} did not answer a sync within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onClose = () => {
+        clearTimeout(timer);
+        this.syncWait = undefined;
+        reject(this.closedError('guest-sync-delimited'));
+      };
+      this.closeWaiters.add(onClose);
+      this.syncWait = {
+        id,
+        resolve: () => {
+          clearTimeout(timer);
+          this.closeWaiters.delete(onClose);
+          this.syncWait = undefined;
+          resolve();
+        },
+      };
+      this.afterDelimiter = false;
+      this.buf = Buffer.alloc(0);
+      this.sock.write(
+        Buffer.concat([Buffer.from([DELIMITER]), Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } }) + '\n')]),
+      );
+    });
+  }
+
+  /** Runs an agent command and resolves with its "return" value. */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+    if (this.closedFlag) return Promise.reject(this.closedError(command));
+    const id = `${this.idPrefix}${this.nextId++}`;
+    const timeoutMs = opts.timeoutMs ?? this.commandTimeoutMs;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new BangerError('timeout', `guest agent ${command} got no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
+      const msg: Record<string, unknown> = { execute: command, id };
+      if (args !== undefined) msg.arguments = args;
+      this.sock.write(JSON.stringify(msg) + '\n');
+    });
+  }
+
+  async ping(timeoutMs?: number): Promise<void> {
+    await this.execute('guest-ping', undefined, timeoutMs !== undefined ? { timeoutMs } : {});
+  }
+
+  /** Runs a program in the guest (no shell) and waits for it to finish. */
+  async exec(path: string, args: string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const deadline = Date.now() + timeoutMs;
+    const capture = opts.captureOutput ?? true;
+    const req: Record<string, unknown> = { path, arg: args, 'capture-output': capture };
+    if (opts.env) req.env = opts.env;
+    if (opts.input !== undefined) req['input-data'] = Buffer.from(opts.input).toString('base64');
+    const { pid } = await this.execute<{ pid: number }>('guest-exec', req, { timeoutMs: Math.min(this.commandTimeoutMs, timeoutMs) });
+    let pollMs = 20;
+    for (;;) {
+      const left = deadline - Date.now();
+      const st = await this.execute<ExecStatus>('guest-exec-status', { pid }, { timeoutMs: Math.max(1000, Math.min(this.commandTimeoutMs, left)) });
+      if (st.exited) {
+        return {
+          exitCode: typeof st.exitcode === 'number' ? st.exitcode : null,
+          signal: typeof st.signal === 'number' ? st.signal : null,
+          stdout: decode(st['out-data']),
+          stderr: decode(st['err-data']),
+          stdoutTruncated: st['out-truncated'] === true,
+          stderrTruncated: st['err-truncated'] === true,
+        };
+      }
+      if (Date.now() + pollMs > deadline) {
+        throw new BangerError(
+          'timeout',
+          `${path} did not finish in the guest within ${timeoutMs} ms (guest pid ${pid}, still running)`,
+        );
+      }
+      await sleep(pollMs);
+      pollMs = Math.min(250, Math.round(pollMs * 1.5));
+    }
+  }
+
+  /** Flushes the guest's dirty pages to its disks (runs /bin/sync; no fsfreeze). */
+  async sync(timeoutMs = 60_000): Promise<void> {
+    const r = await this.exec('/bin/sync', [], { captureOutput: true, timeoutMs });
+    if (r.exitCode !== 0) {
+      throw new BangerError('operation_failed', `sync in the guest failed (${describeExit(r)})${r.stderr ? `: ${r.stderr.trim()}` : ''}`);
+    }
+  }
+
+  /**
+   * Asks the guest to shut down. A successful guest-shutdown has no reply:
+   * the channel closing (QEMU exited) and silence until timeoutMs both count
+   * as "the request was accepted"; the caller verifies the VM actually stops.
+   * An explicit error from the agent is thrown.
+   */
+  async shutdown(mode: ShutdownMode = 'powerdown', timeoutMs = 5000): Promise<ShutdownOutcome> {
+    if (this.closedFlag) return 'closed';
+    try {
+      await this.execute('guest-shutdown', { mode }, { timeoutMs });
+      return 'acknowledged';
+    } catch (e) {
+      if (e instanceof AgentCommandError) throw e;
+      if (this.closedFlag) return 'closed';
+      if (e instanceof BangerError && e.code === 'timeout') return 'no-reply';
+      throw e;
+    }
+  }
+
+  /** Resolves once the channel is closed (by either side). */
+  waitClosed(): Promise<void> {
+    if (this.closedFlag) return Promise.resolve();
+    return new Promise((r) => this.closeWaiters.add(r));
+  }
+
+  close(): void {
+    if (!this.sock.destroyed) this.sock.destroy();
+    this.onClose();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    for (;;) {
+      const nl = this.buf.indexOf(0x0a);
+      // 0xFF never occurs in UTF-8 JSON: it is always the sync delimiter,
+      // and a partial line before it is garbage.
+      const ff = this.buf.indexOf(DELIMITER);
+      if (ff >= 0 && (nl < 0 || ff < nl)) {
+        this.buf = this.buf.subarray(ff + 1);
+        this.afterDelimiter = true;
+        continue;
+      }
+      if (nl < 0) break;
+      const line = this.buf.subarray(0, nl).toString('utf8').trim();
+      this.buf = this.buf.subarray(nl + 1);
+      if (line) this.onLine(line);
+    }
+    if (this.buf.length > MAX_BUFFER) this.sock.destroy(new Error('guest agent message too large'));
+  }
+
+  private onLine(line: string): void {
+    const afterDelimiter = this.afterDelimiter;
+    this.afterDelimiter = false;
+    let msg: Record<string, unknown>;
+    try {
+      msg = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    if (this.syncWait) {
+      // until synced, only our own delimited sync reply counts
+      if (afterDelimiter && msg.return === this.syncWait.id) this.syncWait.resolve();
+      return;
+    }
+    const id = typeof msg.id === 'string' ? msg.id : undefined;
+    if (id === undefined) return; // not an answer to any command of ours
+    const p = this.pending.get(id);
+    if (!p) return; // late reply to a command that timed out
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    if ('error' in msg) {
+      const err = (msg.error ?? {}) as { class?: string; desc?: string };
+      p.reject(new AgentCommandError(p.command, err.class ?? 'GenericError', err.desc ?? 'unknown error'));
+    } else {
+      p.resolve(msg.return);
+    }
+  }
+
+  private onClose(): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(this.closedError(p.command));
+    }
+    for (const w of [...this.closeWaiters]) w();
+    this.closeWaiters.clear();
+  }
+
+  private closedError(command: string): BangerError {
+    return new BangerError('unavailable', `guest agent ${command}: the channel ${this.socketPath} is closed`);
+  }
+}
+
+interface ExecStatus {
+  exited: boolean;
+  exitcode?: number;
+  signal?: number;
+  'out-data'?: string;
+  'err-data'?: string;
+  'out-truncated'?: boolean;
+  'err-truncated'?: boolean;
+}
+
+export interface WaitForAgentOptions {
+  /** Absolute time (ms since the epoch) to give up at. */
+  deadlineMs: number;
+  signal?: AbortSignal;
+  /** Bound on one connect+sync+ping attempt (default 3000 ms). */
+  attemptTimeoutMs?: number;
+}
+
+/**
+ * Retries connect + sync + ping until the agent answers or the deadline
+ * passes, and returns the synced client (the caller closes it).
+ */
+export async function connectAgent(socketPath: string, opts: WaitForAgentOptions): Promise<GuestAgent> {
+  const attemptMs = opts.attemptTimeoutMs ?? 3000;
+  let last: unknown;
+  let attempts = 0;
+  for (;;) {
+    if (opts.signal?.aborted) throw new BangerError('interrupted', `waiting for the guest agent on ${socketPath} was interrupted`);
+    const left = opts.deadlineMs - Date.now();
+    if (left <= 0) break;
+    attempts++;
+    let agent: GuestAgent | undefined;
+    try {
+      const budget = Math.min(attemptMs, left);
+      const t0 = Date.now();
+      agent = await GuestAgent.connect(socketPath, { timeoutMs: budget });
+      await agent.ping(Math.max(200, budget - (Date.now() - t0)));
+      return agent;
+    } catch (e) {
+      agent?.close();
+      last = e;
+    }
+    await abortableSleep(Math.min(250, Math.max(0, opts.deadlineMs - Date.now())), opts.signal);
+  }
+  throw new BangerError(
+    'timeout',
+    `the guest agent on ${socketPath} did not answer in time (${attempts} attempts; last: ${last === undefined ? 'none' : messageOf(last)})`,
+    'the guest may still be booting or may lack qemu-guest-agent (and the virtio_console module); the console log shows how far it got',
+  );
+}
+
+/** Resolves once the guest agent answers a ping (the connection is closed again). */
+export async function waitForAgent(socketPath: string, deadlineMs: number, signal?: AbortSignal): Promise<void> {
+  const agent = await connectAgent(socketPath, { deadlineMs, ...(signal ? { signal } : {}) });
+  agent.close();
+}
+
+function openSocket(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new BangerError('timeout', `connecting to the guest agent socket ${path} timed out`));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.off('error', onError);
+      resolve(sock);
+    });
+    const onError = (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(
+        new BangerError(
+          'unavailable',
+          `cannot connect to the guest agent socket ${path}: ${e.code ?? e.message}`,
+          'is the VM running?',
+          { cause: e },
+        ),
+      );
+    };
+    sock.once('error', onError);
+  });
+}
+
+function decode(b64: string | undefined): string {
+  return b64 ? Buffer.from(b64, 'base64').toString('utf8') : '';
+}
+
+function describeExit(r: ExecResult): string {
+  return r.signal !== null ? `killed by signal ${r.signal}` : `exit code ${r.exitCode}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

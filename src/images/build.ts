@@ -1,0 +1,661 @@
+/**
+ * Builds the default image: a Debian bookworm rootfs from mmdebstrap,
+ * customised in Node (no mounting, no chroot except to check and, only if
+ * needed, regenerate the initrd), turned into an ext4 image with
+ * `mkfs.ext4 -d`, plus the image's own kernel and initrd.
+ *
+ * Everything is built under `workDir`; the finished files are renamed into
+ * `outDir` only when complete, so a concurrent reader never sees a torn
+ * image. `workDir` is always removed (after unmounting anything mmdebstrap
+ * left mounted and killing anything still running inside it).
+ *
+ * mmdebstrap runs in root mode, so building needs root (the rootfs must be
+ * owned by root before `mkfs.ext4 -d` copies it).
+ */
+import {
+  appendFileSync,
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  chownSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { BangerError, messageOf } from '../errors/errors.js';
+import type { Runner } from '../system/runner.js';
+import { toolPath } from '../guest/config-disk.js';
+import {
+  GUEST_SCRIPT,
+  GUEST_SCRIPT_PATH,
+  GUEST_UNIT,
+  GUEST_UNIT_NAME,
+  GUEST_UNIT_PATH,
+  SSHD_CONFIG,
+  SSHD_CONFIG_PATH,
+  SSH_DROPIN,
+  SSH_DROPIN_PATH,
+} from './guest-files.js';
+
+export const SUITE = 'bookworm';
+
+/** Packages named on mmdebstrap's --include (their dependencies come along). */
+export const IMAGE_PACKAGES = [
+  'systemd',
+  'systemd-sysv',
+  'udev',
+  // logind needs D-Bus; logind turns the ACPI power button (QMP
+  // system_powerdown) into a poweroff, and `shutdown +0` (what
+  // qemu-guest-agent's guest-shutdown runs) schedules through logind.
+  'dbus',
+  'openssh-server',
+  'qemu-guest-agent',
+  'git',
+  'ca-certificates',
+  'iproute2',
+  'linux-image-cloud-amd64',
+  'initramfs-tools',
+  'zstd',
+  'e2fsprogs',
+  'kmod',
+  'util-linux',
+  'procps',
+];
+
+/** Units that slow a throwaway VM down or make no sense in one: masked. */
+export const MASKED_UNITS = [
+  'apt-daily.timer',
+  'apt-daily.service',
+  'apt-daily-upgrade.timer',
+  'apt-daily-upgrade.service',
+  'man-db.timer',
+  'man-db.service',
+  'dpkg-db-backup.timer',
+  'dpkg-db-backup.service',
+  'e2scrub_all.timer',
+  'e2scrub_all.service',
+  'e2scrub_reap.service',
+  'fstrim.timer',
+  'logrotate.timer',
+  'systemd-firstboot.service',
+  'systemd-pstore.service',
+  'remote-fs.target',
+  // microvm has no display: the serial console (serial-getty@ttyS0, from
+  // console=ttyS0) is the only terminal.
+  'getty@tty1.service',
+  'modprobe@drm.service',
+  'sys-kernel-debug.mount',
+  'sys-kernel-tracing.mount',
+];
+
+/**
+ * Modules the initrd must carry (unless built in) to mount root on
+ * virtio-blk over virtio-mmio (QEMU microvm); virtio_pci too, so the image
+ * also boots on a PCI machine. The initrd is built with MODULES=list.
+ */
+export const INITRD_MODULES = ['virtio_mmio', 'virtio_pci', 'virtio_blk', 'ext4'];
+
+export const ROOTFS_LABEL = 'banger-root';
+
+export interface BuildDeps {
+  runner: Runner;
+  log?: (msg: string) => void;
+}
+
+export interface BuildOptions {
+  name: string;
+  /** Final image directory (imagePaths(...).dir). Must not be inside workDir. */
+  outDir: string;
+  /** Scratch directory under layout.buildDir; created here and always removed. */
+  workDir: string;
+  mirror: string;
+  onProgress?: (stage: string, message: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface BuildResult {
+  kernelVersion: string;
+  rootfsBytes: number;
+  packages: string[];
+}
+
+const MiB = 1024 * 1024;
+
+export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Promise<BuildResult> {
+  const { runner } = deps;
+  const progress = (stage: string, message: string) => {
+    deps.log?.(`${stage}: ${message}`);
+    opts.onProgress?.(stage, message);
+  };
+  const checkAbort = () => {
+    if (opts.signal?.aborted) throw new BangerError('interrupted', `image build of ${opts.name} was cancelled`);
+  };
+  if (process.getuid?.() !== 0) {
+    throw new BangerError(
+      'operation_failed',
+      'building an image needs root: mmdebstrap must create root-owned files for the image',
+      'run the build as root (e.g. `sudo banger image build`)',
+    );
+  }
+  if (!/^https?:\/\/[^\s]+$/.test(opts.mirror)) {
+    throw new BangerError('bad_request', `mirror must be an http(s) URL, got ${JSON.stringify(opts.mirror)}`);
+  }
+  const workDir = resolve(opts.workDir);
+  const outDir = resolve(opts.outDir);
+  if (isInside(outDir, workDir) || isInside(workDir, outDir)) {
+    throw new BangerError('internal', `image build: outDir ${outDir} and workDir ${workDir} overlap`);
+  }
+  checkAbort();
+  mkdirSync(workDir, { recursive: true, mode: 0o700 });
+  const rootDir = join(workDir, 'rootfs');
+  const stageDir = join(workDir, 'image');
+  try {
+    mkdirSync(stageDir, { mode: 0o755 });
+
+    // 1. Bootstrap.
+    const started = Date.now();
+    progress('bootstrap', `mmdebstrap ${SUITE} from ${opts.mirror}`);
+    const outLines = lineSplitter((line) => progress('bootstrap', line));
+    const errLines = lineSplitter((line) => progress('bootstrap', line));
+    try {
+      await runner.run(mmdebstrapArgv(rootDir, opts.mirror), {
+        cwd: workDir,
+        env: { ...process.env, LC_ALL: 'C.UTF-8', DEBIAN_FRONTEND: 'noninteractive' },
+        signal: opts.signal,
+        timeoutMs: 60 * 60 * 1000,
+        maxStdoutBytes: 1024 * 1024,
+        onStdout: outLines.push,
+        onStderr: errLines.push,
+      });
+    } finally {
+      outLines.flush();
+      errLines.flush();
+    }
+    checkAbort();
+    progress('bootstrap', `rootfs bootstrapped in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+    // 2. Kernel.
+    const kernelVersion = findKernelVersion(rootDir);
+    progress('kernel', `kernel ${kernelVersion}`);
+
+    // 3. Customise the rootfs (plain file operations).
+    progress('customise', 'guest config unit, SSH, machine-id, fstab, masked units');
+    customiseRootfs(rootDir);
+
+    // 4. Initrd: make sure it can mount root on virtio-blk over virtio-mmio.
+    await ensureInitrd(runner, rootDir, kernelVersion, progress, opts.signal);
+    checkAbort();
+    copyFileSync(join(rootDir, 'boot', `vmlinuz-${kernelVersion}`), join(stageDir, 'vmlinuz'));
+    copyFileSync(join(rootDir, 'boot', `initrd.img-${kernelVersion}`), join(stageDir, 'initrd.img'));
+    chmodSync(join(stageDir, 'vmlinuz'), 0o644);
+    chmodSync(join(stageDir, 'initrd.img'), 0o644);
+
+    // 5. ext4 image.
+    const usage = diskUsage(rootDir);
+    const rootfsBytes = rootfsSize(usage.bytes);
+    const rootfsImg = join(stageDir, 'rootfs.ext4');
+    progress(
+      'rootfs',
+      `mkfs.ext4 -d: ${(usage.bytes / MiB).toFixed(0)} MiB in ${usage.inodes} files → ${(rootfsBytes / MiB).toFixed(0)} MiB image`,
+    );
+    writeFileSync(rootfsImg, '', { mode: 0o644 });
+    truncateSync(rootfsImg, rootfsBytes);
+    await runner.run(
+      [
+        toolPath('mkfs.ext4'),
+        '-q',
+        '-F',
+        '-t',
+        'ext4',
+        '-L',
+        ROOTFS_LABEL,
+        '-m',
+        '0',
+        '-i',
+        '8192',
+        '-d',
+        rootDir,
+        rootfsImg,
+      ],
+      { signal: opts.signal, timeoutMs: 30 * 60 * 1000 },
+    );
+    checkAbort();
+    writeFileSync(
+      join(stageDir, 'image.json'),
+      JSON.stringify(
+        {
+          name: opts.name,
+          suite: SUITE,
+          mirror: opts.mirror,
+          kernelVersion,
+          rootfsBytes,
+          packages: IMAGE_PACKAGES,
+          builtAt: new Date().toISOString(),
+        },
+        null,
+        2,
+      ) + '\n',
+      { mode: 0o644 },
+    );
+
+    // 6. Publish atomically.
+    progress('install', `installing into ${outDir}`);
+    await publishDir(runner, stageDir, outDir, opts.signal);
+    progress('done', `image ${opts.name}: kernel ${kernelVersion}, rootfs ${(rootfsBytes / MiB).toFixed(0)} MiB`);
+    return { kernelVersion, rootfsBytes, packages: [...IMAGE_PACKAGES] };
+  } finally {
+    try {
+      await cleanupWorkDir(runner, workDir);
+    } catch (e) {
+      deps.log?.(`cleanup of ${workDir} failed: ${messageOf(e)}`);
+    }
+  }
+}
+
+export function mmdebstrapArgv(rootDir: string, mirror: string): string[] {
+  return [
+    'mmdebstrap',
+    '--mode=root',
+    '--variant=apt',
+    '--format=directory',
+    `--include=${IMAGE_PACKAGES.join(',')}`,
+    // Keep the image small: no manuals, docs (but licences) or translations.
+    '--dpkgopt=path-exclude=/usr/share/man/*',
+    '--dpkgopt=path-exclude=/usr/share/doc/*',
+    '--dpkgopt=path-include=/usr/share/doc/*/copyright',
+    '--dpkgopt=path-exclude=/usr/share/locale/*',
+    '--dpkgopt=path-include=/usr/share/locale/locale.alias',
+    '--dpkgopt=path-exclude=/usr/share/info/*',
+    '--aptopt=Acquire::Retries "3"',
+    // The work dir is private (0700), so apt cannot drop to its _apt user.
+    '--aptopt=APT::Sandbox::User "root"',
+    SUITE,
+    rootDir,
+    `deb ${mirror} ${SUITE} main`,
+    `deb ${mirror} ${SUITE}-updates main`,
+  ];
+}
+
+/** Image size: used space plus generous headroom, at least 1 GiB, in 64 MiB steps (sparse). */
+export function rootfsSize(usedBytes: number): number {
+  const want = Math.max(usedBytes * 1.5 + 256 * MiB, 1024 * MiB);
+  return Math.ceil(want / (64 * MiB)) * 64 * MiB;
+}
+
+/** Picks the (newest) kernel in /boot that has its modules in /lib/modules. */
+export function findKernelVersion(rootDir: string): string {
+  const boot = join(rootDir, 'boot');
+  const versions = readdirSync(boot)
+    .filter((f) => f.startsWith('vmlinuz-'))
+    .map((f) => f.slice('vmlinuz-'.length))
+    .filter((v) => existsSync(join(boot, `initrd.img-${v}`)) && existsSync(join(modulesDir(rootDir), v)))
+    .sort(compareVersions);
+  const v = versions.at(-1);
+  if (!v) {
+    throw new BangerError(
+      'operation_failed',
+      `no kernel with an initrd and modules in ${boot}`,
+      'the linux-image-cloud-amd64 install failed; see the mmdebstrap output',
+    );
+  }
+  return v;
+}
+
+/** /lib/modules of the rootfs, without following an absolute /lib symlink out of it. */
+function modulesDir(rootDir: string): string {
+  try {
+    if (lstatSync(join(rootDir, 'lib')).isSymbolicLink()) return join(rootDir, 'usr/lib/modules');
+  } catch {
+    /* no /lib */
+  }
+  return join(rootDir, 'lib/modules');
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.-]/);
+  const pb = b.split(/[.-]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? '';
+    const y = pb[i] ?? '';
+    const nx = Number(x);
+    const ny = Number(y);
+    const c = Number.isInteger(nx) && Number.isInteger(ny) && x !== '' && y !== '' ? nx - ny : x.localeCompare(y);
+    if (c !== 0) return c;
+  }
+  return 0;
+}
+
+/** All rootfs changes, as plain file operations on the directory. */
+export function customiseRootfs(rootDir: string): void {
+  const p = (rel: string) => join(rootDir, rel);
+  const write = (rel: string, text: string, mode = 0o644) => {
+    mkdirSync(dirname(p(rel)), { recursive: true, mode: 0o755 });
+    // Keep the owner of a file we replace (/etc/shadow is root:shadow).
+    let owner: { uid: number; gid: number } | undefined;
+    try {
+      const st = lstatSync(p(rel));
+      if (st.isFile()) owner = { uid: st.uid, gid: st.gid };
+    } catch {
+      /* new file */
+    }
+    rmSync(p(rel), { force: true });
+    writeFileSync(p(rel), text, { mode });
+    chmodSync(p(rel), mode);
+    if (owner) chownSync(p(rel), owner.uid, owner.gid);
+  };
+  const link = (target: string, rel: string) => {
+    mkdirSync(dirname(p(rel)), { recursive: true, mode: 0o755 });
+    rmSync(p(rel), { force: true });
+    symlinkSync(target, p(rel));
+  };
+
+  // Guest config unit + script, enabled, and ssh waits for it.
+  write(GUEST_SCRIPT_PATH, GUEST_SCRIPT, 0o755);
+  write(GUEST_UNIT_PATH, GUEST_UNIT);
+  link(`/${GUEST_UNIT_PATH}`, `etc/systemd/system/multi-user.target.wants/${GUEST_UNIT_NAME}`);
+  write(SSH_DROPIN_PATH, SSH_DROPIN);
+  write(SSHD_CONFIG_PATH, SSHD_CONFIG);
+
+  // Each VM generates its own SSH host keys (the guest unit runs ssh-keygen -A).
+  const sshDir = p('etc/ssh');
+  for (const f of readdirSync(sshDir)) {
+    if (/^ssh_host_.*_key(\.pub)?$/.test(f)) rmSync(join(sshDir, f), { force: true });
+  }
+
+  // root: no password login (key-only SSH; the serial console shows logs).
+  const shadow = readFileSync(p('etc/shadow'), 'utf8');
+  const locked = shadow
+    .split('\n')
+    .map((l) => {
+      const f = l.split(':');
+      return f[0] === 'root' && f.length > 2 ? [f[0], '!*', ...f.slice(2)].join(':') : l;
+    })
+    .join('\n');
+  if (locked === shadow && !/^root:!/m.test(shadow)) {
+    throw new BangerError('operation_failed', 'no root entry in the rootfs /etc/shadow');
+  }
+  write('etc/shadow', locked, 0o640);
+
+  // Each VM gets its own machine-id (empty: systemd generates one at boot
+  // without treating it as a first boot) and random seed.
+  write('etc/machine-id', '', 0o444);
+  link('/etc/machine-id', 'var/lib/dbus/machine-id');
+  rmSync(p('var/lib/systemd/random-seed'), { force: true });
+
+  // Host identity leaked by mmdebstrap (it copies the host's files).
+  write('etc/hostname', 'banger\n');
+  write(
+    'etc/hosts',
+    '127.0.0.1\tlocalhost\n127.0.1.1\tbanger\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n',
+  );
+  write('etc/resolv.conf', '# written by banger-guest-config at boot\n');
+
+  write(
+    'etc/fstab',
+    `# Installed by banger: root is the VM's disk (a qcow2 overlay over the image).\n/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n`,
+  );
+
+  for (const unit of MASKED_UNITS) link('/dev/null', `etc/systemd/system/${unit}`);
+
+  // A small initrd: only the modules named in /etc/initramfs-tools/modules
+  // (plus what initramfs-tools' hooks add). MODULES=most made a 13 MB initrd
+  // that took 2-3 s longer to unpack and coldplug under TCG.
+  const confFile = p('etc/initramfs-tools/initramfs.conf');
+  const conf = existsSync(confFile) ? readFileSync(confFile, 'utf8') : '';
+  write(
+    'etc/initramfs-tools/initramfs.conf',
+    /^MODULES=/m.test(conf) ? conf.replace(/^MODULES=.*$/m, 'MODULES=list') : `${conf}${conf.endsWith('\n') || conf === '' ? '' : '\n'}MODULES=list\n`,
+  );
+  const modulesFile = p('etc/initramfs-tools/modules');
+  const current = existsSync(modulesFile) ? readFileSync(modulesFile, 'utf8') : '';
+  const have = new Set(current.split('\n').map((l) => l.trim().split(/\s+/)[0]));
+  const missing = INITRD_MODULES.filter((m) => !have.has(m));
+  if (missing.length > 0) {
+    write(
+      'etc/initramfs-tools/modules',
+      `${current}${current.endsWith('\n') || current === '' ? '' : '\n'}# banger: root on virtio-blk over virtio-mmio (microvm) or virtio-pci\n${missing.join('\n')}\n`,
+    );
+  }
+
+  // Caches and logs of the build itself.
+  for (const f of ['var/cache/apt/pkgcache.bin', 'var/cache/apt/srcpkgcache.bin']) rmSync(p(f), { force: true });
+  const logDir = p('var/log');
+  for (const f of ['apt/eipp.log.xz', 'apt/history.log', 'apt/term.log', 'dpkg.log', 'alternatives.log', 'bootstrap.log']) {
+    rmSync(join(logDir, f), { force: true });
+  }
+}
+
+/**
+ * Regenerates the initrd inside the rootfs (chroot + update-initramfs: the
+ * only step that runs a program inside it; it needs no /proc or /dev mounts)
+ * with the small MODULES=list configuration, then checks that it carries
+ * the modules needed to mount root (or that they are built into the kernel).
+ */
+async function ensureInitrd(
+  runner: Runner,
+  rootDir: string,
+  kernelVersion: string,
+  progress: (stage: string, message: string) => void,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const chrootEnv = { ...process.env, LC_ALL: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
+  const builtin = builtinModules(rootDir, kernelVersion);
+  const needed = INITRD_MODULES.filter((m) => !builtin.has(m));
+  const missing = async () => {
+    const listed = await runner.run([toolPath('chroot'), rootDir, 'lsinitramfs', `/boot/initrd.img-${kernelVersion}`], {
+      signal,
+      timeoutMs: 5 * 60 * 1000,
+      env: chrootEnv,
+    });
+    const names = new Set(
+      listed.stdout
+        .split('\n')
+        .map((l) => /\/([^/]+)\.ko(\.[a-z]+)?$/.exec(l.trim())?.[1])
+        .filter((m): m is string => m !== undefined)
+        .map((m) => m.replace(/-/g, '_')),
+    );
+    return needed.filter((m) => !names.has(m));
+  };
+  progress('initrd', `update-initramfs (MODULES=list: ${INITRD_MODULES.join(', ')})`);
+  await runner.run([toolPath('chroot'), rootDir, 'update-initramfs', '-u', '-k', kernelVersion], {
+    signal,
+    timeoutMs: 15 * 60 * 1000,
+    env: chrootEnv,
+  });
+  const lacking = await missing();
+  if (lacking.length > 0) {
+    throw new BangerError(
+      'operation_failed',
+      `the image's initrd lacks ${lacking.join(', ')}`,
+      'a VM could not mount its root disk; check /etc/initramfs-tools in the build',
+    );
+  }
+  const builtinNote = INITRD_MODULES.filter((m) => builtin.has(m));
+  progress('initrd', `initrd has ${needed.join(', ')}${builtinNote.length ? ` (built in: ${builtinNote.join(', ')})` : ''}`);
+}
+
+function builtinModules(rootDir: string, kernelVersion: string): Set<string> {
+  const file = join(modulesDir(rootDir), kernelVersion, 'modules.builtin');
+  const out = new Set<string>();
+  if (!existsSync(file)) return out;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /([^/]+)\.ko$/.exec(line.trim());
+    if (m?.[1]) out.add(m[1].replace(/-/g, '_'));
+  }
+  return out;
+}
+
+/** Bytes allocated and inode count of a tree (does not cross mount points). */
+export function diskUsage(dir: string): { bytes: number; inodes: number } {
+  const dev = lstatSync(dir).dev;
+  let bytes = 0;
+  let inodes = 0;
+  const seen = new Set<string>();
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      const st = lstatSync(path);
+      if (st.dev !== dev) continue;
+      if (st.nlink > 1 && !st.isDirectory()) {
+        const key = `${st.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+      }
+      inodes++;
+      bytes += Math.max(st.blocks * 512, 4096);
+      if (st.isDirectory()) walk(path);
+    }
+  };
+  walk(dir);
+  return { bytes, inodes };
+}
+
+/**
+ * Moves the finished image directory to `outDir`. A rename when both are on
+ * one filesystem; otherwise a sparse copy into a sibling of outDir, then a
+ * rename. An existing outDir is moved aside first and removed afterwards.
+ */
+async function publishDir(runner: Runner, stageDir: string, outDir: string, signal?: AbortSignal): Promise<void> {
+  mkdirSync(dirname(outDir), { recursive: true, mode: 0o700 });
+  const suffix = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  let source = stageDir;
+  try {
+    const probe = join(dirname(outDir), `.${basename(outDir)}.probe-${suffix}`);
+    renameSync(stageDir, probe);
+    source = probe;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    const copy = join(dirname(outDir), `.${basename(outDir)}.partial-${suffix}`);
+    try {
+      await runner.run(['cp', '-a', '--sparse=always', stageDir, copy], { signal, timeoutMs: 30 * 60 * 1000 });
+    } catch (err) {
+      rmSync(copy, { recursive: true, force: true });
+      throw err;
+    }
+    source = copy;
+  }
+  let aside: string | undefined;
+  try {
+    if (existsSync(outDir)) {
+      aside = join(dirname(outDir), `.${basename(outDir)}.old-${suffix}`);
+      renameSync(outDir, aside);
+    }
+    renameSync(source, outDir);
+  } catch (e) {
+    rmSync(source, { recursive: true, force: true });
+    if (aside && !existsSync(outDir)) renameSync(aside, outDir);
+    throw e;
+  }
+  if (aside) rmSync(aside, { recursive: true, force: true });
+}
+
+/**
+ * Removes the work directory safely: kills processes still running inside
+ * it (an aborted mmdebstrap leaves apt/dpkg behind), unmounts whatever is
+ * mounted below it (deepest first) and only then deletes it. Refuses to
+ * delete while something is still mounted there (rm -r would reach into
+ * the host's /dev, /proc or /sys).
+ */
+export async function cleanupWorkDir(runner: Runner, workDir: string): Promise<void> {
+  const dir = resolve(workDir);
+  if (!existsSync(dir)) return;
+  killProcessesInside(dir);
+  for (let round = 0; round < 3; round++) {
+    const mounts = mountsUnder(dir);
+    if (mounts.length === 0) break;
+    for (const m of mounts) {
+      const r = await runner.run([toolPath('umount'), m], { allowFailure: true, timeoutMs: 60_000 });
+      if (r.code !== 0) await runner.run([toolPath('umount'), '--lazy', m], { allowFailure: true, timeoutMs: 60_000 });
+    }
+  }
+  const left = mountsUnder(dir);
+  if (left.length > 0) {
+    throw new BangerError('operation_failed', `not removing ${dir}: still mounted there: ${left.join(', ')}`, `unmount them (umount -R ${dir}) and remove ${dir}`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Mount points at or below dir, deepest first (from /proc/self/mountinfo). */
+export function mountsUnder(dir: string, mountinfo?: string): string[] {
+  let text = mountinfo;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/mountinfo', 'utf8');
+    } catch {
+      return [];
+    }
+  }
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const raw = line.split(' ')[4];
+    if (!raw) continue;
+    const mp = raw.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (mp === dir || isInside(mp, dir)) out.push(mp);
+  }
+  return [...new Set(out)].sort((a, b) => b.length - a.length);
+}
+
+function killProcessesInside(dir: string): void {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((f) => /^[0-9]+$/.test(f));
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    if (Number(pid) === process.pid) continue;
+    for (const what of ['root', 'cwd']) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${pid}/${what}`);
+      } catch {
+        continue;
+      }
+      if (target === dir || isInside(target, dir)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+        break;
+      }
+    }
+  }
+}
+
+function isInside(path: string, dir: string): boolean {
+  return path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+}
+
+/** Splits a byte stream into trimmed, non-empty lines (also on \r, for apt's progress). */
+function lineSplitter(onLine: (line: string) => void): { push: (chunk: Buffer) => void; flush: () => void } {
+  let buf = '';
+  return {
+    push: (chunk) => {
+      buf += chunk.toString('utf8');
+      const parts = buf.split(/\r?\n|\r/);
+      buf = parts.pop() ?? '';
+      for (const p of parts) {
+        const t = p.trim();
+        if (t) onLine(t);
+      }
+    },
+    flush: () => {
+      const t = buf.trim();
+      buf = '';
+      if (t) onLine(t);
+    },
+  };
+}
+
+// Exported for tests.
+export const _internal = { compareVersions, lineSplitter };

@@ -1,0 +1,304 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import type { VmPaths } from '../../paths/paths.js';
+import { BangerError } from '../../errors/errors.js';
+import { createRunner } from '../../system/runner.js';
+import { freeLoopbackPort } from '../../system/ports.js';
+import { isSameProcess, killProcess, readPidFile, readProcStat, readStartTime, waitForExit } from '../../system/proc.js';
+import { GUEST_AGENT_PORT, MICROVM_MACHINE, kernelCmdline, optValue, qemuArgv, type QemuSpec } from './argv.js';
+import { QmpClient } from './qmp.js';
+
+function pathsIn(dir: string): VmPaths {
+  const sockets = join(dir, 'sock');
+  return {
+    dir,
+    overlay: join(dir, 'root.qcow2'),
+    configDisk: join(dir, 'config.img'),
+    consoleLog: join(dir, 'console.log'),
+    qemuLog: join(dir, 'qemu.log'),
+    pidFile: join(dir, 'qemu.pid'),
+    runtimeFile: join(dir, 'runtime.json'),
+    socketsDir: sockets,
+    qmpSocket: join(sockets, 'qmp.sock'),
+    qgaSocket: join(sockets, 'qga.sock'),
+  };
+}
+
+function spec(over: Partial<QemuSpec> = {}): QemuSpec {
+  return {
+    vcpu: 2,
+    memoryMib: 1024,
+    accel: 'tcg',
+    kernel: '/img/vmlinuz',
+    initrd: '/img/initrd.img',
+    cmdline: kernelCmdline({ hostname: 'box' }),
+    paths: pathsIn('/state/vms/abc'),
+    sshHostPort: 40022,
+    mac: '52:54:00:12:34:56',
+    ...over,
+  };
+}
+
+/** The value after each occurrence of `flag`. */
+function values(argv: string[], flag: string): string[] {
+  return argv.flatMap((a, i) => (a === flag && i + 1 < argv.length ? [argv[i + 1]!] : []));
+}
+
+describe('qemuArgv', () => {
+  it('runs qemu-system-x86_64 on microvm with the chosen accelerator', () => {
+    const tcg = qemuArgv(spec());
+    expect(tcg[0]).toBe('qemu-system-x86_64');
+    expect(values(tcg, '-M')).toEqual([MICROVM_MACHINE]);
+    expect(MICROVM_MACHINE).toMatch(/^microvm,/);
+    expect(MICROVM_MACHINE).toContain('acpi=on');
+    expect(MICROVM_MACHINE).toContain('rtc=on');
+    expect(values(tcg, '-accel')).toEqual(['tcg']);
+    expect(values(tcg, '-cpu')).toEqual(['max']);
+    const kvm = qemuArgv(spec({ accel: 'kvm' }));
+    expect(values(kvm, '-accel')).toEqual(['kvm']);
+    expect(values(kvm, '-cpu')).toEqual(['host']);
+    expect(values(tcg, '-smp')).toEqual(['2']);
+    expect(values(tcg, '-m')).toEqual(['1024M']);
+  });
+
+  it('has no default devices, no display, daemonizes with a pid file', () => {
+    const argv = qemuArgv(spec());
+    for (const f of ['-nodefaults', '-no-user-config', '-nographic', '-daemonize', '-no-reboot']) expect(argv).toContain(f);
+    expect(values(argv, '-display')).toEqual(['none']);
+    expect(values(argv, '-pidfile')).toEqual(['/state/vms/abc/qemu.pid']);
+  });
+
+  it('boots the kernel directly', () => {
+    const argv = qemuArgv(spec());
+    expect(values(argv, '-kernel')).toEqual(['/img/vmlinuz']);
+    expect(values(argv, '-initrd')).toEqual(['/img/initrd.img']);
+    expect(values(argv, '-append')).toEqual([kernelCmdline({ hostname: 'box' })]);
+    expect(qemuArgv(spec({ initrd: '' }))).not.toContain('-initrd');
+  });
+
+  it('root overlay is the first virtio-blk device, the config disk the second (read-only)', () => {
+    const argv = qemuArgv(spec());
+    const drives = values(argv, '-drive');
+    expect(drives).toEqual([
+      'id=root,if=none,file=/state/vms/abc/root.qcow2,format=qcow2,cache=writeback,discard=unmap',
+      'id=config,if=none,file=/state/vms/abc/config.img,format=raw,readonly=on',
+    ]);
+    const blk = values(argv, '-device').filter((d) => d.startsWith('virtio-blk-device'));
+    expect(blk).toEqual(['virtio-blk-device,drive=root', 'virtio-blk-device,drive=config']);
+  });
+
+  it('user networking with SSH forwarded from loopback, restricted on request', () => {
+    const argv = qemuArgv(spec());
+    expect(values(argv, '-netdev')).toEqual(['user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22']);
+    expect(values(argv, '-device')).toContain('virtio-net-device,netdev=net0,mac=52:54:00:12:34:56');
+    const restricted = qemuArgv(spec({ restrictNet: true, mac: '52:54:00:AB:CD:EF' }));
+    expect(values(restricted, '-netdev')).toEqual(['user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,restrict=on']);
+    expect(values(restricted, '-device')).toContain('virtio-net-device,netdev=net0,mac=52:54:00:ab:cd:ef');
+  });
+
+  it('guest agent on virtio-serial, QMP and the console on their files', () => {
+    const argv = qemuArgv(spec());
+    const chardevs = values(argv, '-chardev');
+    expect(chardevs).toContain('socket,id=qga0,path=/state/vms/abc/sock/qga.sock,server=on,wait=off');
+    expect(chardevs).toContain('file,id=console0,path=/state/vms/abc/console.log');
+    const devices = values(argv, '-device');
+    expect(devices).toContain('virtio-serial-device');
+    expect(devices).toContain(`virtserialport,chardev=qga0,name=${GUEST_AGENT_PORT}`);
+    expect(GUEST_AGENT_PORT).toBe('org.qemu.guest_agent.0');
+    expect(values(argv, '-qmp')).toEqual(['unix:/state/vms/abc/sock/qmp.sock,server=on,wait=off']);
+    expect(values(argv, '-serial')).toEqual(['chardev:console0']);
+    // the serial port is the only console: no monitor or parallel port sneaks in
+    expect(argv).not.toContain('-monitor');
+    expect(argv).not.toContain('stdio');
+  });
+
+  it('escapes commas in paths inside option values', () => {
+    expect(optValue('/a,b/c')).toBe('/a,,b/c');
+    const argv = qemuArgv(spec({ paths: pathsIn('/tmp/x,y') }));
+    expect(values(argv, '-drive')[0]).toContain('file=/tmp/x,,y/root.qcow2,format=qcow2');
+    expect(values(argv, '-qmp')).toEqual(['unix:/tmp/x,,y/sock/qmp.sock,server=on,wait=off']);
+    // plain arguments are not option lists: no escaping
+    expect(values(argv, '-pidfile')).toEqual(['/tmp/x,y/qemu.pid']);
+  });
+
+  it('names the guest when asked', () => {
+    expect(values(qemuArgv(spec({ name: 'box' })), '-name')).toEqual(['guest=box']);
+    expect(qemuArgv(spec())).not.toContain('-name');
+  });
+
+  it('rejects bad input with coded errors', () => {
+    const bad = (over: Partial<QemuSpec>) => {
+      try {
+        qemuArgv(spec(over));
+      } catch (e) {
+        expect(e).toBeInstanceOf(BangerError);
+        return (e as BangerError).code;
+      }
+      return 'accepted';
+    };
+    expect(bad({ vcpu: 0 })).toBe('bad_request');
+    expect(bad({ vcpu: 1.5 })).toBe('bad_request');
+    expect(bad({ memoryMib: 16 })).toBe('bad_request');
+    expect(bad({ sshHostPort: 0 })).toBe('bad_request');
+    expect(bad({ sshHostPort: 70000 })).toBe('bad_request');
+    expect(bad({ mac: '52:54:00:12:34' })).toBe('bad_request');
+    expect(bad({ mac: '01:00:5e:00:00:01' })).toBe('bad_request'); // multicast
+    expect(bad({ cmdline: 'a\nb' })).toBe('bad_request');
+    expect(bad({ paths: pathsIn('/' + 'x'.repeat(120)) })).toBe('bad_request'); // socket path too long
+    expect(bad({})).toBe('accepted');
+  });
+});
+
+describe('kernelCmdline', () => {
+  it('has the console, the root disk and predictable behaviour on panic', () => {
+    const tokens = kernelCmdline().split(' ');
+    for (const t of ['console=ttyS0', 'root=/dev/vda', 'rw', 'net.ifnames=0', 'panic=-1', 'reboot=t', 'systemd.show_status=1']) {
+      expect(tokens).toContain(t);
+    }
+    expect(tokens).not.toContain('quiet');
+    expect(tokens.some((t) => t.startsWith('systemd.hostname='))).toBe(false);
+  });
+
+  it('adds the hostname, the TSC frequency and extra tokens', () => {
+    const line = kernelCmdline({ hostname: 'my-vm', tscKhz: 2445406, extra: ['systemd.unit=multi-user.target', 'nokaslr'] });
+    const tokens = line.split(' ');
+    expect(tokens).toContain('systemd.hostname=my-vm');
+    expect(tokens).toContain('tsc_early_khz=2445406');
+    expect(tokens.slice(-2)).toEqual(['systemd.unit=multi-user.target', 'nokaslr']);
+  });
+
+  it('refuses tokens that would smuggle more arguments', () => {
+    expect(() => kernelCmdline({ hostname: 'x init=/bin/sh' })).toThrow(BangerError);
+    expect(() => kernelCmdline({ hostname: 'UPPER' })).toThrow(BangerError);
+    expect(() => kernelCmdline({ extra: ['a b'] })).toThrow(BangerError);
+    expect(() => kernelCmdline({ extra: ['x="y z"'] })).toThrow(BangerError);
+    expect(() => kernelCmdline({ extra: [''] })).toThrow(BangerError);
+    expect(() => kernelCmdline({ tscKhz: 0 })).toThrow(BangerError);
+  });
+});
+
+// ---- the whole command line against the real QEMU -----------------------
+
+function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((d) => {
+    try {
+      accessSync(join(d, cmd), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Just enough of a Linux boot-protocol header (bzImage) for QEMU to accept
+ * it as a kernel. The VM is started paused (-S), so it never runs: this tests
+ * the command line without needing a real kernel.
+ */
+function fakeBzImage(): Buffer {
+  const b = Buffer.alloc(16384);
+  b[0x1f1] = 1; // setup_sects
+  b.writeUInt16LE(0xaa55, 0x1fe);
+  b.write('HdrS', 0x202, 'latin1');
+  b.writeUInt16LE(0x020f, 0x206); // boot protocol 2.15
+  b[0x211] = 0x01; // LOADED_HIGH
+  b.writeUInt32LE(0x37ffffff, 0x22c); // initrd_addr_max
+  b.writeUInt32LE(2047, 0x238); // cmdline_size
+  return b;
+}
+
+const haveQemu = onPath('qemu-system-x86_64') && onPath('qemu-img');
+
+describe.skipIf(!haveQemu)('qemuArgv against QEMU (paused, fake kernel)', () => {
+  const runner = createRunner();
+  let vm: { pid: number; start: string } | undefined;
+  let dir: string | undefined;
+
+  afterEach(async () => {
+    if (vm && isSameProcess(vm.pid, vm.start)) {
+      killProcess(vm.pid, vm.start, 'SIGKILL');
+      await waitForExit(vm.pid, vm.start, 5000);
+    }
+    vm = undefined;
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts daemonized in its own session with every device wired up', async () => {
+    // a comma in the directory name exercises option-value escaping for real
+    dir = mkdtempSync(join(tmpdir(), 'banger,argv-'));
+    const p = pathsIn(dir);
+    mkdirSync(p.socketsDir);
+    await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', p.overlay, '64M']);
+    writeFileSync(p.configDisk, Buffer.alloc(1024 * 1024));
+    const kernel = join(dir, 'vmlinuz');
+    const initrd = join(dir, 'initrd.img');
+    writeFileSync(kernel, fakeBzImage());
+    writeFileSync(initrd, Buffer.alloc(4096));
+    const port = await freeLoopbackPort();
+
+    const argv = [
+      ...qemuArgv({ vcpu: 1, memoryMib: 128, accel: 'tcg', kernel, initrd, cmdline: kernelCmdline({ hostname: 'argv-test' }), paths: p, sshHostPort: port, mac: '52:54:00:00:00:01', restrictNet: true }),
+      '-S',
+    ];
+    const t0 = Date.now();
+    const res = await runner.run(argv, { timeoutMs: 30_000 });
+    // -daemonize: the command returns once QEMU is set up, it does not wait for the VM
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(res.code).toBe(0);
+
+    const pid = readPidFile(p.pidFile);
+    expect(pid).toBeDefined();
+    const start = readStartTime(pid!);
+    expect(start).not.toBeNull();
+    vm = { pid: pid!, start: start! };
+    const stat = readProcStat(pid!)!;
+    // QEMU forks, setsid()s and forks again: its own session, not a session leader
+    expect(stat.session).not.toBe(readProcStat(process.pid)!.session);
+    expect(stat.pgrp).toBe(stat.session);
+
+    expect(existsSync(p.consoleLog)).toBe(true);
+    expect(statSync(p.qgaSocket).isSocket()).toBe(true);
+
+    // the SSH port is forwarded on loopback
+    await new Promise<void>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve();
+      });
+      s.on('error', reject);
+    });
+
+    const qmp = await QmpClient.connect(p.qmpSocket);
+    try {
+      expect((await qmp.queryStatus()).running).toBe(false);
+      const blocks = await qmp.execute<Array<{ device: string; qdev?: string; inserted?: { ro: boolean; drv: string; file: string } }>>('query-block');
+      const byId = Object.fromEntries(blocks.map((b) => [b.device, b.inserted]));
+      expect(byId.root).toMatchObject({ ro: false, drv: 'qcow2', file: p.overlay });
+      expect(byId.config).toMatchObject({ ro: true, drv: 'raw', file: p.configDisk });
+      const chardevs = await qmp.execute<Array<{ label: string; filename: string }>>('query-chardev');
+      const labels = chardevs.map((c) => c.label);
+      expect(labels).toEqual(expect.arrayContaining(['qga0', 'console0']));
+      await qmp.quit();
+    } finally {
+      qmp.close();
+    }
+    expect(await waitForExit(vm.pid, vm.start, 5000)).toBe(true);
+  });
+
+  it('reports startup errors on stderr with a non-zero exit', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'banger-argv-'));
+    const p = pathsIn(dir);
+    mkdirSync(p.socketsDir);
+    const kernel = join(dir, 'vmlinuz');
+    writeFileSync(kernel, fakeBzImage());
+    // no overlay on disk: QEMU must refuse to start, before daemonizing
+    const argv = qemuArgv({ vcpu: 1, memoryMib: 128, accel: 'tcg', kernel, initrd: '', cmdline: 'console=ttyS0', paths: p, sshHostPort: await freeLoopbackPort(), mac: '52:54:00:00:00:02' });
+    const res = await runner.run([...argv, '-S'], { timeoutMs: 30_000, allowFailure: true });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('root.qcow2');
+    expect(readPidFile(p.pidFile)).toBeUndefined();
+  });
+});

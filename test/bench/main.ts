@@ -1,0 +1,111 @@
+/**
+ * npm run bench: banger's create-to-exec time against a hand-written QEMU
+ * command booting the same kernel, initrd and image, measured alternately in
+ * one run (these machines are noisy, so only the ratio means much).
+ *   banger: `banger vm run --rm -- true` (create, boot, agent+SSH wait, run, delete)
+ *   plain:  qemu-system-x86_64 by hand + poll `ssh ... true` until it works, then kill
+ * It is a benchmark, not a test: it never fails on time.
+ */
+import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRunner } from '../../src/system/runner.js';
+import { resolveLayout, imagePaths } from '../../src/paths/paths.js';
+import { writeConfigDisk } from '../../src/guest/config-disk.js';
+import { ensureKeypair } from '../../src/guest/keys.js';
+import { freeLoopbackPort } from '../../src/system/ports.js';
+import { killProcess, readPidFile, readStartTime, waitForExit } from '../../src/system/proc.js';
+import { repoRoot } from '../smoke/harness.js';
+import { hostTscKhz, probeKvm, resolveAccel } from '../../src/vmm/qemu/accel.js';
+
+/** The plain line uses the accelerator banger would pick here (same probe). */
+let plainAccel: 'kvm' | 'tcg' = 'tcg';
+
+const runner = createRunner();
+const layout = resolveLayout();
+const runs = Number(process.argv.find((a) => a.startsWith('--runs='))?.split('=')[1] ?? 3);
+const banger = (args: string[]) => runner.run([process.execPath, join(repoRoot, 'bin', 'banger.js'), ...args], { allowFailure: true, env: { ...process.env, NO_COLOR: '1' } });
+
+async function timeBanger(): Promise<number> {
+  const t0 = performance.now();
+  const r = await banger(['vm', 'run', '--rm', '--', 'true']);
+  const ms = performance.now() - t0;
+  if (r.code !== 0) throw new Error(`banger vm run failed: ${r.stderr}`);
+  return ms;
+}
+
+async function timePlain(): Promise<number> {
+  const img = imagePaths(layout, 'bookworm');
+  const dir = mkdtempSync(join(tmpdir(), 'bench-plain-'));
+  const key = await ensureKeypair(runner, join(dir, 'id_ed25519'));
+  const mac = '52:54:00:be:0c:01';
+  await writeConfigDisk(runner, join(dir, 'config.img'), {
+    hostname: 'plain',
+    authorizedKeys: [key.publicKey],
+    network: { mac, address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2', dns: ['10.0.2.3'] },
+  }, dir);
+  const port = await freeLoopbackPort();
+  const t0 = performance.now();
+  await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', img.rootfs, '-F', 'raw', join(dir, 'root.qcow2'), '4G']);
+  // The hand-written line: what a careful user would type.
+  await runner.run([
+    'qemu-system-x86_64', '-M', 'microvm,acpi=on,rtc=on,pit=on,pic=off', '-accel', plainAccel, '-cpu', plainAccel === 'kvm' ? 'host' : 'max', '-smp', '2', '-m', '1024',
+    '-nodefaults', '-no-user-config', '-nographic', '-daemonize', '-pidfile', join(dir, 'qemu.pid'),
+    '-kernel', img.kernel, '-initrd', img.initrd,
+    '-append', `console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1${plainAccel === 'tcg' && hostTscKhz() ? ` tsc_early_khz=${hostTscKhz()}` : ''}`,
+    '-drive', `id=root,file=${join(dir, 'root.qcow2')},format=qcow2,if=none`, '-device', 'virtio-blk-device,drive=root',
+    '-drive', `id=cfg,file=${join(dir, 'config.img')},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=cfg',
+    '-netdev', `user,id=n0,hostfwd=tcp:127.0.0.1:${port}-:22`, '-device', `virtio-net-device,netdev=n0,mac=${mac}`,
+    '-serial', `file:${join(dir, 'console.log')}`,
+  ]);
+  const pid = readPidFile(join(dir, 'qemu.pid'))!;
+  const start = readStartTime(pid)!;
+  try {
+    const deadline = Date.now() + 300_000;
+    for (;;) {
+      const r = await runner.run(
+        ['ssh', '-i', key.privateKeyPath, '-p', String(port), '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=/dev/null`,
+          '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR', 'root@127.0.0.1', 'true'],
+        { allowFailure: true, timeoutMs: 15_000 },
+      );
+      if (r.code === 0) break;
+      if (Date.now() > deadline) throw new Error(`plain VM never answered SSH; console: ${readFileSync(join(dir, 'console.log'), 'utf8').slice(-800)}`);
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    return performance.now() - t0;
+  } finally {
+    killProcess(pid, start, 'SIGKILL');
+    await waitForExit(pid, start, 5000);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+async function main(): Promise<void> {
+  if (!existsSync(imagePaths(layout, 'bookworm').rootfs)) {
+    console.log('bench: building the default image first (not timed)…');
+    const b = await banger(['image', 'build']);
+    if (b.code !== 0) throw new Error(b.stderr);
+  }
+  plainAccel = resolveAccel('auto', await probeKvm({ runner }, { kernel: imagePaths(layout, 'bookworm').kernel })).accel;
+  console.log(`bench: accelerator ${plainAccel} for both`);
+  console.log('bench: warm-up (daemon start + accelerator probe; not counted)…');
+  await timeBanger();
+  const b: number[] = [];
+  const p: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    b.push(await timeBanger());
+    console.log(`  run ${i + 1}: banger ${(b.at(-1)! / 1000).toFixed(2)} s`);
+    p.push(await timePlain());
+    console.log(`  run ${i + 1}: plain  ${(p.at(-1)! / 1000).toFixed(2)} s`);
+  }
+  console.log(`median banger (vm run --rm -- true): ${(median(b) / 1000).toFixed(2)} s over ${runs}`);
+  console.log(`median plain (qemu + ssh poll):      ${(median(p) / 1000).toFixed(2)} s over ${runs}`);
+  console.log(`ratio banger/plain: ${(median(b) / median(p)).toFixed(2)}`);
+}
+
+await main();

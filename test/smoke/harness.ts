@@ -1,0 +1,111 @@
+/**
+ * Smoke harness: runs the real `banger` CLI (dist build) against a real
+ * daemon, real QEMU and real guests, in state directories isolated per run.
+ */
+import { mkdirSync, readdirSync, readFileSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+
+export const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
+const bangerBin = join(repoRoot, 'bin', 'banger.js');
+
+export interface RunDirs {
+  root: string;
+  env: NodeJS.ProcessEnv;
+  stateDir: string;
+  runtimeDir: string;
+}
+
+export function makeRunDirs(root: string, stateDir?: string): RunDirs {
+  const state = stateDir ?? join(root, 'state');
+  const runtime = join(root, 'run');
+  for (const d of [state, runtime, join(root, 'config'), join(root, 'cache')]) mkdirSync(d, { recursive: true, mode: 0o700 });
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    BANGER_STATE_DIR: state,
+    BANGER_RUNTIME_DIR: runtime,
+    BANGER_CONFIG_DIR: join(root, 'config'),
+    BANGER_CACHE_DIR: join(root, 'cache'),
+    NO_COLOR: '1',
+  };
+  return { root, env, stateDir: state, runtimeDir: runtime };
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Banger {
+  (args: string[], opts?: { input?: string; timeoutMs?: number }): Promise<CliResult>;
+  spawn(args: string[]): ChildProcess;
+}
+
+export function bangerFor(dirs: RunDirs, log: (line: string) => void): Banger {
+  const run = (args: string[], opts: { input?: string; timeoutMs?: number } = {}) =>
+    new Promise<CliResult>((resolvePromise) => {
+      log(`$ banger ${args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
+      const child = spawn(process.execPath, [bangerBin, ...args], { env: dirs.env, stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 20 * 60_000);
+      child.stdin.end(opts.input ?? '');
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        const res = { code: code ?? (signal ? 128 + (signal === 'SIGKILL' ? 9 : 15) : 1), stdout, stderr };
+        log(`  → exit ${res.code}${stderr.trim() ? `; stderr: ${stderr.trim().split('\n').slice(-6).join(' | ')}` : ''}`);
+        resolvePromise(res);
+      });
+    });
+  const b = run as Banger;
+  b.spawn = (args) => spawn(process.execPath, [bangerBin, ...args], { env: dirs.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return b;
+}
+
+/** qemu-system processes whose argv mentions this run's directories. */
+export function qemuProcesses(dirs: RunDirs): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (cmd[0]?.includes('qemu-system') && cmd.some((a) => a.includes(dirs.stateDir) || a.includes(dirs.runtimeDir))) {
+        pids.push(Number(entry));
+      }
+    } catch {
+      /* raced with exit */
+    }
+  }
+  return pids;
+}
+
+/** The leak census: no qemu, VM directory, VM socket dir or DB row may remain. */
+export async function leakCensus(dirs: RunDirs, banger: Banger): Promise<string[]> {
+  const leaks: string[] = [];
+  const q = qemuProcesses(dirs);
+  if (q.length) leaks.push(`qemu processes still running: ${q.join(', ')}`);
+  const vmsDir = join(dirs.stateDir, 'vms');
+  if (existsSync(vmsDir) && readdirSync(vmsDir).length) leaks.push(`VM directories left: ${readdirSync(vmsDir).join(', ')}`);
+  const sockDir = join(dirs.runtimeDir, 'vms');
+  if (existsSync(sockDir) && readdirSync(sockDir).length) leaks.push(`VM socket directories left: ${readdirSync(sockDir).join(', ')}`);
+  const list = await banger(['vm', 'list', '--json']);
+  if (list.code !== 0) leaks.push(`vm list failed: ${list.stderr.trim()}`);
+  else {
+    const rows = JSON.parse(list.stdout) as Array<{ name: string }>;
+    if (rows.length) leaks.push(`DB rows left: ${rows.map((r) => r.name).join(', ')}`);
+  }
+  return leaks;
+}
+
+export class AssertionFailed extends Error {}
+
+export function check(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new AssertionFailed(message);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,145 @@
+/**
+ * banger smoke suite: real VMs under real QEMU.
+ *   node dist/test/smoke/main.js --list
+ *   node dist/test/smoke/main.js [--scenario a,b] [--jobs N] [--state DIR]
+ * Each run gets isolated state/runtime/config/cache directories (under
+ * .smoke/run-<time>, or --state DIR to reuse a built image). After each
+ * scenario a leak census checks that no qemu process, VM directory, socket
+ * directory or DB row is left. With --jobs > 1 scenarios run in parallel and
+ * the census runs once at the end (a per-scenario census would see peers).
+ */
+import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bangerFor, leakCensus, makeRunDirs, repoRoot, AssertionFailed } from './harness.js';
+import { scenarios, type Scenario } from './scenarios.js';
+
+interface Args {
+  list: boolean;
+  only?: string[];
+  jobs: number;
+  state?: string;
+  keep: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { list: false, jobs: 1, keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i]!;
+    const next = () => {
+      const n = argv[++i];
+      if (n === undefined) usage(`${v} needs a value`);
+      return n!;
+    };
+    if (v === '--list') a.list = true;
+    else if (v === '--scenario') a.only = next().split(',').filter(Boolean);
+    else if (v === '--jobs') a.jobs = Math.max(1, Number(next()) || 1);
+    else if (v === '--state') a.state = next();
+    else if (v === '--keep') a.keep = true;
+    else if (v === '-h' || v === '--help') usage();
+    else usage(`unknown argument ${v}`);
+  }
+  return a;
+}
+
+function usage(err?: string): never {
+  if (err) console.error(`smoke: ${err}`);
+  console.error('usage: smoke [--list] [--scenario NAME[,NAME]] [--jobs N] [--state DIR] [--keep]');
+  process.exit(err ? 2 : 0);
+}
+
+const args = parseArgs(process.argv.slice(2));
+if (args.list) {
+  for (const s of scenarios) console.log(`${s.name.padEnd(16)} ${s.description}`);
+  process.exit(0);
+}
+let selected: Scenario[] = scenarios;
+if (args.only) {
+  const unknown = args.only.filter((n) => !scenarios.some((s) => s.name === n));
+  if (unknown.length) usage(`unknown scenario(s): ${unknown.join(', ')} (see --list)`);
+  selected = scenarios.filter((s) => args.only!.includes(s.name));
+}
+
+const runRoot = join(repoRoot, '.smoke', `run-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+mkdirSync(runRoot, { recursive: true });
+const dirs = makeRunDirs(runRoot, args.state);
+const logFile = join(runRoot, 'smoke.log');
+const say = (line: string) => {
+  console.log(line);
+  appendFileSync(logFile, line + '\n');
+};
+const started = Date.now();
+say(`smoke: ${selected.length} scenario(s), jobs ${args.jobs}, state ${dirs.stateDir}`);
+
+const results: Array<{ name: string; status: 'pass' | 'fail' | 'not run'; detail: string; ms: number }> = [];
+
+async function runOne(s: Scenario, census: boolean): Promise<void> {
+  const lines: string[] = [];
+  const log = (l: string) => {
+    lines.push(l);
+    appendFileSync(logFile, `[${s.name}] ${l}\n`);
+    if (args.jobs === 1) console.log(`  ${l}`);
+  };
+  const banger = bangerFor(dirs, log);
+  const t0 = Date.now();
+  if (args.jobs === 1) say(`── ${s.name}: ${s.description}`);
+  try {
+    await s.run({ banger, dirs, log });
+    if (census) {
+      const leaks = await leakCensus(dirs, banger);
+      if (leaks.length) throw new AssertionFailed(`leak census: ${leaks.join('; ')}`);
+    }
+    results.push({ name: s.name, status: 'pass', detail: '', ms: Date.now() - t0 });
+    say(`PASS ${s.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    const detail = e instanceof Error ? e.message : String(e);
+    results.push({ name: s.name, status: 'fail', detail, ms: Date.now() - t0 });
+    say(`FAIL ${s.name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${detail}`);
+    if (args.jobs > 1) for (const l of lines) say(`  ${l}`);
+  }
+}
+
+async function main(): Promise<number> {
+  const banger = bangerFor(dirs, (l) => appendFileSync(logFile, `[setup] ${l}\n`));
+  // Build (or find) the default image once, so scenarios measure boots, not builds.
+  const t0 = Date.now();
+  const img = await banger(['image', 'show', 'bookworm']);
+  if (img.code !== 0) {
+    say('setup: building the default image (first run only)…');
+    const b = await banger(['image', 'build']);
+    if (b.code !== 0) {
+      say(`setup: image build failed:\n${b.stderr}`);
+      for (const s of selected) results.push({ name: s.name, status: 'not run', detail: 'image build failed', ms: 0 });
+      return finish(banger);
+    }
+    say(`setup: image built in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  if (args.jobs === 1) {
+    for (const s of selected) await runOne(s, true);
+  } else {
+    const queue = [...selected];
+    await Promise.all(
+      Array.from({ length: Math.min(args.jobs, queue.length) }, async () => {
+        for (let s = queue.shift(); s; s = queue.shift()) await runOne(s, false);
+      }),
+    );
+    const leaks = await leakCensus(dirs, banger);
+    if (leaks.length) {
+      say(`FAIL leak census after the parallel pool: ${leaks.join('; ')}`);
+      results.push({ name: 'leak_census', status: 'fail', detail: leaks.join('; '), ms: 0 });
+    } else say('PASS leak census after the parallel pool');
+  }
+  return finish(banger);
+}
+
+async function finish(banger: ReturnType<typeof bangerFor>): Promise<number> {
+  await banger(['daemon', 'stop']);
+  if (!args.keep && !args.state) rmSync(join(runRoot, 'state'), { recursive: true, force: true });
+  rmSync(dirs.runtimeDir, { recursive: true, force: true });
+  const pass = results.filter((r) => r.status === 'pass').length;
+  const fail = results.filter((r) => r.status === 'fail').length;
+  const notRun = results.filter((r) => r.status === 'not run').length;
+  say(`smoke: ${pass} passed, ${fail} failed, ${notRun} not run (of ${results.length}) in ${((Date.now() - started) / 1000).toFixed(0)} s — log ${logFile}`);
+  return fail + notRun > 0 ? 1 : 0;
+}
+
+process.exitCode = await main();
