@@ -90,6 +90,12 @@ export class VmService {
     const memoryMib = params.memoryMib ?? config.memoryMib;
     const imageName = params.image ?? DEFAULT_IMAGE;
     this.validateResources(vcpu, memoryMib);
+    if (config.vmm !== 'qemu') {
+      throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
+    }
+    if (config.network !== 'user') {
+      throw new BangerError('unavailable', `network = "${config.network}" in config.toml: bridge networking is not available in this version`, 'set network = "user" (or remove the key)');
+    }
     if (imageName !== DEFAULT_IMAGE) this.deps.images.show(imageName); // not_found before any side effect
     const name = params.name !== undefined ? validateVmName(params.name) : this.uniqueName();
 
@@ -115,6 +121,7 @@ export class VmService {
     if (vm.ephemeral) {
       conn.onClose(() => {
         abort.abort();
+        if (!this.deps.store.findVmById(vm.id)) return; // the client deleted it already
         this.deps.log.info({ vm: vm.name }, 'ephemeral VM: client went away, removing');
         void this.delete(vm.name).catch((e: unknown) => {
           if (!(e instanceof BangerError && e.code === 'not_found')) {

@@ -24,7 +24,7 @@ const TOOLS: Array<{ name: string; argv: string[]; pkg: string; why: string }> =
   { name: 'qemu-img', argv: ['qemu-img', '--version'], pkg: 'qemu-utils', why: 'makes per-VM overlays' },
   { name: 'mkfs.ext4', argv: ['mkfs.ext4', '-V'], pkg: 'e2fsprogs', why: 'makes images and config disks' },
   { name: 'mmdebstrap', argv: ['mmdebstrap', '--version'], pkg: 'mmdebstrap', why: 'builds the default image' },
-  { name: 'ssh-keygen', argv: ['ssh-keygen', '-?'], pkg: 'openssh-client', why: "makes banger's SSH key" },
+  { name: 'ssh', argv: ['ssh', '-V'], pkg: 'openssh-client', why: "interactive `vm ssh`; ssh-keygen makes banger's key" },
 ];
 
 export async function runChecks(

@@ -86,7 +86,9 @@ export function vmCommand(ctx: CliContext): Command {
     .argument('<name>')
     .argument('[cmd...]')
     .passThroughOptions()
-    .action(async (name, cmd) => {
+    .action(async (name, rest) => {
+      // With passThroughOptions, the `--` after NAME reaches us: it separates, it is not the command.
+      const cmd = rest[0] === '--' ? rest.slice(1) : rest;
       const target = await (await ctx.daemon()).call('vm.ssh_target', { name });
       process.exitCode = await runInVm(ctx, target, cmd);
     });

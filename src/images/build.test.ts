@@ -1,0 +1,396 @@
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { RunOptions, RunResult, Runner } from '../system/runner.js';
+import { BangerError } from '../errors/errors.js';
+import {
+  IMAGE_PACKAGES,
+  INITRD_MODULES,
+  MASKED_UNITS,
+  _internal,
+  buildDebianImage,
+  cleanupWorkDir,
+  customiseRootfs,
+  findKernelVersion,
+  mmdebstrapArgv,
+  mountsUnder,
+  rootfsSize,
+} from './build.js';
+import { GUEST_SCRIPT, GUEST_SCRIPT_PATH, GUEST_UNIT, GUEST_UNIT_NAME, GUEST_UNIT_PATH, SSHD_CONFIG_PATH, SSH_DROPIN_PATH } from './guest-files.js';
+
+const MiB = 1024 * 1024;
+const KVER = '6.1.0-50-cloud-amd64';
+const isRoot = process.getuid?.() === 0;
+
+let tmp: string;
+beforeEach(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'banger-build-test-'));
+});
+afterEach(() => {
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** A tiny stand-in for what mmdebstrap produces (merged /usr, like bookworm). */
+function fakeRootfs(root: string, kver = KVER): void {
+  const mk = (rel: string, text = '', mode = 0o644) => {
+    mkdirSync(join(root, rel, '..'), { recursive: true });
+    writeFileSync(join(root, rel), text, { mode });
+  };
+  mkdirSync(join(root, 'usr/lib/modules', kver), { recursive: true });
+  symlinkSync('usr/lib', join(root, 'lib'));
+  mk(`usr/lib/modules/${kver}/modules.builtin`, 'kernel/fs/ext4/ext4.ko\nkernel/lib/crc16.ko\n');
+  mk(`boot/vmlinuz-${kver}`, 'KERNEL');
+  mk(`boot/initrd.img-${kver}`, 'INITRD');
+  mk('etc/ssh/sshd_config', '# sshd\n');
+  for (const t of ['rsa', 'ecdsa', 'ed25519']) {
+    mk(`etc/ssh/ssh_host_${t}_key`, 'PRIVATE', 0o600);
+    mk(`etc/ssh/ssh_host_${t}_key.pub`, 'PUBLIC');
+  }
+  mk('etc/shadow', 'root:*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n', 0o640);
+  mk('etc/machine-id', 'b08dfa6083e7567a1921a715000001fb\n', 0o444);
+  mk('var/lib/dbus/machine-id', 'b08dfa6083e7567a1921a715000001fb\n');
+  mk('var/lib/systemd/random-seed', 'SEED', 0o600);
+  mk('etc/hostname', 'buildhost\n');
+  mk('etc/resolv.conf', 'nameserver 10.255.255.53\n');
+  mk('etc/fstab', '# UNCONFIGURED FSTAB FOR BASE SYSTEM\n');
+  mk('etc/initramfs-tools/initramfs.conf', 'MODULES=most\nBUSYBOX=auto\nCOMPRESS=zstd\n');
+  mk('etc/initramfs-tools/modules', '# List of modules\n');
+  mkdirSync(join(root, 'etc/systemd/system/timers.target.wants'), { recursive: true });
+  mk('var/log/dpkg.log', 'log');
+}
+
+describe('mmdebstrapArgv', () => {
+  it('builds bookworm in root mode with the image packages', () => {
+    const argv = mmdebstrapArgv('/w/rootfs', 'http://deb.debian.org/debian');
+    expect(argv[0]).toBe('mmdebstrap');
+    expect(argv).toContain('--mode=root');
+    expect(argv).toContain('--variant=apt');
+    expect(argv).toContain('--format=directory');
+    const include = argv.find((a) => a.startsWith('--include='))!;
+    const pkgs = include.slice('--include='.length).split(',');
+    for (const p of ['systemd', 'systemd-sysv', 'udev', 'openssh-server', 'qemu-guest-agent', 'git', 'ca-certificates', 'iproute2', 'linux-image-cloud-amd64', 'initramfs-tools', 'e2fsprogs', 'dbus']) {
+      expect(pkgs).toContain(p);
+    }
+    expect(pkgs).toEqual(IMAGE_PACKAGES);
+    const i = argv.indexOf('bookworm');
+    expect(argv.slice(i)).toEqual([
+      'bookworm',
+      '/w/rootfs',
+      'deb http://deb.debian.org/debian bookworm main',
+      'deb http://deb.debian.org/debian bookworm-updates main',
+    ]);
+  });
+});
+
+describe('rootfsSize', () => {
+  it('is at least 1 GiB, in 64 MiB steps, with generous headroom', () => {
+    expect(rootfsSize(0)).toBe(1024 * MiB);
+    expect(rootfsSize(357 * MiB)).toBe(1024 * MiB);
+    const big = rootfsSize(2000 * MiB);
+    expect(big % (64 * MiB)).toBe(0);
+    expect(big).toBeGreaterThanOrEqual(2000 * MiB * 1.5 + 256 * MiB);
+  });
+});
+
+describe('findKernelVersion', () => {
+  it('picks the newest kernel that has an initrd and modules', () => {
+    fakeRootfs(tmp, '6.1.0-9-cloud-amd64');
+    mkdirSync(join(tmp, 'usr/lib/modules/6.1.0-10-cloud-amd64'), { recursive: true });
+    writeFileSync(join(tmp, 'boot/vmlinuz-6.1.0-10-cloud-amd64'), 'K');
+    writeFileSync(join(tmp, 'boot/initrd.img-6.1.0-10-cloud-amd64'), 'I');
+    // newer, but without modules: not usable
+    writeFileSync(join(tmp, 'boot/vmlinuz-6.1.0-11-cloud-amd64'), 'K');
+    writeFileSync(join(tmp, 'boot/initrd.img-6.1.0-11-cloud-amd64'), 'I');
+    expect(findKernelVersion(tmp)).toBe('6.1.0-10-cloud-amd64');
+  });
+
+  it('fails with a coded error when there is no kernel', () => {
+    mkdirSync(join(tmp, 'boot'));
+    expect(() => findKernelVersion(tmp)).toThrow(BangerError);
+  });
+});
+
+describe('customiseRootfs', () => {
+  it('makes the rootfs a per-VM-configurable banger guest', () => {
+    fakeRootfs(tmp);
+    customiseRootfs(tmp);
+    const r = (rel: string) => readFileSync(join(tmp, rel), 'utf8');
+
+    // guest unit + script, enabled, ssh ordered after it
+    expect(r(GUEST_UNIT_PATH)).toBe(GUEST_UNIT);
+    expect(r(GUEST_SCRIPT_PATH)).toBe(GUEST_SCRIPT);
+    expect(statSync(join(tmp, GUEST_SCRIPT_PATH)).mode & 0o777).toBe(0o755);
+    expect(readlinkSync(join(tmp, 'etc/systemd/system/multi-user.target.wants', GUEST_UNIT_NAME))).toBe(`/${GUEST_UNIT_PATH}`);
+    expect(r(SSH_DROPIN_PATH)).toContain(`After=${GUEST_UNIT_NAME}`);
+    expect(r(SSHD_CONFIG_PATH)).toContain('PasswordAuthentication no');
+
+    // no baked-in host keys
+    expect(readdirSync(join(tmp, 'etc/ssh')).filter((f) => f.startsWith('ssh_host_'))).toEqual([]);
+    // root locked, other entries untouched, mode kept
+    expect(r('etc/shadow')).toBe('root:!*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n');
+    expect(statSync(join(tmp, 'etc/shadow')).mode & 0o777).toBe(0o640);
+    // per-VM identity
+    expect(r('etc/machine-id')).toBe('');
+    expect(readlinkSync(join(tmp, 'var/lib/dbus/machine-id'))).toBe('/etc/machine-id');
+    expect(existsSync(join(tmp, 'var/lib/systemd/random-seed'))).toBe(false);
+    // nothing of the build host leaks in
+    expect(r('etc/hostname')).toBe('banger\n');
+    expect(r('etc/resolv.conf')).not.toContain('10.255.255.53');
+    expect(r('etc/hosts')).toContain('127.0.0.1\tlocalhost');
+    expect(existsSync(join(tmp, 'var/log/dpkg.log'))).toBe(false);
+    // root on /dev/vda
+    expect(r('etc/fstab')).toMatch(/^\/dev\/vda\t\/\text4\t/m);
+    // masked units
+    for (const u of MASKED_UNITS) expect(readlinkSync(join(tmp, 'etc/systemd/system', u))).toBe('/dev/null');
+    expect(MASKED_UNITS).toContain('apt-daily.timer');
+    expect(MASKED_UNITS).not.toContain('serial-getty@ttyS0.service');
+    // initrd configuration
+    expect(r('etc/initramfs-tools/initramfs.conf')).toMatch(/^MODULES=list$/m);
+    expect(r('etc/initramfs-tools/initramfs.conf')).not.toMatch(/MODULES=most/);
+    for (const m of INITRD_MODULES) expect(r('etc/initramfs-tools/modules')).toMatch(new RegExp(`^${m}$`, 'm'));
+  });
+
+  it('is idempotent', () => {
+    fakeRootfs(tmp);
+    customiseRootfs(tmp);
+    const modules = readFileSync(join(tmp, 'etc/initramfs-tools/modules'), 'utf8');
+    const shadow = readFileSync(join(tmp, 'etc/shadow'), 'utf8');
+    customiseRootfs(tmp);
+    expect(readFileSync(join(tmp, 'etc/initramfs-tools/modules'), 'utf8')).toBe(modules);
+    expect(readFileSync(join(tmp, 'etc/shadow'), 'utf8')).toBe(shadow);
+  });
+
+  it('refuses a rootfs without a root account', () => {
+    fakeRootfs(tmp);
+    writeFileSync(join(tmp, 'etc/shadow'), 'daemon:*:1:0:99999:7:::\n');
+    expect(() => customiseRootfs(tmp)).toThrow(/root entry/);
+  });
+});
+
+describe('mountsUnder', () => {
+  const info = [
+    '22 1 0:21 / / rw,relatime - ext4 /dev/vda rw',
+    '40 22 0:5 / /work/cache/build/x-1/rootfs/proc rw - proc proc rw',
+    '41 22 0:6 / /work/cache/build/x-1/rootfs/dev/pts rw - devpts devpts rw',
+    '42 22 0:7 / /work/cache/build/x-10/rootfs/sys rw - sysfs sysfs rw',
+    '43 22 0:8 / /work/cache/build/x-1/with\\040space rw - tmpfs tmpfs rw',
+  ].join('\n');
+
+  it('lists mount points below a directory, deepest first, decoding escapes', () => {
+    // longest path first: a mount nested in another always comes before it
+    expect(mountsUnder('/work/cache/build/x-1', info)).toEqual([
+      '/work/cache/build/x-1/rootfs/dev/pts',
+      '/work/cache/build/x-1/rootfs/proc',
+      '/work/cache/build/x-1/with space',
+    ]);
+  });
+
+  it('does not confuse a sibling with a common prefix', () => {
+    expect(mountsUnder('/work/cache/build/x-10', info)).toEqual(['/work/cache/build/x-10/rootfs/sys']);
+    expect(mountsUnder('/nowhere', info)).toEqual([]);
+  });
+});
+
+describe('helpers', () => {
+  it('compares kernel versions numerically', () => {
+    const sorted = ['6.1.0-10-cloud-amd64', '6.1.0-9-cloud-amd64', '6.10.0-1-cloud-amd64', '6.1.0-50-cloud-amd64'].sort(
+      _internal.compareVersions,
+    );
+    expect(sorted).toEqual(['6.1.0-9-cloud-amd64', '6.1.0-10-cloud-amd64', '6.1.0-50-cloud-amd64', '6.10.0-1-cloud-amd64']);
+  });
+
+  it('splits output into lines across chunks and carriage returns', () => {
+    const lines: string[] = [];
+    const s = _internal.lineSplitter((l) => lines.push(l));
+    s.push(Buffer.from('I: one\nI: tw'));
+    s.push(Buffer.from('o\r\n\n  \rprogress 10%\rprogress 20%'));
+    s.flush();
+    expect(lines).toEqual(['I: one', 'I: two', 'progress 10%', 'progress 20%']);
+  });
+});
+
+describe('cleanupWorkDir', () => {
+  it('removes the work dir and tolerates a missing one', async () => {
+    const calls: string[][] = [];
+    const runner = fakeRunner(async (argv) => {
+      calls.push(argv);
+      return ok(argv);
+    });
+    const w = join(tmp, 'work');
+    mkdirSync(join(w, 'rootfs/etc'), { recursive: true });
+    writeFileSync(join(w, 'rootfs/etc/x'), 'x');
+    await cleanupWorkDir(runner, w);
+    expect(existsSync(w)).toBe(false);
+    await cleanupWorkDir(runner, w);
+    expect(calls).toEqual([]); // nothing was mounted there
+  });
+});
+
+function ok(argv: string[], stdout = ''): RunResult {
+  return { argv, code: 0, signal: null, stdout, stderr: '', timedOut: false, durationMs: 1 };
+}
+
+function fakeRunner(run: (argv: string[], opts?: RunOptions) => Promise<RunResult>): Runner {
+  return {
+    run,
+    spawnDetached: () => {
+      throw new Error('not used');
+    },
+    runInteractive: async () => 0,
+  };
+}
+
+/** A runner that plays mmdebstrap, chroot and mkfs.ext4 without doing any of it. */
+function scriptedRunner(opts: { failMkfs?: boolean; lsinitramfs?: string; onMmdebstrap?: () => void } = {}) {
+  const calls: string[][] = [];
+  const runner = fakeRunner(async (argv, o) => {
+    calls.push(argv);
+    const cmd = argv[0]!.split('/').pop();
+    if (cmd === 'mmdebstrap') {
+      const root = argv[argv.indexOf('bookworm') + 1]!;
+      fakeRootfs(root);
+      o?.onStderr?.(Buffer.from('I: downloading packages with apt...\nI: success in 1 s\n'));
+      opts.onMmdebstrap?.();
+      return ok(argv);
+    }
+    if (cmd === 'chroot' && argv[2] === 'lsinitramfs') {
+      const list =
+        opts.lsinitramfs ??
+        [
+          `usr/lib/modules/${KVER}/kernel/drivers/block/virtio_blk.ko`,
+          `usr/lib/modules/${KVER}/kernel/drivers/virtio/virtio_mmio.ko`,
+          `usr/lib/modules/${KVER}/kernel/drivers/virtio/virtio_pci.ko`,
+        ].join('\n');
+      return ok(argv, list + '\n');
+    }
+    if (cmd === 'chroot' && argv[2] === 'update-initramfs') return ok(argv);
+    if (cmd === 'mkfs.ext4') {
+      if (opts.failMkfs) throw new BangerError('operation_failed', 'mkfs.ext4 exploded');
+      return ok(argv);
+    }
+    throw new Error(`unexpected command ${argv.join(' ')}`);
+  });
+  return { runner, calls };
+}
+
+describe.skipIf(!isRoot)('buildDebianImage (scripted runner)', () => {
+  it('builds in the work dir, publishes the image atomically and cleans up', async () => {
+    const { runner, calls } = scriptedRunner();
+    const outDir = join(tmp, 'images/bookworm');
+    const workDir = join(tmp, 'build/bookworm-1');
+    const stages: string[] = [];
+    const res = await buildDebianImage(
+      { runner },
+      { name: 'bookworm', outDir, workDir, mirror: 'http://deb.debian.org/debian', onProgress: (s, m) => stages.push(`${s}: ${m}`) },
+    );
+    expect(res.kernelVersion).toBe(KVER);
+    expect(res.rootfsBytes).toBe(1024 * MiB);
+    expect(res.packages).toEqual(IMAGE_PACKAGES);
+    expect(readdirSync(outDir).sort()).toEqual(['image.json', 'initrd.img', 'rootfs.ext4', 'vmlinuz']);
+    expect(readFileSync(join(outDir, 'vmlinuz'), 'utf8')).toBe('KERNEL');
+    expect(readFileSync(join(outDir, 'initrd.img'), 'utf8')).toBe('INITRD');
+    expect(statSync(join(outDir, 'rootfs.ext4')).size).toBe(1024 * MiB);
+    expect(JSON.parse(readFileSync(join(outDir, 'image.json'), 'utf8'))).toMatchObject({ kernelVersion: KVER, suite: 'bookworm' });
+    expect(existsSync(workDir)).toBe(false);
+    expect(readdirSync(join(tmp, 'images'))).toEqual(['bookworm']); // no staging leftovers
+    // mmdebstrap's lines reach the progress callback
+    expect(stages).toContain('bootstrap: I: downloading packages with apt...');
+    expect(stages.some((s) => s.startsWith('initrd: '))).toBe(true);
+    const mkfs = calls.find((c) => c[0]!.endsWith('mkfs.ext4'))!;
+    expect(mkfs).toEqual(expect.arrayContaining(['-L', 'banger-root', '-d', join(workDir, 'rootfs')]));
+    // the rootfs handed to mkfs was customised
+    expect(calls.some((c) => c[2] === 'update-initramfs')).toBe(true);
+  });
+
+  it('replaces an existing image directory', async () => {
+    const outDir = join(tmp, 'images/bookworm');
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, 'stale'), 'x');
+    await buildDebianImage({ runner: scriptedRunner().runner }, { name: 'bookworm', outDir, workDir: join(tmp, 'w'), mirror: 'http://m/debian' });
+    expect(readdirSync(outDir).sort()).toEqual(['image.json', 'initrd.img', 'rootfs.ext4', 'vmlinuz']);
+    expect(readdirSync(join(tmp, 'images'))).toEqual(['bookworm']);
+  });
+
+  it('publishes nothing and cleans the work dir when a step fails', async () => {
+    const outDir = join(tmp, 'images/bookworm');
+    const workDir = join(tmp, 'w');
+    await expect(
+      buildDebianImage({ runner: scriptedRunner({ failMkfs: true }).runner }, { name: 'bookworm', outDir, workDir, mirror: 'http://m/debian' }),
+    ).rejects.toThrow('mkfs.ext4 exploded');
+    expect(existsSync(outDir)).toBe(false);
+    expect(existsSync(workDir)).toBe(false);
+  });
+
+  it('fails when the regenerated initrd lacks virtio modules', async () => {
+    const outDir = join(tmp, 'images/bookworm');
+    const workDir = join(tmp, 'w');
+    const { runner } = scriptedRunner({ lsinitramfs: 'usr/lib/modules/x/kernel/drivers/virtio/virtio_mmio.ko' });
+    await expect(buildDebianImage({ runner }, { name: 'bookworm', outDir, workDir, mirror: 'http://m/debian' })).rejects.toThrow(
+      /lacks virtio_pci, virtio_blk/,
+    );
+    expect(existsSync(outDir)).toBe(false);
+    expect(existsSync(workDir)).toBe(false);
+  });
+
+  it('stops with interrupted when aborted, and cleans up', async () => {
+    const ac = new AbortController();
+    const { runner, calls } = scriptedRunner({ onMmdebstrap: () => ac.abort() });
+    const outDir = join(tmp, 'images/bookworm');
+    const workDir = join(tmp, 'w');
+    await expect(
+      buildDebianImage({ runner }, { name: 'bookworm', outDir, workDir, mirror: 'http://m/debian', signal: ac.signal }),
+    ).rejects.toMatchObject({ code: 'interrupted' });
+    expect(calls.map((c) => c[0])).toEqual(['mmdebstrap']);
+    expect(existsSync(outDir)).toBe(false);
+    expect(existsSync(workDir)).toBe(false);
+  });
+
+  it('passes the abort signal to mmdebstrap', async () => {
+    const ac = new AbortController();
+    let seen: AbortSignal | undefined;
+    const runner = fakeRunner(async (argv, o) => {
+      seen = o?.signal;
+      throw new BangerError('operation_failed', 'killed');
+    });
+    await expect(
+      buildDebianImage({ runner }, { name: 'b', outDir: join(tmp, 'o'), workDir: join(tmp, 'w'), mirror: 'http://m/debian', signal: ac.signal }),
+    ).rejects.toThrow('killed');
+    expect(seen).toBe(ac.signal);
+    expect(existsSync(join(tmp, 'w'))).toBe(false);
+  });
+
+  it('refuses overlapping directories and bad mirrors before running anything', async () => {
+    const { runner, calls } = scriptedRunner();
+    await expect(
+      buildDebianImage({ runner }, { name: 'b', outDir: join(tmp, 'w/out'), workDir: join(tmp, 'w'), mirror: 'http://m/debian' }),
+    ).rejects.toMatchObject({ code: 'internal' });
+    await expect(
+      buildDebianImage({ runner }, { name: 'b', outDir: join(tmp, 'o'), workDir: join(tmp, 'w'), mirror: 'file:///etc' }),
+    ).rejects.toMatchObject({ code: 'bad_request' });
+    expect(calls).toEqual([]);
+    expect(lstatSync(tmp).isDirectory()).toBe(true);
+  });
+});
+
+describe.skipIf(isRoot)('buildDebianImage as a regular user', () => {
+  it('explains that building needs root', async () => {
+    const { runner, calls } = scriptedRunner();
+    await expect(
+      buildDebianImage({ runner }, { name: 'b', outDir: join(tmp, 'o'), workDir: join(tmp, 'w'), mirror: 'http://m/debian' }),
+    ).rejects.toMatchObject({ code: 'operation_failed' });
+    expect(calls).toEqual([]);
+  });
+});

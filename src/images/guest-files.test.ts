@@ -1,0 +1,118 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRunner } from '../system/runner.js';
+import { CONFIG_DISK_FILES, CONFIG_DISK_LABEL } from '../guest/config-disk.js';
+import { GUEST_SCRIPT, GUEST_SCRIPT_PATH, GUEST_UNIT, GUEST_UNIT_NAME, GUEST_UNIT_PATH, SSHD_CONFIG, SSH_HOST_KEY } from './guest-files.js';
+
+const runner = createRunner();
+const haveDash = existsSync('/bin/dash');
+const systemdAnalyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find((p) => existsSync(p));
+
+/** The script's validation helpers (is_label, is_ipv4, is_mac), cut out to test them in sh. */
+function helpers(): string {
+  const start = GUEST_SCRIPT.indexOf('is_label() {');
+  const end = GUEST_SCRIPT.indexOf("hostname_value=''");
+  expect(start).toBeGreaterThan(0);
+  expect(end).toBeGreaterThan(start);
+  return GUEST_SCRIPT.slice(start, end);
+}
+
+async function sh(script: string): Promise<number | null> {
+  const r = await runner.run(['/bin/dash', '-c', script], { allowFailure: true, timeoutMs: 10_000 });
+  return r.code;
+}
+
+describe('guest unit', () => {
+  it('runs the script once per boot, before ssh and the network, logging to the console', () => {
+    expect(GUEST_UNIT).toContain(`ExecStart=/${GUEST_SCRIPT_PATH}\n`);
+    expect(GUEST_UNIT).toContain('Type=oneshot\n');
+    expect(GUEST_UNIT).toMatch(/^Before=.*\bssh\.service\b/m);
+    expect(GUEST_UNIT).toMatch(/^Before=.*\bnetwork-pre\.target\b/m);
+    expect(GUEST_UNIT).toMatch(/^After=.*\blocal-fs\.target\b/m);
+    expect(GUEST_UNIT).toContain('StandardOutput=journal+console\n');
+    expect(GUEST_UNIT).toContain('WantedBy=multi-user.target\n');
+    expect(GUEST_UNIT_PATH).toBe(`etc/systemd/system/${GUEST_UNIT_NAME}`);
+  });
+
+  it('sshd uses the per-VM host key the script makes', () => {
+    expect(SSHD_CONFIG).toContain(`HostKey ${SSH_HOST_KEY}\n`);
+    expect(GUEST_SCRIPT).toContain(`HOSTKEY=${SSH_HOST_KEY}\n`);
+  });
+
+  describe.skipIf(systemdAnalyze === undefined)('systemd-analyze verify', () => {
+    let root: string;
+    beforeAll(() => {
+      root = mkdtempSync(join(tmpdir(), 'banger-unit-'));
+    });
+    afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+    it('accepts the unit', async () => {
+      mkdirSync(join(root, 'etc/systemd/system'), { recursive: true });
+      mkdirSync(join(root, GUEST_SCRIPT_PATH, '..'), { recursive: true });
+      writeFileSync(join(root, GUEST_SCRIPT_PATH), GUEST_SCRIPT, { mode: 0o755 });
+      writeFileSync(join(root, GUEST_UNIT_PATH), GUEST_UNIT);
+      const r = await runner.run([systemdAnalyze!, `--root=${root}`, 'verify', '--man=no', join(root, GUEST_UNIT_PATH)], {
+        allowFailure: true,
+        timeoutMs: 20_000,
+      });
+      expect(r.stderr + r.stdout).toBe('');
+      expect(r.code).toBe(0);
+    });
+  });
+});
+
+describe('guest script', () => {
+  it('is a POSIX sh script that reads the config disk format', () => {
+    expect(GUEST_SCRIPT.startsWith('#!/bin/sh\n')).toBe(true);
+    expect(GUEST_SCRIPT).toContain(`LABEL=${CONFIG_DISK_LABEL}\n`);
+    for (const f of Object.values(CONFIG_DISK_FILES)) expect(GUEST_SCRIPT).toContain(`$MNT/${f}`);
+    // no bashisms
+    expect(GUEST_SCRIPT).not.toMatch(/\[\[|\bfunction\s|\blocal\s|\$'|<<<|\bsource\s/);
+    // every step the brief needs
+    expect(GUEST_SCRIPT).toContain('mount -t ext4 -o ro,');
+    expect(GUEST_SCRIPT).toContain('/root/.ssh/authorized_keys');
+    expect(GUEST_SCRIPT).toContain('install -d -m 0700');
+    expect(GUEST_SCRIPT).toContain('ssh-keygen');
+    expect(GUEST_SCRIPT).toContain('/etc/resolv.conf');
+    expect(GUEST_SCRIPT).toContain('resize2fs');
+    expect(GUEST_SCRIPT).toContain('/proc/sys/kernel/hostname');
+  });
+
+  it.skipIf(!haveDash)('parses with dash -n', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'banger-script-'));
+    try {
+      const file = join(dir, 'banger-guest-config');
+      writeFileSync(file, GUEST_SCRIPT, { mode: 0o755 });
+      const r = await runner.run(['/bin/dash', '-n', file], { allowFailure: true, timeoutMs: 10_000 });
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  describe.skipIf(!haveDash)('validation helpers (in dash)', () => {
+    it.each(['10.0.2.15', '0.0.0.0', '255.255.255.255'])('is_ipv4 accepts %s', async (ip) => {
+      expect(await sh(`${helpers()}\nis_ipv4 '${ip}'`)).toBe(0);
+    });
+    it.each(['', '10.0.2', '10.0.2.256', '1.2.3.4.5', '1..2.3', '.1.2.3', '1.2.3.', '1.2.3.4;x', '1234.1.1.1', 'a.b.c.d'])(
+      'is_ipv4 rejects %j',
+      async (ip) => {
+        expect(await sh(`${helpers()}\nis_ipv4 '${ip}'`)).not.toBe(0);
+      },
+    );
+    it.each(['vm', 'amber-badger-1a2b', 'A1', 'a'.repeat(63)])('is_label accepts %s', async (h) => {
+      expect(await sh(`${helpers()}\nis_label '${h}'`)).toBe(0);
+    });
+    it.each(['', '-a', 'a-', 'a.b', 'a b', 'a$(reboot)', 'a'.repeat(64)])('is_label rejects %j', async (h) => {
+      expect(await sh(`${helpers()}\nis_label '${h}'`)).not.toBe(0);
+    });
+    it('is_mac takes lower-case colon form only (what the host writes)', async () => {
+      expect(await sh(`${helpers()}\nis_mac 52:54:00:12:34:56`)).toBe(0);
+      expect(await sh(`${helpers()}\nis_mac 52:54:00:12:34`)).not.toBe(0);
+      expect(await sh(`${helpers()}\nis_mac 52:54:00:12:34:5G`)).not.toBe(0);
+    });
+  });
+});
