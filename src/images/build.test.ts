@@ -14,7 +14,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RunOptions, RunResult, Runner } from '../system/runner.js';
+import { createRunner, type RunOptions, type RunResult, type Runner } from '../system/runner.js';
 import { BangerError } from '../errors/errors.js';
 import {
   IMAGE_PACKAGES,
@@ -25,6 +25,7 @@ import {
   cleanupWorkDir,
   customiseRootfs,
   findKernelVersion,
+  killBuildProcesses,
   mmdebstrapArgv,
   mountsUnder,
   rootfsSize,
@@ -392,5 +393,42 @@ describe.skipIf(isRoot)('buildDebianImage as a regular user', () => {
       buildDebianImage({ runner }, { name: 'b', outDir: join(tmp, 'o'), workDir: join(tmp, 'w'), mirror: 'http://m/debian' }),
     ).rejects.toMatchObject({ code: 'operation_failed' });
     expect(calls).toEqual([]);
+  });
+});
+
+describe('killBuildProcesses', () => {
+  it('kills a process tree running in the build dir, so a run holding pipes settles', async () => {
+    const work = join(tmp, 'work');
+    mkdirSync(work);
+    // a parent with two children that inherit stdout: like mmdebstrap's forks
+    const started = Date.now();
+    const run = createRunner().run(['sh', '-c', 'sleep 30 & sleep 30 & wait'], { cwd: work, allowFailure: true, timeoutMs: 20_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(killBuildProcesses(work)).toBeGreaterThanOrEqual(3);
+    const res = await run;
+    expect(res.signal).toBe('SIGKILL');
+    expect(res.timedOut).toBe(false);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(killBuildProcesses(work)).toBe(0);
+  });
+});
+
+describe.skipIf(!isRoot)('buildDebianImage abort with a real process tree', () => {
+  it('kills mmdebstrap and its forks, reports interrupted and cleans up', async () => {
+    const real = createRunner();
+    const ac = new AbortController();
+    const runner = fakeRunner(async (argv, o) => {
+      // stands in for mmdebstrap: forks that keep the output pipes open
+      setTimeout(() => ac.abort(), 300);
+      return real.run(['sh', '-c', 'sleep 30 & sleep 30 & wait'], o);
+    });
+    const workDir = join(tmp, 'w');
+    const started = Date.now();
+    await expect(
+      buildDebianImage({ runner }, { name: 'b', outDir: join(tmp, 'o'), workDir, mirror: 'http://m/debian', signal: ac.signal }),
+    ).rejects.toMatchObject({ code: 'interrupted' });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(existsSync(workDir)).toBe(false);
+    expect(existsSync(join(tmp, 'o'))).toBe(false);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * Builds the default image: a Debian bookworm rootfs from mmdebstrap,
- * customised in Node (no mounting, no chroot except to check and, only if
- * needed, regenerate the initrd), turned into an ext4 image with
- * `mkfs.ext4 -d`, plus the image's own kernel and initrd.
+ * customised in Node (plain file operations; the only program run inside
+ * the rootfs is update-initramfs/lsinitramfs via chroot, to make and check a
+ * small initrd), turned into an ext4 image with `mkfs.ext4 -d`, plus the
+ * image's own kernel and initrd.
  *
  * Everything is built under `workDir`; the finished files are renamed into
  * `outDir` only when complete, so a concurrent reader never sees a torn
@@ -13,7 +14,6 @@
  * owned by root before `mkfs.ext4 -d` copies it).
  */
 import {
-  appendFileSync,
   chmodSync,
   copyFileSync,
   existsSync,
@@ -32,7 +32,7 @@ import {
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BangerError, messageOf } from '../errors/errors.js';
-import type { Runner } from '../system/runner.js';
+import type { RunOptions, RunResult, Runner } from '../system/runner.js';
 import { toolPath } from '../guest/config-disk.js';
 import {
   GUEST_SCRIPT,
@@ -158,6 +158,26 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
   mkdirSync(workDir, { recursive: true, mode: 0o700 });
   const rootDir = join(workDir, 'rootfs');
   const stageDir = join(workDir, 'image');
+  // The runner's abort kills the program it started, but mmdebstrap's forks,
+  // apt-get and dpkg (in the chroot), or update-initramfs' children, would
+  // live on, keep the output pipes open (so the run never settles) and keep
+  // /proc, /sys, /dev/pts mounted in the rootfs. Kill the whole build tree.
+  const onAbort = () => {
+    killBuildProcesses(workDir);
+    setTimeout(() => killBuildProcesses(workDir), 500).unref();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  /** runner.run that gives up 15 s after an abort and then reports `interrupted`. */
+  const run = async (argv: string[], runOpts: RunOptions = {}): Promise<RunResult> => {
+    try {
+      const p = runner.run(argv, { ...runOpts, signal: opts.signal });
+      p.catch(() => undefined);
+      return await settledOrAbandoned(p, opts.signal, 15_000);
+    } catch (e) {
+      checkAbort();
+      throw e;
+    }
+  };
   try {
     mkdirSync(stageDir, { mode: 0o755 });
 
@@ -167,10 +187,9 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
     const outLines = lineSplitter((line) => progress('bootstrap', line));
     const errLines = lineSplitter((line) => progress('bootstrap', line));
     try {
-      await runner.run(mmdebstrapArgv(rootDir, opts.mirror), {
+      await run(mmdebstrapArgv(rootDir, opts.mirror), {
         cwd: workDir,
         env: { ...process.env, LC_ALL: 'C.UTF-8', DEBIAN_FRONTEND: 'noninteractive' },
-        signal: opts.signal,
         timeoutMs: 60 * 60 * 1000,
         maxStdoutBytes: 1024 * 1024,
         onStdout: outLines.push,
@@ -191,8 +210,8 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
     progress('customise', 'guest config unit, SSH, machine-id, fstab, masked units');
     customiseRootfs(rootDir);
 
-    // 4. Initrd: make sure it can mount root on virtio-blk over virtio-mmio.
-    await ensureInitrd(runner, rootDir, kernelVersion, progress, opts.signal);
+    // 4. Initrd: small (MODULES=list) and able to mount root on virtio-blk over virtio-mmio.
+    await ensureInitrd(run, rootDir, kernelVersion, progress);
     checkAbort();
     copyFileSync(join(rootDir, 'boot', `vmlinuz-${kernelVersion}`), join(stageDir, 'vmlinuz'));
     copyFileSync(join(rootDir, 'boot', `initrd.img-${kernelVersion}`), join(stageDir, 'initrd.img'));
@@ -209,7 +228,7 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
     );
     writeFileSync(rootfsImg, '', { mode: 0o644 });
     truncateSync(rootfsImg, rootfsBytes);
-    await runner.run(
+    await run(
       [
         toolPath('mkfs.ext4'),
         '-q',
@@ -226,7 +245,7 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
         rootDir,
         rootfsImg,
       ],
-      { signal: opts.signal, timeoutMs: 30 * 60 * 1000 },
+      { timeoutMs: 30 * 60 * 1000 },
     );
     checkAbort();
     writeFileSync(
@@ -248,11 +267,13 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
     );
 
     // 6. Publish atomically.
+    checkAbort();
     progress('install', `installing into ${outDir}`);
-    await publishDir(runner, stageDir, outDir, opts.signal);
+    await publishDir(run, stageDir, outDir);
     progress('done', `image ${opts.name}: kernel ${kernelVersion}, rootfs ${(rootfsBytes / MiB).toFixed(0)} MiB`);
     return { kernelVersion, rootfsBytes, packages: [...IMAGE_PACKAGES] };
   } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
     try {
       await cleanupWorkDir(runner, workDir);
     } catch (e) {
@@ -398,6 +419,8 @@ export function customiseRootfs(rootDir: string): void {
     '127.0.0.1\tlocalhost\n127.0.1.1\tbanger\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n',
   );
   write('etc/resolv.conf', '# written by banger-guest-config at boot\n');
+  // C.UTF-8 is built into glibc; without this file pam_env warns at every SSH login.
+  write('etc/default/locale', 'LANG=C.UTF-8\n');
 
   write(
     'etc/fstab',
@@ -441,18 +464,16 @@ export function customiseRootfs(rootDir: string): void {
  * the modules needed to mount root (or that they are built into the kernel).
  */
 async function ensureInitrd(
-  runner: Runner,
+  run: (argv: string[], opts?: RunOptions) => Promise<RunResult>,
   rootDir: string,
   kernelVersion: string,
   progress: (stage: string, message: string) => void,
-  signal: AbortSignal | undefined,
 ): Promise<void> {
   const chrootEnv = { ...process.env, LC_ALL: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
   const builtin = builtinModules(rootDir, kernelVersion);
   const needed = INITRD_MODULES.filter((m) => !builtin.has(m));
   const missing = async () => {
-    const listed = await runner.run([toolPath('chroot'), rootDir, 'lsinitramfs', `/boot/initrd.img-${kernelVersion}`], {
-      signal,
+    const listed = await run([toolPath('chroot'), rootDir, 'lsinitramfs', `/boot/initrd.img-${kernelVersion}`], {
       timeoutMs: 5 * 60 * 1000,
       env: chrootEnv,
     });
@@ -466,8 +487,7 @@ async function ensureInitrd(
     return needed.filter((m) => !names.has(m));
   };
   progress('initrd', `update-initramfs (MODULES=list: ${INITRD_MODULES.join(', ')})`);
-  await runner.run([toolPath('chroot'), rootDir, 'update-initramfs', '-u', '-k', kernelVersion], {
-    signal,
+  await run([toolPath('chroot'), rootDir, 'update-initramfs', '-u', '-k', kernelVersion], {
     timeoutMs: 15 * 60 * 1000,
     env: chrootEnv,
   });
@@ -524,7 +544,11 @@ export function diskUsage(dir: string): { bytes: number; inodes: number } {
  * one filesystem; otherwise a sparse copy into a sibling of outDir, then a
  * rename. An existing outDir is moved aside first and removed afterwards.
  */
-async function publishDir(runner: Runner, stageDir: string, outDir: string, signal?: AbortSignal): Promise<void> {
+async function publishDir(
+  run: (argv: string[], opts?: RunOptions) => Promise<RunResult>,
+  stageDir: string,
+  outDir: string,
+): Promise<void> {
   mkdirSync(dirname(outDir), { recursive: true, mode: 0o700 });
   const suffix = `${process.pid}-${randomBytes(4).toString('hex')}`;
   let source = stageDir;
@@ -536,7 +560,7 @@ async function publishDir(runner: Runner, stageDir: string, outDir: string, sign
     if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
     const copy = join(dirname(outDir), `.${basename(outDir)}.partial-${suffix}`);
     try {
-      await runner.run(['cp', '-a', '--sparse=always', stageDir, copy], { signal, timeoutMs: 30 * 60 * 1000 });
+      await run(['cp', '-a', '--sparse=always', stageDir, copy], { timeoutMs: 30 * 60 * 1000 });
     } catch (err) {
       rmSync(copy, { recursive: true, force: true });
       throw err;
@@ -568,7 +592,9 @@ async function publishDir(runner: Runner, stageDir: string, outDir: string, sign
 export async function cleanupWorkDir(runner: Runner, workDir: string): Promise<void> {
   const dir = resolve(workDir);
   if (!existsSync(dir)) return;
-  killProcessesInside(dir);
+  for (let round = 0; round < 10 && killBuildProcesses(dir) > 0; round++) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
   for (let round = 0; round < 3; round++) {
     const mounts = mountsUnder(dir);
     if (mounts.length === 0) break;
@@ -604,36 +630,103 @@ export function mountsUnder(dir: string, mountinfo?: string): string[] {
   return [...new Set(out)].sort((a, b) => b.length - a.length);
 }
 
-function killProcessesInside(dir: string): void {
+/**
+ * Kills (SIGKILL) every process of the build: each process whose cwd or
+ * root is inside `dir` (mmdebstrap runs with cwd=workDir; its forks,
+ * apt-get and dpkg in the chroot inherit or live there, even once orphaned)
+ * together with all its descendants (taken from the process table before
+ * anything is killed). Returns how many were signalled.
+ */
+export function killBuildProcesses(dir: string): number {
+  const table = processTable();
+  const victims = new Set<number>();
+  const inside = (pid: number) =>
+    ['cwd', 'root'].some((what) => {
+      try {
+        const target = readlinkSync(`/proc/${pid}/${what}`);
+        return target === dir || isInside(target, dir);
+      } catch {
+        return false;
+      }
+    });
+  const children = new Map<number, number[]>();
+  for (const [pid, ppid] of table) {
+    const list = children.get(ppid) ?? [];
+    list.push(pid);
+    children.set(ppid, list);
+  }
+  const addTree = (pid: number) => {
+    if (victims.has(pid)) return;
+    victims.add(pid);
+    for (const c of children.get(pid) ?? []) addTree(c);
+  };
+  for (const pid of table.keys()) {
+    if (pid !== process.pid && inside(pid)) addTree(pid);
+  }
+  victims.delete(process.pid);
+  let n = 0;
+  for (const pid of victims) {
+    try {
+      process.kill(pid, 'SIGKILL');
+      n++;
+    } catch {
+      /* already gone */
+    }
+  }
+  return n;
+}
+
+/** pid → ppid of every process (from /proc/PID/stat). */
+function processTable(): Map<number, number> {
+  const out = new Map<number, number>();
   let pids: string[];
   try {
     pids = readdirSync('/proc').filter((f) => /^[0-9]+$/.test(f));
   } catch {
-    return;
+    return out;
   }
   for (const pid of pids) {
-    if (Number(pid) === process.pid) continue;
-    for (const what of ['root', 'cwd']) {
-      let target: string;
-      try {
-        target = readlinkSync(`/proc/${pid}/${what}`);
-      } catch {
-        continue;
-      }
-      if (target === dir || isInside(target, dir)) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-        break;
-      }
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // "pid (comm) state ppid ...": comm may contain spaces and parentheses
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(pid), Number(fields[1]));
+    } catch {
+      /* gone */
     }
   }
+  return out;
 }
 
 function isInside(path: string, dir: string): boolean {
   return path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+}
+
+/**
+ * Waits for `p`; once `signal` aborts, waits at most `graceMs` more (a
+ * process that escaped the kill may hold the output pipes open forever).
+ */
+async function settledOrAbandoned<T>(p: Promise<T>, signal: AbortSignal | undefined, graceMs: number): Promise<T> {
+  if (!signal) return p;
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const abandoned = new Promise<never>((_, reject) => {
+    const arm = () => {
+      timer = setTimeout(() => reject(new BangerError('interrupted', 'cancelled')), graceMs);
+    };
+    if (signal.aborted) arm();
+    else {
+      onAbort = arm;
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+  });
+  abandoned.catch(() => undefined);
+  try {
+    return await Promise.race([p, abandoned]);
+  } finally {
+    if (timer) clearTimeout(timer);
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
 }
 
 /** Splits a byte stream into trimmed, non-empty lines (also on \r, for apt's progress). */
