@@ -27,7 +27,7 @@ import { waitForAgent } from '../guest/agent.js';
 import { waitForSsh } from '../guest/ssh.js';
 import { ensureKeypair } from '../guest/keys.js';
 import { removeHost } from '../guest/known-hosts.js';
-import type { SshTarget, VmCreateResult } from '../rpc/methods.js';
+import type { VmSshTarget as SshTarget, VmCreateResult } from '../rpc/methods.js';
 import type { Connection } from '../rpc/server.js';
 import { DEFAULT_IMAGE, type ImageService } from './image-service.js';
 import { KeyedMutex } from './locks.js';

@@ -27,17 +27,10 @@ import ssh2 from 'ssh2';
 import type { ClientChannel } from 'ssh2';
 import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import { shellJoin } from '../model/quote.js';
+import type { SshTarget } from '../model/types.js';
 import { checkHost, validateAlias, verifyOrPin } from './known-hosts.js';
 
-export interface SshTarget {
-  host: string;
-  port: number;
-  user: string;
-  privateKeyPath: string;
-  knownHostsPath: string;
-  /** The name the host key is pinned under (banger uses `<vmname>.vm`). */
-  hostKeyAlias: string;
-}
+export type { SshTarget };
 
 export interface SshExecIo {
   stdout: NodeJS.WritableStream;

@@ -64,3 +64,14 @@ export interface ProgressEvent {
   /** 'warn' lines are always shown; 'info' lines are progress. */
   level?: 'info' | 'warn';
 }
+
+/** How to reach a guest's sshd: used by the daemon (readiness) and the CLI (exec, ssh). */
+export interface SshTarget {
+  host: string;
+  port: number;
+  user: string;
+  privateKeyPath: string;
+  knownHostsPath: string;
+  /** The name the host key is pinned under in banger's known_hosts (`<vmname>.vm`). */
+  hostKeyAlias: string;
+}

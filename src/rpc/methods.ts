@@ -4,7 +4,7 @@
  * (validated at the daemon's boundary) and a phantom result type.
  */
 import { z } from 'zod';
-import type { ImageRecord, VmView } from '../model/types.js';
+import type { ImageRecord, SshTarget, VmView } from '../model/types.js';
 import { VM_NAME_RULE, vmNameProblem } from '../model/names.js';
 import { MAX_VCPU, MIN_MEMORY_MIB } from '../config/config.js';
 
@@ -27,20 +27,14 @@ export interface DaemonStatus {
   vms: number;
 }
 
-export interface SshTarget {
+/** A VM's SSH target, named. */
+export interface VmSshTarget extends SshTarget {
   name: string;
-  host: string;
-  port: number;
-  user: string;
-  privateKeyPath: string;
-  knownHostsPath: string;
-  /** The name the host key is pinned under in banger's known_hosts. */
-  hostKeyAlias: string;
 }
 
 export interface VmCreateResult {
   vm: VmView;
-  ssh: SshTarget;
+  ssh: VmSshTarget;
   bootMs: number;
 }
 
@@ -76,7 +70,7 @@ export const methods = {
     params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
     result: {} as { deleted: string },
   },
-  'vm.ssh_target': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as SshTarget },
+  'vm.ssh_target': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmSshTarget },
   'image.build': {
     params: z.object({ name: imageName.optional(), force: z.boolean().optional() }).strict(),
     result: {} as ImageRecord,

@@ -4,7 +4,7 @@ import { BangerError } from '../../errors/errors.js';
 import { generateVmName, validateVmName } from '../../model/names.js';
 import { shellJoin } from '../../model/quote.js';
 import type { VmView } from '../../model/types.js';
-import type { SshTarget } from '../../rpc/methods.js';
+import type { SshTarget } from '../../model/types.js';
 import { sshCommandArgs, sshExec } from '../../guest/ssh.js';
 import { RpcClient } from '../../rpc/client.js';
 import { tryConnect } from '../connect.js';
