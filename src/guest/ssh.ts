@@ -63,7 +63,14 @@ export interface WaitForSshOptions {
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
 /** Per-attempt cap in waitForSsh, so one stuck attempt cannot eat the whole budget. */
-const WAIT_ATTEMPT_CAP_MS = 10_000;
+const WAIT_ATTEMPT_CAP_MS = 12_000;
+/**
+ * The first attempts get a short budget: one made before the guest's network
+ * is up hangs in slirp's SYN backoff, so giving up early and retrying is
+ * faster. Each cut-off attempt gets 2 s more, up to the cap, so a slow but
+ * live handshake (TCG under load) still completes.
+ */
+const WAIT_FIRST_ATTEMPT_MS = 4_000;
 /**
  * ssh2 keepalives (off by default in ssh2): a guest that vanishes mid-command
  * is noticed after about interval × (countMax + 1) instead of never.
@@ -302,6 +309,7 @@ export async function waitForSsh(target: SshTarget, opts: WaitForSshOptions): Pr
   let lastSeen = 'no attempt finished';
   let lastInformative: string | undefined;
   let attempts = 0;
+  let cutOff = 0;
   const sink = () =>
     new Writable({
       write(_c, _e, cb) {
@@ -314,7 +322,7 @@ export async function waitForSsh(target: SshTarget, opts: WaitForSshOptions): Pr
     const remaining = deadline - Date.now();
     if (remaining <= 0) break;
     attempts++;
-    const budget = Math.min(remaining, WAIT_ATTEMPT_CAP_MS);
+    const budget = Math.min(remaining, WAIT_ATTEMPT_CAP_MS, WAIT_FIRST_ATTEMPT_MS + 2_000 * cutOff);
     // One stuck attempt (e.g. `true` that never finishes) is cut off at its budget.
     const attempt = new AbortController();
     const timer = setTimeout(() => attempt.abort(), budget);
@@ -335,6 +343,7 @@ export async function waitForSsh(target: SshTarget, opts: WaitForSshOptions): Pr
       if (isBangerError(e) && (e.code === 'interrupted' || e.code === 'timeout')) {
         // Cut off by its budget: say so, but keep what an earlier attempt saw
         // (the last attempt before the deadline is often just a few ms long).
+        cutOff++;
         const cut = `an attempt got no answer within ${budget} ms`;
         lastSeen = lastInformative ? `${cut}; before that: ${lastInformative}` : cut;
       } else {
