@@ -62,6 +62,11 @@ export class ImageService {
       if (this.isComplete(name) && !opts.force) {
         throw new BangerError('already_exists', `image ${name} already exists`, `use it, or rebuild with \`banger image build ${name} --force\``);
       }
+      // A rebuild would pull the base out from under VMs' overlays.
+      const users = this.deps.store.vmsUsingImage(name);
+      if (users.length > 0) {
+        throw new BangerError('conflict', `image ${name} is in use by ${users.map((v) => v.name).join(', ')}`, 'delete those VMs before rebuilding it');
+      }
       return this.buildLocked(name, opts);
     });
   }
@@ -96,11 +101,8 @@ export class ImageService {
     });
   }
 
+  /** Builds `name` from scratch; the caller holds its lock and has checked no VM uses it. */
   private async buildLocked(name: string, opts: BuildOptions): Promise<ImageRecord> {
-    const users = this.deps.store.vmsUsingImage(name);
-    if (users.length > 0) {
-      throw new BangerError('conflict', `image ${name} is in use by ${users.map((v) => v.name).join(', ')}`, 'delete those VMs before rebuilding it');
-    }
     const p = imagePaths(this.deps.layout, name);
     this.deps.store.deleteImage(name);
     removePath(p.dir);

@@ -14,6 +14,7 @@
 import { createConnection, type Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { BangerError, messageOf } from '../errors/errors.js';
+import { JsonCommands } from '../system/json-commands.js';
 
 const DELIMITER = 0xff;
 const MAX_BUFFER = 64 * 1024 * 1024;
@@ -66,13 +67,6 @@ export class AgentCommandError extends BangerError {
   }
 }
 
-interface Pending {
-  command: string;
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
 interface SyncWait {
   id: number;
   resolve: () => void;
@@ -83,12 +77,12 @@ export class GuestAgent {
   /** True once a 0xFF has been seen and the sync reply is expected next. */
   private afterDelimiter = false;
   private syncWait: SyncWait | undefined;
-  private readonly pending = new Map<string, Pending>();
-  private readonly closeWaiters = new Set<() => void>();
-  private nextId = 1;
-  /** Per-connection id prefix: ids never collide with a previous client's. */
-  private readonly idPrefix = `b${randomInt(0, 2 ** 31 - 1).toString(36)}-`;
-  private closedFlag = false;
+  private readonly commands = new JsonCommands({
+    /** Per-connection id prefix: ids never collide with a previous client's. */
+    idPrefix: `b${randomInt(0, 2 ** 31 - 1).toString(36)}-`,
+    timeoutError: (command, timeoutMs) => new BangerError('timeout', `guest agent ${command} got no answer within ${timeoutMs} ms`),
+    replyError: (command, errorClass, desc) => new AgentCommandError(command, errorClass, desc),
+  });
 
   private constructor(
     private readonly sock: Socket,
@@ -116,7 +110,7 @@ export class GuestAgent {
   }
 
   get closed(): boolean {
-    return this.closedFlag;
+    return this.commands.closed;
   }
 
   /**
@@ -124,25 +118,24 @@ export class GuestAgent {
    * agent echoes our random id after a 0xFF delimiter.
    */
   resync(timeoutMs = 5000): Promise<void> {
-    if (this.closedFlag) return Promise.reject(this.closedError('guest-sync-delimited'));
+    if (this.commands.closed) return Promise.reject(this.closedError('guest-sync-delimited'));
     const id = randomInt(1, 2 ** 31 - 1);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.syncWait = undefined;
-        this.closeWaiters.delete(onClose);
+        cancelOnClose();
         reject(new BangerError('timeout', `the guest agent on ${this.socketPath} did not answer a sync within ${timeoutMs} ms`));
       }, timeoutMs);
-      const onClose = () => {
+      const cancelOnClose = this.commands.onClose(() => {
         clearTimeout(timer);
         this.syncWait = undefined;
         reject(this.closedError('guest-sync-delimited'));
-      };
-      this.closeWaiters.add(onClose);
+      });
       this.syncWait = {
         id,
         resolve: () => {
           clearTimeout(timer);
-          this.closeWaiters.delete(onClose);
+          cancelOnClose();
           this.syncWait = undefined;
           resolve();
         },
@@ -157,19 +150,8 @@ export class GuestAgent {
 
   /** Runs an agent command and resolves with its "return" value. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
-    if (this.closedFlag) return Promise.reject(this.closedError(command));
-    const id = `${this.idPrefix}${this.nextId++}`;
-    const timeoutMs = opts.timeoutMs ?? this.commandTimeoutMs;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new BangerError('timeout', `guest agent ${command} got no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
-      const msg: Record<string, unknown> = { execute: command, id };
-      if (args !== undefined) msg.arguments = args;
-      this.sock.write(JSON.stringify(msg) + '\n');
-    });
+    if (this.commands.closed) return Promise.reject(this.closedError(command));
+    return this.commands.execute<T>(command, args, opts.timeoutMs ?? this.commandTimeoutMs, (line) => this.sock.write(line));
   }
 
   async ping(timeoutMs?: number): Promise<void> {
@@ -225,13 +207,13 @@ export class GuestAgent {
    * An explicit error from the agent is thrown.
    */
   async shutdown(mode: ShutdownMode = 'powerdown', timeoutMs = 5000): Promise<ShutdownOutcome> {
-    if (this.closedFlag) return 'closed';
+    if (this.commands.closed) return 'closed';
     try {
       await this.execute('guest-shutdown', { mode }, { timeoutMs });
       return 'acknowledged';
     } catch (e) {
       if (e instanceof AgentCommandError) throw e;
-      if (this.closedFlag) return 'closed';
+      if (this.commands.closed) return 'closed';
       if (e instanceof BangerError && e.code === 'timeout') return 'no-reply';
       throw e;
     }
@@ -239,8 +221,7 @@ export class GuestAgent {
 
   /** Resolves once the channel is closed (by either side). */
   waitClosed(): Promise<void> {
-    if (this.closedFlag) return Promise.resolve();
-    return new Promise((r) => this.closeWaiters.add(r));
+    return this.commands.waitClosed();
   }
 
   close(): void {
@@ -282,30 +263,12 @@ export class GuestAgent {
       if (afterDelimiter && msg.return === this.syncWait.id) this.syncWait.resolve();
       return;
     }
-    const id = typeof msg.id === 'string' ? msg.id : undefined;
-    if (id === undefined) return; // not an answer to any command of ours
-    const p = this.pending.get(id);
-    if (!p) return; // late reply to a command that timed out
-    this.pending.delete(id);
-    clearTimeout(p.timer);
-    if ('error' in msg) {
-      const err = (msg.error ?? {}) as { class?: string; desc?: string };
-      p.reject(new AgentCommandError(p.command, err.class ?? 'GenericError', err.desc ?? 'unknown error'));
-    } else {
-      p.resolve(msg.return);
-    }
+    if (typeof msg.id !== 'string') return; // not an answer to any command of ours
+    this.commands.settle(msg.id, msg); // settles nothing for a late reply to a command that timed out
   }
 
   private onClose(): void {
-    if (this.closedFlag) return;
-    this.closedFlag = true;
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      this.pending.delete(id);
-      p.reject(this.closedError(p.command));
-    }
-    for (const w of [...this.closeWaiters]) w();
-    this.closeWaiters.clear();
+    this.commands.close((command) => this.closedError(command));
   }
 
   private closedError(command: string): BangerError {

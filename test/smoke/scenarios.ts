@@ -17,7 +17,23 @@ export interface Scenario {
   run: (ctx: ScenarioContext) => Promise<void>;
 }
 
+/** Runs first, on a state dir without an image: the build-on-first-use path. */
+export const FIRST_USE = 'first_use_build';
+
 export const scenarios: Scenario[] = [
+  {
+    name: FIRST_USE,
+    description: 'vm run with no image builds the default one first, showing progress, then runs',
+    run: async ({ banger }) => {
+      const r = await banger(['vm', 'run', '--rm', '--name', 'smoke-first', '--', 'sh', '-c', '. /etc/os-release; echo "$VERSION_CODENAME"']);
+      check(r.code === 0, `exit code ${r.code}: ${r.stderr}`);
+      check(r.stderr.includes('building it'), 'no "building it" progress line');
+      check(/mmdebstrap|bootstrap/i.test(r.stderr), 'no build progress from mmdebstrap');
+      check(r.stdout.trim() === 'bookworm', `guest says ${JSON.stringify(r.stdout)}`);
+      const img = await banger(['image', 'list', '--json']);
+      check((JSON.parse(img.stdout) as Array<{ name: string }>).some((i) => i.name === 'bookworm'), 'image not listed after the build');
+    },
+  },
   {
     name: 'bare_run',
     description: 'vm run --rm -- echo: output printed inside the guest, exit 0',

@@ -10,6 +10,7 @@
  */
 import { createConnection, type Socket } from 'node:net';
 import { BangerError, messageOf } from '../../errors/errors.js';
+import { JsonCommands } from '../../system/json-commands.js';
 
 export interface QmpGreeting {
   version?: { qemu?: { major: number; minor: number; micro: number }; package?: string };
@@ -45,24 +46,18 @@ export class QmpCommandError extends BangerError {
   }
 }
 
-interface Pending {
-  command: string;
-  resolve: (value: unknown) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
 const MAX_LINE = 16 * 1024 * 1024;
 
 export class QmpClient {
   readonly greeting: QmpGreeting;
   private readonly sock: Socket;
-  private readonly pending = new Map<string, Pending>();
+  private readonly commands = new JsonCommands({
+    idPrefix: 'banger-',
+    timeoutError: (command, timeoutMs) => new BangerError('timeout', `QMP ${command} got no answer within ${timeoutMs} ms`),
+    replyError: (command, errorClass, desc) => new QmpCommandError(command, errorClass, desc),
+  });
   private readonly listeners = new Set<(ev: QmpEvent) => void>();
-  private readonly closeWaiters = new Set<() => void>();
   private buf = '';
-  private nextId = 1;
-  private closedFlag = false;
   private readonly commandTimeoutMs: number;
 
   private constructor(sock: Socket, greeting: QmpGreeting, leftover: string, commandTimeoutMs: number) {
@@ -114,26 +109,15 @@ export class QmpClient {
   }
 
   get closed(): boolean {
-    return this.closedFlag;
+    return this.commands.closed;
   }
 
   /** Runs a QMP command and resolves with its "return" value. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
-    if (this.closedFlag) {
+    if (this.commands.closed) {
       return Promise.reject(new BangerError('unavailable', `QMP ${command}: the connection is closed`));
     }
-    const id = `banger-${this.nextId++}`;
-    const timeoutMs = opts.timeoutMs ?? this.commandTimeoutMs;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new BangerError('timeout', `QMP ${command} got no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
-      const msg: Record<string, unknown> = { execute: command, id };
-      if (args !== undefined) msg.arguments = args;
-      this.sock.write(JSON.stringify(msg) + '\n');
-    });
+    return this.commands.execute<T>(command, args, opts.timeoutMs ?? this.commandTimeoutMs, (line) => this.sock.write(line));
   }
 
   /** Subscribes to asynchronous events; returns an unsubscribe function. */
@@ -172,19 +156,18 @@ export class QmpClient {
    * before or after its reply: both count as success.
    */
   async quit(timeoutMs = 5000): Promise<void> {
-    if (this.closedFlag) return;
+    if (this.commands.closed) return;
     const closed = this.waitClosed();
     try {
       await Promise.race([this.execute('quit', undefined, { timeoutMs }), closed]);
     } catch (e) {
-      if (!this.closedFlag) throw e;
+      if (!this.commands.closed) throw e;
     }
   }
 
   /** Resolves once the connection is closed (by either side). */
   waitClosed(): Promise<void> {
-    if (this.closedFlag) return Promise.resolve();
-    return new Promise((resolve) => this.closeWaiters.add(resolve));
+    return this.commands.waitClosed();
   }
 
   close(): void {
@@ -224,34 +207,13 @@ export class QmpClient {
       return;
     }
     if (!('return' in msg) && !('error' in msg)) return;
-    let id = typeof msg.id === 'string' ? msg.id : undefined;
-    if (id === undefined) {
-      // QEMU echoes ids; a reply without one (e.g. to an unparsable command) goes to the oldest command.
-      id = this.pending.keys().next().value;
-      if (id === undefined) return;
-    }
-    const p = this.pending.get(id);
-    if (!p) return; // a late reply to a command that timed out
-    this.pending.delete(id);
-    clearTimeout(p.timer);
-    if ('error' in msg) {
-      const err = (msg.error ?? {}) as { class?: string; desc?: string };
-      p.reject(new QmpCommandError(p.command, err.class ?? 'GenericError', err.desc ?? 'unknown error'));
-    } else {
-      p.resolve(msg.return);
-    }
+    // QEMU echoes ids; a reply without one (e.g. to an unparsable command) goes to the oldest command.
+    const id = typeof msg.id === 'string' ? msg.id : this.commands.oldestId();
+    if (id !== undefined) this.commands.settle(id, msg); // a late reply to a command that timed out settles nothing
   }
 
   private onClose(): void {
-    if (this.closedFlag) return;
-    this.closedFlag = true;
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      this.pending.delete(id);
-      p.reject(new BangerError('unavailable', `QMP ${p.command}: the connection closed before QEMU answered`));
-    }
-    for (const w of this.closeWaiters) w();
-    this.closeWaiters.clear();
+    this.commands.close((command) => new BangerError('unavailable', `QMP ${command}: the connection closed before QEMU answered`));
   }
 }
 

@@ -1,0 +1,77 @@
+import { describe, it, expect } from 'vitest';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Store } from '../store/store.js';
+import { resolveLayout } from '../paths/paths.js';
+import { DEFAULT_CONFIG } from '../config/config.js';
+import { silentLogger } from '../log/log.js';
+import { createRunner } from '../system/runner.js';
+import { BangerError } from '../errors/errors.js';
+import { ImageService } from './image-service.js';
+import type { VmRecord } from '../model/types.js';
+
+/** A fake build that writes the three files after a delay and counts its calls. */
+function setup() {
+  const root = mkdtempSync(join(tmpdir(), 'imgsvc-'));
+  const layout = resolveLayout({ BANGER_STATE_DIR: join(root, 'state'), BANGER_CACHE_DIR: join(root, 'cache'), BANGER_RUNTIME_DIR: join(root, 'run'), BANGER_CONFIG_DIR: join(root, 'cfg') });
+  mkdirSync(layout.stateDir, { recursive: true });
+  const store = Store.open(layout.dbPath);
+  let builds = 0;
+  const svc = new ImageService({
+    store,
+    runner: createRunner(),
+    layout,
+    config: DEFAULT_CONFIG,
+    log: silentLogger(),
+    buildImage: async (_deps, opts) => {
+      builds++;
+      await new Promise((r) => setTimeout(r, 50));
+      mkdirSync(opts.outDir, { recursive: true });
+      for (const f of ['rootfs.ext4', 'vmlinuz', 'initrd.img']) writeFileSync(join(opts.outDir, f), 'x');
+      return { kernelVersion: '6.1.0-test', rootfsBytes: 1, packages: ['git'] };
+    },
+  });
+  const vmRow = (name: string): VmRecord => ({
+    id: name, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, vmm: 'qemu', network: 'user',
+    state: 'creating', ephemeral: false, lastError: null, createdAt: 'now', updatedAt: 'now',
+  });
+  return { svc, store, vmRow, builds: () => builds };
+}
+
+describe('ImageService', () => {
+  it('first use: ensure builds the default image even though the creating VM row already names it', async () => {
+    const { svc, store, vmRow, builds } = setup();
+    store.insertVm(vmRow('first'));
+    const img = await svc.ensure('bookworm');
+    expect(img.kernelVersion).toBe('6.1.0-test');
+    expect(builds()).toBe(1);
+  });
+
+  it('parallel creates that both need the image build it once', async () => {
+    const { svc, builds } = setup();
+    const progress: string[] = [];
+    await Promise.all([svc.ensure('bookworm', { onProgress: (e) => progress.push(e.message) }), svc.ensure('bookworm')]);
+    expect(builds()).toBe(1);
+    expect(progress.some((m) => m.includes('building it'))).toBe(true);
+  });
+
+  it('ensure of an unknown non-default image is not_found and builds nothing', async () => {
+    const { svc, builds } = setup();
+    await expect(svc.ensure('nope')).rejects.toMatchObject({ code: 'not_found' });
+    expect(builds()).toBe(0);
+  });
+
+  it('an explicit rebuild or delete of an image in use is refused', async () => {
+    const { svc, store, vmRow } = setup();
+    await svc.build('bookworm');
+    await expect(svc.build('bookworm')).rejects.toMatchObject({ code: 'already_exists' });
+    store.insertVm(vmRow('user'));
+    const e = (await svc.build('bookworm', { force: true }).catch((x: unknown) => x)) as BangerError;
+    expect(e.code).toBe('conflict');
+    await expect(svc.delete('bookworm')).rejects.toMatchObject({ code: 'conflict' });
+    store.deleteVm('user');
+    await svc.delete('bookworm');
+    expect(svc.list()).toEqual([]);
+  });
+});
