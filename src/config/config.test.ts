@@ -11,7 +11,7 @@ describe('config.toml', () => {
 
   it('parses every key', () => {
     const c = parseConfig(
-      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nmirror = "http://example/debian"\n',
+      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nmirror = "http://example/debian"\nstop_timeout = 20\n',
     );
     expect(c).toEqual({
       vcpu: 1,
@@ -22,6 +22,7 @@ describe('config.toml', () => {
       accel: 'tcg',
       network: 'user',
       mirror: 'http://example/debian',
+      stopTimeoutSeconds: 20,
     });
   });
 
@@ -36,6 +37,7 @@ describe('config.toml', () => {
     ['network = "wifi"', /network must be one of "user", "bridge"/],
     ['cpus = 2', /unknown key "cpus"/],
     ['mirror = "ftp://x"', /mirror must be an http\(s\) URL/],
+    ['stop_timeout = 1', /stop_timeout must be a whole number from 5 to 600/],
   ])('%s → error naming the key', (text, re) => {
     expect(() => parseConfig(text, '/x/config.toml')).toThrow(re);
     expect(() => parseConfig(text, '/x/config.toml')).toThrow(/\/x\/config\.toml/);

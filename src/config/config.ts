@@ -19,6 +19,8 @@ export interface Config {
   network: NetworkMode;
   /** Debian mirror used to build the default image. */
   mirror: string;
+  /** The whole of a graceful `vm stop`, in seconds, before QEMU is killed. */
+  stopTimeoutSeconds: number;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -30,9 +32,10 @@ export const DEFAULT_CONFIG: Config = {
   accel: 'auto',
   network: 'user',
   mirror: 'http://deb.debian.org/debian',
+  stopTimeoutSeconds: 30,
 };
 
-const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'mirror'] as const;
+const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'mirror', 'stop_timeout'] as const;
 
 export const MIN_MEMORY_MIB = 256;
 export const MAX_VCPU = 64;
@@ -84,6 +87,9 @@ export function parseConfig(text: string, file = 'config.toml'): Config {
           throw configError(file, `mirror must be an http(s) URL, got ${JSON.stringify(value)}`);
         }
         cfg.mirror = value;
+        break;
+      case 'stop_timeout':
+        cfg.stopTimeoutSeconds = intIn(file, key, value, 5, 600);
         break;
       default:
         throw configError(file, `unknown key ${JSON.stringify(key)}`);

@@ -10,15 +10,18 @@ import type { Runner } from '../system/runner.js';
 import { buildDebianImage } from '../images/build.js';
 import { ImageService } from './image-service.js';
 import { VmService } from './vm-service.js';
+import { InspectService } from './inspect-service.js';
 
 export interface Services {
   images: ImageService;
   vms: VmService;
+  inspect: InspectService;
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
   const images = new ImageService({ ...deps, buildImage: buildDebianImage });
   const bootTimeoutMs = Number(process.env.BANGER_BOOT_TIMEOUT_S ?? 300) * 1000;
   const vms = new VmService({ ...deps, images, bootTimeoutMs });
-  return { images, vms };
+  const inspect = new InspectService({ ...deps, vms });
+  return { images, vms, inspect };
 }

@@ -24,12 +24,25 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
       return { stopping: true };
     },
     'vm.create': async (p, rc) => s.vms.create(p, rc.connection, rc.progress),
+    'vm.start': async (p, rc) => s.vms.start(p.name, rc.progress),
+    'vm.stop': async (p) => s.vms.stop(p.name),
+    'vm.restart': async (p, rc) => s.vms.restart(p.name, rc.progress),
+    'vm.kill': async (p) => s.vms.kill(p.name, p.signal),
+    'vm.prune': async (p) => {
+      const candidates = s.vms.pruneCandidates().map((v) => v.name);
+      if (p.dryRun) return { removed: [], skipped: [], candidates };
+      return { ...(await s.vms.prune(p.names)), candidates };
+    },
+    'vm.set': async (p) => s.vms.set(p.name, { vcpu: p.vcpu, memoryMib: p.memoryMib, diskBytes: p.diskBytes }),
     'vm.list': async () => s.vms.list(),
     'vm.show': async (p) => s.vms.show(p.name),
     'vm.delete': async (p) => {
-      await s.vms.delete(p.name);
+      await s.vms.delete(p.name, p.force === true);
       return { deleted: p.name };
     },
+    'vm.logs': async (p) => s.inspect.logs(p.name, p.offset ?? 0),
+    'vm.stats': async (p) => s.inspect.stats(p.name),
+    'vm.ports': async (p) => s.inspect.ports(p.name),
     'vm.ssh_target': async (p) => s.vms.sshTarget(p.name),
     'image.build': async (p, rc) => {
       const abort = new AbortController();

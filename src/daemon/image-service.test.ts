@@ -33,7 +33,7 @@ function setup() {
     },
   });
   const vmRow = (name: string): VmRecord => ({
-    id: name, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, vmm: 'qemu', network: 'user',
+    id: name, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
     state: 'creating', ephemeral: false, lastError: null, createdAt: 'now', updatedAt: 'now',
   });
   return { svc, store, vmRow, builds: () => builds };

@@ -1,41 +1,34 @@
 /**
- * VMs: create (boot as steps with rollback), list, show, delete, SSH
- * target, and reconcile on daemon start. The QEMU process outlives the
- * daemon: it is started with -daemonize (its own session), and identified
- * afterwards by pid AND start time, so a reused pid is never signalled.
+ * VMs: create, start, stop, restart, kill, delete, prune, set, and
+ * reconcile on daemon start. QEMU outlives the daemon (it is started with
+ * -daemonize, in its own session) and is identified afterwards by pid AND
+ * start time, so a reused pid is never signalled. Operations on one VM are
+ * serialised by its lock; different VMs proceed in parallel.
  */
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
-import { readFileSync } from 'node:fs';
 import { BangerError, messageOf } from '../errors/errors.js';
-import type { Accel, ProgressEvent, VmRecord, VmRuntime, VmView } from '../model/types.js';
+import type { Accel, ProgressEvent, SshTarget as GuestSshTarget, VmRecord, VmRuntime, VmView } from '../model/types.js';
 import { generateVmName, validateVmName } from '../model/names.js';
 import { formatSize } from '../model/sizes.js';
 import { imagePaths, vmPaths, type Layout, type VmPaths } from '../paths/paths.js';
 import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
-import { tail } from '../system/runner.js';
 import { ensureDir, removePath } from '../system/fs.js';
-import { freeLoopbackPort } from '../system/ports.js';
-import { isSameProcess, killProcess, readPidFile, readStartTime, waitForExit } from '../system/proc.js';
+import { isSameProcess, killProcess, waitForExit } from '../system/proc.js';
 import type { Logger } from '../log/log.js';
 import type { Config } from '../config/config.js';
-import { kernelCmdline, qemuArgv } from '../vmm/qemu/argv.js';
-import { hostTscKhz, probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
-import { writeConfigDisk } from '../guest/config-disk.js';
-import { waitForAgent } from '../guest/agent.js';
-import { waitForSsh } from '../guest/ssh.js';
-import { ensureKeypair } from '../guest/keys.js';
+import { probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
 import { removeHost } from '../guest/known-hosts.js';
-import type { VmSshTarget as SshTarget, VmCreateResult } from '../rpc/methods.js';
+import { createWorkDisk, growWorkDisk } from '../guest/work-disk.js';
+import { KILL_SIGNALS, type VmSshTarget as SshTarget, type VmCreateResult } from '../rpc/methods.js';
 import type { Connection } from '../rpc/server.js';
 import { DEFAULT_IMAGE, type ImageService } from './image-service.js';
 import { KeyedMutex } from './locks.js';
-import { readRuntime, removeRuntime, writeRuntime } from './runtime-file.js';
+import { readRuntime, removeRuntime } from './runtime-file.js';
 import { runSteps, type Step } from './steps.js';
-
-/** User-mode (slirp) network: the guest's fixed address, gateway and DNS. */
-const USER_NET = { address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2', dns: ['10.0.2.3'] };
+import { bootSteps, killQemu } from './vm-boot.js';
+import { gracefulStop, type StopReport } from './vm-stop.js';
 
 export interface VmServiceDeps {
   store: Store;
@@ -53,8 +46,25 @@ export interface CreateParams {
   image?: string;
   vcpu?: number;
   memoryMib?: number;
+  diskBytes?: number;
   ephemeral?: boolean;
+  /** false: create the VM's disks but do not boot it (vm create --no-start). */
+  start?: boolean;
 }
+
+export interface SetParams {
+  vcpu?: number;
+  memoryMib?: number;
+  diskBytes?: number;
+}
+
+export type KillSignal = (typeof KILL_SIGNALS)[number];
+
+/** The smallest work disk we make (ext4 needs room for its journal and metadata). */
+export const MIN_DISK_BYTES = 64 * 1024 * 1024;
+
+type Progress = (ev: ProgressEvent) => void;
+const noProgress: Progress = () => undefined;
 
 export class VmService {
   private readonly locks = new KeyedMutex();
@@ -76,20 +86,24 @@ export class VmService {
   sshTarget(name: string): SshTarget {
     const vm = this.find(name);
     const rt = this.liveRuntime(vm);
-    if (vm.state !== 'running' || !rt) {
-      throw new BangerError('not_running', `VM ${name} is not running (state: ${vm.state})`, `delete it with \`banger vm delete ${name}\``);
-    }
+    if (vm.state !== 'running' || !rt) throw notRunning(vm);
     return this.targetFor(vm, rt);
+  }
+
+  count(): number {
+    return this.deps.store.listVms().length;
   }
 
   // ---- create --------------------------------------------------------
 
-  async create(params: CreateParams, conn: Connection, progress: (ev: ProgressEvent) => void): Promise<VmCreateResult> {
+  async create(params: CreateParams, conn: Connection, progress: Progress): Promise<VmCreateResult> {
     const { config, store } = this.deps;
     const vcpu = params.vcpu ?? config.vcpu;
     const memoryMib = params.memoryMib ?? config.memoryMib;
+    const diskBytes = params.diskBytes ?? config.diskSizeBytes;
     const imageName = params.image ?? DEFAULT_IMAGE;
-    this.validateResources(vcpu, memoryMib);
+    // Everything is validated before the first side effect.
+    this.validateResources({ vcpu, memoryMib, diskBytes });
     if (config.vmm !== 'qemu') {
       throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
     }
@@ -98,6 +112,8 @@ export class VmService {
     }
     if (imageName !== DEFAULT_IMAGE) this.deps.images.show(imageName); // not_found before any side effect
     const name = params.name !== undefined ? validateVmName(params.name) : this.uniqueName();
+    const start = params.start !== false;
+    if (!start && params.ephemeral) throw new BangerError('bad_request', 'an ephemeral VM (--rm) must be started');
 
     const now = new Date().toISOString();
     const vm: VmRecord = {
@@ -107,6 +123,7 @@ export class VmService {
       vcpu,
       memoryMib,
       systemOverlayBytes: config.systemOverlayBytes,
+      diskBytes,
       vmm: 'qemu',
       network: 'user',
       state: 'creating',
@@ -121,9 +138,9 @@ export class VmService {
     if (vm.ephemeral) {
       conn.onClose(() => {
         abort.abort();
-        if (!this.deps.store.findVmById(vm.id)) return; // the client deleted it already
+        if (!store.findVmById(vm.id)) return; // the client deleted it already
         this.deps.log.info({ vm: vm.name }, 'ephemeral VM: client went away, removing');
-        void this.delete(vm.name).catch((e: unknown) => {
+        void this.delete(vm.name, true).catch((e: unknown) => {
           if (!(e instanceof BangerError && e.code === 'not_found')) {
             this.deps.log.error({ vm: vm.name, err: messageOf(e) }, 'removing ephemeral VM failed');
           }
@@ -132,11 +149,46 @@ export class VmService {
     }
 
     const started = Date.now();
+    const p = vmPaths(this.deps.layout, vm.id);
     try {
-      const rt = await this.locks.run(vm.id, () => this.boot(vm, progress, abort.signal));
-      store.setVmState(vm.id, 'running');
+      const rt = await this.locks.run(vm.id, async () => {
+        const img = imagePaths(this.deps.layout, vm.image);
+        const disks: Step[] = [
+          {
+            name: 'image',
+            message: `image ${vm.image}`,
+            run: async () => void (await this.deps.images.ensure(vm.image, { onProgress: progress, signal: abort.signal })),
+          },
+          {
+            name: 'disks',
+            message: `root overlay (${formatSize(vm.systemOverlayBytes)}) and work disk (${formatSize(vm.diskBytes)})`,
+            run: async () => {
+              ensureDir(p.dir);
+              await this.deps.runner.run(
+                ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', img.rootfs, '-F', 'raw', p.overlay, String(vm.systemOverlayBytes)],
+                { timeoutMs: 60_000 },
+              );
+              await createWorkDisk(this.deps.runner, p.workDisk, vm.diskBytes);
+            },
+            rollback: async () => this.removeFiles(vm, p),
+          },
+        ];
+        if (!start) {
+          await runSteps(disks, this.stepHooks(vm, progress, abort.signal));
+          store.setVmState(vm.id, 'stopped');
+          return null;
+        }
+        const boot = this.bootStepsFor(vm, p, progress, abort.signal);
+        await runSteps([...disks, ...boot.steps], this.stepHooks(vm, progress, abort.signal));
+        store.setVmState(vm.id, 'running');
+        return boot.result();
+      });
       const fresh = this.find(vm.name);
-      return { vm: { ...fresh, runtime: rt }, ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
+      return {
+        vm: { ...fresh, runtime: rt },
+        ssh: rt ? this.targetFor(fresh, rt) : null,
+        bootMs: Date.now() - started,
+      };
     } catch (e) {
       // Nothing is left behind by a failed create: the steps rolled back, the row goes too.
       store.deleteVm(vm.id);
@@ -144,166 +196,234 @@ export class VmService {
     }
   }
 
-  private validateResources(vcpu: number, memoryMib: number): void {
-    const cpus = availableParallelism();
-    if (!Number.isInteger(vcpu) || vcpu < 1) {
-      throw new BangerError('bad_request', `--vcpu must be at least 1 (got ${vcpu})`, `pick 1 to ${cpus}`);
+  // ---- start / stop / restart / kill --------------------------------
+
+  /** Boots a stopped VM. The boot never depends on the request: a client that goes away does not stop it. */
+  async start(name: string, progress: Progress = noProgress): Promise<VmCreateResult> {
+    const vm0 = this.find(name);
+    return this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      const started = Date.now();
+      const live = this.liveRuntime(vm);
+      if (vm.state === 'running' && live) {
+        progress({ stage: 'start', message: `${vm.name} is already running` });
+        return { vm: this.view(vm), ssh: this.targetFor(vm, live), bootMs: 0 };
+      }
+      const rt = await this.bootStopped(vm, progress);
+      const fresh = this.current(vm);
+      return { vm: { ...fresh, runtime: rt }, ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
+    });
+  }
+
+  async stop(name: string): Promise<{ vm: VmView; report: StopReport }> {
+    const vm0 = this.find(name);
+    return this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      const report = await this.stopLocked(vm);
+      return { vm: this.view(this.current(vm)), report };
+    });
+  }
+
+  /** A real reboot: the guest stops (keeping its writes) and boots again; its boot_id changes. */
+  async restart(name: string, progress: Progress = noProgress): Promise<VmCreateResult> {
+    const vm0 = this.find(name);
+    return this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      const started = Date.now();
+      progress({ stage: 'stop', message: `stopping ${vm.name}` });
+      await this.stopLocked(vm);
+      const rt = await this.bootStopped(this.current(vm), progress);
+      const fresh = this.current(vm);
+      return { vm: { ...fresh, runtime: rt }, ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
+    });
+  }
+
+  /** Forceful: signals QEMU (default SIGKILL); the VM ends `stopped` with its resources released. */
+  async kill(name: string, signal: KillSignal = 'KILL'): Promise<VmView> {
+    const vm0 = this.find(name);
+    return this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      const p = vmPaths(this.deps.layout, vm.id);
+      const rt = readRuntime(p.runtimeFile);
+      if (rt && isSameProcess(rt.pid, rt.pidStartTime)) {
+        this.deps.log.info({ vm: vm.name, signal }, 'kill');
+        killProcess(rt.pid, rt.pidStartTime, `SIG${signal}`);
+        if (!(await waitForExit(rt.pid, rt.pidStartTime, 10_000))) {
+          this.deps.log.warn({ vm: vm.name, signal }, `QEMU survived SIG${signal} for 10 s; SIGKILL`);
+          await killQemu(this.deps.log, vm.name, rt, 'SIGKILL');
+        }
+      }
+      this.releaseRuntime(p);
+      this.deps.store.setVmState(vm.id, 'stopped');
+      return this.view(this.current(vm));
+    });
+  }
+
+  // ---- delete / prune / set -----------------------------------------
+
+  async delete(name: string, force = false): Promise<void> {
+    const vm0 = this.find(name);
+    await this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      const p = vmPaths(this.deps.layout, vm.id);
+      const rt = readRuntime(p.runtimeFile);
+      const alive = rt !== undefined && isSameProcess(rt.pid, rt.pidStartTime);
+      if (alive && !force) {
+        throw new BangerError('conflict', `VM ${vm.name} is running`, `stop it first (\`banger vm stop ${vm.name}\`), or delete it anyway with \`banger vm delete -f ${vm.name}\``);
+      }
+      this.deps.store.setVmState(vm.id, 'deleting');
+      if (rt && alive) await killQemu(this.deps.log, vm.name, rt); // its disks are about to go: no need to be gentle
+      this.removeFiles(vm, p);
+      this.deps.store.deleteVm(vm.id);
+      this.deps.log.info({ vm: vm.name }, 'vm deleted');
+    });
+  }
+
+  /** VMs prune would remove: every VM that is not running. */
+  pruneCandidates(): VmView[] {
+    return this.list().filter((v) => v.runtime === null);
+  }
+
+  /** Deletes the named VMs (or all prune candidates) that are still not running; a running one is skipped. */
+  async prune(names?: string[]): Promise<{ removed: string[]; skipped: string[] }> {
+    const wanted = names ?? this.pruneCandidates().map((v) => v.name);
+    const removed: string[] = [];
+    const skipped: string[] = [];
+    for (const name of wanted) {
+      try {
+        await this.delete(name, false);
+        removed.push(name);
+      } catch (e) {
+        if (e instanceof BangerError && (e.code === 'conflict' || e.code === 'not_found')) skipped.push(name);
+        else throw e;
+      }
     }
-    if (vcpu > cpus) {
-      throw new BangerError('bad_request', `--vcpu ${vcpu} is more than this host's ${cpus} CPUs`, `pick 1 to ${cpus}`);
+    return { removed, skipped };
+  }
+
+  async set(name: string, params: SetParams): Promise<VmView> {
+    const vm0 = this.find(name);
+    return this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      if (this.liveRuntime(vm)) {
+        throw new BangerError('conflict', `VM ${vm.name} is running; vm set changes a stopped VM`, `stop it first: \`banger vm stop ${vm.name}\``);
+      }
+      const next = {
+        vcpu: params.vcpu ?? vm.vcpu,
+        memoryMib: params.memoryMib ?? vm.memoryMib,
+        diskBytes: params.diskBytes ?? vm.diskBytes,
+      };
+      this.validateResources(next);
+      if (next.diskBytes !== vm.diskBytes) {
+        // Refuses a shrink (bad_request naming --disk-size) before anything changes.
+        await growWorkDisk(this.deps.runner, vmPaths(this.deps.layout, vm.id).workDisk, next.diskBytes);
+      }
+      this.deps.store.updateVmResources(vm.id, next);
+      return this.view(this.current(vm));
+    });
+  }
+
+  // ---- reconcile -----------------------------------------------------
+
+  /**
+   * Daemon start: adopt VMs whose QEMU (same pid AND start time) is alive,
+   * demote dead ones to stopped, and roll back anything caught mid-create,
+   * mid-delete, or ephemeral (its client cannot have survived the restart).
+   * A stopped VM with a live QEMU was caught mid-start: that start is rolled back.
+   */
+  async reconcile(): Promise<void> {
+    for (const vm of this.deps.store.listVms()) {
+      const p = vmPaths(this.deps.layout, vm.id);
+      const rt = readRuntime(p.runtimeFile);
+      const alive = rt !== undefined && isSameProcess(rt.pid, rt.pidStartTime);
+      const log = this.deps.log.child({ vm: vm.name, state: vm.state });
+      if (vm.state === 'creating' || vm.state === 'deleting' || vm.ephemeral) {
+        log.info({ ephemeral: vm.ephemeral }, 'reconcile: rolling back');
+        if (rt && alive) await killQemu(this.deps.log, vm.name, rt);
+        this.removeFiles(vm, p);
+        this.deps.store.deleteVm(vm.id);
+      } else if (vm.state === 'running' && alive) {
+        log.info({ pid: rt!.pid }, 'reconcile: adopted');
+      } else if (alive) {
+        log.info({ pid: rt!.pid }, 'reconcile: a start was interrupted; stopping its QEMU');
+        await killQemu(this.deps.log, vm.name, rt!);
+        this.releaseRuntime(p);
+      } else if (vm.state === 'running' || rt) {
+        log.info('reconcile: QEMU gone, demoting to stopped');
+        this.releaseRuntime(p);
+        this.deps.store.setVmState(vm.id, 'stopped');
+      }
+    }
+  }
+
+  // ---- internals -----------------------------------------------------
+
+  private async bootStopped(vm: VmRecord, progress: Progress): Promise<VmRuntime> {
+    const p = vmPaths(this.deps.layout, vm.id);
+    const boot = this.bootStepsFor(vm, p, progress);
+    try {
+      await runSteps(boot.steps, this.stepHooks(vm, progress));
+    } catch (e) {
+      this.deps.store.setVmState(vm.id, 'stopped', messageOf(e).split('\n')[0] ?? null);
+      throw e;
+    }
+    this.deps.store.setVmState(vm.id, 'running');
+    return boot.result();
+  }
+
+  private async stopLocked(vm: VmRecord): Promise<StopReport> {
+    const p = vmPaths(this.deps.layout, vm.id);
+    const rt = readRuntime(p.runtimeFile);
+    let report: StopReport = { asked: 'none', synced: false, ended: 'already gone', ms: 0 };
+    if (rt && isSameProcess(rt.pid, rt.pidStartTime)) {
+      report = await gracefulStop(this.deps.log, vm.name, rt, this.targetFor(vm, rt), this.deps.config.stopTimeoutSeconds * 1000);
+    }
+    this.releaseRuntime(p);
+    this.deps.store.setVmState(vm.id, 'stopped');
+    return report;
+  }
+
+  private bootStepsFor(vm: VmRecord, p: VmPaths, progress: Progress, signal?: AbortSignal) {
+    return bootSteps({
+      vm,
+      paths: p,
+      layout: this.deps.layout,
+      runner: this.deps.runner,
+      log: this.deps.log,
+      progress,
+      signal,
+      bootTimeoutMs: this.deps.bootTimeoutMs,
+      chooseAccel: (kernel) => this.chooseAccel(this.deps.config.accel, kernel),
+      reservedPorts: this.reservedPorts,
+      targetFor: (rt) => this.targetFor(vm, rt),
+    });
+  }
+
+  private stepHooks(vm: VmRecord, progress: Progress, signal?: AbortSignal) {
+    return {
+      signal,
+      onStart: (s: Step) => progress({ stage: s.name, message: s.message }),
+      onRollbackError: (s: Step, e: unknown) => this.deps.log.error({ vm: vm.name, step: s.name, err: messageOf(e) }, 'rollback failed'),
+    };
+  }
+
+  private validateResources(r: { vcpu: number; memoryMib: number; diskBytes: number }): void {
+    const cpus = availableParallelism();
+    if (!Number.isInteger(r.vcpu) || r.vcpu < 1) {
+      throw new BangerError('bad_request', `--vcpu must be at least 1 (got ${r.vcpu})`, `pick 1 to ${cpus}`);
+    }
+    if (r.vcpu > cpus) {
+      throw new BangerError('bad_request', `--vcpu ${r.vcpu} is more than this host's ${cpus} CPUs`, `pick 1 to ${cpus}`);
     }
     const hostMib = Math.floor(totalmem() / 1024 / 1024);
-    if (!Number.isInteger(memoryMib) || memoryMib < 256) {
-      throw new BangerError('bad_request', `--memory must be at least 256 MiB (got ${memoryMib})`, 'e.g. --memory 1024');
+    if (!Number.isInteger(r.memoryMib) || r.memoryMib < 256) {
+      throw new BangerError('bad_request', `--memory must be at least 256 MiB (got ${r.memoryMib})`, 'e.g. --memory 1024');
     }
-    if (memoryMib > hostMib) {
-      throw new BangerError('bad_request', `--memory ${memoryMib} MiB is more than this host's ${hostMib} MiB`, `pick at most ${hostMib}`);
+    if (r.memoryMib > hostMib) {
+      throw new BangerError('bad_request', `--memory ${r.memoryMib} MiB is more than this host's ${hostMib} MiB`, `pick at most ${hostMib}`);
     }
-  }
-
-  private uniqueName(): string {
-    for (let i = 0; i < 50; i++) {
-      const n = generateVmName();
-      if (!this.deps.store.findVmByName(n)) return n;
-    }
-    return `vm-${randomBytes(4).toString('hex')}`;
-  }
-
-  private async boot(vm: VmRecord, progress: (ev: ProgressEvent) => void, signal: AbortSignal): Promise<VmRuntime> {
-    const { layout, runner, log } = this.deps;
-    const p = vmPaths(layout, vm.id);
-    const img = imagePaths(layout, vm.image);
-    let accel: 'kvm' | 'tcg' = 'tcg';
-    let port = 0;
-    let runtime: VmRuntime | undefined;
-    const deadline = () => Date.now() + this.deps.bootTimeoutMs;
-    let readyBy = 0;
-
-    const steps: Step[] = [
-      {
-        name: 'image',
-        message: `image ${vm.image}`,
-        run: async () => {
-          await this.deps.images.ensure(vm.image, { onProgress: progress, signal });
-        },
-      },
-      {
-        name: 'disks',
-        message: `root overlay (${formatSize(vm.systemOverlayBytes)}) and config disk`,
-        run: async () => {
-          ensureDir(p.dir);
-          ensureDir(p.socketsDir);
-          await runner.run(
-            ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', img.rootfs, '-F', 'raw', p.overlay, String(vm.systemOverlayBytes)],
-            { timeoutMs: 60_000 },
-          );
-          const key = await ensureKeypair(runner, layout.sshKey);
-          await writeConfigDisk(
-            runner,
-            p.configDisk,
-            {
-              hostname: vm.name,
-              authorizedKeys: [key.publicKey],
-              network: { mac: macFor(vm.id), ...USER_NET },
-            },
-            p.dir,
-          );
-        },
-        rollback: async () => this.removeFiles(vm, p),
-      },
-      {
-        name: 'accel',
-        message: 'accelerator',
-        run: async () => {
-          const choice = await this.chooseAccel(this.deps.config.accel, img.kernel);
-          accel = choice.accel;
-          if (choice.warning) progress({ stage: 'accel', message: choice.warning, level: 'warn' });
-        },
-      },
-      {
-        name: 'boot',
-        message: 'starting QEMU',
-        run: async () => {
-          port = await freeLoopbackPort(this.reservedPorts);
-          this.reservedPorts.add(port);
-          const argv = qemuArgv({
-            vcpu: vm.vcpu,
-            memoryMib: vm.memoryMib,
-            accel,
-            kernel: img.kernel,
-            initrd: img.initrd,
-            // Under TCG the guest's TSC calibration can hang under load unless told the frequency.
-            cmdline: kernelCmdline({ hostname: vm.name, tscKhz: accel === 'tcg' ? hostTscKhz() : undefined }),
-            paths: p,
-            sshHostPort: port,
-            mac: macFor(vm.id),
-            name: vm.name,
-          });
-          log.info({ vm: vm.name, argv }, 'starting qemu');
-          await runner.run(argv, { timeoutMs: 60_000 });
-          const pid = readPidFile(p.pidFile);
-          const start = pid !== undefined ? readStartTime(pid) : null;
-          if (pid === undefined || start === null) {
-            throw new BangerError('operation_failed', `QEMU for ${vm.name} started but is not running`, `see ${p.qemuLog} and ${p.consoleLog}`);
-          }
-          runtime = {
-            pid,
-            pidStartTime: start,
-            accel,
-            sshHost: '127.0.0.1',
-            sshPort: port,
-            qmpSocket: p.qmpSocket,
-            qgaSocket: p.qgaSocket,
-            startedAt: new Date().toISOString(),
-          };
-          writeRuntime(p.runtimeFile, runtime);
-          readyBy = deadline();
-          progress({ stage: 'boot', message: `QEMU running (pid ${pid}, ${accel.toUpperCase()})` });
-        },
-        rollback: async () => {
-          if (runtime) await this.stopProcess(vm, runtime);
-          this.reservedPorts.delete(port);
-          removeRuntime(p.runtimeFile);
-        },
-      },
-      {
-        name: 'agent',
-        message: 'waiting for the guest agent',
-        run: async () => {
-          await this.guardBoot(vm, p, runtime!, () => waitForAgent(p.qgaSocket, readyBy, signal));
-        },
-      },
-      {
-        name: 'ssh',
-        message: 'waiting for SSH',
-        run: async () => {
-          const target = this.targetFor(vm, runtime!);
-          await this.guardBoot(vm, p, runtime!, () => waitForSsh(target, { deadlineMs: readyBy, signal }));
-        },
-      },
-    ];
-
-    await runSteps(steps, {
-      signal,
-      onStart: (s) => progress({ stage: s.name, message: s.message }),
-      onRollbackError: (s, e) => log.error({ vm: vm.name, step: s.name, err: messageOf(e) }, 'rollback failed'),
-    });
-    this.reservedPorts.delete(port);
-    return runtime!;
-  }
-
-  /** Runs a readiness wait; if QEMU died meanwhile, say so with the console tail. */
-  private async guardBoot(vm: VmRecord, p: VmPaths, rt: VmRuntime, wait: () => Promise<void>): Promise<void> {
-    try {
-      await wait();
-    } catch (e) {
-      const alive = isSameProcess(rt.pid, rt.pidStartTime);
-      const consoleTail = tail(safeRead(p.consoleLog), 1500);
-      const detail = alive ? '' : ' (QEMU exited)';
-      if (e instanceof BangerError) {
-        throw new BangerError(e.code, `${vm.name}: ${e.message}${detail}\n--- console (last lines) ---\n${consoleTail}`, e.hint ?? `full console log: ${p.consoleLog}`);
-      }
-      throw e;
+    if (!Number.isInteger(r.diskBytes) || r.diskBytes < MIN_DISK_BYTES) {
+      throw new BangerError('bad_request', `--disk-size must be at least ${formatSize(MIN_DISK_BYTES)} (got ${r.diskBytes} bytes)`, 'e.g. --disk-size 8G');
     }
   }
 
@@ -312,38 +432,25 @@ export class VmService {
     // The probe boots a kernel for a few seconds: do it once per daemon.
     this.accelChoice ??= probeKvm({ runner: this.deps.runner }, { kernel }).then((probe) => {
       this.deps.log.info({ probe }, 'kvm probe');
-      return probe;
-    }).then((probe) => resolveAccel(requested, probe));
+      return resolveAccel(requested, probe);
+    });
     const choice = this.accelChoice;
     choice.catch(() => (this.accelChoice = undefined));
     return choice;
   }
 
-  // ---- delete --------------------------------------------------------
-
-  async delete(name: string): Promise<void> {
-    const vm = this.find(name);
-    await this.locks.run(vm.id, async () => {
-      const current = this.deps.store.findVmById(vm.id);
-      if (!current) throw this.notFound(name);
-      this.deps.store.setVmState(vm.id, 'deleting');
-      const p = vmPaths(this.deps.layout, vm.id);
-      const rt = readRuntime(p.runtimeFile);
-      if (rt) await this.stopProcess(vm, rt);
-      this.removeFiles(vm, p);
-      this.deps.store.deleteVm(vm.id);
-      this.deps.log.info({ vm: vm.name }, 'vm deleted');
-    });
+  uniqueName(): string {
+    for (let i = 0; i < 50; i++) {
+      const n = generateVmName();
+      if (!this.deps.store.findVmByName(n)) return n;
+    }
+    return `vm-${randomBytes(4).toString('hex')}`;
   }
 
-  /** SIGTERM (QEMU exits cleanly), then SIGKILL; never signals a reused pid. */
-  private async stopProcess(vm: VmRecord, rt: VmRuntime): Promise<void> {
-    if (!isSameProcess(rt.pid, rt.pidStartTime)) return;
-    killProcess(rt.pid, rt.pidStartTime, 'SIGTERM');
-    if (await waitForExit(rt.pid, rt.pidStartTime, 5000)) return;
-    this.deps.log.warn({ vm: vm.name, pid: rt.pid }, 'qemu ignored SIGTERM; sending SIGKILL');
-    killProcess(rt.pid, rt.pidStartTime, 'SIGKILL');
-    await waitForExit(rt.pid, rt.pidStartTime, 5000);
+  /** Runtime file and sockets go; the disks and the console log stay. */
+  private releaseRuntime(p: VmPaths): void {
+    removeRuntime(p.runtimeFile);
+    removePath(p.socketsDir);
   }
 
   private removeFiles(vm: VmRecord, p: VmPaths): void {
@@ -356,46 +463,17 @@ export class VmService {
     }
   }
 
-  // ---- reconcile -----------------------------------------------------
-
-  /**
-   * Daemon start: adopt VMs whose QEMU (same pid AND start time) is alive,
-   * demote dead ones to stopped, and roll back anything caught mid-create,
-   * mid-delete, or ephemeral (its client cannot have survived the restart).
-   */
-  async reconcile(): Promise<void> {
-    for (const vm of this.deps.store.listVms()) {
-      const p = vmPaths(this.deps.layout, vm.id);
-      const rt = readRuntime(p.runtimeFile);
-      const alive = rt !== undefined && isSameProcess(rt.pid, rt.pidStartTime);
-      if (vm.state === 'creating' || vm.state === 'deleting' || vm.ephemeral) {
-        this.deps.log.info({ vm: vm.name, state: vm.state, ephemeral: vm.ephemeral }, 'reconcile: removing');
-        if (rt && alive) await this.stopProcess(vm, rt);
-        this.removeFiles(vm, p);
-        this.deps.store.deleteVm(vm.id);
-        continue;
-      }
-      if (vm.state === 'running' && !alive) {
-        this.deps.log.info({ vm: vm.name }, 'reconcile: qemu gone, demoting to stopped');
-        removeRuntime(p.runtimeFile);
-        removePath(p.socketsDir);
-        this.deps.store.setVmState(vm.id, 'stopped');
-      } else if (vm.state === 'running') {
-        this.deps.log.info({ vm: vm.name, pid: rt!.pid }, 'reconcile: adopted');
-      }
-    }
-  }
-
-  // ---- helpers -------------------------------------------------------
-
   private find(name: string): VmRecord {
     const vm = this.deps.store.findVmByName(name);
-    if (!vm) throw this.notFound(name);
+    if (!vm) throw new BangerError('not_found', `no VM named ${name}`, 'list VMs with `banger vm list`');
     return vm;
   }
 
-  private notFound(name: string): BangerError {
-    return new BangerError('not_found', `no VM named ${name}`, 'list VMs with `banger vm list`');
+  /** Re-reads a VM under its lock (it may have changed, or gone, while we waited). */
+  private current(vm: VmRecord): VmRecord {
+    const now = this.deps.store.findVmById(vm.id);
+    if (!now) throw new BangerError('not_found', `no VM named ${vm.name}`, 'it was deleted meanwhile');
+    return now;
   }
 
   private liveRuntime(vm: VmRecord): VmRuntime | null {
@@ -407,7 +485,7 @@ export class VmService {
     return { ...vm, runtime: this.liveRuntime(vm) };
   }
 
-  private targetFor(vm: VmRecord, rt: VmRuntime): SshTarget {
+  private targetFor(vm: VmRecord, rt: VmRuntime): SshTarget & GuestSshTarget {
     return {
       name: vm.name,
       host: rt.sshHost,
@@ -418,26 +496,12 @@ export class VmService {
       hostKeyAlias: hostKeyAlias(vm.name),
     };
   }
+}
 
-  count(): number {
-    return this.deps.store.listVms().length;
-  }
+function notRunning(vm: VmRecord): BangerError {
+  return new BangerError('not_running', `VM ${vm.name} is not running (state: ${vm.state})`, `start it with \`banger vm start ${vm.name}\``);
 }
 
 export function hostKeyAlias(name: string): string {
   return `${name}.vm`;
-}
-
-/** A stable locally administered MAC from the VM id. */
-export function macFor(id: string): string {
-  const hex = id.padEnd(6, '0').slice(0, 6);
-  return `52:54:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}`;
-}
-
-function safeRead(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
 }

@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import {
+  chmodSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -30,7 +31,17 @@ import {
   mountsUnder,
   rootfsSize,
 } from './build.js';
-import { GUEST_SCRIPT, GUEST_SCRIPT_PATH, GUEST_UNIT, GUEST_UNIT_NAME, GUEST_UNIT_PATH, SSHD_CONFIG_PATH, SSH_DROPIN_PATH } from './guest-files.js';
+import {
+  GUEST_SCRIPT,
+  GUEST_SCRIPT_PATH,
+  GUEST_UNIT,
+  GUEST_UNIT_NAME,
+  GUEST_UNIT_PATH,
+  ROOT_SKEL_PATH,
+  SSHD_CONFIG_PATH,
+  SSH_DROPIN_PATH,
+  WORK_DISK_FSTAB_LINE,
+} from './guest-files.js';
 
 const MiB = 1024 * 1024;
 const KVER = '6.1.0-50-cloud-amd64';
@@ -71,6 +82,9 @@ function fakeRootfs(root: string, kver = KVER): void {
   mk('etc/initramfs-tools/modules', '# List of modules\n');
   mkdirSync(join(root, 'etc/systemd/system/timers.target.wants'), { recursive: true });
   mk('var/log/dpkg.log', 'log');
+  mk('root/.bashrc', '# root bashrc\n');
+  mk('root/.profile', '# root profile\n');
+  chmodSync(join(root, 'root'), 0o700);
 }
 
 describe('mmdebstrapArgv', () => {
@@ -152,8 +166,16 @@ describe('customiseRootfs', () => {
     expect(r('etc/resolv.conf')).not.toContain('10.255.255.53');
     expect(r('etc/hosts')).toContain('127.0.0.1\tlocalhost');
     expect(existsSync(join(tmp, 'var/log/dpkg.log'))).toBe(false);
-    // root on /dev/vda
+    // root on /dev/vda; the work disk on /root, by label, optional, fsck'd after root
     expect(r('etc/fstab')).toMatch(/^\/dev\/vda\t\/\text4\t/m);
+    expect(r('etc/fstab')).toMatch(/^LABEL=banger-work\t\/root\text4\tdefaults,nofail,x-systemd\.device-timeout=\d+s\t0\t2$/m);
+    expect(r('etc/fstab')).toContain(WORK_DISK_FSTAB_LINE);
+    expect(r('etc/fstab')).not.toMatch(/noexec/);
+    // the image's /root is kept for fresh work disks (the image's /root stays too)
+    expect(r(`${ROOT_SKEL_PATH}/.bashrc`)).toBe('# root bashrc\n');
+    expect(r(`${ROOT_SKEL_PATH}/.profile`)).toBe('# root profile\n');
+    expect(statSync(join(tmp, ROOT_SKEL_PATH)).mode & 0o777).toBe(0o700);
+    expect(r('root/.bashrc')).toBe('# root bashrc\n');
     // masked units
     for (const u of MASKED_UNITS) expect(readlinkSync(join(tmp, 'etc/systemd/system', u))).toBe('/dev/null');
     expect(MASKED_UNITS).toContain('apt-daily.timer');
@@ -169,7 +191,11 @@ describe('customiseRootfs', () => {
     customiseRootfs(tmp);
     const modules = readFileSync(join(tmp, 'etc/initramfs-tools/modules'), 'utf8');
     const shadow = readFileSync(join(tmp, 'etc/shadow'), 'utf8');
+    writeFileSync(join(tmp, 'root/.bashrc'), '# changed\n');
     customiseRootfs(tmp);
+    expect(readdirSync(join(tmp, ROOT_SKEL_PATH)).sort()).toEqual(['.bashrc', '.profile']);
+    expect(readFileSync(join(tmp, ROOT_SKEL_PATH, '.bashrc'), 'utf8')).toBe('# changed\n');
+    expect(readFileSync(join(tmp, 'etc/fstab'), 'utf8').split('banger-work').length).toBe(2);
     expect(readFileSync(join(tmp, 'etc/initramfs-tools/modules'), 'utf8')).toBe(modules);
     expect(readFileSync(join(tmp, 'etc/shadow'), 'utf8')).toBe(shadow);
   });

@@ -16,6 +16,7 @@
 import {
   chmodSync,
   copyFileSync,
+  cpSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -44,6 +45,8 @@ import {
   SSHD_CONFIG_PATH,
   SSH_DROPIN,
   SSH_DROPIN_PATH,
+  ROOT_SKEL_PATH,
+  WORK_DISK_FSTAB_LINE,
 } from './guest-files.js';
 
 export const SUITE = 'bookworm';
@@ -207,7 +210,7 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
     progress('kernel', `kernel ${kernelVersion}`);
 
     // 3. Customise the rootfs (plain file operations).
-    progress('customise', 'guest config unit, SSH, machine-id, fstab, masked units');
+    progress('customise', 'guest config unit, SSH, machine-id, fstab (work disk at /root), root skeleton, masked units');
     customiseRootfs(rootDir);
 
     // 4. Initrd: small (MODULES=list) and able to mount root on virtio-blk over virtio-mmio.
@@ -424,8 +427,23 @@ export function customiseRootfs(rootDir: string): void {
 
   write(
     'etc/fstab',
-    `# Installed by banger: root is the VM's disk (a qcow2 overlay over the image).\n/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n`,
+    `# Installed by banger: root is the VM's disk (a qcow2 overlay over the image);\n` +
+      `# /root is the VM's persistent work disk when it has one (nofail: else the image's /root).\n` +
+      `/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n` +
+      WORK_DISK_FSTAB_LINE,
   );
+
+  // The image's /root (root's dotfiles), kept for a fresh work disk, which
+  // the guest script fills from it on first use (the work disk hides /root).
+  const skel = p(ROOT_SKEL_PATH);
+  rmSync(skel, { recursive: true, force: true });
+  mkdirSync(dirname(skel), { recursive: true, mode: 0o755 });
+  if (existsSync(p('root'))) {
+    cpSync(p('root'), skel, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+  } else {
+    mkdirSync(skel);
+  }
+  chmodSync(skel, 0o700);
 
   for (const unit of MASKED_UNITS) link('/dev/null', `etc/systemd/system/${unit}`);
 

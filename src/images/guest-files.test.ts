@@ -1,12 +1,26 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner } from '../system/runner.js';
 import { CONFIG_DISK_FILES, CONFIG_DISK_LABEL } from '../guest/config-disk.js';
-import { GUEST_SCRIPT, GUEST_SCRIPT_PATH, GUEST_UNIT, GUEST_UNIT_NAME, GUEST_UNIT_PATH, SSHD_CONFIG, SSH_HOST_KEY } from './guest-files.js';
+import { WORK_DISK_LABEL } from '../guest/work-disk.js';
+import {
+  GUEST_SCRIPT,
+  GUEST_SCRIPT_PATH,
+  GUEST_UNIT,
+  GUEST_UNIT_NAME,
+  GUEST_UNIT_PATH,
+  ROOT_SKEL_PATH,
+  SSHD_CONFIG,
+  SSH_HOST_KEY,
+  WORK_DISK_FSTAB_LINE,
+  WORK_DISK_MARKER,
+  WORK_DISK_MOUNT_UNIT,
+} from './guest-files.js';
 
 const runner = createRunner();
+const isRoot = process.getuid?.() === 0;
 const haveDash = existsSync('/bin/dash');
 const systemdAnalyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find((p) => existsSync(p));
 
@@ -34,6 +48,27 @@ describe('guest unit', () => {
     expect(GUEST_UNIT).toContain('StandardOutput=journal+console\n');
     expect(GUEST_UNIT).toContain('WantedBy=multi-user.target\n');
     expect(GUEST_UNIT_PATH).toBe(`etc/systemd/system/${GUEST_UNIT_NAME}`);
+  });
+
+  it('runs after the work disk is mounted at /root (so shutdown unmounts it after ssh and sessions)', () => {
+    expect(WORK_DISK_MOUNT_UNIT).toBe('root.mount');
+    expect(GUEST_UNIT).toMatch(/^After=.*\broot\.mount\b/m);
+    expect(GUEST_UNIT).toMatch(/^Before=.*\bsystemd-user-sessions\.service\b/m);
+    // ordering only: a missing or failed work disk must not stop the unit
+    expect(GUEST_UNIT).not.toMatch(/^(Requires|BindsTo|RequiresMountsFor)=.*root/m);
+  });
+
+  it('mounts the work disk from fstab: by label, optional, bounded wait, executables allowed', () => {
+    const f = WORK_DISK_FSTAB_LINE.trimEnd().split('\t');
+    expect(f[0]).toBe(`LABEL=${WORK_DISK_LABEL}`);
+    expect(f[1]).toBe('/root');
+    expect(f[2]).toBe('ext4');
+    const opts = f[3]!.split(',');
+    expect(opts).toContain('nofail');
+    expect(opts.some((o) => /^x-systemd\.device-timeout=\d+s$/.test(o))).toBe(true);
+    expect(opts).not.toContain('noexec');
+    expect(f.slice(4)).toEqual(['0', '2']);
+    expect(WORK_DISK_FSTAB_LINE.endsWith('\n')).toBe(true);
   });
 
   it('sshd uses the per-VM host key the script makes', () => {
@@ -78,6 +113,12 @@ describe('guest script', () => {
     expect(GUEST_SCRIPT).toContain('/etc/resolv.conf');
     expect(GUEST_SCRIPT).toContain('resize2fs');
     expect(GUEST_SCRIPT).toContain('/proc/sys/kernel/hostname');
+    expect(GUEST_SCRIPT).toContain(`WORK_LABEL=${WORK_DISK_LABEL}\n`);
+    expect(GUEST_SCRIPT).toContain(`WORK_MARKER=${WORK_DISK_MARKER}\n`);
+    expect(GUEST_SCRIPT).toContain(`SKEL=/${ROOT_SKEL_PATH}\n`);
+    // the work disk is readied before authorized_keys go into /root/.ssh
+    expect(GUEST_SCRIPT.indexOf('# 0. The work disk')).toBeGreaterThan(0);
+    expect(GUEST_SCRIPT.indexOf('# 0. The work disk')).toBeLessThan(GUEST_SCRIPT.indexOf('/root/.ssh/authorized_keys'));
   });
 
   it.skipIf(!haveDash)('parses with dash -n', async () => {
@@ -114,5 +155,78 @@ describe('guest script', () => {
       expect(await sh(`${helpers()}\nis_mac 52:54:00:12:34`)).not.toBe(0);
       expect(await sh(`${helpers()}\nis_mac 52:54:00:12:34:5G`)).not.toBe(0);
     });
+  });
+});
+
+/**
+ * Step 0 of the script (readying the work disk), cut out and run in dash
+ * against temporary directories standing in for /root and the skeleton.
+ */
+describe.skipIf(!haveDash || !isRoot)('work disk step (in dash)', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'banger-work-step-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  function step(): string {
+    const start = GUEST_SCRIPT.indexOf('# 0. The work disk');
+    const end = GUEST_SCRIPT.indexOf('# 1. The config disk');
+    expect(start).toBeGreaterThan(0);
+    expect(end).toBeGreaterThan(start);
+    return GUEST_SCRIPT.slice(start, end);
+  }
+
+  async function runStep(work: string, skel: string, workDev: string, label = 'banger-test-no-such-label'): Promise<{ code: number | null; out: string }> {
+    const script = [
+      'set -u',
+      "log() { printf 'banger-guest-config: %s\\n' \"$*\"; }",
+      "fail() { printf 'banger-guest-config: ERROR: %s\\n' \"$*\"; status=1; }",
+      'status=0',
+      `WORK='${work}'`,
+      `WORK_MARKER='${work}/.banger-work-initialized'`,
+      `SKEL='${skel}'`,
+      `WORK_LABEL='${label}'`,
+      `work_dev='${workDev}'`,
+      step(),
+      'exit "$status"',
+    ].join('\n');
+    const r = await runner.run(['/bin/dash', '-c', script], { allowFailure: true, timeoutMs: 10_000 });
+    return { code: r.code, out: r.stdout + r.stderr };
+  }
+
+  it('fills a fresh work disk from the skeleton once, then leaves it alone', async () => {
+    const skel = join(dir, 'skel');
+    const work = join(dir, 'work');
+    mkdirSync(join(skel, '.config'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(skel, '.bashrc'), 'skel bashrc\n');
+    writeFileSync(join(skel, '.config', 'x'), 'x\n');
+    mkdirSync(join(work, 'lost+found'), { recursive: true, mode: 0o755 });
+
+    const first = await runStep(work, skel, '/dev/vdc');
+    expect(first.out).toContain('first use');
+    expect(first.code).toBe(0);
+    expect(readFileSync(join(work, '.bashrc'), 'utf8')).toBe('skel bashrc\n');
+    expect(readFileSync(join(work, '.config', 'x'), 'utf8')).toBe('x\n');
+    expect(existsSync(join(work, '.banger-work-initialized'))).toBe(true);
+    const st = statSync(work);
+    expect(st.mode & 0o777).toBe(0o700);
+    expect([st.uid, st.gid]).toEqual([0, 0]);
+
+    // the user's changes survive later boots
+    writeFileSync(join(work, '.bashrc'), 'mine\n');
+    const again = await runStep(work, skel, '/dev/vdc');
+    expect(again.code).toBe(0);
+    expect(again.out).not.toContain('first use');
+    expect(readFileSync(join(work, '.bashrc'), 'utf8')).toBe('mine\n');
+  });
+
+  it('carries on with the image /root when there is no work disk', async () => {
+    const work = join(dir, 'plain-root');
+    mkdirSync(work);
+    const r = await runStep(work, join(dir, 'skel'), '');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('no work disk');
+    expect(readdirSync(work)).toEqual([]);
   });
 });

@@ -1,8 +1,16 @@
 /**
  * Guest-side files the image build installs into the rootfs: a systemd unit
- * and a POSIX sh script that, at every boot, apply this VM's settings from
- * the config disk written by src/guest/config-disk.ts (hostname, SSH keys,
- * network), generate the VM's own SSH host key, and grow the root fs.
+ * and a POSIX sh script that, at every boot, give a fresh work disk root's
+ * dotfiles, apply this VM's settings from the config disk written by
+ * src/guest/config-disk.ts (hostname, SSH keys, network), generate the VM's
+ * own SSH host key, and grow the root fs.
+ *
+ * The work disk (label banger-work, src/guest/work-disk.ts) is mounted at
+ * /root by systemd from the image's /etc/fstab (WORK_DISK_FSTAB_LINE), not
+ * by the script: systemd then orders the mount (fsck first, and at shutdown
+ * the unmount only after ssh and user sessions are gone) and shows both on
+ * the console. `nofail` + a device timeout: a VM without a work disk boots
+ * with the image's /root after at most that timeout.
  *
  * The script runs before ssh.service and before network-pre.target, logs
  * every action to the serial console (and the journal), and keeps going
@@ -13,6 +21,7 @@
  * the script uses shell builtins wherever it can (read, printf, test).
  */
 import { CONFIG_DISK_FILES, CONFIG_DISK_LABEL } from '../guest/config-disk.js';
+import { WORK_DISK_LABEL, WORK_DISK_MOUNT } from '../guest/work-disk.js';
 
 export const GUEST_UNIT_NAME = 'banger-guest-config.service';
 /** Where the unit lives inside the rootfs (relative to its root). */
@@ -31,13 +40,35 @@ export const SSH_HOST_KEY = '/etc/ssh/ssh_host_ed25519_key';
  */
 export const HOST_KEY_LOG_PREFIX = 'banger-guest-config: ssh host key ';
 
+/**
+ * The image's /root as it was built (dotfiles), copied by the image build
+ * (relative to the rootfs); the script copies it onto a fresh work disk.
+ */
+export const ROOT_SKEL_PATH = 'usr/local/share/banger/root-skel';
+/** Written on the work disk once it has root's dotfiles. */
+export const WORK_DISK_MARKER = `${WORK_DISK_MOUNT}/.banger-work-initialized`;
+/**
+ * How long systemd waits for the work disk at boot. The daemon always
+ * attaches one and udev has probed it in the initrd already, so this only
+ * delays a boot without a work disk (a hand-written QEMU command line).
+ */
+export const WORK_DISK_DEVICE_TIMEOUT = '10s';
+/** The /etc/fstab line that mounts the work disk (fsck pass 2: after root). */
+export const WORK_DISK_FSTAB_LINE = `LABEL=${WORK_DISK_LABEL}\t${WORK_DISK_MOUNT}\text4\tdefaults,nofail,x-systemd.device-timeout=${WORK_DISK_DEVICE_TIMEOUT}\t0\t2\n`;
+/** systemd's unit name for the work disk's mount (/root → root.mount). */
+export const WORK_DISK_MOUNT_UNIT = 'root.mount';
+
 export const GUEST_UNIT = `# Installed by banger's image build. Applies this VM's settings from the
-# banger config disk (label ${CONFIG_DISK_LABEL}) at every boot.
+# banger config disk (label ${CONFIG_DISK_LABEL}) at every boot; readies the
+# work disk (label ${WORK_DISK_LABEL}) that ${WORK_DISK_MOUNT_UNIT} mounts at ${WORK_DISK_MOUNT}.
+# After ${WORK_DISK_MOUNT_UNIT}: its fstab line has nofail, which does not order it
+# before local-fs.target; this also makes shutdown unmount ${WORK_DISK_MOUNT} only
+# after this unit, ssh and user sessions have stopped.
 [Unit]
-Description=banger per-VM configuration (hostname, SSH keys, network)
+Description=banger per-VM configuration (work disk, hostname, SSH keys, network)
 DefaultDependencies=no
 Wants=network-pre.target systemd-udev-trigger.service
-After=local-fs.target systemd-remount-fs.service systemd-udevd.service systemd-udev-trigger.service
+After=local-fs.target ${WORK_DISK_MOUNT_UNIT} systemd-remount-fs.service systemd-udevd.service systemd-udev-trigger.service
 Before=network-pre.target ssh.service systemd-user-sessions.service shutdown.target
 Conflicts=shutdown.target
 
@@ -84,6 +115,10 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
 LABEL=${CONFIG_DISK_LABEL}
+WORK_LABEL=${WORK_DISK_LABEL}
+WORK=${WORK_DISK_MOUNT}
+WORK_MARKER=${WORK_DISK_MARKER}
+SKEL=/${ROOT_SKEL_PATH}
 RUN=/run/banger
 MNT=$RUN/config
 DONE=${GUEST_DONE_FILE}
@@ -102,8 +137,10 @@ mkdir -p "$MNT"
 # than the image), in the background while we wait for devices; reported
 # at the end. Failure is harmless.
 rootdev=/dev/vda
+work_dev=''
 while read -r src mnt _rest; do
   [ "$mnt" = / ] && rootdev=$src
+  [ "$mnt" = "$WORK" ] && work_dev=$src
 done </proc/self/mounts
 case "$rootdev" in
   /dev/vd* | /dev/sd* | /dev/xvd* | /dev/nvme*) ;;
@@ -185,6 +222,24 @@ is_mac() {
 
 hostname_value=''
 mac='' addr='' prefix='' gw='' dns=''
+
+# 0. The work disk, mounted at /root by systemd (fstab, before this unit).
+#    On its first use it gets the image's /root (dotfiles); /root is always
+#    root's and private. Without one, /root is the image's.
+if [ -n "$work_dev" ]; then
+  if [ -e "$WORK_MARKER" ]; then
+    log "work disk $work_dev at $WORK"
+  elif { [ ! -d "$SKEL" ] || cp -a -n "$SKEL/." "$WORK/"; } &&
+    install -d -m 0700 -o root -g root "$WORK" && : >"$WORK_MARKER"; then
+    log "work disk $work_dev at $WORK: first use, root's files from $SKEL"
+  else
+    fail "cannot prepare the work disk $work_dev at $WORK"
+  fi
+elif [ -e "/dev/disk/by-label/$WORK_LABEL" ]; then
+  fail "the work disk (label $WORK_LABEL) is not mounted at $WORK; see systemctl status ${WORK_DISK_MOUNT_UNIT}"
+else
+  log "no work disk (label $WORK_LABEL); $WORK is the image's"
+fi
 
 # 1. The config disk (mounted read-only inside the guest, unmounted after):
 #    read the settings, install root's authorized_keys.

@@ -20,6 +20,8 @@ export interface VmRecord {
   vcpu: number;
   memoryMib: number;
   systemOverlayBytes: number;
+  /** Size of the persistent work disk mounted at /root. */
+  diskBytes: number;
   vmm: Vmm;
   network: NetworkMode;
   state: VmState;

@@ -34,6 +34,8 @@ export interface VmPaths {
   dir: string;
   overlay: string;
   configDisk: string;
+  /** The persistent work disk, mounted at /root in the guest. */
+  workDisk: string;
   consoleLog: string;
   qemuLog: string;
   pidFile: string;
@@ -92,6 +94,7 @@ export function vmPaths(layout: Layout, vmId: string): VmPaths {
     dir,
     overlay: join(dir, 'root.qcow2'),
     configDisk: join(dir, 'config.img'),
+    workDisk: join(dir, 'work.ext4'),
     consoleLog: join(dir, 'console.log'),
     qemuLog: join(dir, 'qemu.log'),
     pidFile: join(dir, 'qemu.pid'),

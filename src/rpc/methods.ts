@@ -8,6 +8,17 @@ import type { ImageRecord, SshTarget, VmView } from '../model/types.js';
 import { VM_NAME_RULE, vmNameProblem } from '../model/names.js';
 import { MAX_VCPU, MIN_MEMORY_MIB } from '../config/config.js';
 
+/** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
+export const KILL_SIGNALS = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT'] as const;
+
+/** How a graceful stop went (see src/daemon/vm-stop.ts). */
+export interface StopReport {
+  asked: 'agent' | 'ssh' | 'qmp' | 'none';
+  synced: boolean;
+  ended: 'exited' | 'SIGTERM' | 'SIGKILL' | 'already gone';
+  ms: number;
+}
+
 /** Bump when a method's params or result change shape. */
 export const PROTOCOL_VERSION = 1;
 
@@ -34,7 +45,8 @@ export interface VmSshTarget extends SshTarget {
 
 export interface VmCreateResult {
   vm: VmView;
-  ssh: VmSshTarget;
+  /** null for `vm create --no-start`. */
+  ssh: VmSshTarget | null;
   bootMs: number;
 }
 
@@ -42,6 +54,37 @@ export interface DoctorCheck {
   name: string;
   status: 'pass' | 'warn' | 'fail';
   detail: string;
+}
+
+export interface VmLogsResult {
+  /** Console bytes from `offset` (UTF-8, may be cut mid-line). */
+  data: string;
+  /** Pass back as `offset` to continue (vm logs -f). */
+  offset: number;
+  /** File size now (the log restarts from 0 when the VM boots again). */
+  size: number;
+}
+
+export interface VmStats {
+  name: string;
+  /** QEMU's CPU use over a short sample, percent of one host CPU. */
+  cpuPercent: number;
+  vcpu: number;
+  memory: { totalBytes: number; availableBytes: number; usedBytes: number };
+  /** Guest filesystems (/, /root): size and use as the guest sees them. */
+  filesystems: Array<{ mount: string; sizeBytes: number; usedBytes: number }>;
+  /** Host disk files: allocated bytes on the host vs virtual size. */
+  disks: Array<{ name: string; path: string; allocatedBytes: number; virtualBytes: number }>;
+}
+
+export interface VmPort {
+  proto: 'tcp' | 'udp';
+  /** Guest address the socket is bound to (0.0.0.0, ::, 127.0.0.1 …). */
+  address: string;
+  port: number;
+  process: string | null;
+  /** Where a user on the host can reach it, or null when it is not forwarded. */
+  hostEndpoint: string | null;
 }
 
 export const methods = {
@@ -58,18 +101,51 @@ export const methods = {
         image: imageName.optional(),
         vcpu: z.number().int().min(1).max(MAX_VCPU).optional(),
         memoryMib: z.number().int().min(MIN_MEMORY_MIB).max(1024 * 1024).optional(),
+        /** Work disk size in bytes (mounted at /root). */
+        diskBytes: z.number().int().min(1).optional(),
         /** Delete the VM when this connection closes (vm run --rm). */
         ephemeral: z.boolean().optional(),
+        /** false: make the disks, do not boot (vm create --no-start). */
+        start: z.boolean().optional(),
       })
       .strict(),
     result: {} as VmCreateResult,
   },
+  'vm.start': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmCreateResult },
+  'vm.stop': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as { vm: VmView; report: StopReport } },
+  'vm.restart': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmCreateResult },
+  'vm.kill': {
+    params: z.object({ name: z.string().min(1), signal: z.enum(KILL_SIGNALS).optional() }).strict(),
+    result: {} as VmView,
+  },
+  'vm.prune': {
+    params: z.object({ names: z.array(z.string().min(1)).optional(), dryRun: z.boolean().optional() }).strict(),
+    result: {} as { removed: string[]; skipped: string[]; candidates: string[] },
+  },
+  'vm.set': {
+    params: z
+      .object({
+        name: z.string().min(1),
+        vcpu: z.number().int().min(1).max(MAX_VCPU).optional(),
+        memoryMib: z.number().int().min(MIN_MEMORY_MIB).max(1024 * 1024).optional(),
+        diskBytes: z.number().int().min(1).optional(),
+      })
+      .strict(),
+    result: {} as VmView,
+  },
   'vm.list': { params: z.object({}).strict(), result: {} as VmView[] },
   'vm.show': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmView },
   'vm.delete': {
+    /** force: delete a running VM too (stopping it without ceremony). */
     params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
     result: {} as { deleted: string },
   },
+  'vm.logs': {
+    params: z.object({ name: z.string().min(1), offset: z.number().int().min(0).optional() }).strict(),
+    result: {} as VmLogsResult,
+  },
+  'vm.stats': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmStats },
+  'vm.ports': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmPort[] },
   'vm.ssh_target': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmSshTarget },
   'image.build': {
     params: z.object({ name: imageName.optional(), force: z.boolean().optional() }).strict(),

@@ -38,4 +38,9 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'per-VM work disk size',
+    sql: `ALTER TABLE vms ADD COLUMN disk_bytes INTEGER NOT NULL DEFAULT 0;`,
+  },
 ];

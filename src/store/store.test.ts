@@ -15,6 +15,7 @@ const vm = (over: Partial<VmRecord> = {}): VmRecord => ({
   vcpu: 1,
   memoryMib: 512,
   systemOverlayBytes: 1 << 30,
+  diskBytes: 1 << 30,
   vmm: 'qemu',
   network: 'user',
   state: 'creating',

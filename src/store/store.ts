@@ -52,6 +52,7 @@ interface VmRow {
   vcpu: number;
   memory_mib: number;
   system_overlay_bytes: number;
+  disk_bytes: number;
   vmm: string;
   network: string;
   state: string;
@@ -77,6 +78,7 @@ const toVm = (r: VmRow): VmRecord => ({
   vcpu: r.vcpu,
   memoryMib: r.memory_mib,
   systemOverlayBytes: r.system_overlay_bytes,
+  diskBytes: r.disk_bytes,
   vmm: r.vmm as VmRecord['vmm'],
   network: r.network as VmRecord['network'],
   state: r.state as VmState,
@@ -116,8 +118,8 @@ export class Store {
     try {
       this.db
         .prepare(
-          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, vmm, network, state, ephemeral, last_error, created_at, updated_at)
-           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @vmm, @network, @state, @ephemeral, @lastError, @createdAt, @updatedAt)`,
+          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, disk_bytes, vmm, network, state, ephemeral, last_error, created_at, updated_at)
+           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @diskBytes, @vmm, @network, @state, @ephemeral, @lastError, @createdAt, @updatedAt)`,
         )
         .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0 });
     } catch (e) {
@@ -132,6 +134,13 @@ export class Store {
     this.db
       .prepare('UPDATE vms SET state = ?, last_error = ?, updated_at = ? WHERE id = ?')
       .run(state, lastError, new Date().toISOString(), id);
+  }
+
+  /** Changes a stopped VM's resources (vm set). */
+  updateVmResources(id: string, r: { vcpu: number; memoryMib: number; diskBytes: number }): void {
+    this.db
+      .prepare('UPDATE vms SET vcpu = ?, memory_mib = ?, disk_bytes = ?, updated_at = ? WHERE id = ?')
+      .run(r.vcpu, r.memoryMib, r.diskBytes, new Date().toISOString(), id);
   }
 
   deleteVm(id: string): void {

@@ -33,6 +33,12 @@ describe('parseStat', () => {
     expect(s?.startTime).toBe('555');
   });
 
+  it('reads utime and stime (fields 14 and 15)', () => {
+    // statLine numbers fields 4..21 as 1..18, so field 14 is 11 and field 15 is 12
+    const s = parseStat(statLine(9, 'qemu (x)', 'S', '777'));
+    expect(s).toMatchObject({ utime: 11, stime: 12, startTime: '777' });
+  });
+
   it('rejects garbage', () => {
     expect(parseStat('')).toBeNull();
     expect(parseStat('hello')).toBeNull();

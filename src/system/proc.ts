@@ -20,9 +20,19 @@ export interface ProcStat {
   ppid: number;
   pgrp: number;
   session: number;
+  /** Field 14: CPU time spent in user mode, in clock ticks (USER_HZ). */
+  utime: number;
+  /** Field 15: CPU time spent in kernel mode, in clock ticks (USER_HZ). */
+  stime: number;
   /** Field 22: start time in clock ticks after boot, kept as a decimal string. */
   startTime: string;
 }
+
+/**
+ * The kernel's USER_HZ, the unit of the tick counts in /proc/PID/stat. It is
+ * part of the ABI and 100 on every architecture banger runs on (x86-64, arm64).
+ */
+export const USER_HZ = 100;
 
 /**
  * Parses the text of /proc/PID/stat. The comm field is in parentheses and
@@ -49,6 +59,8 @@ export function parseStat(text: string): ProcStat | null {
     ppid: Number(field(4)),
     pgrp: Number(field(5)),
     session: Number(field(6)),
+    utime: Number(field(14)),
+    stime: Number(field(15)),
     startTime,
   };
 }

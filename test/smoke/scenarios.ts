@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { RpcClient } from '../../src/rpc/client.js';
 import { BangerError } from '../../src/errors/errors.js';
 import { check, qemuProcesses, sleep, type Banger, type RunDirs } from './harness.js';
+import { lifecycleScenarios } from './scenarios-lifecycle.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -20,7 +21,7 @@ export interface Scenario {
 /** Runs first, on a state dir without an image: the build-on-first-use path. */
 export const FIRST_USE = 'first_use_build';
 
-export const scenarios: Scenario[] = [
+const baseScenarios: Scenario[] = [
   {
     name: FIRST_USE,
     description: 'vm run with no image builds the default one first, showing progress, then runs',
@@ -133,11 +134,11 @@ export const scenarios: Scenario[] = [
         const bad = await banger(['vm', 'ssh', name, '--', 'touch', '/root/should-not-exist']);
         check(bad.code !== 0, 'ssh with a changed host key succeeded');
         check(/HOST KEY MISMATCH/i.test(bad.stderr) || /host key/i.test(bad.stderr), `error does not say what happened: ${bad.stderr}`);
-        const del = await banger(['vm', 'delete', name]);
+        const del = await banger(['vm', 'delete', '-f', name]);
         check(del.code === 0, `delete failed: ${del.stderr}`);
         check(!readFileSync(kh, 'utf8').includes(`${name}.vm`), 'delete did not drop the known_hosts entry');
       } finally {
-        await banger(['vm', 'delete', name]);
+        await banger(['vm', 'delete', '-f', name]);
       }
     },
   },
@@ -146,3 +147,5 @@ export const scenarios: Scenario[] = [
 function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
+
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios];

@@ -2,14 +2,15 @@
 import { Command } from '@commander-js/extra-typings';
 import { BangerError } from '../../errors/errors.js';
 import { generateVmName, validateVmName } from '../../model/names.js';
-import { shellJoin } from '../../model/quote.js';
 import type { VmView } from '../../model/types.js';
-import type { SshTarget } from '../../model/types.js';
-import { sshCommandArgs, sshExec } from '../../guest/ssh.js';
 import { RpcClient } from '../../rpc/client.js';
 import { tryConnect } from '../connect.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table } from '../style.js';
+import { addShellCommands, runInVm } from './vm-shell.js';
+import { addLifecycleCommands, sizeFlag } from './vm-lifecycle.js';
+import { addInspectCommands } from './vm-inspect.js';
+import { formatSize } from '../../model/sizes.js';
 
 export function vmCommand(ctx: CliContext): Command {
   const vm = new Command('vm').description('create, run and manage microVMs').enablePositionalOptions();
@@ -20,6 +21,7 @@ export function vmCommand(ctx: CliContext): Command {
     .option('--name <name>', 'VM name (a DNS label; generated when omitted)')
     .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
     .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
+    .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G (default: disk_size in config)', sizeFlag('--disk-size'))
     .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
     .option('--rm', 'delete the VM and all its files when the command ends (Ctrl-C included)')
     .argument('[cmd...]', 'command to run in the guest (interactive shell when omitted)')
@@ -58,6 +60,8 @@ export function vmCommand(ctx: CliContext): Command {
         ['image', v.image],
         ['vcpu', String(v.vcpu)],
         ['memory', `${v.memoryMib} MiB`],
+        ['work disk', `${formatSize(v.diskBytes)} at /root`],
+        ['root fs', formatSize(v.systemOverlayBytes)],
         ['network', `${v.network} (SSH forwarded to loopback)`],
         ['ephemeral', v.ephemeral ? 'yes (vm run --rm)' : 'no'],
         ['created', v.createdAt],
@@ -71,27 +75,42 @@ export function vmCommand(ctx: CliContext): Command {
 
   vm.command('delete')
     .alias('rm')
-    .description('delete a VM and every file of it (a running VM is stopped first)')
+    .description('delete VMs and every file of them (a running VM needs -f)')
     .argument('<name...>')
-    .action(async (names) => {
+    .option('-f, --force', 'delete a running VM too')
+    .action(async (names, opts) => {
       const c = await ctx.daemon();
       for (const name of names) {
-        await c.call('vm.delete', { name });
+        await c.call('vm.delete', { name, force: opts.force === true });
         process.stdout.write(`deleted ${name}\n`);
       }
     });
 
-  vm.command('ssh')
-    .description('open a shell in a running VM, or run CMD in it')
-    .argument('<name>')
-    .argument('[cmd...]')
-    .passThroughOptions()
-    .action(async (name, rest) => {
-      // With passThroughOptions, the `--` after NAME reaches us: it separates, it is not the command.
-      const cmd = rest[0] === '--' ? rest.slice(1) : rest;
-      const target = await (await ctx.daemon()).call('vm.ssh_target', { name });
-      process.exitCode = await runInVm(ctx, target, cmd);
+  vm.command('create')
+    .description('create a VM (and boot it, unless --no-start)')
+    .option('--name <name>', 'VM name (a DNS label; generated when omitted)')
+    .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
+    .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
+    .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G', sizeFlag('--disk-size'))
+    .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
+    .option('--no-start', 'create the disks but do not boot')
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const name = opts.name !== undefined ? validateVmName(opts.name) : generateVmName();
+      const started = Date.now();
+      const res = await (await ctx.daemon()).call(
+        'vm.create',
+        { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, start: opts.start },
+        (ev) => ctx.progress(ev),
+      );
+      if (opts.json) return printJson(res.vm);
+      if (opts.start) process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
+      process.stdout.write(`${name} ${res.vm.state}${opts.start ? `: \`banger vm ssh ${name}\`` : `: \`banger vm start ${name}\``}\n`);
     });
+
+  addShellCommands(vm, ctx);
+  addLifecycleCommands(vm, ctx);
+  addInspectCommands(vm, ctx);
 
   return vm;
 }
@@ -100,27 +119,11 @@ function sshColumn(v: VmView): string {
   return v.runtime ? `${v.runtime.sshHost}:${v.runtime.sshPort}` : '-';
 }
 
-/** Runs CMD (or an interactive shell) in the VM; resolves with the exit code. */
-async function runInVm(ctx: CliContext, target: SshTarget, cmd: string[], signal?: AbortSignal): Promise<number> {
-  if (cmd.length === 0) {
-    if (!process.stdin.isTTY) {
-      throw new BangerError('bad_request', 'no command given and stdin is not a terminal', 'pass a command after --, e.g. `-- uname -a`');
-    }
-    return ctx.runner.runInteractive(['ssh', '-t', ...sshCommandArgs(target)]);
-  }
-  const res = await sshExec(target, shellJoin(cmd), {
-    stdout: process.stdout,
-    stderr: process.stderr,
-    stdin: process.stdin.isTTY ? null : process.stdin,
-    signal,
-  });
-  return res.exitCode;
-}
-
 interface RunOpts {
   name?: string;
   vcpu?: number;
   memory?: number;
+  diskSize?: number;
   image?: string;
   rm?: boolean;
 }
@@ -151,18 +154,19 @@ async function vmRun(ctx: CliContext, cmd: string[], opts: RunOpts): Promise<num
     process.stderr.write(style.dim(`• creating VM ${name}`, process.stderr) + '\n');
     const res = await client.call(
       'vm.create',
-      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, ephemeral: opts.rm === true },
+      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, ephemeral: opts.rm === true },
       (ev) => ctx.progress(ev),
     );
     created = true;
     process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
+    if (!res.ssh) throw new BangerError('internal', 'vm.create returned no SSH target for a started VM');
     const code = await runInVm(ctx, res.ssh, cmd, exec.signal);
-    if (opts.rm) await client.call('vm.delete', { name });
+    if (opts.rm) await client.call('vm.delete', { name, force: true });
     else process.stderr.write(style.dim(`• ${name} is still running: \`banger vm ssh ${name}\`; \`banger vm delete ${name}\` removes it`, process.stderr) + '\n');
     return code;
   } catch (e) {
     if (interrupted) return new Promise<number>(() => undefined); // the signal handler exits
-    if (opts.rm && created) await client.call('vm.delete', { name }).catch(() => undefined);
+    if (opts.rm && created) await client.call('vm.delete', { name, force: true }).catch(() => undefined);
     throw e;
   } finally {
     if (!interrupted) {
@@ -183,7 +187,7 @@ async function cleanupAfterInterrupt(ctx: CliContext, client: RpcClient, name: s
     const c2 = await tryConnect(ctx.layout);
     if (!c2) return;
     try {
-      await c2.call('vm.delete', { name });
+      await c2.call('vm.delete', { name, force: true });
     } catch {
       /* already removed by the daemon: fine */
     }

@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -17,6 +17,7 @@ function pathsIn(dir: string): VmPaths {
     dir,
     overlay: join(dir, 'root.qcow2'),
     configDisk: join(dir, 'config.img'),
+    workDisk: join(dir, 'work.ext4'),
     consoleLog: join(dir, 'console.log'),
     qemuLog: join(dir, 'qemu.log'),
     pidFile: join(dir, 'qemu.pid'),
@@ -79,15 +80,21 @@ describe('qemuArgv', () => {
     expect(qemuArgv(spec({ initrd: '' }))).not.toContain('-initrd');
   });
 
-  it('root overlay is the first virtio-blk device, the config disk the second (read-only)', () => {
+  it('root overlay is the first virtio-blk device, the config disk the second (read-only), the work disk the third', () => {
     const argv = qemuArgv(spec());
     const drives = values(argv, '-drive');
     expect(drives).toEqual([
       'id=root,if=none,file=/state/vms/abc/root.qcow2,format=qcow2,cache=writeback,discard=unmap',
       'id=config,if=none,file=/state/vms/abc/config.img,format=raw,readonly=on',
+      'id=work,if=none,file=/state/vms/abc/work.ext4,format=raw,cache=writeback,discard=unmap',
     ]);
     const blk = values(argv, '-device').filter((d) => d.startsWith('virtio-blk-device'));
-    expect(blk).toEqual(['virtio-blk-device,drive=root', 'virtio-blk-device,drive=config']);
+    // command-line order is /dev/vda, /dev/vdb, /dev/vdc in the guest
+    expect(blk).toEqual(['virtio-blk-device,drive=root', 'virtio-blk-device,drive=config', 'virtio-blk-device,drive=work']);
+    // and each -device comes after the -drive it names
+    const at = (s: string) => argv.indexOf(s);
+    expect(at('virtio-blk-device,drive=config')).toBeGreaterThan(at('virtio-blk-device,drive=root'));
+    expect(at('virtio-blk-device,drive=work')).toBeGreaterThan(at('virtio-blk-device,drive=config'));
   });
 
   it('user networking with SSH forwarded from loopback, restricted on request', () => {
@@ -119,6 +126,7 @@ describe('qemuArgv', () => {
     expect(optValue('/a,b/c')).toBe('/a,,b/c');
     const argv = qemuArgv(spec({ paths: pathsIn('/tmp/x,y') }));
     expect(values(argv, '-drive')[0]).toContain('file=/tmp/x,,y/root.qcow2,format=qcow2');
+    expect(values(argv, '-drive')[2]).toContain('file=/tmp/x,,y/work.ext4,format=raw');
     expect(values(argv, '-qmp')).toEqual(['unix:/tmp/x,,y/sock/qmp.sock,server=on,wait=off']);
     // plain arguments are not option lists: no escaping
     expect(values(argv, '-pidfile')).toEqual(['/tmp/x,y/qemu.pid']);
@@ -233,6 +241,8 @@ describe.skipIf(!haveQemu)('qemuArgv against QEMU (paused, fake kernel)', () => 
     mkdirSync(p.socketsDir);
     await runner.run(['qemu-img', 'create', '-q', '-f', 'qcow2', p.overlay, '64M']);
     writeFileSync(p.configDisk, Buffer.alloc(1024 * 1024));
+    writeFileSync(p.workDisk, '');
+    truncateSync(p.workDisk, 64 * 1024 * 1024);
     const kernel = join(dir, 'vmlinuz');
     const initrd = join(dir, 'initrd.img');
     writeFileSync(kernel, fakeBzImage());
@@ -278,6 +288,9 @@ describe.skipIf(!haveQemu)('qemuArgv against QEMU (paused, fake kernel)', () => 
       const byId = Object.fromEntries(blocks.map((b) => [b.device, b.inserted]));
       expect(byId.root).toMatchObject({ ro: false, drv: 'qcow2', file: p.overlay });
       expect(byId.config).toMatchObject({ ro: true, drv: 'raw', file: p.configDisk });
+      expect(byId.work).toMatchObject({ ro: false, drv: 'raw', file: p.workDisk });
+      const work = blocks.find((b) => b.device === 'work') as { inserted?: { cache?: { writeback: boolean; direct: boolean } } } | undefined;
+      expect(work?.inserted?.cache).toMatchObject({ writeback: true, direct: false });
       const chardevs = await qmp.execute<Array<{ label: string; filename: string }>>('query-chardev');
       const labels = chardevs.map((c) => c.label);
       expect(labels).toEqual(expect.arrayContaining(['qga0', 'console0']));

@@ -7,6 +7,8 @@
  * Device order is part of the guest contract:
  *   /dev/vda  root filesystem (the VM's qcow2 overlay), read-write
  *   /dev/vdb  per-boot config disk (raw), read-only
+ *   /dev/vdc  persistent work disk (raw ext4, label banger-work), read-write;
+ *             the guest mounts it at /root
  *   eth0      virtio-net on QEMU user networking, SSH forwarded from 127.0.0.1
  *   /dev/virtio-ports/org.qemu.guest_agent.0  qemu-guest-agent channel
  *   ttyS0     serial console, written to the VM's console.log
@@ -107,6 +109,11 @@ export function qemuArgv(spec: QemuSpec): string[] {
     // /dev/vdb: config disk, read-only (second virtio-blk-device)
     '-drive', `id=config,if=none,file=${optValue(p.configDisk)},format=raw,readonly=on`,
     '-device', 'virtio-blk-device,drive=config',
+    // /dev/vdc: work disk, read-write (third virtio-blk-device). discard=unmap
+    // keeps the sparse file sparse when the guest frees blocks (and when its
+    // ext4 zeroes the lazily initialised inode tables with WRITE_ZEROES).
+    '-drive', `id=work,if=none,file=${optValue(p.workDisk)},format=raw,cache=writeback,discard=unmap`,
+    '-device', 'virtio-blk-device,drive=work',
 
     // eth0: user networking, SSH forwarded from loopback only
     '-netdev', `user,id=net0,${hostfwd}${spec.restrictNet ? ',restrict=on' : ''}`,

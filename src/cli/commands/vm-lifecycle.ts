@@ -1,0 +1,97 @@
+/** banger vm start|stop|restart|kill|set|prune */
+import { Command, Option } from '@commander-js/extra-typings';
+import { createInterface } from 'node:readline/promises';
+import { BangerError } from '../../errors/errors.js';
+import { parseSize } from '../../model/sizes.js';
+import { KILL_SIGNALS } from '../../rpc/methods.js';
+import { parseIntFlag, printJson, type CliContext } from '../context.js';
+import { style, table } from '../style.js';
+
+export function sizeFlag(flag: string) {
+  return (value: string): number => parseSize(value, flag);
+}
+
+export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
+  vm.command('start')
+    .description('boot a stopped VM (its /root work disk and root filesystem are kept)')
+    .argument('<name>')
+    .action(async (name) => {
+      const started = Date.now();
+      const r = await (await ctx.daemon()).call('vm.start', { name }, (ev) => ctx.progress(ev));
+      ready(name, started, r.bootMs);
+    });
+
+  vm.command('stop')
+    .description('stop a VM gracefully: sync, power off, wait (bounded), then kill')
+    .argument('<name...>')
+    .action(async (names) => {
+      const c = await ctx.daemon();
+      for (const name of names) {
+        const { report } = await c.call('vm.stop', { name });
+        const how = report.ended === 'already gone' ? 'was not running' : `${report.ended === 'exited' ? 'powered off' : `killed (${report.ended})`}${report.synced ? ', guest synced' : ''}`;
+        process.stdout.write(`stopped ${name} (${how}) in ${(report.ms / 1000).toFixed(1)} s\n`);
+      }
+    });
+
+  vm.command('restart')
+    .description('reboot a VM for real (stop keeping writes, then start; its boot_id changes)')
+    .argument('<name>')
+    .action(async (name) => {
+      const started = Date.now();
+      const r = await (await ctx.daemon()).call('vm.restart', { name }, (ev) => ctx.progress(ev));
+      ready(name, started, r.bootMs);
+    });
+
+  vm.command('kill')
+    .description('stop a VM forcefully by signalling QEMU (no guest sync); it ends stopped')
+    .argument('<name>')
+    .addOption(new Option('--signal <sig>', 'signal for QEMU').choices(KILL_SIGNALS).default('KILL' as const))
+    .action(async (name, opts) => {
+      const v = await (await ctx.daemon()).call('vm.kill', { name, signal: opts.signal });
+      process.stdout.write(`killed ${name} (SIG${opts.signal}); state ${v.state}\n`);
+    });
+
+  vm.command('set')
+    .description('change a stopped VM: vCPUs, memory, or grow its /root work disk')
+    .argument('<name>')
+    .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
+    .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
+    .option('--disk-size <size>', 'work disk size, e.g. 16G (grow only)', sizeFlag('--disk-size'))
+    .option('--json', 'machine-readable output')
+    .action(async (name, opts) => {
+      if (opts.vcpu === undefined && opts.memory === undefined && opts.diskSize === undefined) {
+        throw new BangerError('bad_request', 'vm set needs at least one of --vcpu, --memory, --disk-size');
+      }
+      const v = await (await ctx.daemon()).call('vm.set', { name, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize });
+      if (opts.json) return printJson(v);
+      process.stdout.write(`${name}: ${v.vcpu} vCPU, ${v.memoryMib} MiB, work disk ${v.diskBytes} bytes\n`);
+    });
+
+  vm.command('prune')
+    .description('delete every VM that is not running (asks first unless -f)')
+    .option('-f, --force', 'do not ask')
+    .action(async (opts) => {
+      const c = await ctx.daemon();
+      const { candidates } = await c.call('vm.prune', { dryRun: true });
+      if (candidates.length === 0) return void process.stdout.write('nothing to prune: every VM is running\n');
+      const vms = (await c.call('vm.list', {})).filter((v) => candidates.includes(v.name));
+      process.stdout.write(`${table(['NAME', 'STATE', 'IMAGE', 'CREATED'], vms.map((v) => [v.name, v.state, v.image, v.createdAt]))}\n`);
+      if (!opts.force) {
+        if (!process.stdin.isTTY) {
+          throw new BangerError('bad_request', `vm prune would delete ${candidates.length} VM(s) and needs a confirmation`, 'run it in a terminal, or pass -f');
+        }
+        const rl = createInterface({ input: process.stdin, output: process.stdout });
+        const answer = await rl.question(`delete these ${candidates.length} VM(s)? [y/N] `);
+        rl.close();
+        if (!/^y(es)?$/i.test(answer.trim())) return void process.stdout.write('nothing deleted\n');
+      }
+      const r = await c.call('vm.prune', { names: candidates });
+      for (const n of r.removed) process.stdout.write(`deleted ${n}\n`);
+      for (const n of r.skipped) process.stdout.write(`${style.warn('kept', process.stdout)} ${n} (it started meanwhile)\n`);
+    });
+}
+
+function ready(name: string, started: number, bootMs: number): void {
+  if (bootMs === 0) process.stderr.write(`${name} is already running\n`);
+  else process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
+}
