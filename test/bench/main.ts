@@ -110,7 +110,30 @@ async function main(): Promise<void> {
   }
   console.log(`median banger (vm run --rm -- true): ${(median(b) / 1000).toFixed(2)} s over ${runs}`);
   console.log(`median plain (qemu + ssh poll):      ${(median(p) / 1000).toFixed(2)} s over ${runs}`);
+  if (process.argv.includes('--stop')) await stopTimes();
   console.log(`ratio banger/plain: ${(median(b) / median(p)).toFixed(2)}`);
+}
+
+/** `vm stop` of an idle VM, start to return, a few times (npm run bench -- --stop). */
+async function stopTimes(): Promise<void> {
+  const name = `bench-stop-${process.pid}`;
+  const create = await banger(['vm', 'create', '--name', name]);
+  if (create.code !== 0) throw new Error(create.stderr);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      await new Promise((r) => setTimeout(r, 3000)); // idle
+      const t0 = performance.now();
+      const r = await banger(['vm', 'stop', name]);
+      times.push(performance.now() - t0);
+      if (r.code !== 0) throw new Error(r.stderr);
+      console.log(`  stop ${i + 1}: ${(times.at(-1)! / 1000).toFixed(2)} s (${r.stdout.trim()})`);
+      if (i < runs - 1 && (await banger(['vm', 'start', name])).code !== 0) throw new Error('vm start failed');
+    }
+  } finally {
+    await banger(['vm', 'delete', '-f', name]);
+  }
+  console.log(`median vm stop (idle VM): ${(median(times) / 1000).toFixed(2)} s over ${runs}`);
 }
 
 await main();

@@ -1,0 +1,118 @@
+/** Reconcile rules and input validation, with a real Store and real (sleep) processes standing in for QEMU. */
+import { describe, it, expect, afterEach } from 'vitest';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Store } from '../store/store.js';
+import { resolveLayout, vmPaths } from '../paths/paths.js';
+import { DEFAULT_CONFIG } from '../config/config.js';
+import { silentLogger } from '../log/log.js';
+import { createRunner } from '../system/runner.js';
+import { isSameProcess, killProcess, readStartTime } from '../system/proc.js';
+import { ImageService } from './image-service.js';
+import { VmService } from './vm-service.js';
+import { writeRuntime } from './runtime-file.js';
+import type { VmRecord, VmState } from '../model/types.js';
+import type { Connection } from '../rpc/server.js';
+
+const runner = createRunner();
+const started: Array<{ pid: number; start: string }> = [];
+afterEach(() => {
+  for (const p of started.splice(0)) killProcess(p.pid, p.start, 'SIGKILL');
+});
+
+function setup() {
+  const root = mkdtempSync(join(tmpdir(), 'vmsvc-'));
+  const layout = resolveLayout({ BANGER_STATE_DIR: join(root, 's'), BANGER_CACHE_DIR: join(root, 'c'), BANGER_RUNTIME_DIR: join(root, 'r'), BANGER_CONFIG_DIR: join(root, 'cfg') });
+  mkdirSync(layout.stateDir, { recursive: true });
+  const store = Store.open(layout.dbPath);
+  const log = silentLogger();
+  const images = new ImageService({ store, runner, layout, config: DEFAULT_CONFIG, log, buildImage: async () => Promise.reject(new Error('no builds in this test')) });
+  const vms = new VmService({ store, runner, layout, config: DEFAULT_CONFIG, log, images, bootTimeoutMs: 1000 });
+  /** A VM row, its directory, and (optionally) a live stand-in process recorded as its QEMU. */
+  const addVm = (name: string, state: VmState, opts: { alive?: boolean; deadPid?: boolean; ephemeral?: boolean } = {}) => {
+    const vm: VmRecord = {
+      id: `id${name}`, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
+      state, ephemeral: opts.ephemeral ?? false, lastError: null, createdAt: 'now', updatedAt: 'now',
+    };
+    store.insertVm(vm);
+    const p = vmPaths(layout, vm.id);
+    mkdirSync(p.dir, { recursive: true });
+    mkdirSync(p.socketsDir, { recursive: true });
+    writeFileSync(p.workDisk, 'data');
+    let pid = 0;
+    let start = '';
+    if (opts.alive) {
+      pid = runner.spawnDetached(['sleep', '60']);
+      start = readStartTime(pid)!;
+      started.push({ pid, start });
+    } else if (opts.deadPid) {
+      pid = process.pid; // alive, but its start time will not match: a reused pid
+      start = '1';
+    }
+    if (pid) writeRuntime(p.runtimeFile, { pid, pidStartTime: start, accel: 'tcg', sshHost: '127.0.0.1', sshPort: 1, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, startedAt: 'now' });
+    return { vm, p, pid, start };
+  };
+  return { store, layout, vms, addVm };
+}
+
+describe('VmService.reconcile', () => {
+  it('adopts a running VM whose QEMU is alive (same pid and start time)', async () => {
+    const { vms, addVm, store } = setup();
+    const a = addVm('alive', 'running', { alive: true });
+    await vms.reconcile();
+    expect(store.findVmByName('alive')?.state).toBe('running');
+    expect(isSameProcess(a.pid, a.start)).toBe(true);
+    expect(vms.show('alive').runtime?.pid).toBe(a.pid);
+  });
+
+  it('demotes a running VM whose pid now belongs to another process, and never signals that process', async () => {
+    const { vms, addVm, store } = setup();
+    const d = addVm('reused', 'running', { deadPid: true });
+    await vms.reconcile();
+    expect(store.findVmByName('reused')?.state).toBe('stopped');
+    expect(existsSync(d.p.runtimeFile)).toBe(false);
+    expect(existsSync(d.p.socketsDir)).toBe(false);
+    expect(existsSync(d.p.workDisk)).toBe(true); // the disks stay
+    expect(isSameProcess(process.pid, readStartTime(process.pid)!)).toBe(true); // we are still here
+  });
+
+  it('rolls back a VM caught mid-create or mid-delete, killing its QEMU: no row, no files', async () => {
+    const { vms, addVm, store } = setup();
+    const c = addVm('half', 'creating', { alive: true });
+    const d = addVm('going', 'deleting');
+    await vms.reconcile();
+    expect(store.listVms()).toEqual([]);
+    expect(existsSync(c.p.dir) || existsSync(d.p.dir)).toBe(false);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(isSameProcess(c.pid, c.start)).toBe(false);
+  });
+
+  it('removes ephemeral VMs (their client cannot have survived) and stops a half-started stopped VM', async () => {
+    const { vms, addVm, store } = setup();
+    addVm('eph', 'running', { alive: true, ephemeral: true });
+    const s = addVm('halfstart', 'stopped', { alive: true });
+    await vms.reconcile();
+    expect(store.findVmByName('eph')).toBeUndefined();
+    expect(store.findVmByName('halfstart')?.state).toBe('stopped');
+    expect(isSameProcess(s.pid, s.start)).toBe(false);
+  });
+});
+
+describe('VmService input validation', () => {
+  const conn: Connection = { id: 'c', closed: false, onClose: () => undefined };
+  it.each([
+    [{ vcpu: 0 }, /--vcpu must be at least 1/],
+    [{ vcpu: 4096 }, /more than this host/],
+    [{ memoryMib: 1 }, /--memory must be at least 256/],
+    [{ memoryMib: 1024 * 1024 * 1024 }, /more than this host/],
+    [{ diskBytes: 1024 }, /--disk-size must be at least/],
+    [{ image: 'nope' }, /image nope not found/],
+    [{ name: 'Bad_Name' }, /invalid VM name/],
+  ])('%j is refused before any side effect', async (params, re) => {
+    const { vms, store, layout } = setup();
+    await expect(vms.create(params, conn, () => undefined)).rejects.toThrow(re);
+    expect(store.listVms()).toEqual([]);
+    expect(existsSync(layout.vmsDir)).toBe(false);
+  });
+});
