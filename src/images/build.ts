@@ -46,7 +46,6 @@ import {
   SSH_DROPIN,
   SSH_DROPIN_PATH,
   ROOT_SKEL_PATH,
-  WORK_DISK_FSTAB_LINE,
 } from './guest-files.js';
 
 export const SUITE = 'bookworm';
@@ -210,7 +209,7 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
     progress('kernel', `kernel ${kernelVersion}`);
 
     // 3. Customise the rootfs (plain file operations).
-    progress('customise', 'guest config unit, SSH, machine-id, fstab (work disk at /root), root skeleton, masked units');
+    progress('customise', 'guest config unit, SSH, machine-id, fstab, root skeleton for the work disk, masked units');
     customiseRootfs(rootDir);
 
     // 4. Initrd: small (MODULES=list) and able to mount root on virtio-blk over virtio-mmio.
@@ -427,10 +426,9 @@ export function customiseRootfs(rootDir: string): void {
 
   write(
     'etc/fstab',
-    `# Installed by banger: root is the VM's disk (a qcow2 overlay over the image);\n` +
-      `# /root is the VM's persistent work disk when it has one (nofail: else the image's /root).\n` +
-      `/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n` +
-      WORK_DISK_FSTAB_LINE,
+    `# Installed by banger: root is the VM's disk (a qcow2 overlay over the image).\n` +
+      `# /root (the work disk) is mounted by ${GUEST_UNIT_NAME}, not from here.\n` +
+      `/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n`,
   );
 
   // The image's /root (root's dotfiles), kept for a fresh work disk, which

@@ -14,8 +14,8 @@ import {
   ROOT_SKEL_PATH,
   SSHD_CONFIG,
   SSH_HOST_KEY,
-  WORK_DISK_FSTAB_LINE,
   WORK_DISK_MARKER,
+  WORK_DISK_MOUNT_OPTIONS,
   WORK_DISK_MOUNT_UNIT,
 } from './guest-files.js';
 
@@ -56,19 +56,6 @@ describe('guest unit', () => {
     expect(GUEST_UNIT).toMatch(/^Before=.*\bsystemd-user-sessions\.service\b/m);
     // ordering only: a missing or failed work disk must not stop the unit
     expect(GUEST_UNIT).not.toMatch(/^(Requires|BindsTo|RequiresMountsFor)=.*root/m);
-  });
-
-  it('mounts the work disk from fstab: by label, optional, bounded wait, executables allowed', () => {
-    const f = WORK_DISK_FSTAB_LINE.trimEnd().split('\t');
-    expect(f[0]).toBe(`LABEL=${WORK_DISK_LABEL}`);
-    expect(f[1]).toBe('/root');
-    expect(f[2]).toBe('ext4');
-    const opts = f[3]!.split(',');
-    expect(opts).toContain('nofail');
-    expect(opts.some((o) => /^x-systemd\.device-timeout=\d+s$/.test(o))).toBe(true);
-    expect(opts).not.toContain('noexec');
-    expect(f.slice(4)).toEqual(['0', '2']);
-    expect(WORK_DISK_FSTAB_LINE.endsWith('\n')).toBe(true);
   });
 
   it('sshd uses the per-VM host key the script makes', () => {
@@ -116,7 +103,12 @@ describe('guest script', () => {
     expect(GUEST_SCRIPT).toContain(`WORK_LABEL=${WORK_DISK_LABEL}\n`);
     expect(GUEST_SCRIPT).toContain(`WORK_MARKER=${WORK_DISK_MARKER}\n`);
     expect(GUEST_SCRIPT).toContain(`SKEL=/${ROOT_SKEL_PATH}\n`);
-    // the work disk is readied before authorized_keys go into /root/.ssh
+    // the work disk is mounted (exec allowed) before authorized_keys go into /root/.ssh
+    expect(GUEST_SCRIPT).toContain(`mount -t ext4 -o ${WORK_DISK_MOUNT_OPTIONS} "$dev" "$WORK"`);
+    expect(WORK_DISK_MOUNT_OPTIONS.split(',')).not.toContain('noexec');
+    expect(WORK_DISK_MOUNT_OPTIONS.split(',')).toContain('rw');
+    expect(GUEST_SCRIPT).toContain('find_disk "$WORK_LABEL"');
+    expect(GUEST_SCRIPT).toContain('find_disk "$LABEL"');
     expect(GUEST_SCRIPT.indexOf('# 0. The work disk')).toBeGreaterThan(0);
     expect(GUEST_SCRIPT.indexOf('# 0. The work disk')).toBeLessThan(GUEST_SCRIPT.indexOf('/root/.ssh/authorized_keys'));
   });
@@ -150,6 +142,17 @@ describe('guest script', () => {
     it.each(['', '-a', 'a-', 'a.b', 'a b', 'a$(reboot)', 'a'.repeat(64)])('is_label rejects %j', async (h) => {
       expect(await sh(`${helpers()}\nis_label '${h}'`)).not.toBe(0);
     });
+    it('find_disk gives up after its wall-clock timeout', async () => {
+      const start = GUEST_SCRIPT.indexOf('# Sets up= to whole seconds since boot');
+      const end = GUEST_SCRIPT.indexOf('# Waits up to ~10 s for the NIC');
+      expect(start).toBeGreaterThan(0);
+      expect(end).toBeGreaterThan(start);
+      const t0 = Date.now();
+      expect(await sh(`${GUEST_SCRIPT.slice(start, end)}\nfind_disk banger-no-such-label-x 1`)).toBe(1);
+      const ms = Date.now() - t0;
+      expect(ms).toBeGreaterThanOrEqual(200);
+      expect(ms).toBeLessThan(5000);
+    });
     it('is_mac takes lower-case colon form only (what the host writes)', async () => {
       expect(await sh(`${helpers()}\nis_mac 52:54:00:12:34:56`)).toBe(0);
       expect(await sh(`${helpers()}\nis_mac 52:54:00:12:34`)).not.toBe(0);
@@ -177,17 +180,28 @@ describe.skipIf(!haveDash || !isRoot)('work disk step (in dash)', () => {
     return GUEST_SCRIPT.slice(start, end);
   }
 
-  async function runStep(work: string, skel: string, workDev: string, label = 'banger-test-no-such-label'): Promise<{ code: number | null; out: string }> {
+  /**
+   * `found`: what the stubbed find_disk prints ('' = no disk); `mountOk`:
+   * whether the stubbed mount succeeds; `mounted`: already mounted at /root.
+   */
+  async function runStep(
+    work: string,
+    skel: string,
+    opts: { found?: string; mountOk?: boolean; mounted?: string } = {},
+  ): Promise<{ code: number | null; out: string }> {
+    const found = opts.found ?? '';
     const script = [
       'set -u',
+      `find_disk() { [ "$1" = ${WORK_DISK_LABEL} ] || exit 99; [ -n '${found}' ] && printf '%s\\n' '${found}'; }`,
+      `mount() { printf 'MOUNT %s\\n' "$*"; return ${opts.mountOk === false ? 32 : 0}; }`,
       "log() { printf 'banger-guest-config: %s\\n' \"$*\"; }",
       "fail() { printf 'banger-guest-config: ERROR: %s\\n' \"$*\"; status=1; }",
       'status=0',
       `WORK='${work}'`,
       `WORK_MARKER='${work}/.banger-work-initialized'`,
       `SKEL='${skel}'`,
-      `WORK_LABEL='${label}'`,
-      `work_dev='${workDev}'`,
+      `WORK_LABEL='${WORK_DISK_LABEL}'`,
+      `work_dev='${opts.mounted ?? ''}'`,
       step(),
       'exit "$status"',
     ].join('\n');
@@ -203,7 +217,8 @@ describe.skipIf(!haveDash || !isRoot)('work disk step (in dash)', () => {
     writeFileSync(join(skel, '.config', 'x'), 'x\n');
     mkdirSync(join(work, 'lost+found'), { recursive: true, mode: 0o755 });
 
-    const first = await runStep(work, skel, '/dev/vdc');
+    const first = await runStep(work, skel, { found: '/dev/disk/by-label/banger-work' });
+    expect(first.out).toContain(`MOUNT -t ext4 -o ${WORK_DISK_MOUNT_OPTIONS} /dev/disk/by-label/banger-work ${work}`);
     expect(first.out).toContain('first use');
     expect(first.code).toBe(0);
     expect(readFileSync(join(work, '.bashrc'), 'utf8')).toBe('skel bashrc\n');
@@ -215,7 +230,7 @@ describe.skipIf(!haveDash || !isRoot)('work disk step (in dash)', () => {
 
     // the user's changes survive later boots
     writeFileSync(join(work, '.bashrc'), 'mine\n');
-    const again = await runStep(work, skel, '/dev/vdc');
+    const again = await runStep(work, skel, { found: '/dev/vdc' });
     expect(again.code).toBe(0);
     expect(again.out).not.toContain('first use');
     expect(readFileSync(join(work, '.bashrc'), 'utf8')).toBe('mine\n');
@@ -224,9 +239,29 @@ describe.skipIf(!haveDash || !isRoot)('work disk step (in dash)', () => {
   it('carries on with the image /root when there is no work disk', async () => {
     const work = join(dir, 'plain-root');
     mkdirSync(work);
-    const r = await runStep(work, join(dir, 'skel'), '');
+    const r = await runStep(work, join(dir, 'skel'));
     expect(r.code).toBe(0);
     expect(r.out).toContain('no work disk');
+    expect(r.out).not.toContain('MOUNT');
     expect(readdirSync(work)).toEqual([]);
+  });
+
+  it('reports a work disk it cannot mount, and leaves /root alone', async () => {
+    const work = join(dir, 'unmountable');
+    mkdirSync(work);
+    const r = await runStep(work, join(dir, 'skel'), { found: '/dev/vdc', mountOk: false });
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('ERROR: cannot mount the work disk /dev/vdc');
+    expect(readdirSync(work)).toEqual([]);
+  });
+
+  it('does not mount twice when /root is already the work disk', async () => {
+    const work = join(dir, 'already');
+    mkdirSync(work);
+    writeFileSync(join(work, '.banger-work-initialized'), '');
+    const r = await runStep(work, join(dir, 'skel'), { found: '/dev/vdc', mounted: '/dev/vdc' });
+    expect(r.code).toBe(0);
+    expect(r.out).not.toContain('MOUNT');
+    expect(r.out).toContain('already mounted');
   });
 });

@@ -1,16 +1,15 @@
 /**
  * Guest-side files the image build installs into the rootfs: a systemd unit
- * and a POSIX sh script that, at every boot, give a fresh work disk root's
- * dotfiles, apply this VM's settings from the config disk written by
- * src/guest/config-disk.ts (hostname, SSH keys, network), generate the VM's
- * own SSH host key, and grow the root fs.
+ * and a POSIX sh script that, at every boot, mount the work disk at /root
+ * (giving a fresh one root's dotfiles), apply this VM's settings from the
+ * config disk written by src/guest/config-disk.ts (hostname, SSH keys,
+ * network), generate the VM's own SSH host key, and grow the root fs.
  *
  * The work disk (label banger-work, src/guest/work-disk.ts) is mounted at
- * /root by systemd from the image's /etc/fstab (WORK_DISK_FSTAB_LINE), not
- * by the script: systemd then orders the mount (fsck first, and at shutdown
- * the unmount only after ssh and user sessions are gone) and shows both on
- * the console. `nofail` + a device timeout: a VM without a work disk boots
- * with the image's /root after at most that timeout.
+ * /root by the script (not from /etc/fstab: see WORK_DISK_MOUNT_UNIT), before
+ * it installs authorized_keys there. systemd tracks that mount as root.mount
+ * (from /proc/self/mountinfo) and unmounts it at shutdown, after this unit,
+ * ssh and user sessions have stopped (the unit is ordered After=root.mount).
  *
  * The script runs before ssh.service and before network-pre.target, logs
  * every action to the serial console (and the journal), and keeps going
@@ -48,22 +47,29 @@ export const ROOT_SKEL_PATH = 'usr/local/share/banger/root-skel';
 /** Written on the work disk once it has root's dotfiles. */
 export const WORK_DISK_MARKER = `${WORK_DISK_MOUNT}/.banger-work-initialized`;
 /**
- * How long systemd waits for the work disk at boot. The daemon always
- * attaches one and udev has probed it in the initrd already, so this only
- * delays a boot without a work disk (a hand-written QEMU command line).
+ * systemd's unit for the work disk's mount (/root → root.mount), made by
+ * systemd from /proc/self/mountinfo when the script mounts /root.
+ *
+ * Why the script mounts it rather than an fstab line (`LABEL=banger-work
+ * /root ext4 nofail,x-systemd.device-timeout=…`), tried on this image under
+ * TCG: systemd's device timeout runs from systemd's start, and the disk's
+ * udev by-label unit showed up ~7 s after that on a loaded 2-core host, so a
+ * 10 s timeout is a coin toss away from silently booting with the image's
+ * /root (files written there are hidden by the work disk at the next boot);
+ * and the fstab fsck pass put 2.3 s of e2fsck on the boot-to-SSH path (the
+ * kernel replays the ext4 journal on mount anyway). The script's wait starts
+ * once udev has been triggered, like the config disk's.
  */
-export const WORK_DISK_DEVICE_TIMEOUT = '10s';
-/** The /etc/fstab line that mounts the work disk (fsck pass 2: after root). */
-export const WORK_DISK_FSTAB_LINE = `LABEL=${WORK_DISK_LABEL}\t${WORK_DISK_MOUNT}\text4\tdefaults,nofail,x-systemd.device-timeout=${WORK_DISK_DEVICE_TIMEOUT}\t0\t2\n`;
-/** systemd's unit name for the work disk's mount (/root → root.mount). */
 export const WORK_DISK_MOUNT_UNIT = 'root.mount';
+/** Mount options of the work disk in the guest (it holds what users build: no noexec). */
+export const WORK_DISK_MOUNT_OPTIONS = 'rw,nosuid,nodev';
 
 export const GUEST_UNIT = `# Installed by banger's image build. Applies this VM's settings from the
-# banger config disk (label ${CONFIG_DISK_LABEL}) at every boot; readies the
-# work disk (label ${WORK_DISK_LABEL}) that ${WORK_DISK_MOUNT_UNIT} mounts at ${WORK_DISK_MOUNT}.
-# After ${WORK_DISK_MOUNT_UNIT}: its fstab line has nofail, which does not order it
-# before local-fs.target; this also makes shutdown unmount ${WORK_DISK_MOUNT} only
-# after this unit, ssh and user sessions have stopped.
+# banger config disk (label ${CONFIG_DISK_LABEL}) at every boot, and mounts the
+# work disk (label ${WORK_DISK_LABEL}) at ${WORK_DISK_MOUNT}.
+# After=${WORK_DISK_MOUNT_UNIT}: the mount this script makes becomes ${WORK_DISK_MOUNT_UNIT}; the
+# ordering makes shutdown unmount ${WORK_DISK_MOUNT} only after this unit, ssh and user
+# sessions have stopped.
 [Unit]
 Description=banger per-VM configuration (work disk, hostname, SSH keys, network)
 DefaultDependencies=no
@@ -149,27 +155,38 @@ esac
 resize2fs "$rootdev" >"$RUN/resize.log" 2>&1 &
 resize_pid=$!
 
-# Waits up to ~10 s (udev may still be probing) for the config disk.
-find_config_disk() {
+# Sets up= to whole seconds since boot (a builtin read: no process).
+uptime_s() {
+  read -r up _ </proc/uptime
+  up=\${up%%.*}
+}
+
+# Waits up to $2 (default 10) seconds of wall time (udev may still be
+# probing) for the disk labelled $1; prints its device. Counted by the clock,
+# not by rounds: under TCG each \`sleep\` costs as much again as it sleeps.
+find_disk() {
+  uptime_s
+  end=$((up + \${2:-10}))
   i=0
-  while [ "$i" -lt 50 ]; do
-    if [ -b "/dev/disk/by-label/$LABEL" ]; then
-      printf '%s\\n' "/dev/disk/by-label/$LABEL"
+  while :; do
+    if [ -b "/dev/disk/by-label/$1" ]; then
+      printf '%s\\n' "/dev/disk/by-label/$1"
       return 0
     fi
     # Before udev has made the symlink: probe the disks directly (at once,
-    # then once a second).
+    # then about once a second).
     if [ $((i % 5)) -eq 0 ]; then
-      dev=$(blkid -c /dev/null -l -o device -t "LABEL=$LABEL" 2>/dev/null || true)
+      dev=$(blkid -c /dev/null -l -o device -t "LABEL=$1" 2>/dev/null || true)
       if [ -n "$dev" ] && [ -b "$dev" ]; then
         printf '%s\\n' "$dev"
         return 0
       fi
     fi
+    uptime_s
+    [ "$up" -lt "$end" ] || return 1
     sleep 0.2
     i=$((i + 1))
   done
-  return 1
 }
 
 # Waits up to ~10 s for the NIC with this MAC; prints its name.
@@ -223,9 +240,20 @@ is_mac() {
 hostname_value=''
 mac='' addr='' prefix='' gw='' dns=''
 
-# 0. The work disk, mounted at /root by systemd (fstab, before this unit).
-#    On its first use it gets the image's /root (dotfiles); /root is always
-#    root's and private. Without one, /root is the image's.
+# 0. The work disk: mounted at /root before anything is put there. On its
+#    first use it gets the image's /root (dotfiles) and /root is made root's,
+#    mode 0700. Without one, /root stays the image's.
+if [ -n "$work_dev" ]; then
+  log "work disk $work_dev was already mounted at $WORK"
+elif dev=$(find_disk "$WORK_LABEL"); then
+  if mount -t ext4 -o ${WORK_DISK_MOUNT_OPTIONS} "$dev" "$WORK"; then
+    work_dev=$dev
+  else
+    fail "cannot mount the work disk $dev at $WORK; $WORK is the image's"
+  fi
+else
+  log "no work disk (no disk labelled $WORK_LABEL after 10 s); $WORK is the image's"
+fi
 if [ -n "$work_dev" ]; then
   if [ -e "$WORK_MARKER" ]; then
     log "work disk $work_dev at $WORK"
@@ -235,15 +263,11 @@ if [ -n "$work_dev" ]; then
   else
     fail "cannot prepare the work disk $work_dev at $WORK"
   fi
-elif [ -e "/dev/disk/by-label/$WORK_LABEL" ]; then
-  fail "the work disk (label $WORK_LABEL) is not mounted at $WORK; see systemctl status ${WORK_DISK_MOUNT_UNIT}"
-else
-  log "no work disk (label $WORK_LABEL); $WORK is the image's"
 fi
 
 # 1. The config disk (mounted read-only inside the guest, unmounted after):
 #    read the settings, install root's authorized_keys.
-if dev=$(find_config_disk); then
+if dev=$(find_disk "$LABEL"); then
   if mount -t ext4 -o ro,nosuid,nodev,noexec "$dev" "$MNT"; then
     ver=''
     [ -r "$MNT/${F.version}" ] && read -r ver <"$MNT/${F.version}"
