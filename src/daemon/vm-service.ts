@@ -17,7 +17,7 @@ import type { Runner } from '../system/runner.js';
 import { ensureDir, removePath } from '../system/fs.js';
 import { isSameProcess, killProcess, waitForExit } from '../system/proc.js';
 import type { Logger } from '../log/log.js';
-import type { Config } from '../config/config.js';
+import { MIN_MEMORY_MIB, type Config } from '../config/config.js';
 import { probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
 import { removeHost } from '../guest/known-hosts.js';
 import { createWorkDisk, growWorkDisk } from '../guest/work-disk.js';
@@ -416,8 +416,8 @@ export class VmService {
       throw new BangerError('bad_request', `--vcpu ${r.vcpu} is more than this host's ${cpus} CPUs`, `pick 1 to ${cpus}`);
     }
     const hostMib = Math.floor(totalmem() / 1024 / 1024);
-    if (!Number.isInteger(r.memoryMib) || r.memoryMib < 256) {
-      throw new BangerError('bad_request', `--memory must be at least 256 MiB (got ${r.memoryMib})`, 'e.g. --memory 1024');
+    if (!Number.isInteger(r.memoryMib) || r.memoryMib < MIN_MEMORY_MIB) {
+      throw new BangerError('bad_request', `--memory must be at least ${MIN_MEMORY_MIB} MiB (got ${r.memoryMib})`, 'e.g. --memory 1024');
     }
     if (r.memoryMib > hostMib) {
       throw new BangerError('bad_request', `--memory ${r.memoryMib} MiB is more than this host's ${hostMib} MiB`, `pick at most ${hostMib}`);

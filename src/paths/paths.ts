@@ -37,7 +37,6 @@ export interface VmPaths {
   /** The persistent work disk, mounted at /root in the guest. */
   workDisk: string;
   consoleLog: string;
-  qemuLog: string;
   pidFile: string;
   runtimeFile: string;
   socketsDir: string;
@@ -96,7 +95,6 @@ export function vmPaths(layout: Layout, vmId: string): VmPaths {
     configDisk: join(dir, 'config.img'),
     workDisk: join(dir, 'work.ext4'),
     consoleLog: join(dir, 'console.log'),
-    qemuLog: join(dir, 'qemu.log'),
     pidFile: join(dir, 'qemu.pid'),
     runtimeFile: join(dir, 'runtime.json'),
     socketsDir,

@@ -6,7 +6,6 @@
 import { z } from 'zod';
 import type { ImageRecord, SshTarget, VmView } from '../model/types.js';
 import { VM_NAME_RULE, vmNameProblem } from '../model/names.js';
-import { MAX_VCPU, MIN_MEMORY_MIB } from '../config/config.js';
 
 /** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
 export const KILL_SIGNALS = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT'] as const;
@@ -99,10 +98,11 @@ export const methods = {
       .object({
         name: vmName.optional(),
         image: imageName.optional(),
-        vcpu: z.number().int().min(1).max(MAX_VCPU).optional(),
-        memoryMib: z.number().int().min(MIN_MEMORY_MIB).max(1024 * 1024).optional(),
+        // Ranges are checked by the daemon against the host, with messages naming the flag.
+        vcpu: z.number().int().optional(),
+        memoryMib: z.number().int().optional(),
         /** Work disk size in bytes (mounted at /root). */
-        diskBytes: z.number().int().min(1).optional(),
+        diskBytes: z.number().int().optional(),
         /** Delete the VM when this connection closes (vm run --rm). */
         ephemeral: z.boolean().optional(),
         /** false: make the disks, do not boot (vm create --no-start). */
@@ -126,9 +126,9 @@ export const methods = {
     params: z
       .object({
         name: z.string().min(1),
-        vcpu: z.number().int().min(1).max(MAX_VCPU).optional(),
-        memoryMib: z.number().int().min(MIN_MEMORY_MIB).max(1024 * 1024).optional(),
-        diskBytes: z.number().int().min(1).optional(),
+        vcpu: z.number().int().optional(),
+        memoryMib: z.number().int().optional(),
+        diskBytes: z.number().int().optional(),
       })
       .strict(),
     result: {} as VmView,

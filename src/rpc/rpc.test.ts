@@ -130,7 +130,8 @@ describe('RPC', () => {
     expect(bad.message).toContain('name');
     const extra = (await c.call('vm.list', { nope: 1 } as never).catch((e: unknown) => e)) as BangerError;
     expect(extra.code).toBe('bad_request');
-    const vcpu = (await c.call('vm.create', { vcpu: 0 }).catch((e: unknown) => e)) as BangerError;
+    const vcpu = (await c.call('vm.create', { vcpu: 1.5 }).catch((e: unknown) => e)) as BangerError;
+    expect(vcpu.code).toBe('bad_request');
     expect(vcpu.message).toContain('vcpu');
     c.close();
   });

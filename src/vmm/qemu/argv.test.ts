@@ -19,7 +19,6 @@ function pathsIn(dir: string): VmPaths {
     configDisk: join(dir, 'config.img'),
     workDisk: join(dir, 'work.ext4'),
     consoleLog: join(dir, 'console.log'),
-    qemuLog: join(dir, 'qemu.log'),
     pidFile: join(dir, 'qemu.pid'),
     runtimeFile: join(dir, 'runtime.json'),
     socketsDir: sockets,
