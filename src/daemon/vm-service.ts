@@ -279,9 +279,13 @@ export class VmService {
     });
   }
 
-  /** VMs prune would remove: every VM that is not running. */
+  /**
+   * VMs prune would remove: stopped (or failed) ones with no live QEMU. A VM
+   * being created or started is not a candidate, and delete re-checks
+   * liveness under the VM's lock, so a peer's VM that comes up meanwhile is kept.
+   */
   pruneCandidates(): VmView[] {
-    return this.list().filter((v) => v.runtime === null);
+    return this.list().filter((v) => (v.state === 'stopped' || v.state === 'error') && v.runtime === null);
   }
 
   /** Deletes the named VMs (or all prune candidates) that are still not running; a running one is skipped. */

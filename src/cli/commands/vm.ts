@@ -1,5 +1,5 @@
 /** banger vm run|list|show|delete|ssh */
-import { Command } from '@commander-js/extra-typings';
+import { Command, type OptionValues } from '@commander-js/extra-typings';
 import { BangerError } from '../../errors/errors.js';
 import { generateVmName, validateVmName } from '../../model/names.js';
 import type { VmView } from '../../model/types.js';
@@ -15,14 +15,9 @@ import { formatSize } from '../../model/sizes.js';
 export function vmCommand(ctx: CliContext): Command {
   const vm = new Command('vm').description('create, run and manage microVMs').enablePositionalOptions();
 
-  vm.command('run')
+  specOptions(vm.command('run'))
     .description('create a VM, boot it, run CMD in it over SSH and exit with its exit code')
     .usage('[options] -- CMD [ARGS...]')
-    .option('--name <name>', 'VM name (a DNS label; generated when omitted)')
-    .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
-    .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
-    .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G (default: disk_size in config)', sizeFlag('--disk-size'))
-    .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
     .option('--rm', 'delete the VM and all its files when the command ends (Ctrl-C included)')
     .argument('[cmd...]', 'command to run in the guest (interactive shell when omitted)')
     .passThroughOptions()
@@ -86,13 +81,8 @@ export function vmCommand(ctx: CliContext): Command {
       }
     });
 
-  vm.command('create')
+  specOptions(vm.command('create'))
     .description('create a VM (and boot it, unless --no-start)')
-    .option('--name <name>', 'VM name (a DNS label; generated when omitted)')
-    .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
-    .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
-    .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G', sizeFlag('--disk-size'))
-    .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
     .option('--no-start', 'create the disks but do not boot')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
@@ -113,6 +103,16 @@ export function vmCommand(ctx: CliContext): Command {
   addInspectCommands(vm, ctx);
 
   return vm;
+}
+
+/** The flags that describe a new VM, shared by vm run and vm create. */
+function specOptions<A extends unknown[], O extends OptionValues>(c: Command<A, O>) {
+  return c
+    .option('--name <name>', 'VM name (a DNS label; generated when omitted)')
+    .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
+    .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
+    .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G (default: disk_size in config)', sizeFlag('--disk-size'))
+    .option('--image <name>', 'image to boot (default: bookworm, built on first use)');
 }
 
 function sshColumn(v: VmView): string {
