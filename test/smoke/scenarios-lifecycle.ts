@@ -98,11 +98,21 @@ export const lifecycleScenarios: Scenario[] = [
   },
   {
     name: 'start_after_stop',
-    description: 'after vm start returns, QEMU is still alive 5 s later and exec works (the seeds\' 150 ms bug)',
-    run: async ({ banger }) => {
+    description: 'after vm start returns, QEMU is still alive 5 s later and exec works (the seeds\' 150 ms bug); a client killed mid-start does not stop the boot',
+    run: async ({ banger, log }) => {
       const n = 'smoke-restart-bug';
       try {
         await ok(banger, ['vm', 'create', '--name', n]);
+        await ok(banger, ['vm', 'stop', n]);
+        // A client that goes away mid-start (Ctrl-C, or killed) must not affect the VM.
+        const child = banger.spawn(['vm', 'start', n]);
+        await sleep(3000);
+        log('  killing the vm start client mid-boot');
+        child.kill('SIGKILL');
+        const deadline = Date.now() + 10 * 60_000;
+        while ((await show(banger, n)).state !== 'running' && Date.now() < deadline) await sleep(2000);
+        check((await show(banger, n)).state === 'running', 'the boot did not finish after its client went away');
+        await exec(banger, n, 'true');
         await ok(banger, ['vm', 'stop', n]);
         await ok(banger, ['vm', 'start', n]);
         const pid = (await show(banger, n)).runtime?.pid;
