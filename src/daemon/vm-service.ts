@@ -443,7 +443,7 @@ export class VmService {
     return choice;
   }
 
-  uniqueName(): string {
+  private uniqueName(): string {
     for (let i = 0; i < 50; i++) {
       const n = generateVmName();
       if (!this.deps.store.findVmByName(n)) return n;

@@ -170,7 +170,7 @@ function mismatchError(file: string, alias: string, pinned: HostKey[], presented
       `but it presented ${fingerprintSha256(presented.keyBase64)} (${presented.keyType}). ` +
       `This may mean the VM was replaced by a new one with the same name, ` +
       `or that someone is intercepting the connection; the connection was refused before logging in.`,
-    `if the VM was recreated, \`banger vm delete ${vmName}\` removes it and its pinned key so a new VM re-pins; ` +
+    `if the VM was recreated, \`banger vm delete -f ${vmName}\` removes it and its pinned key so a new VM re-pins; ` +
       `otherwise, once you trust the new key, remove the line for ${alias} from ${file}`,
   );
 }

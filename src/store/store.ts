@@ -124,7 +124,7 @@ export class Store {
         .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0 });
     } catch (e) {
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
-        throw new BangerError('already_exists', `a VM named ${vm.name} already exists`, 'pick another --name, or `banger vm delete ' + vm.name + '`');
+        throw new BangerError('already_exists', `a VM named ${vm.name} already exists`, 'pick another --name, or `banger vm delete -f ' + vm.name + '`');
       }
       throw e;
     }

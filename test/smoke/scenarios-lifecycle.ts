@@ -318,8 +318,7 @@ export const lifecycleScenarios: Scenario[] = [
         check(s.memory.totalBytes > 500 * 1024 ** 2 && s.memory.totalBytes <= 768 * 1024 ** 2, `memory total ${s.memory.totalBytes}`);
         check(s.filesystems.some((f) => f.mount === '/root'), 'no /root filesystem');
         check(s.disks.length >= 2 && s.disks.every((d) => d.allocatedBytes > 0), `disks ${JSON.stringify(s.disks)}`);
-        const stopped = await ok(banger, ['vm', 'stop', n]);
-        void stopped;
+        await ok(banger, ['vm', 'stop', n]);
         const refused = await banger(['vm', 'stats', n]);
         check(refused.code !== 0 && refused.stderr.includes('not running'), 'stats of a stopped VM was not refused');
         const logs = await ok(banger, ['vm', 'logs', n]);

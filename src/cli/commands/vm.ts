@@ -162,7 +162,7 @@ async function vmRun(ctx: CliContext, cmd: string[], opts: RunOpts): Promise<num
     if (!res.ssh) throw new BangerError('internal', 'vm.create returned no SSH target for a started VM');
     const code = await runInVm(ctx, res.ssh, cmd, exec.signal);
     if (opts.rm) await client.call('vm.delete', { name, force: true });
-    else process.stderr.write(style.dim(`• ${name} is still running: \`banger vm ssh ${name}\`; \`banger vm delete ${name}\` removes it`, process.stderr) + '\n');
+    else process.stderr.write(style.dim(`• ${name} is still running: \`banger vm ssh ${name}\`; \`banger vm delete -f ${name}\` removes it`, process.stderr) + '\n');
     return code;
   } catch (e) {
     if (interrupted) return new Promise<number>(() => undefined); // the signal handler exits
