@@ -74,7 +74,7 @@ describe('known_hosts', () => {
       expect(e.message).toContain(`presented ${other.fp}`);
       expect(e.message).toMatch(/replaced/);
       expect(e.message).toMatch(/intercepting/);
-      expect(e.hint).toContain('`banger vm delete web`');
+      expect(e.hint).toContain('`banger vm delete -f web`');
       expect(e.hint).toContain(file);
     }
     expect(readFileSync(file, 'utf8')).toBe(before);
