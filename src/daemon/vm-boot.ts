@@ -1,6 +1,6 @@
 /**
  * The boot half of `vm create` and `vm start`, as steps with rollback:
- * config disk → accelerator → QEMU (detached, own session) → guest agent → SSH.
+ * config disk → accelerator → QEMU (detached, own session) → guest agent and SSH (waited for side by side).
  * The disks that persist (root overlay, work disk) are made by create only.
  */
 import { readFileSync } from 'node:fs';
@@ -137,15 +137,35 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
       },
     },
     {
-      name: 'agent',
-      message: 'waiting for the guest agent',
-      run: () => guardBoot(vm, p, runtime!, () => waitForAgent(p.qgaSocket, readyBy, signal)),
-    },
-    {
-      name: 'ssh',
-      message: 'waiting for SSH',
+      // Both must answer before the VM is ready; waiting for them side by side
+      // saves the seconds one of them comes up after the other.
+      name: 'ready',
+      message: 'waiting for the guest agent and SSH',
       run: async () => {
-        await guardBoot(vm, p, runtime!, () => waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal }));
+        // When one wait fails, the other stops too (no retry loop outlives the boot).
+        const peer = new AbortController();
+        const both = signal ? AbortSignal.any([signal, peer.signal]) : peer.signal;
+        const failFast = (e: unknown) => {
+          peer.abort();
+          throw e;
+        };
+        const agent = guardBoot(vm, p, runtime!, () => waitForAgent(p.qgaSocket, readyBy, both)).then(
+          () => progress({ stage: 'agent', message: 'guest agent answered' }),
+          failFast,
+        );
+        const ssh = guardBoot(vm, p, runtime!, () => waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal: both })).then(
+          () => progress({ stage: 'ssh', message: 'SSH answered' }),
+          failFast,
+        );
+        const results = await Promise.allSettled([agent, ssh]);
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        // Report the real failure, not the "interrupted" of the peer we stopped.
+        if (failed) {
+          const real = results.find(
+            (r): r is PromiseRejectedResult => r.status === 'rejected' && !(r.reason instanceof BangerError && r.reason.code === 'interrupted' && !signal?.aborted),
+          );
+          throw (real ?? failed).reason;
+        }
         ctx.reservedPorts.delete(port);
       },
     },

@@ -221,7 +221,7 @@ describe.skipIf(!hasSshd)('ssh against a real sshd', () => {
     expect(e.message).toMatch(/expected SHA256:\S+ \(ssh-ed25519\), but it presented SHA256:\S+/);
     expect(e.message).toMatch(/replaced/);
     expect(e.message).toMatch(/intercepting/);
-    expect(e.hint).toContain('banger vm delete alpha');
+    expect(e.hint).toContain('banger vm delete -f alpha');
     expect(e.hint).toContain(knownHosts);
     await sleep(300); // give a (wrongly) started command time to run
     expect(existsSync(marker)).toBe(false);
