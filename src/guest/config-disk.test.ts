@@ -3,13 +3,13 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner } from '../system/runner.js';
+import { toolPath } from '../system/which.js';
 import { BangerError } from '../errors/errors.js';
 import {
   CONFIG_DISK_BYTES,
   CONFIG_DISK_LABEL,
   configDiskFiles,
   parseIpv4,
-  toolPath,
   validateGuestConfig,
   writeConfigDisk,
   type GuestConfig,

@@ -11,8 +11,9 @@
  *   /authorized_keys  OpenSSH public keys, one per line
  *   /network.env      KEY=value lines: MAC, ADDRESS, PREFIX, GATEWAY, DNS
  */
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync, renameSync, truncateSync, accessSync, constants } from 'node:fs';
-import { basename, dirname, join, delimiter } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, renameSync, truncateSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { toolPath } from '../system/which.js';
 import { randomBytes } from 'node:crypto';
 import { badRequest } from '../errors/errors.js';
 import type { Runner } from '../system/runner.js';
@@ -149,30 +150,6 @@ export function configDiskFiles(cfg: GuestConfig): Record<string, string> {
   };
 }
 
-/**
- * Absolute path of an admin tool (mkfs.ext4, debugfs, …) when it is not on
- * PATH: Debian keeps them in /usr/sbin, which is not on a normal user's PATH.
- */
-export function toolPath(name: string, envPath = process.env.PATH ?? ''): string {
-  const dirs = [...envPath.split(delimiter).filter((d) => d.length > 0)];
-  for (const d of dirs) {
-    if (isExecutable(join(d, name))) return name;
-  }
-  for (const d of ['/usr/sbin', '/sbin', '/usr/local/sbin']) {
-    const p = join(d, name);
-    if (isExecutable(p)) return p;
-  }
-  return name;
-}
-
-function isExecutable(p: string): boolean {
-  try {
-    accessSync(p, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Writes the config disk for one VM to `path` (atomically: built beside it,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner, type Runner } from '../system/runner.js';
 import { BangerError } from '../errors/errors.js';
-import { toolPath } from './config-disk.js';
+import { onPath, toolPath } from '../system/which.js';
 import {
   MIN_WORK_DISK_BYTES,
   WORK_DISK_LABEL,
@@ -18,11 +18,8 @@ import {
 
 const MiB = 1024 * 1024;
 const runner = createRunner();
-const haveTools = ['mkfs.ext4', 'e2fsck', 'resize2fs', 'dumpe2fs', 'debugfs'].every((t) => toolPath(t).startsWith('/') || existsOnPath(t));
+const haveTools = ['mkfs.ext4', 'e2fsck', 'resize2fs', 'dumpe2fs', 'debugfs'].every((t) => toolPath(t).startsWith('/') || onPath(t) !== undefined);
 
-function existsOnPath(t: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => d !== '' && existsSync(join(d, t)));
-}
 
 /** Runner that records argv and delegates to the real one. */
 function recording(): { runner: Runner; calls: string[][] } {

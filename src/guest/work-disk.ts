@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { BangerError } from '../errors/errors.js';
 import { formatSize } from '../model/sizes.js';
 import { tail, type Runner } from '../system/runner.js';
-import { toolPath } from './config-disk.js';
+import { toolPath } from '../system/which.js';
 
 /** The filesystem label the guest looks for (fstab: LABEL=banger-work). */
 export const WORK_DISK_LABEL = 'banger-work';

@@ -34,7 +34,7 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BangerError, messageOf } from '../errors/errors.js';
 import type { RunOptions, RunResult, Runner } from '../system/runner.js';
-import { toolPath } from '../guest/config-disk.js';
+import { toolPath } from '../system/which.js';
 import {
   GUEST_SCRIPT,
   GUEST_SCRIPT_PATH,

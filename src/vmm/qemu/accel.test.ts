@@ -1,7 +1,8 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
+import { onPath } from '../../system/which.js';
 import { createRunner, type Runner, type RunOptions, type RunResult } from '../../system/runner.js';
 import { BangerError } from '../../errors/errors.js';
 import {
@@ -184,16 +185,6 @@ describe('parseTscKhz', () => {
 
 // ---- the real probe -----------------------------------------------------
 
-function onPath(cmd: string): boolean {
-  return (process.env.PATH ?? '').split(delimiter).some((d) => {
-    try {
-      accessSync(join(d, cmd), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
 
 /** A bootable kernel: $BANGER_TEST_KERNEL, the dev host's Debian cloud kernel, or the host's own. */
 function findKernel(): string | undefined {

@@ -2,7 +2,8 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
+import { onPath } from '../../system/which.js';
 import type { VmPaths } from '../../paths/paths.js';
 import { BangerError } from '../../errors/errors.js';
 import { createRunner } from '../../system/runner.js';
@@ -189,16 +190,6 @@ describe('kernelCmdline', () => {
 
 // ---- the whole command line against the real QEMU -----------------------
 
-function onPath(cmd: string): boolean {
-  return (process.env.PATH ?? '').split(delimiter).some((d) => {
-    try {
-      accessSync(join(d, cmd), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
 
 /**
  * Just enough of a Linux boot-protocol header (bzImage) for QEMU to accept
