@@ -1,0 +1,151 @@
+/**
+ * Turns a RepoScan into what the guest receives, without writing to the
+ * user's repo: git objects go to a temporary object directory that borrows
+ * the repo's objects as an alternate, and the index used is a copy.
+ *
+ *   indexTree  the host's staged state (git status in the guest matches)
+ *   tree       the work tree as sent (the scan's entries)
+ *   commit     `tree` with HEAD as parent: the guest's refs/banger/prepared,
+ *              the base that `workspace export` diffs against. Its dates and
+ *              author are fixed, so the same work tree gives the same commit.
+ *   pack       every object the guest needs (history up to HEAD, the two
+ *              trees), minus what an earlier prepare already sent
+ *   tar        the entries, with a member for each parent directory so that
+ *              extraction replaces a guest-made symlink instead of following it
+ */
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BangerError } from '../errors/errors.js';
+import type { Runner } from '../system/runner.js';
+import { git, type RepoScan } from './scan.js';
+
+export interface Snapshot {
+  dir: string;
+  tree: string;
+  /** null when the host index has unmerged entries (then the guest's index is HEAD). */
+  indexTree: string | null;
+  commit: string;
+  packFile: string;
+  packBytes: number;
+  tarFile: string;
+  tarBytes: number;
+  /** Commits the host repo is shallow at (sent as the guest's .git/shallow). */
+  shallow: string[];
+}
+
+const FIXED_IDENT: NodeJS.ProcessEnv = {
+  GIT_AUTHOR_NAME: 'banger',
+  GIT_AUTHOR_EMAIL: 'banger@localhost',
+  GIT_COMMITTER_NAME: 'banger',
+  GIT_COMMITTER_EMAIL: 'banger@localhost',
+  GIT_AUTHOR_DATE: '@0 +0000',
+  GIT_COMMITTER_DATE: '@0 +0000',
+};
+
+export const SNAPSHOT_MESSAGE = 'banger: workspace as prepared';
+
+/** The env that keeps git's writes in `dir`. */
+async function tempGitEnv(runner: Runner, root: string, dir: string): Promise<NodeJS.ProcessEnv> {
+  const objects = (await git(runner, root, ['rev-parse', '--path-format=absolute', '--git-path', 'objects'])).trim();
+  const index = (await git(runner, root, ['rev-parse', '--path-format=absolute', '--git-path', 'index'])).trim();
+  const tmpIndex = join(dir, 'index');
+  await mkdir(join(dir, 'objects'), { recursive: true });
+  await copyFile(index, tmpIndex).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e; // no index yet: a new repo
+  });
+  return { GIT_INDEX_FILE: tmpIndex, GIT_OBJECT_DIRECTORY: join(dir, 'objects'), GIT_ALTERNATE_OBJECT_DIRECTORIES: objects };
+}
+
+/** The tree of the work tree as the scan sees it (also the dirty check's fingerprint). */
+export async function worktreeTree(runner: Runner, scan: RepoScan, dir: string): Promise<{ tree: string; indexTree: string | null; env: NodeJS.ProcessEnv }> {
+  const env = await tempGitEnv(runner, scan.root, dir);
+  const idx = await runner.run(['git', 'write-tree'], { cwd: scan.root, env: { ...process.env, ...env }, allowFailure: true });
+  const indexTree = idx.code === 0 ? idx.stdout.trim() : null;
+  // update-index skips files whose stat matches the copied index, so this is
+  // cheap for an unchanged repo; --remove drops the deleted ones.
+  const paths = [...scan.entries.map((e) => e.path), ...scan.deleted];
+  if (paths.length > 0) {
+    await git(runner, scan.root, ['update-index', '--add', '--remove', '-z', '--stdin'], env, paths.join('\0') + '\0');
+  }
+  // Untracked files git never saw are in; tracked ones the scan skipped (submodules) stay as they were.
+  const tree = (await git(runner, scan.root, ['write-tree'], env)).trim();
+  return { tree, indexTree, env };
+}
+
+export async function makeSnapshot(
+  runner: Runner,
+  scan: RepoScan,
+  opts: { tmpRoot: string; /** A host commit whose history the guest already has (from an earlier prepare). */ have?: string | null },
+): Promise<Snapshot> {
+  await mkdir(opts.tmpRoot, { recursive: true });
+  const dir = await mkdtemp(join(opts.tmpRoot, 'ws-'));
+  try {
+    const { tree, indexTree, env } = await worktreeTree(runner, scan, dir);
+    const commitArgs = ['commit-tree', tree, '-m', SNAPSHOT_MESSAGE];
+    if (scan.head) commitArgs.push('-p', scan.head);
+    const commit = (await git(runner, scan.root, commitArgs, { ...env, ...FIXED_IDENT })).trim();
+
+    const revs = [commit];
+    if (indexTree) revs.push(indexTree);
+    if (opts.have && /^[0-9a-f]{40,64}$/.test(opts.have)) {
+      const known = await runner.run(['git', 'cat-file', '-e', `${opts.have}^{commit}`], { cwd: scan.root, allowFailure: true });
+      if (known.code === 0) revs.push(`^${opts.have}`);
+    }
+    const packBase = join(dir, 'pack');
+    await git(runner, scan.root, ['pack-objects', '--revs', '-q', packBase], env, revs.join('\n') + '\n');
+    const packName = (await readdir(dir)).find((f) => f.startsWith('pack-') && f.endsWith('.pack'));
+    if (!packName) throw new BangerError('internal', 'git pack-objects wrote no pack');
+    const packFile = join(dir, packName);
+
+    const tarFile = join(dir, 'files.tar');
+    const members = tarMembers(scan.entries.map((e) => e.path));
+    await runner.run(
+      ['tar', '--create', '--format=posix', '--numeric-owner', '-f', tarFile, '-C', scan.root, '--no-recursion', '--null', '--verbatim-files-from', '--files-from=-'],
+      { input: members.join('\0') + (members.length ? '\0' : '') },
+    );
+    const shallowFile = (await git(runner, scan.root, ['rev-parse', '--path-format=absolute', '--git-path', 'shallow'])).trim();
+    const shallow = await readFile(shallowFile, 'utf8')
+      .then((t) => t.split('\n').filter((l) => /^[0-9a-f]{40,64}$/.test(l)))
+      .catch(() => [] as string[]);
+    return {
+      dir,
+      tree,
+      indexTree,
+      commit,
+      packFile,
+      packBytes: (await stat(packFile)).size,
+      tarFile,
+      tarBytes: (await stat(tarFile)).size,
+      shallow,
+    };
+  } catch (e) {
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+export async function dropSnapshot(s: Snapshot): Promise<void> {
+  await rm(s.dir, { recursive: true, force: true });
+}
+
+/** Paths in order, each directory listed once before anything in it. */
+export function tarMembers(paths: string[]): string[] {
+  const out: string[] = [];
+  const dirs = new Set<string>();
+  for (const p of [...paths].sort(byBytes)) {
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (!dirs.has(d)) {
+        dirs.add(d);
+        out.push(d);
+      }
+    }
+    out.push(p);
+  }
+  return out;
+}
+
+function byBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
