@@ -11,11 +11,13 @@ import { buildDebianImage } from '../images/build.js';
 import { ImageService } from './image-service.js';
 import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
+import { WorkspaceService } from './workspace-service.js';
 
 export interface Services {
   images: ImageService;
   vms: VmService;
   inspect: InspectService;
+  workspaces: WorkspaceService;
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
@@ -23,5 +25,6 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
   const bootTimeoutMs = Number(process.env.BANGER_BOOT_TIMEOUT_S ?? 300) * 1000;
   const vms = new VmService({ ...deps, images, bootTimeoutMs });
   const inspect = new InspectService({ ...deps, vms });
-  return { images, vms, inspect };
+  const workspaces = new WorkspaceService({ ...deps, vms });
+  return { images, vms, inspect, workspaces };
 }

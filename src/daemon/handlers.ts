@@ -1,10 +1,17 @@
 /** Maps the RPC method table onto the services. Handlers return data; the CLI renders it. */
-import type { Handlers } from '../rpc/server.js';
+import type { Connection, Handlers } from '../rpc/server.js';
 import type { Layout } from '../paths/paths.js';
 import { PROTOCOL_VERSION } from '../rpc/methods.js';
 import { VERSION } from '../version.js';
 import { DEFAULT_IMAGE } from './image-service.js';
 import type { Services } from './compose.js';
+
+/** A signal that fires when the client goes away (its work is then pointless). */
+function abortOnClose(conn: Connection): AbortSignal {
+  const abort = new AbortController();
+  conn.onClose(() => abort.abort());
+  return abort.signal;
+}
 
 export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: number; requestStop: () => void }): Handlers {
   return {
@@ -44,11 +51,11 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
     'vm.stats': async (p) => s.inspect.stats(p.name),
     'vm.ports': async (p) => s.inspect.ports(p.name),
     'vm.ssh_target': async (p) => s.vms.sshTarget(p.name),
-    'image.build': async (p, rc) => {
-      const abort = new AbortController();
-      rc.connection.onClose(() => abort.abort());
-      return s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, onProgress: rc.progress, signal: abort.signal });
-    },
+    'vm.workspace.prepare': async (p, rc) => s.workspaces.prepare(p, rc.progress, abortOnClose(rc.connection)),
+    'vm.workspace.export': async (p, rc) => s.workspaces.export(p.name, p.baseCommit ?? null, abortOnClose(rc.connection)),
+    'vm.workspace.status': async (p) => s.workspaces.status(p.name),
+    'image.build': async (p, rc) =>
+      s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'image.list': async () => s.images.list(),
     'image.show': async (p) => s.images.show(p.name),
     'image.delete': async (p) => {

@@ -107,6 +107,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
           sshHostPort: port,
           mac: macFor(vm.id),
           name: vm.name,
+          // No route off the host unless the VM was created with --nat.
+          restrictNet: !vm.nat,
         });
         log.info({ vm: vm.name, argv }, 'starting qemu');
         // -daemonize: returns once QEMU is set up (errors on stderr); the VM runs in its own session.

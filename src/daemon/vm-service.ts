@@ -50,6 +50,8 @@ export interface CreateParams {
   ephemeral?: boolean;
   /** false: create the VM's disks but do not boot it (vm create --no-start). */
   start?: boolean;
+  /** Let the guest reach the network. */
+  nat?: boolean;
 }
 
 export interface SetParams {
@@ -90,6 +92,20 @@ export class VmService {
     return this.targetFor(vm, rt);
   }
 
+  /**
+   * Runs fn under the VM's lock while it is running (a stop or delete waits
+   * for it), with its SSH target.
+   */
+  async withRunning<T>(name: string, fn: (vm: VmRecord, target: SshTarget) => Promise<T>): Promise<T> {
+    const vm0 = this.find(name);
+    return this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      const rt = this.liveRuntime(vm);
+      if (vm.state !== 'running' || !rt) throw notRunning(vm);
+      return fn(vm, this.targetFor(vm, rt));
+    });
+  }
+
   count(): number {
     return this.deps.store.listVms().length;
   }
@@ -128,6 +144,7 @@ export class VmService {
       network: 'user',
       state: 'creating',
       ephemeral: params.ephemeral === true,
+      nat: params.nat === true,
       lastError: null,
       createdAt: now,
       updatedAt: now,
@@ -185,7 +202,7 @@ export class VmService {
       });
       const fresh = this.find(vm.name);
       return {
-        vm: { ...fresh, runtime: rt },
+        vm: this.viewWith(fresh, rt),
         ssh: rt ? this.targetFor(fresh, rt) : null,
         bootMs: Date.now() - started,
       };
@@ -211,7 +228,7 @@ export class VmService {
       }
       const rt = await this.bootStopped(vm, progress);
       const fresh = this.current(vm);
-      return { vm: { ...fresh, runtime: rt }, ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
+      return { vm: this.viewWith(fresh, rt), ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
     });
   }
 
@@ -234,7 +251,7 @@ export class VmService {
       await this.stopLocked(vm);
       const rt = await this.bootStopped(this.current(vm), progress);
       const fresh = this.current(vm);
-      return { vm: { ...fresh, runtime: rt }, ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
+      return { vm: this.viewWith(fresh, rt), ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
     });
   }
 
@@ -486,7 +503,11 @@ export class VmService {
   }
 
   private view(vm: VmRecord): VmView {
-    return { ...vm, runtime: this.liveRuntime(vm) };
+    return this.viewWith(vm, this.liveRuntime(vm));
+  }
+
+  private viewWith(vm: VmRecord, runtime: VmRuntime | null): VmView {
+    return { ...vm, runtime, workspace: this.deps.store.findWorkspace(vm.id) };
   }
 
   private targetFor(vm: VmRecord, rt: VmRuntime): SshTarget & GuestSshTarget {

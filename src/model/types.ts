@@ -27,6 +27,8 @@ export interface VmRecord {
   state: VmState;
   /** Delete this VM when the client that created it goes away (vm run --rm). */
   ephemeral: boolean;
+  /** The guest may reach the network (--nat); otherwise it has no route off the host. */
+  nat: boolean;
   lastError: string | null;
   createdAt: string;
   updatedAt: string;
@@ -48,6 +50,29 @@ export interface VmRuntime {
 /** A VM as shown to users: the record plus what is known of its runtime. */
 export interface VmView extends VmRecord {
   runtime: VmRuntime | null;
+  workspace: WorkspaceRecord | null;
+}
+
+export const WORKSPACE_MODES = ['archive', 'delta'] as const;
+export type WorkspaceMode = (typeof WORKSPACE_MODES)[number];
+
+/** The last `vm workspace prepare` of a VM (one per VM). */
+export interface WorkspaceRecord {
+  /** The host repo's top directory. */
+  hostPath: string;
+  /** Where it is in the guest. */
+  guestPath: string;
+  includeUntracked: boolean;
+  /** git tree of the work tree as sent: the dirty check compares against it. */
+  tree: string;
+  /** The guest's refs/banger/prepared: `tree` on top of `head`. */
+  commit: string;
+  head: string | null;
+  branch: string | null;
+  files: number;
+  bytes: number;
+  mode: WorkspaceMode;
+  preparedAt: string;
 }
 
 export interface ImageRecord {

@@ -4,7 +4,7 @@
  * (validated at the daemon's boundary) and a phantom result type.
  */
 import { z } from 'zod';
-import type { ImageRecord, SshTarget, VmView } from '../model/types.js';
+import { WORKSPACE_MODES, type ImageRecord, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
 import { VM_NAME_RULE, vmNameProblem } from '../model/names.js';
 
 /** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
@@ -19,7 +19,7 @@ export interface StopReport {
 }
 
 /** Bump when a method's params or result change shape. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 const vmName = z.string().refine((s) => vmNameProblem(s) === undefined, { message: VM_NAME_RULE });
 const imageName = z.string().refine((s) => vmNameProblem(s) === undefined, {
@@ -86,6 +86,29 @@ export interface VmPort {
   hostEndpoint: string | null;
 }
 
+export interface WorkspacePrepareResult {
+  name: string;
+  workspace: WorkspaceRecord;
+  /** Bytes that went over the wire (git objects + archive). */
+  sentBytes: number;
+  skipped: string[];
+  ms: number;
+}
+
+export interface WorkspaceExportResult {
+  /** The patch, base64 (binary-safe over the JSON RPC). */
+  patchBase64: string;
+  bytes: number;
+  baseCommit: string | null;
+}
+
+export interface WorkspaceStatus {
+  workspace: WorkspaceRecord | null;
+  /** Whether the host repo differs from what was prepared (null: cannot tell, see reason). */
+  changed: boolean | null;
+  reason: string | null;
+}
+
 export const methods = {
   'rpc.hello': {
     params: z.object({ protocol: z.number().int(), client: z.string() }).strict(),
@@ -107,6 +130,8 @@ export const methods = {
         ephemeral: z.boolean().optional(),
         /** false: make the disks, do not boot (vm create --no-start). */
         start: z.boolean().optional(),
+        /** Let the guest reach the network (otherwise: no route off the host). */
+        nat: z.boolean().optional(),
       })
       .strict(),
     result: {} as VmCreateResult,
@@ -146,6 +171,23 @@ export const methods = {
   },
   'vm.stats': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmStats },
   'vm.ports': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmPort[] },
+  'vm.workspace.prepare': {
+    params: z
+      .object({
+        name: z.string().min(1),
+        /** Absolute: the CLI resolves it against its own working directory. */
+        path: z.string().min(1).refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }),
+        includeUntracked: z.boolean().optional(),
+        mode: z.enum(WORKSPACE_MODES).optional(),
+      })
+      .strict(),
+    result: {} as WorkspacePrepareResult,
+  },
+  'vm.workspace.export': {
+    params: z.object({ name: z.string().min(1), baseCommit: z.string().min(1).optional() }).strict(),
+    result: {} as WorkspaceExportResult,
+  },
+  'vm.workspace.status': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as WorkspaceStatus },
   'vm.ssh_target': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmSshTarget },
   'image.build': {
     params: z.object({ name: imageName.optional(), force: z.boolean().optional() }).strict(),

@@ -43,4 +43,25 @@ export const MIGRATIONS: Migration[] = [
     name: 'per-VM work disk size',
     sql: `ALTER TABLE vms ADD COLUMN disk_bytes INTEGER NOT NULL DEFAULT 0;`,
   },
+  {
+    version: 3,
+    name: 'egress flag and workspaces',
+    sql: `
+      ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 0;
+      CREATE TABLE workspaces (
+        vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        host_path TEXT NOT NULL,
+        guest_path TEXT NOT NULL,
+        include_untracked INTEGER NOT NULL,
+        tree TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        head TEXT,
+        branch TEXT,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        prepared_at TEXT NOT NULL
+      );
+    `,
+  },
 ];

@@ -5,7 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { BangerError } from '../errors/errors.js';
-import type { ImageRecord, VmRecord, VmState } from '../model/types.js';
+import type { ImageRecord, VmRecord, VmState, WorkspaceMode, WorkspaceRecord } from '../model/types.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 
 type Db = Database.Database;
@@ -57,6 +57,7 @@ interface VmRow {
   network: string;
   state: string;
   ephemeral: number;
+  nat: number;
   last_error: string | null;
   created_at: string;
   updated_at: string;
@@ -83,9 +84,38 @@ const toVm = (r: VmRow): VmRecord => ({
   network: r.network as VmRecord['network'],
   state: r.state as VmState,
   ephemeral: r.ephemeral === 1,
+  nat: r.nat === 1,
   lastError: r.last_error,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
+});
+
+interface WorkspaceRow {
+  host_path: string;
+  guest_path: string;
+  include_untracked: number;
+  tree: string;
+  commit_sha: string;
+  head: string | null;
+  branch: string | null;
+  files: number;
+  bytes: number;
+  mode: string;
+  prepared_at: string;
+}
+
+const toWorkspace = (r: WorkspaceRow): WorkspaceRecord => ({
+  hostPath: r.host_path,
+  guestPath: r.guest_path,
+  includeUntracked: r.include_untracked === 1,
+  tree: r.tree,
+  commit: r.commit_sha,
+  head: r.head,
+  branch: r.branch,
+  files: r.files,
+  bytes: r.bytes,
+  mode: r.mode as WorkspaceMode,
+  preparedAt: r.prepared_at,
 });
 
 const toImage = (r: ImageRow): ImageRecord => ({
@@ -118,10 +148,10 @@ export class Store {
     try {
       this.db
         .prepare(
-          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, disk_bytes, vmm, network, state, ephemeral, last_error, created_at, updated_at)
-           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @diskBytes, @vmm, @network, @state, @ephemeral, @lastError, @createdAt, @updatedAt)`,
+          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, disk_bytes, vmm, network, state, ephemeral, nat, last_error, created_at, updated_at)
+           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @diskBytes, @vmm, @network, @state, @ephemeral, @nat, @lastError, @createdAt, @updatedAt)`,
         )
-        .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0 });
+        .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0, nat: vm.nat ? 1 : 0 });
     } catch (e) {
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
         throw new BangerError('already_exists', `a VM named ${vm.name} already exists`, 'pick another --name, or `banger vm delete -f ' + vm.name + '`');
@@ -183,6 +213,24 @@ export class Store {
 
   deleteImage(name: string): void {
     this.db.prepare('DELETE FROM images WHERE name = ?').run(name);
+  }
+
+  /** Records a VM's workspace (replacing the previous one). */
+  upsertWorkspace(vmId: string, w: WorkspaceRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO workspaces (vm_id, host_path, guest_path, include_untracked, tree, commit_sha, head, branch, files, bytes, mode, prepared_at)
+         VALUES (@vmId, @hostPath, @guestPath, @includeUntracked, @tree, @commit, @head, @branch, @files, @bytes, @mode, @preparedAt)
+         ON CONFLICT(vm_id) DO UPDATE SET host_path=excluded.host_path, guest_path=excluded.guest_path,
+           include_untracked=excluded.include_untracked, tree=excluded.tree, commit_sha=excluded.commit_sha, head=excluded.head,
+           branch=excluded.branch, files=excluded.files, bytes=excluded.bytes, mode=excluded.mode, prepared_at=excluded.prepared_at`,
+      )
+      .run({ ...w, vmId, includeUntracked: w.includeUntracked ? 1 : 0 });
+  }
+
+  findWorkspace(vmId: string): WorkspaceRecord | null {
+    const r = this.db.prepare('SELECT * FROM workspaces WHERE vm_id = ?').get(vmId) as WorkspaceRow | undefined;
+    return r ? toWorkspace(r) : null;
   }
 
   vmsUsingImage(name: string): VmRecord[] {

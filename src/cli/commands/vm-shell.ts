@@ -5,27 +5,36 @@ import { shellJoin } from '../../model/quote.js';
 import type { SshTarget } from '../../model/types.js';
 import { sshCommandArgs, sshExec } from '../../guest/ssh.js';
 import type { CliContext } from '../context.js';
+import { style } from '../style.js';
+import { GUEST_REPO } from '../../workspace/guest-scripts.js';
+import { prepareWorkspace } from './vm-workspace.js';
 
 /** With passThroughOptions, the `--` after NAME reaches us: it separates, it is not the command. */
 export function commandAfterName(rest: string[]): string[] {
   return rest[0] === '--' ? rest.slice(1) : rest;
 }
 
-/** Runs CMD (or an interactive shell) in the VM; resolves with the exit code. */
-export async function runInVm(ctx: CliContext, target: SshTarget, cmd: string[], signal?: AbortSignal): Promise<number> {
+/** Runs CMD (or an interactive shell) in the VM, in `cwd` when given; resolves with the exit code. */
+export async function runInVm(ctx: CliContext, target: SshTarget, cmd: string[], signal?: AbortSignal, cwd?: string): Promise<number> {
   if (cmd.length === 0) {
     if (!process.stdin.isTTY) {
       throw new BangerError('bad_request', 'no command given and stdin is not a terminal', 'pass a command after --, e.g. `-- uname -a`');
     }
-    return ctx.runner.runInteractive(['ssh', '-t', ...sshCommandArgs(target)]);
+    const shell = cwd ? ['sh', '-c', 'cd "$1" && exec "${SHELL:-/bin/sh}" -l', 'shell', cwd] : undefined;
+    return ctx.runner.runInteractive(['ssh', '-t', ...sshCommandArgs(target, shell)]);
   }
-  const res = await sshExec(target, shellJoin(cmd), {
+  const res = await sshExec(target, inDir(cwd, cmd), {
     stdout: process.stdout,
     stderr: process.stderr,
     stdin: process.stdin.isTTY ? null : process.stdin,
     signal,
   });
   return res.exitCode;
+}
+
+/** CMD as one shell line, run in `cwd` when given (a failed cd is reported and ends it). */
+export function inDir(cwd: string | undefined, cmd: string[]): string {
+  return cwd ? `cd ${shellJoin([cwd])} && ${shellJoin(cmd)}` : shellJoin(cmd);
 }
 
 export function addShellCommands(vm: Command, ctx: CliContext): void {
@@ -40,16 +49,29 @@ export function addShellCommands(vm: Command, ctx: CliContext): void {
     });
 
   vm.command('exec')
-    .description('run CMD in a running VM, non-interactively; exits with its exit code')
-    .usage('NAME -- CMD [ARGS...]')
+    .description(`run CMD in a running VM (in ${GUEST_REPO} when it has a workspace), non-interactively; exits with its exit code`)
+    .usage('[options] NAME -- CMD [ARGS...]')
+    .option('--auto-prepare', 'resync the workspace first when the host repo changed since the last prepare')
     .argument('<name>')
     .argument('<cmd...>')
     .passThroughOptions()
-    .action(async (name, rest) => {
+    .action(async (name, rest, opts) => {
       const cmd = commandAfterName(rest);
       if (cmd.length === 0) throw new BangerError('bad_request', 'vm exec needs a command', `e.g. \`banger vm exec ${name} -- uname -a\``);
-      const target = await (await ctx.daemon()).call('vm.ssh_target', { name });
-      const res = await sshExec(target, shellJoin(cmd), {
+      const client = await ctx.daemon();
+      const target = await client.call('vm.ssh_target', { name }); // not_running for a stopped VM
+      const st = await client.call('vm.workspace.status', { name });
+      const ws = st.workspace;
+      if (ws && st.changed === true) {
+        if (opts.autoPrepare) {
+          await prepareWorkspace(ctx, client, name, ws.hostPath, { includeUntracked: ws.includeUntracked, mode: ws.mode });
+        } else {
+          process.stderr.write(`${style.warn('warning:', process.stderr)} ${ws.hostPath} changed since it was prepared into ${name}; --auto-prepare resyncs it\n`);
+        }
+      } else if (ws && st.changed === null && st.reason) {
+        process.stderr.write(`${style.warn('warning:', process.stderr)} cannot compare ${name}'s workspace with ${ws.hostPath}: ${st.reason}\n`);
+      }
+      const res = await sshExec(target, inDir(ws?.guestPath, cmd), {
         stdout: process.stdout,
         stderr: process.stderr,
         stdin: process.stdin.isTTY ? null : process.stdin,

@@ -8,6 +8,12 @@ import { tryConnect } from '../connect.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table } from '../style.js';
 import { addShellCommands, runInVm } from './vm-shell.js';
+import { addWorkspaceCommands, modeOption, prepareWorkspace, type PrepareFlags } from './vm-workspace.js';
+import { bootstrapMise, hasMiseConfig } from './bootstrap.js';
+import { scanRepo, type RepoScan } from '../../workspace/scan.js';
+import { GUEST_REPO } from '../../workspace/guest-scripts.js';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { addLifecycleCommands, sizeFlag } from './vm-lifecycle.js';
 import { addInspectCommands } from './vm-inspect.js';
 import { formatSize } from '../../model/sizes.js';
@@ -16,13 +22,18 @@ export function vmCommand(ctx: CliContext): Command {
   const vm = new Command('vm').description('create, run and manage microVMs').enablePositionalOptions();
 
   specOptions(vm.command('run'))
-    .description('create a VM, boot it, run CMD in it over SSH and exit with its exit code')
-    .usage('[options] -- CMD [ARGS...]')
+    .description(`create a VM, boot it, copy PATH (a git repo) into ${GUEST_REPO}, run CMD there over SSH and exit with its exit code`)
+    .usage('[options] [PATH] -- CMD [ARGS...]')
     .option('--rm', 'delete the VM and all its files when the command ends (Ctrl-C included)')
-    .argument('[cmd...]', 'command to run in the guest (interactive shell when omitted)')
+    .option('-d, --detach', 'leave the VM running and print how to reach it (takes no CMD)')
+    .option('--include-untracked', 'also send untracked files that git does not ignore')
+    .option('--no-bootstrap', 'do not run `mise install` for a repo with .mise.toml')
+    .addOption(modeOption())
+    .argument('[args...]', 'PATH (default: none), then -- and the command (interactive shell when omitted)')
     .passThroughOptions()
-    .action(async (cmd, opts) => {
-      process.exitCode = await vmRun(ctx, cmd, opts);
+    .action(async (args, opts) => {
+      const split = splitRunArgs(args, process.argv.slice(2).includes('--'));
+      process.exitCode = await vmRun(ctx, split, opts);
     });
 
   vm.command('list')
@@ -58,12 +69,14 @@ export function vmCommand(ctx: CliContext): Command {
         ['work disk', `${formatSize(v.diskBytes)} at /root`],
         ['root fs', formatSize(v.systemOverlayBytes)],
         ['network', `${v.network} (SSH forwarded to loopback)`],
+        ['egress', v.nat ? 'allowed (--nat)' : 'none: no route off the host (create with --nat to allow)'],
         ['ephemeral', v.ephemeral ? 'yes (vm run --rm)' : 'no'],
         ['created', v.createdAt],
       ];
       if (v.runtime) {
         rows.push(['pid', String(v.runtime.pid)], ['accel', v.runtime.accel], ['ssh', `${v.runtime.sshHost}:${v.runtime.sshPort}`]);
       }
+      if (v.workspace) rows.push(['workspace', `${v.workspace.hostPath} → ${v.workspace.guestPath} (${v.workspace.files} files, prepared ${v.workspace.preparedAt})`]);
       if (v.lastError) rows.push(['last error', v.lastError]);
       process.stdout.write(rows.map(([k, val]) => `${k.padEnd(10)}  ${val}`).join('\n') + '\n');
     });
@@ -90,7 +103,7 @@ export function vmCommand(ctx: CliContext): Command {
       const started = Date.now();
       const res = await (await ctx.daemon()).call(
         'vm.create',
-        { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, start: opts.start },
+        { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, start: opts.start, nat: opts.nat === true },
         (ev) => ctx.progress(ev),
       );
       if (opts.json) return printJson(res.vm);
@@ -99,6 +112,7 @@ export function vmCommand(ctx: CliContext): Command {
     });
 
   addShellCommands(vm, ctx);
+  addWorkspaceCommands(vm, ctx);
   addLifecycleCommands(vm, ctx);
   addInspectCommands(vm, ctx);
 
@@ -112,28 +126,70 @@ function specOptions<A extends unknown[], O extends OptionValues>(c: Command<A, 
     .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
     .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
     .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G (default: disk_size in config)', sizeFlag('--disk-size'))
-    .option('--image <name>', 'image to boot (default: bookworm, built on first use)');
+    .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
+    .option('--nat', 'let the guest reach the network (default: no route off the host)');
 }
 
 function sshColumn(v: VmView): string {
   return v.runtime ? `${v.runtime.sshHost}:${v.runtime.sshPort}` : '-';
 }
 
-interface RunOpts {
+interface RunOpts extends PrepareFlags {
   name?: string;
   vcpu?: number;
   memory?: number;
   diskSize?: number;
   image?: string;
   rm?: boolean;
+  detach?: boolean;
+  nat?: boolean;
+  bootstrap?: boolean;
 }
 
-async function vmRun(ctx: CliContext, cmd: string[], opts: RunOpts): Promise<number> {
+export interface RunArgs {
+  path?: string;
+  cmd: string[];
+}
+
+/**
+ * `vm run [PATH] -- CMD`: what comes before `--` is PATH (one at most),
+ * what follows is CMD. Commander drops a `--` that comes before any operand,
+ * so `vm run -- CMD` arrives as bare operands: hadDoubleDash tells them apart
+ * from `vm run PATH`.
+ */
+export function splitRunArgs(args: string[], hadDoubleDash: boolean): RunArgs {
+  const usage = 'usage: `banger vm run [PATH] -- CMD [ARGS...]`';
+  const i = args.indexOf('--');
+  const before = i >= 0 ? args.slice(0, i) : hadDoubleDash ? [] : args;
+  const cmd = i >= 0 ? args.slice(i + 1) : hadDoubleDash ? args : [];
+  if (before.length > 1) {
+    throw new BangerError('bad_request', `vm run takes one PATH before --, got ${before.length}: ${before.join(' ')}`, `put the command after --; ${usage}`);
+  }
+  return { path: before[0], cmd };
+}
+
+async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Promise<number> {
+  const { cmd } = args;
   // Validate before anything is created; the daemon validates again.
   const name = opts.name !== undefined ? validateVmName(opts.name) : generateVmName();
   if (opts.vcpu !== undefined && opts.vcpu < 1) throw new BangerError('bad_request', `--vcpu must be at least 1 (got ${opts.vcpu})`);
-  if (cmd.length === 0 && !process.stdin.isTTY) {
+  if (opts.detach && opts.rm) {
+    throw new BangerError('bad_request', '-d and --rm cannot be combined: a detached VM outlives this command', 'drop --rm (delete it later with `banger vm delete -f NAME`), or drop -d');
+  }
+  if (opts.detach && cmd.length > 0) {
+    throw new BangerError('bad_request', `-d takes no command (got: ${cmd.join(' ')})`, 'start it with -d, then `banger vm exec NAME -- CMD`; or drop -d to run CMD now');
+  }
+  if (cmd.length === 0 && !opts.detach && !process.stdin.isTTY) {
     throw new BangerError('bad_request', 'no command given and stdin is not a terminal', 'pass a command after --, e.g. `banger vm run --rm -- uname -a`');
+  }
+  const scan = args.path !== undefined ? await scanForRun(ctx, args.path) : undefined;
+  const needsBootstrap = scan !== undefined && opts.bootstrap !== false && hasMiseConfig(scan);
+  if (needsBootstrap && !opts.nat) {
+    throw new BangerError(
+      'bad_request',
+      `${scan.root} has a mise config (.mise.toml): bootstrapping it (\`mise install\`) needs the network, and without --nat the VM has none`,
+      'add --nat to let the guest reach the network, or --no-bootstrap to skip the bootstrap',
+    );
   }
   const client = await ctx.daemon();
   const exec = new AbortController();
@@ -154,13 +210,24 @@ async function vmRun(ctx: CliContext, cmd: string[], opts: RunOpts): Promise<num
     process.stderr.write(style.dim(`• creating VM ${name}`, process.stderr) + '\n');
     const res = await client.call(
       'vm.create',
-      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, ephemeral: opts.rm === true },
+      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, ephemeral: opts.rm === true, nat: opts.nat === true },
       (ev) => ctx.progress(ev),
     );
     created = true;
     process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
     if (!res.ssh) throw new BangerError('internal', 'vm.create returned no SSH target for a started VM');
-    const code = await runInVm(ctx, res.ssh, cmd, exec.signal);
+    if (scan) {
+      await prepareWorkspace(ctx, client, name, scan.root, opts);
+      if (needsBootstrap) await bootstrapMise(ctx, res.ssh, name, exec.signal);
+    }
+    if (opts.detach) {
+      process.stdout.write(`${name} is running${scan ? ` with ${scan.root} at ${GUEST_REPO}` : ''}\n`);
+      process.stdout.write(`  banger vm ssh ${name}            # a shell\n  banger vm exec ${name} -- CMD     # run a command${scan ? ` in ${GUEST_REPO}` : ''}\n`);
+      if (scan) process.stdout.write(`  banger vm workspace export ${name} -o changes.patch\n`);
+      process.stdout.write(`  banger vm delete -f ${name}       # remove it\n`);
+      return 0;
+    }
+    const code = await runInVm(ctx, res.ssh, cmd, exec.signal, scan ? GUEST_REPO : undefined);
     if (opts.rm) await client.call('vm.delete', { name, force: true });
     else process.stderr.write(style.dim(`• ${name} is still running: \`banger vm ssh ${name}\`; \`banger vm delete -f ${name}\` removes it`, process.stderr) + '\n');
     return code;
@@ -174,6 +241,14 @@ async function vmRun(ctx: CliContext, cmd: string[], opts: RunOpts): Promise<num
       process.off('SIGTERM', onSignal);
     }
   }
+}
+
+/** PATH for vm run: a repo (checked here, before any VM exists). */
+async function scanForRun(ctx: CliContext, path: string): Promise<RepoScan> {
+  if (!existsSync(path)) {
+    throw new BangerError('bad_request', `PATH ${path} does not exist`, `a command goes after --: \`banger vm run -- ${path}\`; a PATH must be a directory in a git repo`);
+  }
+  return scanRepo(ctx.runner, resolve(path));
 }
 
 /**

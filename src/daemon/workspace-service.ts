@@ -1,0 +1,209 @@
+/**
+ * Workspaces: copy a host repo into a running VM's /root/repo and bring the
+ * guest's edits back as a patch. The host half is src/workspace (scan,
+ * snapshot), the guest half is the scripts in src/workspace/guest-scripts.ts;
+ * this service runs them under the VM's lock (a stop waits for a prepare to
+ * finish, so a prepared workspace is on disk before the guest powers off)
+ * and records the result in the store.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
+import { formatSize } from '../model/sizes.js';
+import type { ProgressEvent, SshTarget, WorkspaceMode, WorkspaceRecord } from '../model/types.js';
+import type { Layout } from '../paths/paths.js';
+import type { Store } from '../store/store.js';
+import type { Runner } from '../system/runner.js';
+import { tail } from '../system/runner.js';
+import type { Logger } from '../log/log.js';
+import { sshExec } from '../guest/ssh.js';
+import { scanRepo, type RepoScan } from '../workspace/scan.js';
+import { dropSnapshot, makeSnapshot, worktreeTree } from '../workspace/snapshot.js';
+import { applyCommand, BAD_BASE_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, probeCommand } from '../workspace/guest-scripts.js';
+import { ensureDir } from '../system/fs.js';
+import type { WorkspaceExportResult as ExportResult, WorkspacePrepareResult as PrepareResult, WorkspaceStatus } from '../rpc/methods.js';
+import type { VmService } from './vm-service.js';
+
+export interface WorkspaceServiceDeps {
+  store: Store;
+  runner: Runner;
+  layout: Layout;
+  log: Logger;
+  vms: VmService;
+  /** How often a long transfer reports progress (ms). */
+  progressIntervalMs?: number;
+}
+
+export interface PrepareParams {
+  name: string;
+  /** Absolute path inside the host repo. */
+  path: string;
+  includeUntracked?: boolean;
+  mode?: WorkspaceMode;
+}
+
+type Progress = (ev: ProgressEvent) => void;
+
+export class WorkspaceService {
+  constructor(private readonly deps: WorkspaceServiceDeps) {}
+
+  private get tmpRoot(): string {
+    return join(this.deps.layout.cacheDir, 'tmp');
+  }
+
+  async prepare(p: PrepareParams, progress: Progress, signal?: AbortSignal): Promise<PrepareResult> {
+    const started = Date.now();
+    const mode = p.mode ?? 'archive';
+    if (mode !== 'archive') {
+      throw new BangerError('bad_request', `--mode ${mode} is not available yet`, 'use --mode archive (the default)');
+    }
+    // Scan before taking the lock: a bad repo fails without waiting for anything.
+    const scan = await scanRepo(this.deps.runner, p.path, { includeUntracked: p.includeUntracked });
+    return this.deps.vms.withRunning(p.name, async (vm, target) => {
+      progress({ stage: 'workspace', message: `sending ${describe(scan)} from ${scan.root} to ${vm.name}:${GUEST_REPO}` });
+      const have = (await this.capture(target, probeCommand(GUEST_REPO), signal)).stdout.trim() || null;
+      const snap = await makeSnapshot(this.deps.runner, scan, { tmpRoot: this.tmpRoot, have });
+      try {
+        const total = snap.packBytes + snap.tarBytes;
+        const input = Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress));
+        const errOut = collector();
+        const res = await sshExec(
+          target,
+          applyCommand({
+            repo: GUEST_REPO,
+            packBytes: snap.packBytes,
+            commit: snap.commit,
+            indexTree: snap.indexTree,
+            head: scan.head,
+            branch: scan.branch,
+            shallow: snap.shallow,
+          }),
+          { stdout: collector(), stderr: errOut, stdin: input, signal },
+        );
+        if (res.exitCode !== 0) {
+          throw new BangerError(
+            'operation_failed',
+            `writing the workspace into ${vm.name}:${GUEST_REPO} failed (exit ${res.exitCode})${guestStderr(errOut)}`,
+            `the work disk may be full: \`banger vm stats ${vm.name}\`; \`banger vm set ${vm.name} --disk-size\` grows it while stopped`,
+          );
+        }
+        const workspace: WorkspaceRecord = {
+          hostPath: scan.root,
+          guestPath: GUEST_REPO,
+          includeUntracked: scan.includeUntracked,
+          tree: snap.tree,
+          commit: snap.commit,
+          head: scan.head,
+          branch: scan.branch,
+          files: scan.entries.length,
+          bytes: scan.totalBytes,
+          mode,
+          preparedAt: new Date().toISOString(),
+        };
+        this.deps.store.upsertWorkspace(vm.id, workspace);
+        this.deps.log.info({ vm: vm.name, files: workspace.files, sent: total, ms: Date.now() - started }, 'workspace prepared');
+        return { name: vm.name, workspace, sentBytes: total, skipped: scan.skipped, ms: Date.now() - started };
+      } finally {
+        await dropSnapshot(snap);
+      }
+    });
+  }
+
+  async export(name: string, baseCommit: string | null, signal?: AbortSignal): Promise<ExportResult> {
+    if (baseCommit !== null) validateRevision(baseCommit);
+    return this.deps.vms.withRunning(name, async (vm, target) => {
+      const out = await this.capture(target, exportCommand(GUEST_REPO, baseCommit), signal);
+      if (out.exitCode === NO_WORKSPACE_EXIT) {
+        throw new BangerError('not_found', `${vm.name} has no prepared workspace at ${GUEST_REPO}`, `prepare one with \`banger vm workspace prepare ${vm.name} PATH\``);
+      }
+      if (out.exitCode === BAD_BASE_EXIT) {
+        throw new BangerError('bad_request', `--base-commit ${baseCommit}: ${out.stderr.trim()}`, `pass a commit of the guest's history, e.g. the host's HEAD at prepare time (\`banger vm show ${vm.name}\` names it)`);
+      }
+      if (out.exitCode !== 0) {
+        throw new BangerError('operation_failed', `exporting the workspace of ${vm.name} failed (exit ${out.exitCode})${out.stderr ? `:\n${tail(out.stderr)}` : ''}`);
+      }
+      return { patchBase64: out.stdoutBuf.toString('base64'), bytes: out.stdoutBuf.length, baseCommit };
+    });
+  }
+
+  /** Does the host repo still match what was prepared? (vm exec warns when not.) */
+  async status(name: string): Promise<WorkspaceStatus> {
+    const vm = this.deps.vms.show(name);
+    const ws = vm.workspace;
+    if (!ws) return { workspace: null, changed: null, reason: null };
+    let scan: RepoScan;
+    try {
+      scan = await scanRepo(this.deps.runner, ws.hostPath, { includeUntracked: ws.includeUntracked });
+    } catch (e) {
+      return { workspace: ws, changed: null, reason: messageOf(e) };
+    }
+    ensureDir(this.tmpRoot);
+    const dir = await mkdtemp(join(this.tmpRoot, 'ws-status-'));
+    try {
+      const { tree } = await worktreeTree(this.deps.runner, scan, dir);
+      const changed = tree !== ws.tree || scan.head !== ws.head;
+      return { workspace: ws, changed, reason: changed ? `${ws.hostPath} changed since it was prepared at ${ws.preparedAt}` : null };
+    } catch (e) {
+      return { workspace: ws, changed: null, reason: isBangerError(e) ? e.message : messageOf(e) };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** The files one after the other, reporting progress while they stream. */
+  private async *concat(files: string[], total: number, progress: Progress): AsyncGenerator<Buffer> {
+    const interval = this.deps.progressIntervalMs ?? 1000;
+    let sent = 0;
+    let last = Date.now();
+    for (const f of files) {
+      for await (const chunk of createReadStream(f)) {
+        const b = chunk as Buffer;
+        sent += b.length;
+        if (Date.now() - last >= interval) {
+          last = Date.now();
+          progress({ stage: 'workspace', message: `sent ${formatSize(sent)} of ${formatSize(total)} (${Math.floor((sent / total) * 100)}%)` });
+        }
+        yield b;
+      }
+    }
+  }
+
+  private async capture(target: SshTarget, command: string, signal?: AbortSignal) {
+    const out = collector();
+    const err = collector();
+    const res = await sshExec(target, command, { stdout: out, stderr: err, signal });
+    return { exitCode: res.exitCode, stdoutBuf: out.buffer(), stdout: out.buffer().toString('utf8'), stderr: err.buffer().toString('utf8') };
+  }
+}
+
+function describe(scan: RepoScan): string {
+  return `${scan.entries.length} file${scan.entries.length === 1 ? '' : 's'} (${formatSize(scan.totalBytes)})`;
+}
+
+function guestStderr(c: { buffer(): Buffer }): string {
+  const t = tail(c.buffer().toString('utf8'));
+  return t ? `:\n${t}` : '';
+}
+
+/** A Writable that keeps what it is given. */
+function collector(): Writable & { buffer(): Buffer } {
+  const chunks: Buffer[] = [];
+  const w = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk);
+      cb();
+    },
+  }) as Writable & { buffer(): Buffer };
+  w.buffer = () => Buffer.concat(chunks);
+  return w;
+}
+
+/** A revision for --base-commit: a commit id or ref name, never an option or a range. */
+export function validateRevision(rev: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._/~^@{}-]{0,199}$/.test(rev) || rev.includes('..')) {
+    throw new BangerError('bad_request', `--base-commit ${JSON.stringify(rev)} is not a commit`, 'pass a commit id (e.g. the output of `git rev-parse HEAD`) or a branch name');
+  }
+  return rev;
+}
