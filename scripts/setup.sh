@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-pkgs=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client ca-certificates iproute2)
+pkgs=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client ca-certificates iproute2 git tar)
 # Test peers: a real sshd and a real qemu-guest-agent for unit tests of the SSH and agent clients.
 [ "$want_test" = 1 ] && pkgs+=(openssh-server qemu-guest-agent)
 

@@ -21,7 +21,7 @@ import type { Logger } from '../log/log.js';
 import { sshExec } from '../guest/ssh.js';
 import { scanRepo, type RepoScan } from '../workspace/scan.js';
 import { dropSnapshot, makeSnapshot, worktreeTree } from '../workspace/snapshot.js';
-import { applyCommand, BAD_BASE_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, probeCommand } from '../workspace/guest-scripts.js';
+import { applyCommand, BAD_BASE_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, parseProbe, probeCommand } from '../workspace/guest-scripts.js';
 import { ensureDir } from '../system/fs.js';
 import type { WorkspaceExportResult as ExportResult, WorkspacePrepareResult as PrepareResult, WorkspaceStatus } from '../rpc/methods.js';
 import type { VmService } from './vm-service.js';
@@ -56,15 +56,14 @@ export class WorkspaceService {
   async prepare(p: PrepareParams, progress: Progress, signal?: AbortSignal): Promise<PrepareResult> {
     const started = Date.now();
     const mode = p.mode ?? 'archive';
-    if (mode !== 'archive') {
-      throw new BangerError('bad_request', `--mode ${mode} is not available yet`, 'use --mode archive (the default)');
-    }
     // Scan before taking the lock: a bad repo fails without waiting for anything.
     const scan = await scanRepo(this.deps.runner, p.path, { includeUntracked: p.includeUntracked });
     return this.deps.vms.withRunning(p.name, async (vm, target) => {
       progress({ stage: 'workspace', message: `sending ${describe(scan)} from ${scan.root} to ${vm.name}:${GUEST_REPO}` });
-      const have = (await this.capture(target, probeCommand(GUEST_REPO), signal)).stdout.trim() || null;
-      const snap = await makeSnapshot(this.deps.runner, scan, { tmpRoot: this.tmpRoot, have });
+      const probe = await this.capture(target, probeCommand(GUEST_REPO, mode === 'delta'), signal);
+      const { have, guestFiles } = parseProbe(probe.stdoutBuf);
+      const snap = await makeSnapshot(this.deps.runner, scan, { tmpRoot: this.tmpRoot, have, guestFiles });
+      if (guestFiles) progress({ stage: 'workspace', message: `delta: ${snap.sentFiles} of ${scan.entries.length} files differ in the guest` });
       try {
         const total = snap.packBytes + snap.tarBytes;
         const input = Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress));
@@ -104,7 +103,7 @@ export class WorkspaceService {
         };
         this.deps.store.upsertWorkspace(vm.id, workspace);
         this.deps.log.info({ vm: vm.name, files: workspace.files, sent: total, ms: Date.now() - started }, 'workspace prepared');
-        return { name: vm.name, workspace, sentBytes: total, skipped: scan.skipped, ms: Date.now() - started };
+        return { name: vm.name, workspace, sentBytes: total, sentFiles: snap.sentFiles, skipped: scan.skipped, ms: Date.now() - started };
       } finally {
         await dropSnapshot(snap);
       }

@@ -91,6 +91,8 @@ export interface WorkspacePrepareResult {
   workspace: WorkspaceRecord;
   /** Bytes that went over the wire (git objects + archive). */
   sentBytes: number;
+  /** Files in the archive (delta mode: only those that differed in the guest). */
+  sentFiles: number;
   skipped: string[];
   ms: number;
 }

@@ -79,17 +79,47 @@ export function applyCommand(a: ApplyArgs): string {
 
 /**
  * Prints the host commit the last prepare was based on (the parent of the
- * prepared commit), or nothing: the guest has its history, so a resync
- * sends only what is newer.
+ * prepared commit), or an empty line: the guest has that history, so a
+ * resync sends only newer objects. With "list" as $2 it then prints
+ * `git ls-files -s -z` of the guest's work tree as it is now (read through a
+ * throwaway index in the git dir, so the guest's own index is untouched):
+ * the delta mode sends only the files whose content or mode differs.
  */
-const PROBE = `cd "$1" 2>/dev/null && git rev-parse -q --verify 'refs/banger/prepared^1' 2>/dev/null || true`;
+const PROBE = `cd "$1" 2>/dev/null || { echo; exit 0; }
+git rev-parse -q --verify 'refs/banger/prepared^1' 2>/dev/null || echo
+[ "$2" = list ] && git rev-parse -q --verify 'refs/banger/prepared^{commit}' >/dev/null 2>&1 || exit 0
+gd=$(git rev-parse --git-dir)
+tmp="$gd/banger-probe-$$.index"
+trap 'rm -f "$tmp" "$tmp.lock"' EXIT
+if [ -f "$gd/index" ]; then cp "$gd/index" "$tmp"; fi
+GIT_INDEX_FILE=$tmp git add -A >/dev/null 2>&1
+GIT_INDEX_FILE=$tmp git ls-files -s -z
+`;
 
-export function probeArgv(repo: string): string[] {
-  return ['sh', '-c', PROBE, 'banger-workspace', repo];
+export function probeArgv(repo: string, list = false): string[] {
+  return ['sh', '-c', PROBE, 'banger-workspace', repo, list ? 'list' : '-'];
 }
 
-export function probeCommand(repo: string): string {
-  return shellJoin(probeArgv(repo));
+export function probeCommand(repo: string, list = false): string {
+  return shellJoin(probeArgv(repo, list));
+}
+
+/** What the probe printed: the base commit and, when listed, the guest's files (path → "mode sha"). */
+export function parseProbe(out: Buffer): { have: string | null; guestFiles: Map<string, string> | null } {
+  const nl = out.indexOf(10);
+  const first = (nl < 0 ? out : out.subarray(0, nl)).toString('utf8').trim();
+  const rest = nl < 0 ? Buffer.alloc(0) : out.subarray(nl + 1);
+  const have = /^[0-9a-f]{40,64}$/.test(first) ? first : null;
+  if (rest.length === 0) return { have, guestFiles: null };
+  const guestFiles = new Map<string, string>();
+  for (const rec of rest.toString('utf8').split('\0')) {
+    // "<mode> <sha> <stage>\t<path>"
+    const tab = rec.indexOf('\t');
+    if (tab < 0) continue;
+    const [mode, sha] = rec.slice(0, tab).split(' ');
+    guestFiles.set(rec.slice(tab + 1), `${mode} ${sha}`);
+  }
+  return { have, guestFiles };
 }
 
 /**

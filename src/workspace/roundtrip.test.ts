@@ -11,7 +11,7 @@ import { createRunner } from '../system/runner.js';
 import { isBangerError } from '../errors/errors.js';
 import { scanRepo } from './scan.js';
 import { dropSnapshot, makeSnapshot, tarMembers, worktreeTree } from './snapshot.js';
-import { applyArgv, exportArgv, probeArgv } from './guest-scripts.js';
+import { applyArgv, exportArgv, parseProbe, probeArgv } from './guest-scripts.js';
 
 const runner = createRunner();
 const GIT_ENV = {
@@ -32,10 +32,11 @@ async function g(cwd: string, ...args: string[]): Promise<string> {
   return (await runner.run(['git', ...args], { cwd, env: GIT_ENV })).stdout;
 }
 
-async function prepare(opts: { includeUntracked?: boolean } = {}) {
+async function prepare(opts: { includeUntracked?: boolean; delta?: boolean } = {}) {
   const scan = await scanRepo(runner, repo, opts);
-  const have = (await runner.run(probeArgv(guest), { env: GIT_ENV })).stdout.trim() || null;
-  const snap = await makeSnapshot(runner, scan, { tmpRoot: join(tmp, 'work'), have });
+  const probe = await runner.run(probeArgv(guest, opts.delta), { env: GIT_ENV });
+  const { have, guestFiles } = parseProbe(Buffer.from(probe.stdout));
+  const snap = await makeSnapshot(runner, scan, { tmpRoot: join(tmp, 'work'), have, guestFiles });
   try {
     const input = Buffer.concat([readFileSync(snap.packFile), readFileSync(snap.tarFile)]);
     await runner.run(
@@ -123,6 +124,27 @@ describe('workspace round trip (real git and tar)', () => {
     expect(readFileSync(join(guest, 'build.out'), 'utf8')).toBe('guest made\n');
     expect(await g(guest, 'log', '--format=%s')).toBe('second\nfirst\n');
     expect(snap.packBytes).toBeLessThan(2000);
+  });
+
+  it('delta mode sends only the files that differ in the guest, and the result equals an archive prepare', async () => {
+    await prepare();
+    writeFileSync(join(repo, 'a.txt'), 'host change\n');
+    writeFileSync(join(guest, 'src', 'deep', 'b.txt'), 'guest scribble\n');
+    writeFileSync(join(guest, 'guest-only.txt'), 'mine\n');
+    const { snap } = await prepare({ delta: true });
+    expect(snap.sentFiles).toBe(2);
+    expect(readFileSync(join(guest, 'a.txt'), 'utf8')).toBe('host change\n');
+    expect(readFileSync(join(guest, 'src', 'deep', 'b.txt'), 'utf8')).toBe('beta\n');
+    expect(readFileSync(join(guest, 'guest-only.txt'), 'utf8')).toBe('mine\n');
+    expect(await g(guest, 'status', '--porcelain', '--untracked-files=no')).toBe(' M a.txt\n');
+    // nothing differs: nothing is sent
+    const again = await prepare({ delta: true });
+    expect(again.snap.sentFiles).toBe(0);
+  });
+
+  it('delta mode without an earlier prepare sends everything', async () => {
+    const { snap, scan } = await prepare({ delta: true });
+    expect(snap.sentFiles).toBe(scan.entries.length);
   });
 
   it('the same work tree gives the same snapshot tree (the dirty check) and a change gives another', async () => {

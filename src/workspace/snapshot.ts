@@ -31,6 +31,8 @@ export interface Snapshot {
   tarBytes: number;
   /** Commits the host repo is shallow at (sent as the guest's .git/shallow). */
   shallow: string[];
+  /** Files in the archive (all of them, or in delta mode only those the guest lacks). */
+  sentFiles: number;
 }
 
 const FIXED_IDENT: NodeJS.ProcessEnv = {
@@ -75,7 +77,13 @@ export async function worktreeTree(runner: Runner, scan: RepoScan, dir: string):
 export async function makeSnapshot(
   runner: Runner,
   scan: RepoScan,
-  opts: { tmpRoot: string; /** A host commit whose history the guest already has (from an earlier prepare). */ have?: string | null },
+  opts: {
+    tmpRoot: string;
+    /** A host commit whose history the guest already has (from an earlier prepare). */
+    have?: string | null;
+    /** Delta mode: the guest's files now (path → "mode sha"); only differing ones are archived. */
+    guestFiles?: Map<string, string> | null;
+  },
 ): Promise<Snapshot> {
   await mkdir(opts.tmpRoot, { recursive: true });
   const dir = await mkdtemp(join(opts.tmpRoot, 'ws-'));
@@ -98,7 +106,8 @@ export async function makeSnapshot(
     const packFile = join(dir, packName);
 
     const tarFile = join(dir, 'files.tar');
-    const members = tarMembers(scan.entries.map((e) => e.path));
+    const paths = opts.guestFiles ? await changedPaths(runner, scan.root, tree, opts.guestFiles, env) : scan.entries.map((e) => e.path);
+    const members = tarMembers(paths);
     await runner.run(
       ['tar', '--create', '--format=posix', '--numeric-owner', '-f', tarFile, '-C', scan.root, '--no-recursion', '--null', '--verbatim-files-from', '--files-from=-'],
       { input: members.join('\0') + (members.length ? '\0' : '') },
@@ -117,11 +126,27 @@ export async function makeSnapshot(
       tarFile,
       tarBytes: (await stat(tarFile)).size,
       shallow,
+      sentFiles: paths.length,
     };
   } catch (e) {
     await rm(dir, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** Paths of `tree` whose mode or content the guest does not have. */
+async function changedPaths(runner: Runner, root: string, tree: string, guestFiles: Map<string, string>, env: NodeJS.ProcessEnv): Promise<string[]> {
+  const out = await git(runner, root, ['ls-tree', '-r', '-z', '--full-tree', tree], env);
+  const paths: string[] = [];
+  for (const rec of out.split('\0')) {
+    const tab = rec.indexOf('\t');
+    if (tab < 0) continue;
+    const [mode, type, sha] = rec.slice(0, tab).split(' ');
+    if (type !== 'blob') continue; // submodules are not sent
+    const p = rec.slice(tab + 1);
+    if (guestFiles.get(p) !== `${mode} ${sha}`) paths.push(p);
+  }
+  return paths;
 }
 
 export async function dropSnapshot(s: Snapshot): Promise<void> {

@@ -91,6 +91,8 @@ export async function leakCensus(dirs: RunDirs, banger: Banger): Promise<string[
   if (existsSync(vmsDir) && readdirSync(vmsDir).length) leaks.push(`VM directories left: ${readdirSync(vmsDir).join(', ')}`);
   const sockDir = join(dirs.runtimeDir, 'vms');
   if (existsSync(sockDir) && readdirSync(sockDir).length) leaks.push(`VM socket directories left: ${readdirSync(sockDir).join(', ')}`);
+  const tmp = join(dirs.root, 'cache', 'tmp');
+  if (existsSync(tmp) && readdirSync(tmp).length) leaks.push(`workspace temp files left: ${readdirSync(tmp).join(', ')}`);
   const list = await banger(['vm', 'list', '--json']);
   if (list.code !== 0) leaks.push(`vm list failed: ${list.stderr.trim()}`);
   else {

@@ -5,6 +5,7 @@ import { RpcClient } from '../../src/rpc/client.js';
 import { BangerError } from '../../src/errors/errors.js';
 import { check, qemuProcesses, sleep, type Banger, type RunDirs } from './harness.js';
 import { lifecycleScenarios } from './scenarios-lifecycle.js';
+import { workspaceScenarios } from './scenarios-workspace.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -148,4 +149,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios];

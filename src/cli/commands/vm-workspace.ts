@@ -17,7 +17,9 @@ export interface PrepareFlags {
 }
 
 export const modeOption = () =>
-  new Option('--mode <mode>', 'how files travel: archive (a tar stream over SSH)').choices(WORKSPACE_MODES).default('archive' as WorkspaceMode);
+  new Option('--mode <mode>', 'archive: send every file (first prepare, or most files changed); delta: only files that differ in the guest (resync of a big repo)')
+    .choices(WORKSPACE_MODES)
+    .default('archive' as WorkspaceMode);
 
 /** Sends PATH into NAME's /root/repo through the daemon, printing progress and a one-line summary on stderr. */
 export async function prepareWorkspace(ctx: CliContext, client: RpcClient, name: string, path: string, flags: PrepareFlags): Promise<WorkspacePrepareResult> {
@@ -29,7 +31,9 @@ export async function prepareWorkspace(ctx: CliContext, client: RpcClient, name:
   for (const s of r.skipped) ctx.progress({ stage: 'workspace', level: 'warn', message: `${s} is a submodule or nested repo: not sent` });
   ctx.progress({
     stage: 'workspace',
-    message: `${r.workspace.hostPath} → ${name}:${r.workspace.guestPath}: ${r.workspace.files} files (${formatSize(r.workspace.bytes)}) in ${(r.ms / 1000).toFixed(1)} s`,
+    message:
+      `${r.workspace.hostPath} → ${name}:${r.workspace.guestPath}: ${r.workspace.files} files (${formatSize(r.workspace.bytes)})` +
+      `${r.sentFiles !== r.workspace.files ? `, ${r.sentFiles} sent` : ''} in ${(r.ms / 1000).toFixed(1)} s`,
   });
   return r;
 }
