@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import { formatSize } from '../model/sizes.js';
+import { validateRevision } from '../model/revision.js';
 import type { ProgressEvent, SshTarget, WorkspaceMode, WorkspaceRecord } from '../model/types.js';
 import type { Layout } from '../paths/paths.js';
 import type { Store } from '../store/store.js';
@@ -21,7 +22,7 @@ import type { Logger } from '../log/log.js';
 import { sshExec } from '../guest/ssh.js';
 import { scanRepo, type RepoScan } from '../workspace/scan.js';
 import { dropSnapshot, makeSnapshot, worktreeTree } from '../workspace/snapshot.js';
-import { applyCommand, BAD_BASE_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, parseProbe, probeCommand } from '../workspace/guest-scripts.js';
+import { applyCommand, BAD_BASE_EXIT, BASE_MISSING_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, parseProbe, probeCommand } from '../workspace/guest-scripts.js';
 import { ensureDir } from '../system/fs.js';
 import type { WorkspaceExportResult as ExportResult, WorkspacePrepareResult as PrepareResult, WorkspaceStatus } from '../rpc/methods.js';
 import type { VmService } from './vm-service.js';
@@ -60,54 +61,79 @@ export class WorkspaceService {
     const scan = await scanRepo(this.deps.runner, p.path, { includeUntracked: p.includeUntracked });
     return this.deps.vms.withRunning(p.name, async (vm, target) => {
       progress({ stage: 'workspace', message: `sending ${describe(scan)} from ${scan.root} to ${vm.name}:${GUEST_REPO}` });
-      const probe = await this.capture(target, probeCommand(GUEST_REPO, mode === 'delta'), signal);
-      const { have, guestFiles } = parseProbe(probe.stdoutBuf);
-      const snap = await makeSnapshot(this.deps.runner, scan, { tmpRoot: this.tmpRoot, have, guestFiles });
-      if (guestFiles) progress({ stage: 'workspace', message: `delta: ${snap.sentFiles} of ${scan.entries.length} files differ in the guest` });
-      try {
-        const total = snap.packBytes + snap.tarBytes;
-        const input = Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress));
-        const errOut = collector();
-        const res = await sshExec(
-          target,
-          applyCommand({
-            repo: GUEST_REPO,
-            packBytes: snap.packBytes,
-            commit: snap.commit,
-            indexTree: snap.indexTree,
-            head: scan.head,
-            branch: scan.branch,
-            shallow: snap.shallow,
-          }),
-          { stdout: collector(), stderr: errOut, stdin: input, signal },
-        );
-        if (res.exitCode !== 0) {
-          throw new BangerError(
-            'operation_failed',
-            `writing the workspace into ${vm.name}:${GUEST_REPO} failed (exit ${res.exitCode})${guestStderr(errOut)}`,
-            `the work disk may be full: \`banger vm stats ${vm.name}\`; \`banger vm set ${vm.name} --disk-size\` grows it while stopped`,
-          );
-        }
-        const workspace: WorkspaceRecord = {
-          hostPath: scan.root,
-          guestPath: GUEST_REPO,
-          includeUntracked: scan.includeUntracked,
-          tree: snap.tree,
+      // The base whose history the guest has: in delta mode the probe says (it
+      // lists the guest's files anyway); in archive mode the last prepare's
+      // HEAD, which the apply script verifies (exit BASE_MISSING_EXIT → send all).
+      let have: string | null;
+      let guestFiles: Map<string, string> | null = null;
+      if (mode === 'delta') {
+        ({ have, guestFiles } = parseProbe((await this.capture(target, probeCommand(GUEST_REPO, true), signal)).stdoutBuf));
+      } else {
+        have = this.deps.store.findWorkspace(vm.id)?.head ?? null;
+      }
+      let sent = await this.send(vm.name, target, scan, { have, guestFiles }, progress, signal);
+      if (sent === 'base-missing') sent = await this.send(vm.name, target, scan, { have: null, guestFiles }, progress, signal);
+      if (sent === 'base-missing') throw new BangerError('internal', 'the guest reported a missing base with no base sent');
+      const workspace: WorkspaceRecord = {
+        hostPath: scan.root,
+        guestPath: GUEST_REPO,
+        includeUntracked: scan.includeUntracked,
+        tree: sent.tree,
+        commit: sent.commit,
+        head: scan.head,
+        branch: scan.branch,
+        files: scan.entries.length,
+        bytes: scan.totalBytes,
+        mode,
+        preparedAt: new Date().toISOString(),
+      };
+      this.deps.store.upsertWorkspace(vm.id, workspace);
+      const ms = Date.now() - started;
+      this.deps.log.info({ vm: vm.name, files: workspace.files, sentFiles: sent.sentFiles, sentBytes: sent.bytes, ms }, 'workspace prepared');
+      return { name: vm.name, workspace, sentBytes: sent.bytes, sentFiles: sent.sentFiles, skipped: scan.skipped, ms };
+    });
+  }
+
+  /** One snapshot → apply round: the pack then the archive on the apply script's stdin. */
+  private async send(
+    vmName: string,
+    target: SshTarget,
+    scan: RepoScan,
+    base: { have: string | null; guestFiles: Map<string, string> | null },
+    progress: Progress,
+    signal?: AbortSignal,
+  ): Promise<{ tree: string; commit: string; sentFiles: number; bytes: number } | 'base-missing'> {
+    const snap = await makeSnapshot(this.deps.runner, scan, { tmpRoot: this.tmpRoot, ...base });
+    try {
+      if (base.guestFiles) progress({ stage: 'workspace', message: `delta: ${snap.sentFiles} of ${scan.entries.length} files differ in the guest` });
+      const total = snap.packBytes + snap.tarBytes;
+      const errOut = collector();
+      const res = await sshExec(
+        target,
+        applyCommand({
+          repo: GUEST_REPO,
+          packBytes: snap.packBytes,
           commit: snap.commit,
+          indexTree: snap.indexTree,
           head: scan.head,
           branch: scan.branch,
-          files: scan.entries.length,
-          bytes: scan.totalBytes,
-          mode,
-          preparedAt: new Date().toISOString(),
-        };
-        this.deps.store.upsertWorkspace(vm.id, workspace);
-        this.deps.log.info({ vm: vm.name, files: workspace.files, sent: total, ms: Date.now() - started }, 'workspace prepared');
-        return { name: vm.name, workspace, sentBytes: total, sentFiles: snap.sentFiles, skipped: scan.skipped, ms: Date.now() - started };
-      } finally {
-        await dropSnapshot(snap);
+          shallow: snap.shallow,
+          base: snap.base,
+        }),
+        { stdout: collector(), stderr: errOut, stdin: Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress)), signal },
+      );
+      if (res.exitCode === BASE_MISSING_EXIT && snap.base) return 'base-missing';
+      if (res.exitCode !== 0) {
+        throw new BangerError(
+          'operation_failed',
+          `writing the workspace into ${vmName}:${GUEST_REPO} failed (exit ${res.exitCode})${guestStderr(errOut)}`,
+          `the work disk may be full: \`banger vm stats ${vmName}\`; \`banger vm set ${vmName} --disk-size\` grows it while stopped`,
+        );
       }
-    });
+      return { tree: snap.tree, commit: snap.commit, sentFiles: snap.sentFiles, bytes: total };
+    } finally {
+      await dropSnapshot(snap);
+    }
   }
 
   async export(name: string, baseCommit: string | null, signal?: AbortSignal): Promise<ExportResult> {
@@ -197,12 +223,4 @@ function collector(): Writable & { buffer(): Buffer } {
   }) as Writable & { buffer(): Buffer };
   w.buffer = () => Buffer.concat(chunks);
   return w;
-}
-
-/** A revision for --base-commit: a commit id or ref name, never an option or a range. */
-export function validateRevision(rev: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._/~^@{}-]{0,199}$/.test(rev) || rev.includes('..')) {
-    throw new BangerError('bad_request', `--base-commit ${JSON.stringify(rev)} is not a commit`, 'pass a commit id (e.g. the output of `git rev-parse HEAD`) or a branch name');
-  }
-  return rev;
 }

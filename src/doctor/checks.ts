@@ -25,6 +25,8 @@ const TOOLS: Array<{ name: string; argv: string[]; pkg: string; why: string }> =
   { name: 'mkfs.ext4', argv: ['mkfs.ext4', '-V'], pkg: 'e2fsprogs', why: 'makes images and config disks' },
   { name: 'mmdebstrap', argv: ['mmdebstrap', '--version'], pkg: 'mmdebstrap', why: 'builds the default image' },
   { name: 'ssh', argv: ['ssh', '-V'], pkg: 'openssh-client', why: "interactive `vm ssh`; ssh-keygen makes banger's key" },
+  { name: 'git', argv: ['git', '--version'], pkg: 'git', why: 'workspaces: lists, snapshots and packs the repo you send' },
+  { name: 'tar', argv: ['tar', '--version'], pkg: 'tar', why: 'workspaces: archives the files you send' },
 ];
 
 export async function runChecks(

@@ -14,6 +14,8 @@ export const GUEST_REPO = '/root/repo';
 export const NO_WORKSPACE_EXIT = 3;
 /** Exit status for a bad --base-commit. */
 export const BAD_BASE_EXIT = 4;
+/** Exit status of apply when the pack left out a base the guest does not have (resend everything). */
+export const BASE_MISSING_EXIT = 5;
 
 /**
  * Reads "<pack bytes><tar bytes>" on stdin. Order matters: objects first
@@ -23,11 +25,15 @@ export const BAD_BASE_EXIT = 4;
  * inside the repo, so a symlink made in the guest cannot redirect it.
  */
 const APPLY = `set -eu
-repo=$1 packbytes=$2 commit=$3 itree=$4 head=$5 branch=$6 shallow=$7
+repo=$1 packbytes=$2 commit=$3 itree=$4 head=$5 branch=$6 shallow=$7 base=$8
 mkdir -p "$repo"
 cd "$repo"
 [ -d .git ] || git init -q
 realrepo=$(pwd -P)
+if [ "$base" != - ] && ! git cat-file -e "$base^{commit}" 2>/dev/null; then
+  cat >/dev/null
+  exit ${BASE_MISSING_EXIT}
+fi
 head -c "$packbytes" | git index-pack --stdin >/dev/null
 if [ "$shallow" != - ]; then printf '%s\\n' $shallow > .git/shallow; fi
 if old=$(git rev-parse -q --verify 'refs/banger/prepared^{commit}'); then
@@ -62,6 +68,8 @@ export interface ApplyArgs {
   head: string | null;
   branch: string | null;
   shallow: string[];
+  /** A commit the pack assumes the guest has (with its history), or null. */
+  base: string | null;
 }
 
 /** argv of the apply script (the unit tests run it locally; the guest gets applyCommand). */
@@ -69,7 +77,7 @@ export function applyArgv(a: ApplyArgs): string[] {
   return [
     'sh', '-c', APPLY, 'banger-workspace',
     a.repo, String(a.packBytes), a.commit, a.indexTree ?? '-', a.head ?? '-', a.branch ?? '-',
-    a.shallow.length ? a.shallow.join(' ') : '-',
+    a.shallow.length ? a.shallow.join(' ') : '-', a.base ?? '-',
   ];
 }
 

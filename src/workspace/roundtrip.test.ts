@@ -40,7 +40,7 @@ async function prepare(opts: { includeUntracked?: boolean; delta?: boolean } = {
   try {
     const input = Buffer.concat([readFileSync(snap.packFile), readFileSync(snap.tarFile)]);
     await runner.run(
-      applyArgv({ repo: guest, packBytes: snap.packBytes, commit: snap.commit, indexTree: snap.indexTree, head: scan.head, branch: scan.branch, shallow: snap.shallow }),
+      applyArgv({ repo: guest, packBytes: snap.packBytes, commit: snap.commit, indexTree: snap.indexTree, head: scan.head, branch: scan.branch, shallow: snap.shallow, base: snap.base }),
       { input, env: GIT_ENV },
     );
     return { scan, snap };
@@ -140,6 +140,26 @@ describe('workspace round trip (real git and tar)', () => {
     // nothing differs: nothing is sent
     const again = await prepare({ delta: true });
     expect(again.snap.sentFiles).toBe(0);
+  });
+
+  it('a base the guest no longer has: apply exits 5 before touching anything, and a full send works', async () => {
+    const first = await prepare();
+    rmSync(join(guest, '.git'), { recursive: true });
+    const scan = await scanRepo(runner, repo);
+    const snap = await makeSnapshot(runner, scan, { tmpRoot: join(tmp, 'work'), have: first.scan.head });
+    try {
+      expect(snap.base).toBe(first.scan.head);
+      const input = Buffer.concat([readFileSync(snap.packFile), readFileSync(snap.tarFile)]);
+      const res = await runner.run(
+        applyArgv({ repo: guest, packBytes: snap.packBytes, commit: snap.commit, indexTree: snap.indexTree, head: scan.head, branch: scan.branch, shallow: snap.shallow, base: snap.base }),
+        { input, env: GIT_ENV, allowFailure: true },
+      );
+      expect(res.code).toBe(5);
+    } finally {
+      await dropSnapshot(snap);
+    }
+    await prepare();
+    expect(await g(guest, 'log', '--format=%s')).toBe('first\n');
   });
 
   it('delta mode without an earlier prepare sends everything', async () => {

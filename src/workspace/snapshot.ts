@@ -33,6 +33,8 @@ export interface Snapshot {
   shallow: string[];
   /** Files in the archive (all of them, or in delta mode only those the guest lacks). */
   sentFiles: number;
+  /** The commit left out of the pack with its history (the guest must have it), or null. */
+  base: string | null;
 }
 
 const FIXED_IDENT: NodeJS.ProcessEnv = {
@@ -95,9 +97,13 @@ export async function makeSnapshot(
 
     const revs = [commit];
     if (indexTree) revs.push(indexTree);
+    let base: string | null = null;
     if (opts.have && /^[0-9a-f]{40,64}$/.test(opts.have)) {
       const known = await runner.run(['git', 'cat-file', '-e', `${opts.have}^{commit}`], { cwd: scan.root, allowFailure: true });
-      if (known.code === 0) revs.push(`^${opts.have}`);
+      if (known.code === 0) {
+        revs.push(`^${opts.have}`);
+        base = opts.have;
+      }
     }
     const packBase = join(dir, 'pack');
     await git(runner, scan.root, ['pack-objects', '--revs', '-q', packBase], env, revs.join('\n') + '\n');
@@ -127,6 +133,7 @@ export async function makeSnapshot(
       tarBytes: (await stat(tarFile)).size,
       shallow,
       sentFiles: paths.length,
+      base,
     };
   } catch (e) {
     await rm(dir, { recursive: true, force: true });
