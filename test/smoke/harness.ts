@@ -104,6 +104,18 @@ export async function leakCensus(dirs: RunDirs, banger: Banger): Promise<string[
 
 export class AssertionFailed extends Error {}
 
+/** Runs banger ARGS; fails the scenario unless it exits 0. Returns stdout. */
+export async function ok(banger: Banger, args: string[]): Promise<string> {
+  const r = await banger(args);
+  check(r.code === 0, `banger ${args.join(' ')} → exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  return r.stdout;
+}
+
+/** Deletes the scenario's VMs whatever happened (tests clean up after themselves). */
+export async function cleanup(banger: Banger, ...names: string[]): Promise<void> {
+  for (const n of names) await banger(['vm', 'delete', '-f', n]);
+}
+
 export function check(cond: unknown, message: string): asserts cond {
   if (!cond) throw new AssertionFailed(message);
 }

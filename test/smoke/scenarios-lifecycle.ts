@@ -1,7 +1,7 @@
 /** Issue 3 scenarios: the full lifecycle, durable stops, daemon death, concurrency, input. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { check, qemuProcesses, sleep, type Banger } from './harness.js';
+import { check, cleanup, ok, qemuProcesses, sleep, type Banger } from './harness.js';
 import type { Scenario } from './scenarios.js';
 
 interface VmJson {
@@ -29,16 +29,7 @@ async function exec(banger: Banger, name: string, ...cmd: string[]): Promise<str
   return r.stdout;
 }
 
-async function ok(banger: Banger, args: string[]): Promise<string> {
-  const r = await banger(args);
-  check(r.code === 0, `banger ${args.join(' ')} → exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  return r.stdout;
-}
 
-/** Deletes the scenario's VMs whatever happened (tests clean up after themselves). */
-async function cleanup(banger: Banger, ...names: string[]): Promise<void> {
-  for (const n of names) await banger(['vm', 'delete', '-f', n]);
-}
 
 const bootId = (banger: Banger, name: string) => exec(banger, name, 'cat', '/proc/sys/kernel/random/boot_id').then((s) => s.trim());
 

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { check, type Banger } from './harness.js';
+import { check, cleanup, ok, type Banger } from './harness.js';
 import type { Scenario } from './scenarios.js';
 
 const GIT_ENV = {
@@ -33,15 +33,7 @@ function makeRepo(root: string, files: Record<string, string | Buffer>): string 
   return dir;
 }
 
-async function ok(banger: Banger, args: string[]): Promise<string> {
-  const r = await banger(args);
-  check(r.code === 0, `banger ${args.join(' ')} → exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  return r.stdout;
-}
 
-async function cleanup(banger: Banger, ...names: string[]): Promise<void> {
-  for (const n of names) await banger(['vm', 'delete', '-f', n]);
-}
 
 async function vmNames(banger: Banger): Promise<string[]> {
   return (JSON.parse(await ok(banger, ['vm', 'list', '--json'])) as Array<{ name: string }>).map((v) => v.name);
