@@ -2,7 +2,7 @@
 import { Command } from '@commander-js/extra-typings';
 import { formatSize } from '../../model/sizes.js';
 import { printJson, type CliContext } from '../context.js';
-import { table } from '../style.js';
+import { table, keyValues } from '../style.js';
 
 export function imageCommand(ctx: CliContext): Command {
   const image = new Command('image').description('build and manage VM images');
@@ -46,7 +46,7 @@ export function imageCommand(ctx: CliContext): Command {
         ['packages', i.packages.join(', ')],
         ['created', i.createdAt],
       ];
-      process.stdout.write(rows.map(([k, v]) => `${k.padEnd(8)}  ${v}`).join('\n') + '\n');
+      process.stdout.write(keyValues(rows) + '\n');
     });
 
   image

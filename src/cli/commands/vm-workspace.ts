@@ -9,7 +9,7 @@ import type { WorkspacePrepareResult } from '../../rpc/methods.js';
 import { scanRepo, type RepoScan } from '../../workspace/scan.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
 import { printJson, type CliContext } from '../context.js';
-import { style } from '../style.js';
+import { style, keyValues } from '../style.js';
 
 export interface PrepareFlags {
   includeUntracked?: boolean;
@@ -110,6 +110,6 @@ export function addWorkspaceCommands(vm: Command, ctx: CliContext): void {
         ['prepared', w.preparedAt],
         ['host repo', st.changed === null ? `unknown: ${st.reason}` : st.changed ? 'changed since the prepare' : 'unchanged'],
       ];
-      process.stdout.write(rows.map(([k, v]) => `${k.padEnd(9)}  ${v}`).join('\n') + '\n');
+      process.stdout.write(keyValues(rows) + '\n');
     });
 }

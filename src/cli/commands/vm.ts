@@ -6,7 +6,7 @@ import type { VmView } from '../../model/types.js';
 import { RpcClient } from '../../rpc/client.js';
 import { tryConnect } from '../connect.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
-import { style, table } from '../style.js';
+import { style, table, keyValues } from '../style.js';
 import { addShellCommands, runInVm } from './vm-shell.js';
 import { addWorkspaceCommands, modeOption, prepareWorkspace, type PrepareFlags } from './vm-workspace.js';
 import { bootstrapMise, hasMiseConfig } from './bootstrap.js';
@@ -78,7 +78,7 @@ export function vmCommand(ctx: CliContext): Command {
       }
       if (v.workspace) rows.push(['workspace', `${v.workspace.hostPath} → ${v.workspace.guestPath} (${v.workspace.files} files, prepared ${v.workspace.preparedAt})`]);
       if (v.lastError) rows.push(['last error', v.lastError]);
-      process.stdout.write(rows.map(([k, val]) => `${k.padEnd(10)}  ${val}`).join('\n') + '\n');
+      process.stdout.write(keyValues(rows) + '\n');
     });
 
   vm.command('delete')
