@@ -47,6 +47,10 @@ export interface PrepareParams {
 
 type Progress = (ev: ProgressEvent) => void;
 
+/** Above these a prepare says what it is doing before the transfer starts. */
+const BIG_REPO_FILES = 5000;
+const BIG_REPO_BYTES = 50 * 1024 * 1024;
+
 export class WorkspaceService {
   constructor(private readonly deps: WorkspaceServiceDeps) {}
 
@@ -103,6 +107,9 @@ export class WorkspaceService {
     progress: Progress,
     signal?: AbortSignal,
   ): Promise<{ tree: string; commit: string; sentFiles: number; bytes: number } | 'base-missing'> {
+    if (scan.entries.length > BIG_REPO_FILES || scan.totalBytes > BIG_REPO_BYTES) {
+      progress({ stage: 'workspace', message: `packing git history and ${describe(scan)} (big repo: this takes a while)` });
+    }
     const snap = await makeSnapshot(this.deps.runner, scan, { tmpRoot: this.tmpRoot, ...base });
     try {
       if (base.guestFiles) progress({ stage: 'workspace', message: `delta: ${snap.sentFiles} of ${scan.entries.length} files differ in the guest` });

@@ -5,6 +5,8 @@
  *   banger: `banger vm run --rm -- true` (create, boot, agent+SSH wait, run, delete)
  *   plain:  qemu-system-x86_64 by hand + poll `ssh ... true` until it works, then kill
  * It is a benchmark, not a test: it never fails on time.
+ * `-- --stop` adds vm stop times; `-- --workspace` runs only the workspace
+ * bench (test/bench/workspace.ts).
  */
 import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +20,7 @@ import { freeLoopbackPort } from '../../src/system/ports.js';
 import { killProcess, readPidFile, readStartTime, waitForExit } from '../../src/system/proc.js';
 import { repoRoot } from '../smoke/harness.js';
 import { hostTscKhz, probeKvm, resolveAccel } from '../../src/vmm/qemu/accel.js';
+import { workspaceBench } from './workspace.js';
 
 /** The plain line uses the accelerator banger would pick here (same probe). */
 let plainAccel: 'kvm' | 'tcg' = 'tcg';
@@ -96,6 +99,7 @@ async function main(): Promise<void> {
     const b = await banger(['image', 'build']);
     if (b.code !== 0) throw new Error(b.stderr);
   }
+  if (process.argv.includes('--workspace')) return workspaceBench(runs);
   plainAccel = resolveAccel('auto', await probeKvm({ runner }, { kernel: imagePaths(layout, 'bookworm').kernel })).accel;
   console.log(`bench: accelerator ${plainAccel} for both`);
   console.log('bench: warm-up (daemon start + accelerator probe; not counted)…');
