@@ -8,6 +8,7 @@ import { vmCommand } from './commands/vm.js';
 import { imageCommand } from './commands/image.js';
 import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
+import { sshConfigCommand } from './commands/ssh-config.js';
 
 const ctx = createContext();
 const debug = process.argv.includes('--debug');
@@ -23,6 +24,7 @@ program.addCommand(vmCommand(ctx));
 program.addCommand(imageCommand(ctx));
 program.addCommand(daemonCommand(ctx));
 program.addCommand(doctorCommand(ctx));
+program.addCommand(sshConfigCommand(ctx));
 
 function exitWith(e: unknown): void {
   if (e instanceof CommanderError) {

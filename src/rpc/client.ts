@@ -7,7 +7,9 @@ import { connect, type Socket } from 'node:net';
 import { BangerError, type ErrorShape } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
 import { encode, LineSplitter, type ServerMessage } from './framing.js';
-import { PROTOCOL_VERSION, type MethodName, type ParamsOf, type ResultOf } from './methods.js';
+import type { z } from 'zod';
+import { methods, PROTOCOL_VERSION } from './methods.js';
+import type { MethodTable } from './server.js';
 
 interface Pending {
   resolve: (v: unknown) => void;
@@ -15,17 +17,21 @@ interface Pending {
   onProgress?: (ev: ProgressEvent) => void;
 }
 
-export class RpcClient {
+/** A client for any method table (methods.ts for the daemon, the helper's ops). */
+export class TableClient<T extends MethodTable> {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closedError: BangerError | undefined;
 
-  private constructor(private readonly socket: Socket) {
+  protected constructor(
+    private readonly socket: Socket,
+    private readonly peer: string,
+  ) {
     socket.setEncoding('utf8');
     const splitter = new LineSplitter((line) => this.onLine(line));
     socket.on('data', (c: string) => splitter.push(c));
     const fail = () => {
-      this.closedError ??= new BangerError('unavailable', 'the daemon closed the connection', 'check `banger daemon status` and the daemon log');
+      this.closedError ??= new BangerError('unavailable', `the ${this.peer} closed the connection`, `check the ${this.peer}'s log`);
       for (const p of this.pending.values()) p.reject(this.closedError);
       this.pending.clear();
     };
@@ -33,28 +39,24 @@ export class RpcClient {
     socket.on('error', fail);
   }
 
-  static async connect(socketPath: string, clientVersion: string): Promise<RpcClient> {
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(socketPath);
-      s.once('connect', () => {
-        s.off('error', reject);
-        resolve(s);
-      });
-      s.once('error', reject);
-    });
-    const client = new RpcClient(socket);
-    await client.call('rpc.hello', { protocol: PROTOCOL_VERSION, client: clientVersion });
+  /** Connects and says hello (which checks the protocol version). */
+  static async open<T extends MethodTable>(
+    socketPath: string,
+    o: { table: T; helloMethod: keyof T & string; protocol: number; client: string; peer: string },
+  ): Promise<TableClient<T>> {
+    const client = new TableClient<T>(await connectSocket(socketPath), o.peer);
+    await client.call(o.helloMethod, { protocol: o.protocol, client: o.client } as z.input<T[typeof o.helloMethod]['params']>);
     return client;
   }
 
-  call<M extends MethodName>(
+  call<M extends keyof T & string>(
     method: M,
-    params: ParamsOf<M>,
+    params: z.input<T[M]['params']>,
     onProgress?: (ev: ProgressEvent) => void,
-  ): Promise<ResultOf<M>> {
+  ): Promise<T[M]['result']> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = this.nextId++;
-    return new Promise<ResultOf<M>>((resolve, reject) => {
+    return new Promise<T[M]['result']>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress });
       this.socket.write(encode({ id, method, params }));
     });
@@ -87,3 +89,22 @@ export class RpcClient {
     else p.resolve(msg.result);
   }
 }
+
+function connectSocket(socketPath: string): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const s = connect(socketPath);
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
+
+/** The CLI's client of bangerd. */
+export type RpcClient = TableClient<typeof methods>;
+export const RpcClient = {
+  connect(socketPath: string, clientVersion: string): Promise<RpcClient> {
+    return TableClient.open(socketPath, { table: methods, helloMethod: 'rpc.hello', protocol: PROTOCOL_VERSION, client: clientVersion, peer: 'daemon' });
+  },
+};

@@ -5,13 +5,14 @@
  * gets an operation id that appears in its log line and in any error.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { chmodSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
+import type { z } from 'zod';
 import { encode, LineSplitter, type RequestMessage, type ServerMessage } from './framing.js';
-import { isMethodName, methods, PROTOCOL_VERSION, type MethodName, type ResultOf, type ValidParamsOf } from './methods.js';
+import { methods, PROTOCOL_VERSION, type MethodName, type ResultOf, type ValidParamsOf } from './methods.js';
 
 export interface Connection {
   readonly id: string;
@@ -19,9 +20,9 @@ export interface Connection {
   onClose(cb: () => void): void;
 }
 
-export interface RequestContext {
+export interface RequestContext<Name extends string = MethodName> {
   opId: string;
-  method: MethodName;
+  method: Name;
   connection: Connection;
   progress(ev: ProgressEvent): void;
   log: Logger;
@@ -31,6 +32,27 @@ export type Handlers = {
   [M in MethodName]: (params: ValidParamsOf<M>, ctx: RequestContext) => Promise<ResultOf<M>>;
 };
 
+/** Any method table: zod params and a phantom result type per method (methods.ts, the helper's ops). */
+export type MethodTable = Record<string, { params: z.ZodType; result: unknown }>;
+
+export type HandlersFor<T extends MethodTable> = {
+  [M in keyof T & string]: (params: z.output<T[M]['params']>, ctx: RequestContext<keyof T & string>) => Promise<T[M]['result']>;
+};
+
+export interface TableServerOptions<T extends MethodTable> {
+  socketPath: string;
+  table: T;
+  handlers: HandlersFor<T>;
+  log: Logger;
+  version: string;
+  protocol: number;
+  /** The method that must come first on a connection; its params are {protocol, client}. */
+  helloMethod: keyof T & string;
+  /** Socket file mode (default 0600) and owner (default: ours). */
+  mode?: number;
+  owner?: { uid: number; gid: number };
+}
+
 export interface RpcServer {
   close(): Promise<void>;
 }
@@ -39,13 +61,14 @@ export function newOpId(): string {
   return 'op-' + randomBytes(4).toString('hex');
 }
 
-export async function startRpcServer(opts: {
-  socketPath: string;
-  handlers: Handlers;
-  log: Logger;
-  version: string;
-}): Promise<RpcServer> {
-  const { handlers, log } = opts;
+/** The daemon's server: methods.ts with rpc.hello. */
+export function startRpcServer(opts: { socketPath: string; handlers: Handlers; log: Logger; version: string }): Promise<RpcServer> {
+  return serveTable({ ...opts, table: methods, protocol: PROTOCOL_VERSION, helloMethod: 'rpc.hello' });
+}
+
+export async function serveTable<T extends MethodTable>(opts: TableServerOptions<T>): Promise<RpcServer> {
+  const { handlers, log, table } = opts;
+  const isMethod = (m: string): m is keyof T & string => Object.prototype.hasOwnProperty.call(table, m);
   const sockets = new Set<Socket>();
   let connSeq = 0;
 
@@ -89,37 +112,37 @@ export async function startRpcServer(opts: {
         if (typeof req.id !== 'number' || typeof method !== 'string') {
           throw new BangerError('bad_request', 'malformed request: needs a numeric id and a method');
         }
-        if (!isMethodName(method)) {
+        if (!isMethod(method)) {
           throw new BangerError('unknown_method', `unknown method ${JSON.stringify(method)}`, 'upgrade banger so the CLI and daemon match');
         }
-        if (!helloDone && method !== 'rpc.hello') {
-          throw new BangerError('bad_version', 'the first request on a connection must be rpc.hello', 'use the banger CLI that matches this daemon');
+        if (!helloDone && method !== opts.helloMethod) {
+          throw new BangerError('bad_version', `the first request on a connection must be ${opts.helloMethod}`, 'use the banger CLI that matches this daemon');
         }
-        const parsed = methods[method].params.safeParse(req.params ?? {});
+        const parsed = table[method]!.params.safeParse(req.params ?? {});
         if (!parsed.success) {
           const issue = parsed.error.issues[0];
           const where = issue?.path.length ? issue.path.join('.') : 'params';
           throw new BangerError('bad_request', `${method}: ${where}: ${issue?.message ?? 'invalid'}`, 'check the values you passed');
         }
-        if (method === 'rpc.hello') {
-          const p = parsed.data as ValidParamsOf<'rpc.hello'>;
-          if (p.protocol !== PROTOCOL_VERSION) {
+        if (method === opts.helloMethod) {
+          const p = parsed.data as { protocol: number; client: string };
+          if (p.protocol !== opts.protocol) {
             throw new BangerError(
               'bad_version',
-              `protocol mismatch: client ${p.client} speaks version ${p.protocol}, daemon ${opts.version} speaks ${PROTOCOL_VERSION}`,
+              `protocol mismatch: client ${p.client} speaks version ${p.protocol}, daemon ${opts.version} speaks ${opts.protocol}`,
               'stop the old daemon with `banger daemon stop` (the next command starts the matching one)',
             );
           }
           helloDone = true;
         }
-        const ctx: RequestContext = {
+        const ctx: RequestContext<keyof T & string> = {
           opId,
           method,
           connection: conn,
           log: reqLog,
           progress: (ev) => send({ id: req.id, progress: ev }),
         };
-        const handler = handlers[method] as (p: unknown, c: RequestContext) => Promise<unknown>;
+        const handler = handlers[method] as (p: unknown, c: RequestContext<keyof T & string>) => Promise<unknown>;
         const result = await handler(parsed.data, ctx);
         send({ id: req.id, result: result ?? null });
         reqLog.info({ ms: Date.now() - started }, 'request ok');
@@ -170,7 +193,8 @@ export async function startRpcServer(opts: {
       resolve();
     });
   });
-  chmodSync(opts.socketPath, 0o600);
+  if (opts.owner) chownSync(opts.socketPath, opts.owner.uid, opts.owner.gid);
+  chmodSync(opts.socketPath, opts.mode ?? 0o600);
 
   return {
     close: () =>

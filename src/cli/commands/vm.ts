@@ -10,6 +10,7 @@ import { style, table, keyValues } from '../style.js';
 import { addShellCommands, runInVm } from './vm-shell.js';
 import { addWorkspaceCommands, modeOption, prepareWorkspace, type PrepareFlags } from './vm-workspace.js';
 import { bootstrapMise, hasMiseConfig } from './bootstrap.js';
+import { addSshProxyCommand } from './ssh-config.js';
 import { scanRepo, type RepoScan } from '../../workspace/scan.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
 import { existsSync } from 'node:fs';
@@ -113,6 +114,7 @@ export function vmCommand(ctx: CliContext): Command {
 
   addShellCommands(vm, ctx);
   addWorkspaceCommands(vm, ctx);
+  addSshProxyCommand(vm, ctx);
   addLifecycleCommands(vm, ctx);
   addInspectCommands(vm, ctx);
 
