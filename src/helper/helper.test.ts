@@ -1,0 +1,151 @@
+/**
+ * The root helper against the real kernel: ip and iptables inside a
+ * throwaway network namespace (so the host's own links and rules are never
+ * touched), over the real socket protocol. Needs root and `ip netns`.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRunner } from '../system/runner.js';
+import { silentLogger } from '../log/log.js';
+import { parseSubnet } from '../model/net.js';
+import { serveTable, type RpcServer } from '../rpc/server.js';
+import { isBangerError } from '../errors/errors.js';
+import { HostNet } from './host-net.js';
+import { HELPER_PROTOCOL, helperHandlers, helperOps } from './ops.js';
+import { connectHelper, type HelperClient } from './client.js';
+import type { Resolver } from './resolver.js';
+
+const runner = createRunner();
+const isRoot = process.getuid?.() === 0;
+const ns = `bgrtest-${process.pid}`;
+const OWNER = 4242;
+let dir: string;
+let server: RpcServer | undefined;
+let client: HelperClient;
+let canRun = isRoot;
+
+const fakeResolver: Resolver = {
+  route: async (b, ip, port) => ({ routed: false, detail: `${b} ${ip}:${port}` }),
+  unroute: async () => ({ unrouted: false, detail: 'none' }),
+};
+
+async function inNs(...cmd: string[]): Promise<string> {
+  return (await runner.run(['ip', 'netns', 'exec', ns, ...cmd])).stdout;
+}
+
+/** Links and both iptables tables: what a refused request must not change. */
+async function snapshot(): Promise<string> {
+  return (await inNs('ip', '-o', 'link', 'show')).replace(/\s+/g, ' ') + (await inNs('iptables-save')).replace(/^#.*$/gm, '');
+}
+
+beforeAll(async () => {
+  if (!isRoot) return;
+  const made = await runner.run(['ip', 'netns', 'add', ns], { allowFailure: true });
+  if (made.code !== 0) {
+    canRun = false;
+    return;
+  }
+  dir = mkdtempSync(join(tmpdir(), 'banger-helper-'));
+  const net = new HostNet(runner, { bridge: 'bgr0', subnet: parseSubnet('10.213.7.0/24'), ownerUid: OWNER, netns: ns });
+  server = await serveTable({
+    socketPath: join(dir, 'helper.sock'),
+    table: helperOps,
+    handlers: helperHandlers(net, fakeResolver, 'test'),
+    log: silentLogger(),
+    version: 'test',
+    protocol: HELPER_PROTOCOL,
+    helloMethod: 'helper.hello',
+    owner: { uid: OWNER, gid: OWNER },
+  });
+  client = await connectHelper(join(dir, 'helper.sock'));
+});
+
+afterAll(async () => {
+  client?.close();
+  await server?.close();
+  if (canRun) await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function refused(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(isBangerError(e)).toBe(true);
+  return isBangerError(e) ? { code: e.code, message: e.message } : { code: '', message: '' };
+}
+
+describe.skipIf(!isRoot)('root helper (real ip/iptables in a netns)', () => {
+  it('its socket belongs to the owner uid, mode 0600', () => {
+    if (!canRun) return;
+    const st = statSync(join(dir, 'helper.sock'));
+    expect(st.uid).toBe(OWNER);
+    expect(st.mode & 0o777).toBe(0o600);
+  });
+
+  it('bridge.ensure makes the bridge with its gateway and the base chains, idempotently', async () => {
+    if (!canRun) return;
+    expect((await client.call('bridge.ensure', {})).created).toBe(true);
+    const again = await client.call('bridge.ensure', {});
+    expect(again).toEqual({ bridge: 'bgr0', gateway: '10.213.7.1', created: false });
+    expect(await inNs('ip', '-4', '-o', 'addr', 'show', 'dev', 'bgr0')).toContain('10.213.7.1/24');
+    const rules = await inNs('iptables', '-S');
+    expect(rules.match(/-A FORWARD -i bgr0 -j BANGER-FWD/g)).toHaveLength(1);
+    expect(rules).toContain('-A BANGER-FWD -i bgr0 ! -o bgr0 -j DROP');
+  });
+
+  it('tap.create makes a tap owned by the daemon user on the bridge; a leftover is reclaimed', async () => {
+    if (!canRun) return;
+    expect(await client.call('tap.create', { tap: 'bgr0t3' })).toEqual({ tap: 'bgr0t3', created: true });
+    expect(await inNs('ip', 'tuntap', 'show')).toContain(`bgr0t3: tap persist user ${OWNER}`);
+    expect(await inNs('ip', '-o', 'link', 'show', 'dev', 'bgr0t3')).toContain('master bgr0');
+    expect((await client.call('tap.create', { tap: 'bgr0t3' })).created).toBe(false);
+    // a tap left by a crashed run with another owner is replaced
+    await inNs('ip', 'tuntap', 'add', 'dev', 'bgr0t4', 'mode', 'tap', 'user', '1');
+    expect((await client.call('tap.create', { tap: 'bgr0t4' })).created).toBe(true);
+    expect(await inNs('ip', 'tuntap', 'show')).toContain(`bgr0t4: tap persist user ${OWNER}`);
+    expect((await client.call('state', {})).taps.sort()).toEqual(['bgr0t3', 'bgr0t4']);
+  });
+
+  it('nat.add installs MASQUERADE for the /32 and a forward accept, once; nat.remove takes them away', async () => {
+    if (!canRun) return;
+    expect(await client.call('nat.add', { guestIp: '10.213.7.5' })).toEqual({ added: 2 });
+    expect(await client.call('nat.add', { guestIp: '10.213.7.5' })).toEqual({ added: 0 });
+    const nat = await inNs('iptables', '-t', 'nat', '-S', 'BANGER-NAT');
+    expect(nat.match(/-A BANGER-NAT -s 10\.213\.7\.5\/32 ! -d 10\.213\.7\.0\/24 -j MASQUERADE/g)).toHaveLength(1);
+    const fwd = await inNs('iptables', '-S', 'BANGER-FWD');
+    // the accept comes before the final drop
+    expect(fwd.indexOf('-s 10.213.7.5/32')).toBeLessThan(fwd.indexOf('-j DROP'));
+    expect((await client.call('state', {})).natIps).toEqual(['10.213.7.5']);
+    expect(await client.call('nat.remove', { guestIp: '10.213.7.5' })).toEqual({ removed: 2 });
+    expect(await client.call('nat.remove', { guestIp: '10.213.7.5' })).toEqual({ removed: 0 });
+    expect((await client.call('state', {})).natIps).toEqual([]);
+  });
+
+  it('refuses an unknown op, a foreign interface, an address outside the subnet, and extra fields, changing nothing', async () => {
+    if (!canRun) return;
+    const before = await snapshot();
+    const raw = client as unknown as { call(m: string, p: unknown): Promise<unknown> };
+    expect((await refused(raw.call('exec', { cmd: 'id' }))).code).toBe('unknown_method');
+    expect((await refused(client.call('tap.create', { tap: 'eth0' }))).message).toMatch(/not a banger tap name/);
+    expect((await refused(client.call('tap.remove', { tap: 'bgr0t1; rm -rf /' }))).code).toBe('bad_request');
+    expect((await refused(client.call('tap.create', { tap: 'bgr1t1' }))).code).toBe('bad_request');
+    expect((await refused(client.call('nat.add', { guestIp: '8.8.8.8' }))).message).toMatch(/not a guest address/);
+    expect((await refused(client.call('nat.add', { guestIp: '10.213.7.1' }))).code).toBe('bad_request'); // the gateway
+    expect((await refused(client.call('nat.add', { guestIp: '10.213.7.255' }))).code).toBe('bad_request'); // broadcast
+    expect((await refused(raw.call('nat.add', { guestIp: '10.213.7.9', table: 'filter' }))).code).toBe('bad_request');
+    expect(await snapshot()).toBe(before);
+  });
+
+  it('bridge.remove takes the bridge, its taps and the chains away', async () => {
+    if (!canRun) return;
+    await client.call('nat.add', { guestIp: '10.213.7.6' });
+    expect(await client.call('bridge.remove', {})).toEqual({ removed: true });
+    expect(await inNs('ip', '-o', 'link', 'show')).not.toMatch(/bgr0/);
+    expect(await inNs('iptables-save')).not.toMatch(/BANGER/);
+    expect(await client.call('bridge.remove', {})).toEqual({ removed: false });
+  });
+});

@@ -1,0 +1,197 @@
+/**
+ * The privileged networking the root helper does, as commands (`ip`,
+ * `iptables`) through the one runner. Every operation is idempotent: it
+ * checks before it adds (`iptables -C`, `ip link show`) and removing what is
+ * not there is not an error. Inputs are validated by the caller (ops.ts)
+ * against the helper's own config; nothing here takes a name or address
+ * that config did not produce or allow.
+ *
+ * Firewall layout (iptables, both tables tagged with chains of our own):
+ *   filter FORWARD  -i BR -j BANGER-FWD ; -o BR -j BANGER-FWD     (first)
+ *   BANGER-FWD      -o BR -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+ *                   -i BR -s GUEST/32 ! -o BR -j ACCEPT          (one per --nat guest)
+ *                   -i BR ! -o BR -j DROP                        (everyone else: no route off the host)
+ *   nat POSTROUTING -j BANGER-NAT
+ *   BANGER-NAT      -s GUEST/32 ! -d SUBNET -j MASQUERADE         (one per --nat guest)
+ */
+import { BangerError } from '../errors/errors.js';
+import { gatewayOf, type Subnet } from '../model/net.js';
+import type { Runner } from '../system/runner.js';
+
+export const FWD_CHAIN = 'BANGER-FWD';
+export const NAT_CHAIN = 'BANGER-NAT';
+
+export interface HostNetConfig {
+  bridge: string;
+  subnet: Subnet;
+  /** Who owns the taps (the daemon's user). */
+  ownerUid: number;
+  /** Tests: run every command inside this network namespace. */
+  netns?: string;
+}
+
+export class HostNet {
+  constructor(
+    private readonly runner: Runner,
+    readonly cfg: HostNetConfig,
+  ) {}
+
+  private argv(cmd: string[]): string[] {
+    return this.cfg.netns ? ['ip', 'netns', 'exec', this.cfg.netns, ...cmd] : cmd;
+  }
+
+  private async run(cmd: string[]): Promise<void> {
+    await this.runner.run(this.argv(cmd), { timeoutMs: 30_000 });
+  }
+
+  private async ok(cmd: string[]): Promise<boolean> {
+    const r = await this.runner.run(this.argv(cmd), { allowFailure: true, timeoutMs: 30_000 });
+    return r.code === 0;
+  }
+
+  private async out(cmd: string[]): Promise<string> {
+    return (await this.runner.run(this.argv(cmd), { timeoutMs: 30_000 })).stdout;
+  }
+
+  async linkExists(name: string): Promise<boolean> {
+    return this.ok(['ip', 'link', 'show', 'dev', name]);
+  }
+
+  /** The bridge with its gateway address, up, and the base firewall chains. Returns whether the bridge was created. */
+  async ensureBridge(): Promise<boolean> {
+    const { bridge, subnet } = this.cfg;
+    let created = false;
+    if (!(await this.linkExists(bridge))) {
+      await this.run(['ip', 'link', 'add', 'name', bridge, 'type', 'bridge']);
+      created = true;
+    }
+    const addr = `${gatewayOf(subnet)}/${subnet.prefix}`;
+    const addrs = await this.out(['ip', '-4', '-o', 'addr', 'show', 'dev', bridge]);
+    if (!addrs.includes(` ${addr} `)) await this.run(['ip', 'addr', 'add', addr, 'dev', bridge]);
+    await this.run(['ip', 'link', 'set', 'dev', bridge, 'up']);
+    await this.ensureChains();
+    return created;
+  }
+
+  private async ensureChains(): Promise<void> {
+    const { bridge } = this.cfg;
+    if (!(await this.ok(['iptables', '-w', '-t', 'filter', '-n', '-L', FWD_CHAIN]))) await this.run(['iptables', '-w', '-t', 'filter', '-N', FWD_CHAIN]);
+    if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', NAT_CHAIN]))) await this.run(['iptables', '-w', '-t', 'nat', '-N', NAT_CHAIN]);
+    for (const dir of ['-i', '-o']) await this.ensureRule('filter', 'FORWARD', [dir, bridge, '-j', FWD_CHAIN], 'insert');
+    await this.ensureRule('nat', 'POSTROUTING', ['-j', NAT_CHAIN], 'append');
+    await this.ensureRule('filter', FWD_CHAIN, ['-o', bridge, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'], 'insert');
+    await this.ensureRule('filter', FWD_CHAIN, ['-i', bridge, '!', '-o', bridge, '-j', 'DROP'], 'append');
+  }
+
+  private async ensureRule(table: string, chain: string, spec: string[], how: 'insert' | 'append'): Promise<boolean> {
+    if (await this.ok(['iptables', '-w', '-t', table, '-C', chain, ...spec])) return false;
+    await this.run(['iptables', '-w', '-t', table, how === 'insert' ? '-I' : '-A', chain, ...(how === 'insert' ? ['1'] : []), ...spec]);
+    return true;
+  }
+
+  /** Deletes every copy of a rule (a crashed run may have left two). Returns how many. */
+  private async deleteRule(table: string, chain: string, spec: string[]): Promise<number> {
+    let n = 0;
+    while (n < 100 && (await this.ok(['iptables', '-w', '-t', table, '-C', chain, ...spec]))) {
+      await this.run(['iptables', '-w', '-t', table, '-D', chain, ...spec]);
+      n++;
+    }
+    return n;
+  }
+
+  /** Removes the bridge (and its taps with it) and banger's chains. */
+  async removeBridge(): Promise<boolean> {
+    const { bridge } = this.cfg;
+    for (const dir of ['-i', '-o']) await this.deleteRule('filter', 'FORWARD', [dir, bridge, '-j', FWD_CHAIN]);
+    await this.deleteRule('nat', 'POSTROUTING', ['-j', NAT_CHAIN]);
+    for (const [table, chain] of [['filter', FWD_CHAIN], ['nat', NAT_CHAIN]] as const) {
+      if (await this.ok(['iptables', '-w', '-t', table, '-n', '-L', chain])) {
+        await this.run(['iptables', '-w', '-t', table, '-F', chain]);
+        await this.run(['iptables', '-w', '-t', table, '-X', chain]);
+      }
+    }
+    for (const tap of await this.taps()) await this.removeTap(tap);
+    if (!(await this.linkExists(bridge))) return false;
+    await this.run(['ip', 'link', 'del', 'dev', bridge]);
+    return true;
+  }
+
+  /** A tap owned by the daemon's user, enslaved to the bridge, up. A leftover one (crashed run) is reclaimed. */
+  async createTap(tap: string): Promise<boolean> {
+    const { bridge, ownerUid } = this.cfg;
+    if (!(await this.linkExists(bridge))) {
+      throw new BangerError('not_found', `bridge ${bridge} does not exist`, 'the daemon ensures it first (bridge.ensure)');
+    }
+    let created = false;
+    if (await this.linkExists(tap)) {
+      // Reclaim only a tap of ours with the right owner; otherwise make it anew.
+      const owner = await this.tapOwner(tap);
+      if (owner !== ownerUid) {
+        await this.run(['ip', 'link', 'del', 'dev', tap]);
+      }
+    }
+    if (!(await this.linkExists(tap))) {
+      await this.run(['ip', 'tuntap', 'add', 'dev', tap, 'mode', 'tap', 'user', String(ownerUid)]);
+      created = true;
+    }
+    await this.run(['ip', 'link', 'set', 'dev', tap, 'master', bridge]);
+    await this.run(['ip', 'link', 'set', 'dev', tap, 'up']);
+    return created;
+  }
+
+  private async tapOwner(tap: string): Promise<number | null> {
+    // `ip tuntap show` may list every tap whatever `dev` says: pick our line.
+    const r = await this.runner.run(this.argv(['ip', 'tuntap', 'show', 'dev', tap]), { allowFailure: true });
+    const line = r.stdout.split('\n').find((l) => l.startsWith(`${tap}:`));
+    const m = line ? /\buser (\d+)/.exec(line) : null;
+    return m ? Number(m[1]) : null;
+  }
+
+  async removeTap(tap: string): Promise<boolean> {
+    if (!(await this.linkExists(tap))) return false;
+    await this.run(['ip', 'link', 'del', 'dev', tap]);
+    return true;
+  }
+
+  /** Taps of this bridge's name pattern that exist. */
+  async taps(): Promise<string[]> {
+    const out = await this.out(['ip', '-o', 'link', 'show']);
+    const re = new RegExp(`^\\d+: (${this.cfg.bridge}t\\d+)[@:]`);
+    return out
+      .split('\n')
+      .map((l) => re.exec(l)?.[1])
+      .filter((x): x is string => x !== undefined);
+  }
+
+  private natSpecs(ip: string): Array<[string, string, string[], 'insert' | 'append']> {
+    const { bridge, subnet } = this.cfg;
+    return [
+      ['nat', NAT_CHAIN, ['-s', `${ip}/32`, '!', '-d', subnet.cidr, '-j', 'MASQUERADE'], 'append'],
+      ['filter', FWD_CHAIN, ['-i', bridge, '-s', `${ip}/32`, '!', '-o', bridge, '-j', 'ACCEPT'], 'insert'],
+    ];
+  }
+
+  /** MASQUERADE + forward accept for one guest; returns how many rules were added (0: already there). */
+  async addNat(ip: string): Promise<number> {
+    await this.ensureChains();
+    let added = 0;
+    for (const [table, chain, spec, how] of this.natSpecs(ip)) if (await this.ensureRule(table, chain, spec, how)) added++;
+    await this.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+    return added;
+  }
+
+  async removeNat(ip: string): Promise<number> {
+    let removed = 0;
+    for (const [table, chain, spec] of this.natSpecs(ip)) {
+      if (await this.ok(['iptables', '-w', '-t', table, '-n', '-L', chain])) removed += await this.deleteRule(table, chain, spec);
+    }
+    return removed;
+  }
+
+  /** Guest IPs that have NAT rules now (from BANGER-NAT). */
+  async natIps(): Promise<string[]> {
+    if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', NAT_CHAIN]))) return [];
+    const out = await this.out(['iptables', '-w', '-t', 'nat', '-S', NAT_CHAIN]);
+    return [...out.matchAll(/-s (\d+\.\d+\.\d+\.\d+)\/32/g)].map((m) => m[1]!);
+  }
+}
