@@ -9,6 +9,7 @@ import { imageCommand } from './commands/image.js';
 import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
 import { sshConfigCommand } from './commands/ssh-config.js';
+import { networkCommand } from './commands/network.js';
 
 const ctx = createContext();
 const debug = process.argv.includes('--debug');
@@ -25,6 +26,7 @@ program.addCommand(imageCommand(ctx));
 program.addCommand(daemonCommand(ctx));
 program.addCommand(doctorCommand(ctx));
 program.addCommand(sshConfigCommand(ctx));
+program.addCommand(networkCommand(ctx));
 
 function exitWith(e: unknown): void {
   if (e instanceof CommanderError) {

@@ -11,7 +11,7 @@ describe('config.toml', () => {
 
   it('parses every key', () => {
     const c = parseConfig(
-      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nmirror = "http://example/debian"\nstop_timeout = 20\n',
+      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nhelper_socket = "/run/h.sock"\ndns_port = 5300\nmirror = "http://example/debian"\nstop_timeout = 20\n',
     );
     expect(c).toEqual({
       vcpu: 1,
@@ -21,6 +21,8 @@ describe('config.toml', () => {
       vmm: 'qemu',
       accel: 'tcg',
       network: 'user',
+      helperSocket: '/run/h.sock',
+      dnsPort: 5300,
       mirror: 'http://example/debian',
       stopTimeoutSeconds: 20,
     });
@@ -34,7 +36,9 @@ describe('config.toml', () => {
     ['system_overlay_size = true', /system_overlay_size must be a size/],
     ['vmm = "docker"', /vmm must be one of "qemu", "firecracker"/],
     ['accel = "hvf"', /accel must be one of "auto", "kvm", "tcg"/],
-    ['network = "wifi"', /network must be one of "user", "bridge"/],
+    ['network = "wifi"', /network must be one of "user", "bridge", "auto"/],
+    ['helper_socket = "rel/h.sock"', /helper_socket must be an absolute path/],
+    ['dns_port = 53', /dns_port must be a whole number from 1024/],
     ['cpus = 2', /unknown key "cpus"/],
     ['mirror = "ftp://x"', /mirror must be an http\(s\) URL/],
     ['stop_timeout = 1', /stop_timeout must be a whole number from 5 to 600/],

@@ -16,7 +16,12 @@ export interface Config {
   systemOverlayBytes: number;
   vmm: Vmm;
   accel: Accel;
-  network: NetworkMode;
+  /** auto: bridge when the root helper answers, else user. */
+  network: NetworkMode | 'auto';
+  /** The root helper's socket (bridge networking). */
+  helperSocket: string;
+  /** UDP port of the daemon's `.vm` DNS server on the bridge address. */
+  dnsPort: number;
   /** Debian mirror used to build the default image. */
   mirror: string;
   /** The whole of a graceful `vm stop`, in seconds, before QEMU is killed. */
@@ -30,12 +35,14 @@ export const DEFAULT_CONFIG: Config = {
   systemOverlayBytes: 4 * 1024 ** 3,
   vmm: 'qemu',
   accel: 'auto',
-  network: 'user',
+  network: 'auto',
+  helperSocket: '/run/banger/helper.sock',
+  dnsPort: 10053,
   mirror: 'http://deb.debian.org/debian',
   stopTimeoutSeconds: 30,
 };
 
-const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'mirror', 'stop_timeout'] as const;
+const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout'] as const;
 
 export const MIN_MEMORY_MIB = 256;
 export const MAX_VCPU = 64;
@@ -80,7 +87,14 @@ export function parseConfig(text: string, file = 'config.toml'): Config {
         cfg.accel = oneOf(file, key, value, ACCELS);
         break;
       case 'network':
-        cfg.network = oneOf(file, key, value, NETWORK_MODES);
+        cfg.network = oneOf(file, key, value, [...NETWORK_MODES, 'auto'] as const);
+        break;
+      case 'helper_socket':
+        if (typeof value !== 'string' || !value.startsWith('/')) throw configError(file, `helper_socket must be an absolute path, got ${JSON.stringify(value)}`);
+        cfg.helperSocket = value;
+        break;
+      case 'dns_port':
+        cfg.dnsPort = intIn(file, key, value, 1024, 65535);
         break;
       case 'mirror':
         if (typeof value !== 'string' || !/^https?:\/\/\S+$/.test(value)) {
@@ -98,15 +112,20 @@ export function parseConfig(text: string, file = 'config.toml'): Config {
   return cfg;
 }
 
-export function loadConfig(path: string): Config {
-  let text: string;
+/** config.toml, then BANGER_HELPER_SOCKET (tests and hand-run helpers) over helper_socket. */
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let cfg: Config;
   try {
-    text = readFileSync(path, 'utf8');
+    cfg = parseConfig(readFileSync(path, 'utf8'), path);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { ...DEFAULT_CONFIG };
-    throw configError(path, `cannot read: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+      if (e instanceof BangerError) throw e;
+      throw configError(path, `cannot read: ${(e as Error).message}`);
+    }
+    cfg = { ...DEFAULT_CONFIG };
   }
-  return parseConfig(text, path);
+  if (env.BANGER_HELPER_SOCKET) cfg.helperSocket = env.BANGER_HELPER_SOCKET;
+  return cfg;
 }
 
 function intIn(file: string, key: string, v: unknown, min: number, max: number): number {

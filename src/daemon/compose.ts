@@ -12,19 +12,28 @@ import { ImageService } from './image-service.js';
 import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
 import { WorkspaceService } from './workspace-service.js';
+import { NetworkService } from './network-service.js';
 
 export interface Services {
   images: ImageService;
   vms: VmService;
   inspect: InspectService;
   workspaces: WorkspaceService;
+  network: NetworkService;
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
   const images = new ImageService({ ...deps, buildImage: buildDebianImage });
   const bootTimeoutMs = Number(process.env.BANGER_BOOT_TIMEOUT_S ?? 300) * 1000;
-  const vms = new VmService({ ...deps, images, bootTimeoutMs });
+  const network = new NetworkService({
+    store: deps.store,
+    log: deps.log,
+    helperSocket: deps.config.helperSocket,
+    configured: deps.config.network,
+    dnsPort: deps.config.dnsPort,
+  });
+  const vms = new VmService({ ...deps, images, network, bootTimeoutMs });
   const inspect = new InspectService({ ...deps, vms });
   const workspaces = new WorkspaceService({ ...deps, vms });
-  return { images, vms, inspect, workspaces };
+  return { images, vms, inspect, workspaces, network };
 }

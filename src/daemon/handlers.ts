@@ -56,6 +56,7 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
     'vm.workspace.status': async (p) => s.workspaces.status(p.name),
     'image.build': async (p, rc) =>
       s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+    'network.show': async () => s.network.show(),
     'image.list': async () => s.images.list(),
     'image.show': async (p) => s.images.show(p.name),
     'image.delete': async (p) => {

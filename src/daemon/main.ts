@@ -81,6 +81,7 @@ async function runDaemon(layout: Layout): Promise<void> {
       stopping = true;
       log.info({ why }, 'daemon stopping (VMs keep running)');
       void server.close().finally(() => {
+        services.network.close();
         store?.close();
         rmSync(layout.socketPath, { force: true });
         rmSync(layout.daemonPidFile, { force: true });

@@ -21,6 +21,7 @@ import { waitForSsh } from '../guest/ssh.js';
 import { ensureKeypair } from '../guest/keys.js';
 import { removeRuntime, writeRuntime } from './runtime-file.js';
 import type { Step } from './steps.js';
+import type { BridgeAttachment } from './network-service.js';
 
 /** User-mode (slirp) network: the guest's fixed address, gateway and DNS. */
 export const USER_NET = { address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2', dns: ['10.0.2.3'] };
@@ -38,6 +39,8 @@ export interface BootContext {
   /** Ports handed out but not yet bound by QEMU (shared across boots). */
   reservedPorts: Set<number>;
   targetFor: (rt: VmRuntime) => SshTarget;
+  /** Bridge networking: gets the VM its tap (and NAT) from the root helper; undone by detach. */
+  bridge?: { attach: () => Promise<BridgeAttachment>; detach: () => Promise<void> };
 }
 
 /** A stable locally administered MAC from the VM id. */
@@ -64,8 +67,24 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
   let port = 0;
   let runtime: VmRuntime | undefined;
   let readyBy = 0;
+  let attachment: BridgeAttachment | undefined;
+
+  const network: Step[] = ctx.bridge
+    ? [
+        {
+          name: 'network',
+          message: 'tap on the bridge (root helper)',
+          run: async () => {
+            attachment = await ctx.bridge!.attach();
+            progress({ stage: 'network', message: `${attachment.tap} on the bridge, guest address ${attachment.ip}` });
+          },
+          rollback: async () => ctx.bridge!.detach(),
+        },
+      ]
+    : [];
 
   const steps: Step[] = [
+    ...network,
     {
       name: 'config',
       message: 'per-boot config disk (hostname, SSH key, network)',
@@ -75,7 +94,13 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
         await writeConfigDisk(
           runner,
           p.configDisk,
-          { hostname: vm.name, authorizedKeys: [key.publicKey], network: { mac: macFor(vm.id), ...USER_NET } },
+          {
+            hostname: vm.name,
+            authorizedKeys: [key.publicKey],
+            network: attachment
+              ? { mac: attachment.mac, address: attachment.ip, prefixLength: attachment.prefixLength, gateway: attachment.gateway, dns: attachment.dns }
+              : { mac: macFor(vm.id), ...USER_NET },
+          },
           p.dir,
         );
       },
@@ -93,8 +118,10 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
       name: 'boot',
       message: 'starting QEMU',
       run: async () => {
-        port = await freeLoopbackPort(ctx.reservedPorts);
-        ctx.reservedPorts.add(port);
+        if (!attachment) {
+          port = await freeLoopbackPort(ctx.reservedPorts);
+          ctx.reservedPorts.add(port);
+        }
         const argv = qemuArgv({
           vcpu: vm.vcpu,
           memoryMib: vm.memoryMib,
@@ -105,7 +132,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
           cmdline: kernelCmdline({ hostname: vm.name, tscKhz: accel === 'tcg' ? hostTscKhz() : undefined }),
           paths: p,
           sshHostPort: port,
-          mac: macFor(vm.id),
+          tap: attachment?.tap,
+          mac: attachment?.mac ?? macFor(vm.id),
           name: vm.name,
           // No route off the host unless the VM was created with --nat.
           restrictNet: !vm.nat,
@@ -122,8 +150,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
           pid,
           pidStartTime: start,
           accel,
-          sshHost: '127.0.0.1',
-          sshPort: port,
+          sshHost: attachment ? attachment.ip : '127.0.0.1',
+          sshPort: attachment ? 22 : port,
           qmpSocket: p.qmpSocket,
           qgaSocket: p.qgaSocket,
           startedAt: new Date().toISOString(),

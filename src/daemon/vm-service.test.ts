@@ -10,6 +10,7 @@ import { silentLogger } from '../log/log.js';
 import { createRunner } from '../system/runner.js';
 import { isSameProcess, killProcess, readStartTime } from '../system/proc.js';
 import { ImageService } from './image-service.js';
+import { NetworkService } from './network-service.js';
 import { VmService } from './vm-service.js';
 import { writeRuntime } from './runtime-file.js';
 import type { VmRecord, VmState } from '../model/types.js';
@@ -28,12 +29,14 @@ function setup() {
   const store = Store.open(layout.dbPath);
   const log = silentLogger();
   const images = new ImageService({ store, runner, layout, config: DEFAULT_CONFIG, log, buildImage: async () => Promise.reject(new Error('no builds in this test')) });
-  const vms = new VmService({ store, runner, layout, config: DEFAULT_CONFIG, log, images, bootTimeoutMs: 1000 });
+  // No root helper here: user networking (reconcile has no bridge VMs to look after).
+  const network = new NetworkService({ store, log, helperSocket: join(root, 'no-helper.sock'), configured: 'user', dnsPort: 10053 });
+  const vms = new VmService({ store, runner, layout, config: DEFAULT_CONFIG, log, images, network, bootTimeoutMs: 1000 });
   /** A VM row, its directory, and (optionally) a live stand-in process recorded as its QEMU. */
   const addVm = (name: string, state: VmState, opts: { alive?: boolean; deadPid?: boolean; ephemeral?: boolean } = {}) => {
     const vm: VmRecord = {
       id: `id${name}`, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
-      state, ephemeral: opts.ephemeral ?? false, lastError: null, createdAt: 'now', updatedAt: 'now',
+      state, ephemeral: opts.ephemeral ?? false, nat: false, ip: null, lastError: null, createdAt: 'now', updatedAt: 'now',
     };
     store.insertVm(vm);
     const p = vmPaths(layout, vm.id);

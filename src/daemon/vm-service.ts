@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { BangerError, messageOf } from '../errors/errors.js';
-import type { Accel, ProgressEvent, SshTarget as GuestSshTarget, VmRecord, VmRuntime, VmView } from '../model/types.js';
+import type { Accel, NetworkMode, ProgressEvent, SshTarget as GuestSshTarget, VmRecord, VmRuntime, VmView } from '../model/types.js';
 import { generateVmName, validateVmName } from '../model/names.js';
 import { formatSize } from '../model/sizes.js';
 import { imagePaths, vmPaths, type Layout, type VmPaths } from '../paths/paths.js';
@@ -24,6 +24,7 @@ import { createWorkDisk, growWorkDisk } from '../guest/work-disk.js';
 import { KILL_SIGNALS, type VmSshTarget as SshTarget, type VmCreateResult } from '../rpc/methods.js';
 import type { Connection } from '../rpc/server.js';
 import { DEFAULT_IMAGE, type ImageService } from './image-service.js';
+import type { NetworkService } from './network-service.js';
 import { KeyedMutex } from './locks.js';
 import { readRuntime, removeRuntime } from './runtime-file.js';
 import { runSteps, type Step } from './steps.js';
@@ -37,6 +38,7 @@ export interface VmServiceDeps {
   config: Config;
   log: Logger;
   images: ImageService;
+  network: NetworkService;
   /** Boot deadline (agent + SSH), ms. */
   bootTimeoutMs: number;
 }
@@ -52,6 +54,8 @@ export interface CreateParams {
   start?: boolean;
   /** Let the guest reach the network. */
   nat?: boolean;
+  /** user or bridge; default: config `network` (auto: bridge when the root helper answers). */
+  network?: NetworkMode;
 }
 
 export interface SetParams {
@@ -123,13 +127,11 @@ export class VmService {
     if (config.vmm !== 'qemu') {
       throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
     }
-    if (config.network !== 'user') {
-      throw new BangerError('unavailable', `network = "${config.network}" in config.toml: bridge networking is not available in this version`, 'set network = "user" (or remove the key)');
-    }
     if (imageName !== DEFAULT_IMAGE) this.deps.images.show(imageName); // not_found before any side effect
     const name = params.name !== undefined ? validateVmName(params.name) : this.uniqueName();
     const start = params.start !== false;
     if (!start && params.ephemeral) throw new BangerError('bad_request', 'an ephemeral VM (--rm) must be started');
+    const { mode: network } = await this.deps.network.resolveMode(params.network);
 
     const now = new Date().toISOString();
     const vm: VmRecord = {
@@ -141,15 +143,25 @@ export class VmService {
       systemOverlayBytes: config.systemOverlayBytes,
       diskBytes,
       vmm: 'qemu',
-      network: 'user',
+      network,
       state: 'creating',
       ephemeral: params.ephemeral === true,
       nat: params.nat === true,
+      ip: null,
       lastError: null,
       createdAt: now,
       updatedAt: now,
     };
-    store.insertVm(vm); // the UNIQUE name constraint settles create races: already_exists
+    // UNIQUE constraints settle races: the name (already_exists), a bridge address (taken meanwhile: next one).
+    for (let attempt = 0; ; attempt++) {
+      if (network === 'bridge') vm.ip = await this.deps.network.allocateIp();
+      try {
+        store.insertVm(vm);
+        break;
+      } catch (e) {
+        if (!(e instanceof BangerError && e.code === 'conflict' && attempt < 20)) throw e;
+      }
+    }
 
     const abort = new AbortController();
     if (vm.ephemeral) {
@@ -271,6 +283,7 @@ export class VmService {
         }
       }
       this.releaseRuntime(p);
+      await this.deps.network.detach(vm);
       this.deps.store.setVmState(vm.id, 'stopped');
       return this.view(this.current(vm));
     });
@@ -290,6 +303,7 @@ export class VmService {
       }
       this.deps.store.setVmState(vm.id, 'deleting');
       if (rt && alive) await killQemu(this.deps.log, vm.name, rt); // its disks are about to go: no need to be gentle
+      await this.deps.network.detach(vm);
       this.removeFiles(vm, p);
       this.deps.store.deleteVm(vm.id);
       this.deps.log.info({ vm: vm.name }, 'vm deleted');
@@ -361,6 +375,7 @@ export class VmService {
       if (vm.state === 'creating' || vm.state === 'deleting' || vm.ephemeral) {
         log.info({ ephemeral: vm.ephemeral }, 'reconcile: rolling back');
         if (rt && alive) await killQemu(this.deps.log, vm.name, rt);
+        await this.deps.network.detach(vm);
         this.removeFiles(vm, p);
         this.deps.store.deleteVm(vm.id);
       } else if (vm.state === 'running' && alive) {
@@ -375,6 +390,8 @@ export class VmService {
         this.deps.store.setVmState(vm.id, 'stopped');
       }
     }
+    // Taps and NAT rules of VMs that are not running go; running ones are re-attached (idempotent).
+    await this.deps.network.reconcile(this.deps.store.listVms().filter((v) => v.state === 'running'));
   }
 
   // ---- internals -----------------------------------------------------
@@ -400,6 +417,7 @@ export class VmService {
       report = await gracefulStop(this.deps.log, vm.name, rt, this.targetFor(vm, rt), this.deps.config.stopTimeoutSeconds * 1000);
     }
     this.releaseRuntime(p);
+    await this.deps.network.detach(vm);
     this.deps.store.setVmState(vm.id, 'stopped');
     return report;
   }
@@ -417,6 +435,7 @@ export class VmService {
       chooseAccel: (kernel) => this.chooseAccel(this.deps.config.accel, kernel),
       reservedPorts: this.reservedPorts,
       targetFor: (rt) => this.targetFor(vm, rt),
+      bridge: vm.network === 'bridge' ? { attach: () => this.deps.network.attach(vm), detach: () => this.deps.network.detach(vm) } : undefined,
     });
   }
 

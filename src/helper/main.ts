@@ -39,7 +39,7 @@ async function main(): Promise<void> {
   });
   if (process.getuid?.() !== 0) throw new BangerError('bad_request', 'banger-helper must run as root', 'start it with sudo, or install it: `sudo banger system install`');
   const uid = Number(values['owner-uid']);
-  if (!Number.isInteger(uid) || uid <= 0) throw new BangerError('bad_request', '--owner-uid must be the daemon user\'s uid (not root)');
+  if (!Number.isInteger(uid) || uid < 0) throw new BangerError('bad_request', '--owner-uid must be the daemon user\'s uid');
   const gid = values['owner-gid'] !== undefined ? Number(values['owner-gid']) : uid;
   const subnet = parseSubnet(values.subnet);
   const bridge = checkBridgeName(values.bridge);

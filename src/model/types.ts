@@ -29,6 +29,8 @@ export interface VmRecord {
   ephemeral: boolean;
   /** The guest may reach the network (--nat); otherwise it has no route off the host. */
   nat: boolean;
+  /** Bridge networking: the guest's address (its MAC and tap follow from it); null in user networking. */
+  ip: string | null;
   lastError: string | null;
   createdAt: string;
   updatedAt: string;

@@ -4,7 +4,7 @@
  * (validated at the daemon's boundary) and a phantom result type.
  */
 import { z } from 'zod';
-import { WORKSPACE_MODES, type ImageRecord, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
+import { NETWORK_MODES, WORKSPACE_MODES, type ImageRecord, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
 import { VM_NAME_RULE, vmNameProblem } from '../model/names.js';
 
 /** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
@@ -18,8 +18,22 @@ export interface StopReport {
   ms: number;
 }
 
+/** `banger network show`: the mode new VMs get and, on a bridge, where things are. */
+export interface NetworkShow {
+  mode: 'user' | 'bridge';
+  why: string;
+  bridge: string | null;
+  subnet: string | null;
+  gateway: string | null;
+  /** The `.vm` DNS server, ip:port. */
+  dns: string | null;
+  /** How `.vm` is routed on the host (or what to configure). */
+  resolver: string | null;
+  helperSocket: string;
+}
+
 /** Bump when a method's params or result change shape. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 const vmName = z.string().refine((s) => vmNameProblem(s) === undefined, { message: VM_NAME_RULE });
 const imageName = z.string().refine((s) => vmNameProblem(s) === undefined, {
@@ -134,6 +148,8 @@ export const methods = {
         start: z.boolean().optional(),
         /** Let the guest reach the network (otherwise: no route off the host). */
         nat: z.boolean().optional(),
+        /** user (rootless) or bridge (root helper); default: config `network`. */
+        network: z.enum(NETWORK_MODES).optional(),
       })
       .strict(),
     result: {} as VmCreateResult,
@@ -191,6 +207,7 @@ export const methods = {
   },
   'vm.workspace.status': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as WorkspaceStatus },
   'vm.ssh_target': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmSshTarget },
+  'network.show': { params: z.object({}).strict(), result: {} as NetworkShow },
   'image.build': {
     params: z.object({ name: imageName.optional(), force: z.boolean().optional() }).strict(),
     result: {} as ImageRecord,

@@ -64,4 +64,12 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'bridge addresses',
+    sql: `
+      ALTER TABLE vms ADD COLUMN ip TEXT;
+      CREATE UNIQUE INDEX vms_ip ON vms(ip) WHERE ip IS NOT NULL;
+    `,
+  },
 ];

@@ -58,6 +58,7 @@ interface VmRow {
   state: string;
   ephemeral: number;
   nat: number;
+  ip: string | null;
   last_error: string | null;
   created_at: string;
   updated_at: string;
@@ -85,6 +86,7 @@ const toVm = (r: VmRow): VmRecord => ({
   state: r.state as VmState,
   ephemeral: r.ephemeral === 1,
   nat: r.nat === 1,
+  ip: r.ip,
   lastError: r.last_error,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
@@ -148,11 +150,14 @@ export class Store {
     try {
       this.db
         .prepare(
-          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, disk_bytes, vmm, network, state, ephemeral, nat, last_error, created_at, updated_at)
-           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @diskBytes, @vmm, @network, @state, @ephemeral, @nat, @lastError, @createdAt, @updatedAt)`,
+          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, disk_bytes, vmm, network, state, ephemeral, nat, ip, last_error, created_at, updated_at)
+           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @diskBytes, @vmm, @network, @state, @ephemeral, @nat, @ip, @lastError, @createdAt, @updatedAt)`,
         )
-        .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0, nat: vm.nat ? 1 : 0 });
+        .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0, nat: vm.nat ? 1 : 0, ip: vm.ip ?? null });
     } catch (e) {
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && vm.ip && /vms\.ip/.test(String(e))) {
+        throw new BangerError('conflict', `address ${vm.ip} was taken by another VM meanwhile`, 'try again');
+      }
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
         throw new BangerError('already_exists', `a VM named ${vm.name} already exists`, 'pick another --name, or `banger vm delete -f ' + vm.name + '`');
       }

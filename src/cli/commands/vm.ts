@@ -1,8 +1,8 @@
 /** banger vm run|list|show|delete|ssh */
-import { Command, type OptionValues } from '@commander-js/extra-typings';
+import { Command, Option, type OptionValues } from '@commander-js/extra-typings';
 import { BangerError } from '../../errors/errors.js';
 import { generateVmName, validateVmName } from '../../model/names.js';
-import type { VmView } from '../../model/types.js';
+import { NETWORK_MODES, type NetworkMode, type VmView } from '../../model/types.js';
 import { RpcClient } from '../../rpc/client.js';
 import { tryConnect } from '../connect.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
@@ -69,7 +69,7 @@ export function vmCommand(ctx: CliContext): Command {
         ['memory', `${v.memoryMib} MiB`],
         ['work disk', `${formatSize(v.diskBytes)} at /root`],
         ['root fs', formatSize(v.systemOverlayBytes)],
-        ['network', `${v.network} (SSH forwarded to loopback)`],
+        ['network', v.network === 'bridge' ? `bridge, ${v.ip} (${v.name}.vm)` : 'user (SSH forwarded to loopback)'],
         ['egress', v.nat ? 'allowed (--nat)' : 'none: no route off the host (create with --nat to allow)'],
         ['ephemeral', v.ephemeral ? 'yes (vm run --rm)' : 'no'],
         ['created', v.createdAt],
@@ -104,7 +104,7 @@ export function vmCommand(ctx: CliContext): Command {
       const started = Date.now();
       const res = await (await ctx.daemon()).call(
         'vm.create',
-        { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, start: opts.start, nat: opts.nat === true },
+        { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, start: opts.start, nat: opts.nat === true, network: opts.network },
         (ev) => ctx.progress(ev),
       );
       if (opts.json) return printJson(res.vm);
@@ -129,7 +129,8 @@ function specOptions<A extends unknown[], O extends OptionValues>(c: Command<A, 
     .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
     .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G (default: disk_size in config)', sizeFlag('--disk-size'))
     .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
-    .option('--nat', 'let the guest reach the network (default: no route off the host)');
+    .option('--nat', 'let the guest reach the network (default: no route off the host)')
+    .addOption(new Option('--network <mode>', 'user (rootless, SSH on a loopback port) or bridge (root helper: own IP, NAME.vm DNS); default: config').choices(NETWORK_MODES));
 }
 
 function sshColumn(v: VmView): string {
@@ -146,6 +147,7 @@ interface RunOpts extends PrepareFlags {
   detach?: boolean;
   nat?: boolean;
   bootstrap?: boolean;
+  network?: NetworkMode;
 }
 
 export interface RunArgs {
@@ -212,7 +214,7 @@ async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Promise<num
     process.stderr.write(style.dim(`• creating VM ${name}`, process.stderr) + '\n');
     const res = await client.call(
       'vm.create',
-      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, ephemeral: opts.rm === true, nat: opts.nat === true },
+      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, ephemeral: opts.rm === true, nat: opts.nat === true, network: opts.network },
       (ev) => ctx.progress(ev),
     );
     created = true;

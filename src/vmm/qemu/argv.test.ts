@@ -106,6 +106,12 @@ describe('qemuArgv', () => {
     expect(values(restricted, '-device')).toContain('virtio-net-device,netdev=net0,mac=52:54:00:ab:cd:ef');
   });
 
+  it('bridge networking: eth0 on the given tap, no scripts, no port forward', () => {
+    const argv = qemuArgv(spec({ tap: 'bgr0t5', sshHostPort: 0 }));
+    expect(values(argv, '-netdev')).toEqual(['tap,id=net0,ifname=bgr0t5,script=no,downscript=no']);
+    expect(() => qemuArgv(spec({ tap: 'bgr0t5,script=/bin/evil' }))).toThrow(/not an interface name/);
+  });
+
   it('guest agent on virtio-serial, QMP and the console on their files', () => {
     const argv = qemuArgv(spec());
     const chardevs = values(argv, '-chardev');

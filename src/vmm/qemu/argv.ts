@@ -52,8 +52,10 @@ export interface QemuSpec {
   initrd: string;
   cmdline: string;
   paths: VmPaths;
-  /** Host loopback port forwarded to the guest's port 22. */
+  /** Host loopback port forwarded to the guest's port 22 (user networking; ignored with `tap`). */
   sshHostPort: number;
+  /** Bridge networking: attach eth0 to this existing tap (made by the root helper, owned by our user). */
+  tap?: string;
   mac: string;
   /** User networking with restrict=on: the guest cannot reach the host's network (hostfwd still works). */
   restrictNet?: boolean;
@@ -115,8 +117,10 @@ export function qemuArgv(spec: QemuSpec): string[] {
     '-drive', `id=work,if=none,file=${optValue(p.workDisk)},format=raw,cache=writeback,discard=unmap`,
     '-device', 'virtio-blk-device,drive=work',
 
-    // eth0: user networking, SSH forwarded from loopback only
-    '-netdev', `user,id=net0,${hostfwd}${spec.restrictNet ? ',restrict=on' : ''}`,
+    // eth0: a tap on banger's bridge, or user networking with SSH forwarded from loopback only
+    '-netdev', spec.tap !== undefined
+      ? `tap,id=net0,ifname=${spec.tap},script=no,downscript=no`
+      : `user,id=net0,${hostfwd}${spec.restrictNet ? ',restrict=on' : ''}`,
     '-device', `virtio-net-device,netdev=net0,mac=${spec.mac.toLowerCase()}`,
 
     // guest agent channel
@@ -142,7 +146,9 @@ function validateSpec(spec: QemuSpec): void {
   };
   if (!Number.isInteger(spec.vcpu) || spec.vcpu < 1 || spec.vcpu > 255) bad(`vcpu must be 1-255, got ${spec.vcpu}`);
   if (!Number.isInteger(spec.memoryMib) || spec.memoryMib < 64) bad(`memory must be at least 64 MiB, got ${spec.memoryMib}`);
-  if (!Number.isInteger(spec.sshHostPort) || spec.sshHostPort < 1 || spec.sshHostPort > 65535) {
+  if (spec.tap !== undefined) {
+    if (!/^[a-z0-9]{1,15}$/.test(spec.tap)) bad(`tap name ${JSON.stringify(spec.tap)} is not an interface name`);
+  } else if (!Number.isInteger(spec.sshHostPort) || spec.sshHostPort < 1 || spec.sshHostPort > 65535) {
     bad(`SSH host port must be 1-65535, got ${spec.sshHostPort}`);
   }
   if (!MAC.test(spec.mac)) bad(`MAC address ${JSON.stringify(spec.mac)} is not six hex octets`);
