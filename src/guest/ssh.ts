@@ -124,6 +124,10 @@ function execWithKey(target: SshTarget, privateKey: Buffer, command: string, io:
       io.signal?.removeEventListener('abort', onAbort);
       if (channel && io.stdin) io.stdin.unpipe(channel as unknown as NodeJS.WritableStream);
       client.end();
+      // end() waits for the peer's FIN; a guest that is gone (a deleted VM on
+      // a bridge: no one answers, not even with a reset) would keep the
+      // socket, and our process, alive for minutes. We are done: close it.
+      setImmediate(() => client.destroy());
     };
     const fail = (err: BangerError) => {
       if (settled) return;
