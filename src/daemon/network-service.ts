@@ -183,16 +183,20 @@ export class NetworkService {
     this.deps.log.info({ dns: `${gateway}:${this.deps.dnsPort}`, resolver: routed.detail }, '.vm DNS up');
   }
 
+  /** The default mode for new VMs, and the bridge's facts whenever the helper answers (even if user is the default). */
   async show(): Promise<NetworkShow> {
     const { mode, why } = await this.resolveMode();
-    if (mode === 'user' || !this.info) {
-      return { mode, why, bridge: null, subnet: null, gateway: null, dns: null, resolver: null, helperSocket: this.deps.helperSocket };
+    const none = { mode, why, bridge: null, subnet: null, gateway: null, dns: null, resolver: null, helperSocket: this.deps.helperSocket };
+    let h: HelperClient;
+    try {
+      h = await this.helper();
+    } catch {
+      return none;
     }
-    const h = await this.helper();
     await h.call('bridge.ensure', {});
     await this.ensureDns(h);
     const gateway = gatewayOf(this.subnet!);
-    return { mode, why, bridge: this.info.bridge, subnet: this.info.subnet, gateway, dns: `${gateway}:${this.deps.dnsPort}`, resolver: this.resolverDetail, helperSocket: this.deps.helperSocket };
+    return { ...none, bridge: this.info!.bridge, subnet: this.info!.subnet, gateway, dns: `${gateway}:${this.deps.dnsPort}`, resolver: this.resolverDetail };
   }
 
   close(): void {

@@ -497,7 +497,9 @@ export class VmService {
     removePath(p.dir);
     removePath(p.socketsDir);
     try {
+      // Its name, and on a bridge its address (an entry `ssh root@IP` may have added).
       removeHost(this.deps.layout.knownHosts, hostKeyAlias(vm.name));
+      if (vm.ip) removeHost(this.deps.layout.knownHosts, vm.ip);
     } catch (e) {
       this.deps.log.warn({ vm: vm.name, err: messageOf(e) }, 'could not drop known_hosts entry');
     }

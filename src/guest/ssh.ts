@@ -123,11 +123,11 @@ function execWithKey(target: SshTarget, privateKey: Buffer, command: string, io:
     const cleanup = () => {
       io.signal?.removeEventListener('abort', onAbort);
       if (channel && io.stdin) io.stdin.unpipe(channel as unknown as NodeJS.WritableStream);
-      client.end();
-      // end() waits for the peer's FIN; a guest that is gone (a deleted VM on
-      // a bridge: no one answers, not even with a reset) would keep the
-      // socket, and our process, alive for minutes. We are done: close it.
-      setImmediate(() => client.destroy());
+      // Not end(): that waits for the peer's FIN, and a guest that is gone (a
+      // deleted VM on a bridge: no one answers, not even with a reset) would
+      // keep the socket, and our process, alive for minutes. Every byte of
+      // the command's output has been read by now: close the socket.
+      client.destroy();
     };
     const fail = (err: BangerError) => {
       if (settled) return;

@@ -93,8 +93,8 @@ describe.skipIf(!isRoot)('root helper (real ip/iptables in a netns)', () => {
     expect(again).toEqual({ bridge: 'bgr0', gateway: '10.213.7.1', created: false });
     expect(await inNs('ip', '-4', '-o', 'addr', 'show', 'dev', 'bgr0')).toContain('10.213.7.1/24');
     const rules = await inNs('iptables', '-S');
-    expect(rules.match(/-A FORWARD -i bgr0 -j BANGER-FWD/g)).toHaveLength(1);
-    expect(rules).toContain('-A BANGER-FWD -i bgr0 ! -o bgr0 -j DROP');
+    expect(rules.match(/-A FORWARD -i bgr0 -j BANGER-FWD-bgr0/g)).toHaveLength(1);
+    expect(rules).toContain('-A BANGER-FWD-bgr0 -i bgr0 ! -o bgr0 -j DROP');
   });
 
   it('tap.create makes a tap owned by the daemon user on the bridge; a leftover is reclaimed', async () => {
@@ -114,9 +114,9 @@ describe.skipIf(!isRoot)('root helper (real ip/iptables in a netns)', () => {
     if (!canRun) return;
     expect(await client.call('nat.add', { guestIp: '10.213.7.5' })).toEqual({ added: 2 });
     expect(await client.call('nat.add', { guestIp: '10.213.7.5' })).toEqual({ added: 0 });
-    const nat = await inNs('iptables', '-t', 'nat', '-S', 'BANGER-NAT');
-    expect(nat.match(/-A BANGER-NAT -s 10\.213\.7\.5\/32 ! -d 10\.213\.7\.0\/24 -j MASQUERADE/g)).toHaveLength(1);
-    const fwd = await inNs('iptables', '-S', 'BANGER-FWD');
+    const nat = await inNs('iptables', '-t', 'nat', '-S', 'BANGER-NAT-bgr0');
+    expect(nat.match(/-A BANGER-NAT-bgr0 -s 10\.213\.7\.5\/32 ! -d 10\.213\.7\.0\/24 -j MASQUERADE/g)).toHaveLength(1);
+    const fwd = await inNs('iptables', '-S', 'BANGER-FWD-bgr0');
     // the accept comes before the final drop
     expect(fwd.indexOf('-s 10.213.7.5/32')).toBeLessThan(fwd.indexOf('-j DROP'));
     expect((await client.call('state', {})).natIps).toEqual(['10.213.7.5']);

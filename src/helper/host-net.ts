@@ -6,20 +6,21 @@
  * against the helper's own config; nothing here takes a name or address
  * that config did not produce or allow.
  *
- * Firewall layout (iptables, both tables tagged with chains of our own):
- *   filter FORWARD  -i BR -j BANGER-FWD ; -o BR -j BANGER-FWD     (first)
- *   BANGER-FWD      -o BR -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
- *                   -i BR -s GUEST/32 ! -o BR -j ACCEPT          (one per --nat guest)
- *                   -i BR ! -o BR -j DROP                        (everyone else: no route off the host)
- *   nat POSTROUTING -j BANGER-NAT
- *   BANGER-NAT      -s GUEST/32 ! -d SUBNET -j MASQUERADE         (one per --nat guest)
+ * Firewall layout (iptables; chains of our own, named after the bridge BR):
+ *   filter FORWARD   -i BR -j BANGER-FWD-BR ; -o BR -j BANGER-FWD-BR   (first)
+ *   BANGER-FWD-BR    -o BR -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+ *                    -i BR -s GUEST/32 ! -o BR -j ACCEPT          (one per --nat guest)
+ *                    -i BR ! -o BR -j DROP                        (everyone else: no route off the host)
+ *   nat POSTROUTING  -j BANGER-NAT-BR
+ *   BANGER-NAT-BR    -s GUEST/32 ! -d SUBNET -j MASQUERADE         (one per --nat guest)
  */
 import { BangerError } from '../errors/errors.js';
 import { gatewayOf, type Subnet } from '../model/net.js';
 import type { Runner } from '../system/runner.js';
 
-export const FWD_CHAIN = 'BANGER-FWD';
-export const NAT_CHAIN = 'BANGER-NAT';
+/** banger's chains are per bridge, so two helpers (two bridges) never touch each other's rules. */
+export const fwdChain = (bridge: string) => `BANGER-FWD-${bridge}`;
+export const natChain = (bridge: string) => `BANGER-NAT-${bridge}`;
 
 export interface HostNetConfig {
   bridge: string;
@@ -31,10 +32,16 @@ export interface HostNetConfig {
 }
 
 export class HostNet {
+  private readonly fwd: string;
+  private readonly nat: string;
+
   constructor(
     private readonly runner: Runner,
     readonly cfg: HostNetConfig,
-  ) {}
+  ) {
+    this.fwd = fwdChain(cfg.bridge);
+    this.nat = natChain(cfg.bridge);
+  }
 
   private argv(cmd: string[]): string[] {
     return this.cfg.netns ? ['ip', 'netns', 'exec', this.cfg.netns, ...cmd] : cmd;
@@ -75,12 +82,12 @@ export class HostNet {
 
   private async ensureChains(): Promise<void> {
     const { bridge } = this.cfg;
-    if (!(await this.ok(['iptables', '-w', '-t', 'filter', '-n', '-L', FWD_CHAIN]))) await this.run(['iptables', '-w', '-t', 'filter', '-N', FWD_CHAIN]);
-    if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', NAT_CHAIN]))) await this.run(['iptables', '-w', '-t', 'nat', '-N', NAT_CHAIN]);
-    for (const dir of ['-i', '-o']) await this.ensureRule('filter', 'FORWARD', [dir, bridge, '-j', FWD_CHAIN], 'insert');
-    await this.ensureRule('nat', 'POSTROUTING', ['-j', NAT_CHAIN], 'append');
-    await this.ensureRule('filter', FWD_CHAIN, ['-o', bridge, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'], 'insert');
-    await this.ensureRule('filter', FWD_CHAIN, ['-i', bridge, '!', '-o', bridge, '-j', 'DROP'], 'append');
+    if (!(await this.ok(['iptables', '-w', '-t', 'filter', '-n', '-L', this.fwd]))) await this.run(['iptables', '-w', '-t', 'filter', '-N', this.fwd]);
+    if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', this.nat]))) await this.run(['iptables', '-w', '-t', 'nat', '-N', this.nat]);
+    for (const dir of ['-i', '-o']) await this.ensureRule('filter', 'FORWARD', [dir, bridge, '-j', this.fwd], 'insert');
+    await this.ensureRule('nat', 'POSTROUTING', ['-j', this.nat], 'append');
+    await this.ensureRule('filter', this.fwd, ['-o', bridge, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'], 'insert');
+    await this.ensureRule('filter', this.fwd, ['-i', bridge, '!', '-o', bridge, '-j', 'DROP'], 'append');
   }
 
   private async ensureRule(table: string, chain: string, spec: string[], how: 'insert' | 'append'): Promise<boolean> {
@@ -102,9 +109,9 @@ export class HostNet {
   /** Removes the bridge (and its taps with it) and banger's chains. */
   async removeBridge(): Promise<boolean> {
     const { bridge } = this.cfg;
-    for (const dir of ['-i', '-o']) await this.deleteRule('filter', 'FORWARD', [dir, bridge, '-j', FWD_CHAIN]);
-    await this.deleteRule('nat', 'POSTROUTING', ['-j', NAT_CHAIN]);
-    for (const [table, chain] of [['filter', FWD_CHAIN], ['nat', NAT_CHAIN]] as const) {
+    for (const dir of ['-i', '-o']) await this.deleteRule('filter', 'FORWARD', [dir, bridge, '-j', this.fwd]);
+    await this.deleteRule('nat', 'POSTROUTING', ['-j', this.nat]);
+    for (const [table, chain] of [['filter', this.fwd], ['nat', this.nat]] as const) {
       if (await this.ok(['iptables', '-w', '-t', table, '-n', '-L', chain])) {
         await this.run(['iptables', '-w', '-t', table, '-F', chain]);
         await this.run(['iptables', '-w', '-t', table, '-X', chain]);
@@ -166,8 +173,8 @@ export class HostNet {
   private natSpecs(ip: string): Array<[string, string, string[], 'insert' | 'append']> {
     const { bridge, subnet } = this.cfg;
     return [
-      ['nat', NAT_CHAIN, ['-s', `${ip}/32`, '!', '-d', subnet.cidr, '-j', 'MASQUERADE'], 'append'],
-      ['filter', FWD_CHAIN, ['-i', bridge, '-s', `${ip}/32`, '!', '-o', bridge, '-j', 'ACCEPT'], 'insert'],
+      ['nat', this.nat, ['-s', `${ip}/32`, '!', '-d', subnet.cidr, '-j', 'MASQUERADE'], 'append'],
+      ['filter', this.fwd, ['-i', bridge, '-s', `${ip}/32`, '!', '-o', bridge, '-j', 'ACCEPT'], 'insert'],
     ];
   }
 
@@ -190,8 +197,8 @@ export class HostNet {
 
   /** Guest IPs that have NAT rules now (from BANGER-NAT). */
   async natIps(): Promise<string[]> {
-    if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', NAT_CHAIN]))) return [];
-    const out = await this.out(['iptables', '-w', '-t', 'nat', '-S', NAT_CHAIN]);
+    if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', this.nat]))) return [];
+    const out = await this.out(['iptables', '-w', '-t', 'nat', '-S', this.nat]);
     return [...out.matchAll(/-s (\d+\.\d+\.\d+\.\d+)\/32/g)].map((m) => m[1]!);
   }
 }

@@ -40,7 +40,7 @@ if old=$(git rev-parse -q --verify 'refs/banger/prepared^{commit}'); then
   git diff-tree -r -z --name-only --no-renames --diff-filter=D "$old" "$commit" |
     xargs -0 -r sh -c 'r=$0; for p; do d=$(realpath -m -- "$(dirname -- "$p")"); case "$d/" in "$r"/*) rm -f -- "$p"; rmdir -p --ignore-fail-on-non-empty -- "$(dirname -- "$p")" 2>/dev/null || true;; esac; done' "$realrepo"
 fi
-tar -x --no-same-owner -f -
+tar -x -z --no-same-owner -f -
 git update-ref refs/banger/prepared "$commit"
 if [ "$head" != - ]; then
   if [ "$branch" != - ]; then
@@ -52,8 +52,10 @@ if [ "$head" != - ]; then
 elif [ "$branch" != - ]; then
   git symbolic-ref HEAD "refs/heads/$branch"
 fi
-if [ "$itree" != - ]; then git read-tree "$itree"
-elif [ "$head" != - ]; then git read-tree "$head"
+# -m keeps the stat data of entries that did not change, so the refresh
+# below re-hashes only what the archive replaced.
+if [ "$itree" != - ]; then git read-tree -m "$itree" 2>/dev/null || git read-tree "$itree"
+elif [ "$head" != - ]; then git read-tree -m "$head" 2>/dev/null || git read-tree "$head"
 else git read-tree --empty
 fi
 git update-index -q --refresh >/dev/null 2>&1 || true

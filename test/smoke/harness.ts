@@ -2,7 +2,7 @@
  * Smoke harness: runs the real `banger` CLI (dist build) against a real
  * daemon, real QEMU and real guests, in state directories isolated per run.
  */
-import { mkdirSync, readdirSync, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -20,6 +20,8 @@ export function makeRunDirs(root: string, stateDir?: string): RunDirs {
   const state = stateDir ?? join(root, 'state');
   const runtime = join(root, 'run');
   for (const d of [state, runtime, join(root, 'config'), join(root, 'cache')]) mkdirSync(d, { recursive: true, mode: 0o700 });
+  // User networking unless a scenario asks for the bridge (the run may have a root helper).
+  writeFileSync(join(root, 'config', 'config.toml'), `network = "user"\ndns_port = ${20000 + (process.pid % 20000)}\n`);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     BANGER_STATE_DIR: state,
@@ -38,15 +40,15 @@ export interface CliResult {
 }
 
 export interface Banger {
-  (args: string[], opts?: { input?: string; timeoutMs?: number }): Promise<CliResult>;
+  (args: string[], opts?: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
   spawn(args: string[]): ChildProcess;
 }
 
 export function bangerFor(dirs: RunDirs, log: (line: string) => void): Banger {
-  const run = (args: string[], opts: { input?: string; timeoutMs?: number } = {}) =>
+  const run = (args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) =>
     new Promise<CliResult>((resolvePromise) => {
       log(`$ banger ${args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
-      const child = spawn(process.execPath, [bangerBin, ...args], { env: dirs.env, stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [bangerBin, ...args], { env: { ...dirs.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

@@ -11,6 +11,7 @@
 import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bangerFor, leakCensus, makeRunDirs, repoRoot, AssertionFailed } from './harness.js';
+import { bridgeLeaks, bridgeUnavailable, runBridge, startBridge, stopBridge } from './bridge.js';
 import { FIRST_USE, scenarios, type Scenario } from './scenarios.js';
 
 interface Args {
@@ -85,7 +86,7 @@ async function runOne(s: Scenario, census: boolean): Promise<void> {
   try {
     await s.run({ banger, dirs, log });
     if (census) {
-      const leaks = await leakCensus(dirs, banger);
+      const leaks = await censusAll(banger);
       if (leaks.length) throw new AssertionFailed(`leak census: ${leaks.join('; ')}`);
     }
     results.push({ name: s.name, status: 'pass', detail: '', ms: Date.now() - t0 });
@@ -98,8 +99,21 @@ async function runOne(s: Scenario, census: boolean): Promise<void> {
   }
 }
 
+/** VMs, files and rows (harness), plus this run's taps and iptables rules. */
+async function censusAll(banger: ReturnType<typeof bangerFor>): Promise<string[]> {
+  const b = runBridge();
+  return [...(await leakCensus(dirs, banger)), ...(b ? bridgeLeaks(b) : [])];
+}
+
 async function main(): Promise<number> {
   const banger = bangerFor(dirs, (l) => appendFileSync(logFile, `[setup] ${l}\n`));
+  // The run's root helper (its own bridge and subnet), when the bridge scenarios can run here.
+  const noBridge = bridgeUnavailable();
+  if (noBridge) say(`setup: no root helper: ${noBridge}`);
+  else {
+    const b = await startBridge(dirs);
+    say(`setup: root helper on ${b.socket} (bridge ${b.bridge}, subnet ${b.subnet}, dns ${b.gateway}:${b.dnsPort})`);
+  }
   // The first-use scenario needs a state dir with no image; it then builds it for the rest.
   let queue = selected;
   const first = selected.find((s) => s.name === FIRST_USE);
@@ -134,7 +148,7 @@ async function main(): Promise<number> {
         for (let s = queue.shift(); s; s = queue.shift()) await runOne(s, false);
       }),
     );
-    const leaks = await leakCensus(dirs, banger);
+    const leaks = await censusAll(banger);
     if (leaks.length) {
       say(`FAIL leak census after the parallel pool: ${leaks.join('; ')}`);
       results.push({ name: 'leak_census', status: 'fail', detail: leaks.join('; '), ms: 0 });
@@ -145,6 +159,7 @@ async function main(): Promise<number> {
 
 async function finish(banger: ReturnType<typeof bangerFor>): Promise<number> {
   await banger(['daemon', 'stop']);
+  await stopBridge().catch((e: unknown) => say(`setup: removing the run's bridge failed: ${String(e)}`));
   if (!args.keep && !args.state) rmSync(join(runRoot, 'state'), { recursive: true, force: true });
   rmSync(dirs.runtimeDir, { recursive: true, force: true });
   const pass = results.filter((r) => r.status === 'pass').length;
@@ -152,6 +167,16 @@ async function finish(banger: ReturnType<typeof bangerFor>): Promise<number> {
   const notRun = results.filter((r) => r.status === 'not run').length;
   say(`smoke: ${pass} passed, ${fail} failed, ${notRun} not run (of ${results.length}) in ${((Date.now() - started) / 1000).toFixed(0)} s — log ${logFile}`);
   return fail + notRun > 0 ? 1 : 0;
+}
+
+// Interrupted: the run's bridge, taps and rules go anyway (VMs are the daemon's: `banger vm prune`).
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    say(`smoke: ${sig}: removing the run's bridge and stopping`);
+    void stopBridge()
+      .catch(() => undefined)
+      .finally(() => process.exit(130));
+  });
 }
 
 process.exitCode = await main();

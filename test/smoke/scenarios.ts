@@ -6,6 +6,7 @@ import { BangerError } from '../../src/errors/errors.js';
 import { check, qemuProcesses, sleep, type Banger, type RunDirs } from './harness.js';
 import { lifecycleScenarios } from './scenarios-lifecycle.js';
 import { workspaceScenarios } from './scenarios-workspace.js';
+import { networkScenarios } from './scenarios-network.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -149,4 +150,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios];

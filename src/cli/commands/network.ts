@@ -16,7 +16,7 @@ export function networkCommand(ctx: CliContext): Command {
         ['mode', `${n.mode} (${n.why})`],
         ['helper', n.helperSocket],
       ];
-      if (n.mode === 'bridge') {
+      if (n.bridge) {
         rows.push(['bridge', n.bridge ?? '-'], ['subnet', n.subnet ?? '-'], ['gateway', n.gateway ?? '-'], ['dns', n.dns ?? '-'], ['resolver', n.resolver ?? '-']);
       }
       process.stdout.write(keyValues(rows) + '\n');
