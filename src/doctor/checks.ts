@@ -7,7 +7,10 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Layout } from '../paths/paths.js';
 import type { Runner } from '../system/runner.js';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, type Config } from '../config/config.js';
+import { connectHelper } from '../helper/client.js';
+import { HELPER_PROTOCOL, type HelperInfo } from '../helper/ops.js';
+import { manualResolverHint } from '../helper/resolver.js';
 import { imagePaths } from '../paths/paths.js';
 import { exists } from '../system/fs.js';
 import { probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
@@ -46,8 +49,10 @@ export async function runChecks(
   }
 
   let accel: 'auto' | 'kvm' | 'tcg' = 'auto';
+  let config: Config | undefined;
   try {
-    accel = loadConfig(layout.configFile).accel;
+    config = loadConfig(layout.configFile);
+    accel = config.accel;
     checks.push({ name: 'config', status: 'pass', detail: exists(layout.configFile) ? layout.configFile : 'defaults (no config.toml)' });
   } catch (e) {
     checks.push({ name: 'config', status: 'fail', detail: messageOf(e) });
@@ -56,6 +61,7 @@ export async function runChecks(
   checks.push(await kvmCheck(runner, layout, accel, opts.defaultImage));
   checks.push(writableCheck('state dir', layout.stateDir));
   checks.push(writableCheck('runtime dir', layout.runtimeDir));
+  if (config) checks.push(...(await networkChecks(config)));
 
   try {
     const d = await opts.daemon();
@@ -88,6 +94,32 @@ async function kvmCheck(runner: Runner, layout: Layout, requested: 'auto' | 'kvm
   } catch (e) {
     return { name: 'accelerator', status: 'fail', detail: messageOf(e) };
   }
+}
+
+/** Which network mode new VMs get and why; on a bridge, how `.vm` names resolve. */
+export async function networkChecks(config: Config, connect = connectHelper): Promise<Check[]> {
+  if (config.network === 'user') return [{ name: 'network', status: 'pass', detail: 'user (network = "user" in config): rootless, SSH on a loopback port' }];
+  let info: HelperInfo;
+  try {
+    const c = await connect(config.helperSocket);
+    info = await c.call('helper.hello', { protocol: HELPER_PROTOCOL, client: 'doctor' });
+    c.close();
+  } catch (e) {
+    const install = 'install the root helper with `sudo banger system install` (or run `sudo banger-helper --owner-uid $(id -u)`)';
+    return config.network === 'bridge'
+      ? [{ name: 'network', status: 'fail', detail: `network = "bridge" but no root helper answers on ${config.helperSocket} (${messageOf(e)}); ${install}` }]
+      : [{ name: 'network', status: 'pass', detail: `user: no root helper on ${config.helperSocket}, so VMs use rootless user networking; for bridge networking, ${install}` }];
+  }
+  const gateway = info.gateway;
+  const checks: Check[] = [
+    { name: 'network', status: 'pass', detail: `bridge: the root helper answers on ${config.helperSocket} (bridge ${info.bridge}, subnet ${info.subnet}, uid ${info.ownerUid})` },
+  ];
+  checks.push(
+    exists('/run/systemd/resolve')
+      ? { name: 'vm dns', status: 'pass', detail: `systemd-resolved: the helper routes *.vm to ${gateway}:${config.dnsPort}` }
+      : { name: 'vm dns', status: 'warn', detail: manualResolverHint(gateway, config.dnsPort) },
+  );
+  return checks;
 }
 
 function writableCheck(name: string, dir: string): Check {
