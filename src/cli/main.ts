@@ -10,6 +10,7 @@ import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
 import { sshConfigCommand } from './commands/ssh-config.js';
 import { networkCommand } from './commands/network.js';
+import { systemCommand } from './commands/system.js';
 
 const ctx = createContext();
 const debug = process.argv.includes('--debug');
@@ -27,6 +28,7 @@ program.addCommand(daemonCommand(ctx));
 program.addCommand(doctorCommand(ctx));
 program.addCommand(sshConfigCommand(ctx));
 program.addCommand(networkCommand(ctx));
+program.addCommand(systemCommand(ctx));
 
 function exitWith(e: unknown): void {
   if (e instanceof CommanderError) {

@@ -7,6 +7,7 @@
  *   BANGER_RUNTIME_DIR (default $XDG_RUNTIME_DIR/banger, else /tmp/banger-<uid>)
  * Every file the daemon writes is named here (see docs/ARCHITECTURE.md).
  */
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -59,7 +60,9 @@ export function resolveLayout(env: NodeJS.ProcessEnv = process.env, uid = proces
   const configDir = pick(env.BANGER_CONFIG_DIR, env.XDG_CONFIG_HOME, join(home, '.config', 'banger'));
   const stateDir = pick(env.BANGER_STATE_DIR, env.XDG_STATE_HOME, join(home, '.local', 'state', 'banger'));
   const cacheDir = pick(env.BANGER_CACHE_DIR, env.XDG_CACHE_HOME, join(home, '.cache', 'banger'));
-  const runtimeDir = pick(env.BANGER_RUNTIME_DIR, env.XDG_RUNTIME_DIR, `/tmp/banger-${uid}`);
+  // A daemon installed with `banger system install` runs in /run/banger/u<uid>: the CLI finds it there.
+  const systemRuntime = `/run/banger/u${uid}`;
+  const runtimeDir = nonEmpty(env.BANGER_RUNTIME_DIR) ?? (existsSync(systemRuntime) ? systemRuntime : pick(undefined, env.XDG_RUNTIME_DIR, `/tmp/banger-${uid}`));
   const sshDir = join(stateDir, 'ssh');
   return {
     configDir,
