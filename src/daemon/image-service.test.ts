@@ -36,7 +36,7 @@ function setup() {
     id: name, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
     state: 'creating', ephemeral: false, lastError: null, createdAt: 'now', updatedAt: 'now',
   });
-  return { svc, store, vmRow, builds: () => builds };
+  return { svc, store, layout, vmRow, builds: () => builds };
 }
 
 describe('ImageService', () => {
@@ -54,6 +54,19 @@ describe('ImageService', () => {
     await Promise.all([svc.ensure('bookworm', { onProgress: (e) => progress.push(e.message) }), svc.ensure('bookworm')]);
     expect(builds()).toBe(1);
     expect(progress.some((m) => m.includes('building it'))).toBe(true);
+  });
+
+  it('adopts an image directory copied in with its manifest (no build), and ignores one without', async () => {
+    const { svc, layout, builds } = setup();
+    const dir = join(layout.imagesDir, 'bookworm');
+    mkdirSync(dir, { recursive: true });
+    for (const f of ['rootfs.ext4', 'vmlinuz', 'initrd.img']) writeFileSync(join(dir, f), 'x');
+    expect(svc.isComplete('bookworm')).toBe(false); // no manifest: not adopted
+    writeFileSync(join(dir, 'image.json'), JSON.stringify({ name: 'bookworm', suite: 'bookworm', mirror: 'http://m', kernelVersion: '6.1.0-x', rootfsBytes: 5, packages: ['git'], builtAt: 't0' }));
+    const img = await svc.ensure('bookworm');
+    expect(img).toMatchObject({ name: 'bookworm', kernelVersion: '6.1.0-x', rootfsBytes: 5, packages: ['git'], createdAt: 't0' });
+    expect(img.source).toMatch(/adopted from/);
+    expect(builds()).toBe(0);
   });
 
   it('ensure of an unknown non-default image is not_found and builds nothing', async () => {

@@ -12,7 +12,7 @@ import { validateImageName } from '../model/names.js';
 import { imagePaths, type Layout } from '../paths/paths.js';
 import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
-import { exists, removePath } from '../system/fs.js';
+import { exists, readJsonFile, removePath } from '../system/fs.js';
 import type { Logger } from '../log/log.js';
 import type { Config } from '../config/config.js';
 import type { buildDebianImage } from '../images/build.js';
@@ -53,7 +53,30 @@ export class ImageService {
   /** True when the row exists and every file it needs is on disk. */
   isComplete(name: string): boolean {
     const p = imagePaths(this.deps.layout, name);
-    return this.deps.store.findImage(name) !== undefined && exists(p.rootfs) && exists(p.kernel) && exists(p.initrd);
+    const files = exists(p.rootfs) && exists(p.kernel) && exists(p.initrd);
+    if (files && this.deps.store.findImage(name) === undefined) this.adopt(name);
+    return this.deps.store.findImage(name) !== undefined && files;
+  }
+
+  /**
+   * An image directory with its manifest but no row (copied in from another
+   * banger: how an unprivileged daemon gets an image built by root) becomes
+   * a row. A manifest that does not parse is left alone.
+   */
+  private adopt(name: string): void {
+    const m = readJsonFile<{ name?: string; suite?: string; mirror?: string; kernelVersion?: string; rootfsBytes?: number; packages?: string[]; builtAt?: string }>(
+      imagePaths(this.deps.layout, name).manifest,
+    );
+    if (!m || m.name !== name || typeof m.kernelVersion !== 'string' || typeof m.rootfsBytes !== 'number') return;
+    this.deps.store.upsertImage({
+      name,
+      source: `mmdebstrap ${m.suite ?? '?'} (${m.mirror ?? '?'}), adopted from ${imagePaths(this.deps.layout, name).dir}`,
+      kernelVersion: m.kernelVersion,
+      rootfsBytes: m.rootfsBytes,
+      packages: Array.isArray(m.packages) ? m.packages : [],
+      createdAt: m.builtAt ?? new Date().toISOString(),
+    });
+    this.deps.log.info({ image: name }, 'adopted an image directory with a manifest and no row');
   }
 
   async build(name: string, opts: BuildOptions = {}): Promise<ImageRecord> {

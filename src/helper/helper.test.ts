@@ -4,7 +4,7 @@
  * touched), over the real socket protocol. Needs root and `ip netns`.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner } from '../system/runner.js';
@@ -48,7 +48,8 @@ beforeAll(async () => {
     return;
   }
   dir = mkdtempSync(join(tmpdir(), 'banger-helper-'));
-  const net = new HostNet(runner, { bridge: 'bgr0', subnet: parseSubnet('10.213.7.0/24'), ownerUid: OWNER, netns: ns });
+  writeFileSync(join(dir, 'tun'), '', { mode: 0o600 });
+  const net = new HostNet(runner, { bridge: 'bgr0', subnet: parseSubnet('10.213.7.0/24'), ownerUid: OWNER, netns: ns, tunDevice: join(dir, 'tun') });
   server = await serveTable({
     socketPath: join(dir, 'helper.sock'),
     table: helperOps,
@@ -92,6 +93,8 @@ describe.skipIf(!isRoot)('root helper (real ip/iptables in a netns)', () => {
     const again = await client.call('bridge.ensure', {});
     expect(again).toEqual({ bridge: 'bgr0', gateway: '10.213.7.1', created: false });
     expect(await inNs('ip', '-4', '-o', 'addr', 'show', 'dev', 'bgr0')).toContain('10.213.7.1/24');
+    // QEMU (the owner user) can open the tun device: restored to the distro default 0666
+    expect(statSync(join(dir, 'tun')).mode & 0o777).toBe(0o666);
     const rules = await inNs('iptables', '-S');
     expect(rules.match(/-A FORWARD -i bgr0 -j BANGER-FWD-bgr0/g)).toHaveLength(1);
     expect(rules).toContain('-A BANGER-FWD-bgr0 -i bgr0 ! -o bgr0 -j DROP');

@@ -14,6 +14,7 @@
  *   nat POSTROUTING  -j BANGER-NAT-BR
  *   BANGER-NAT-BR    -s GUEST/32 ! -d SUBNET -j MASQUERADE         (one per --nat guest)
  */
+import { chmodSync, statSync } from 'node:fs';
 import { BangerError } from '../errors/errors.js';
 import { gatewayOf, type Subnet } from '../model/net.js';
 import type { Runner } from '../system/runner.js';
@@ -29,6 +30,24 @@ export interface HostNetConfig {
   ownerUid: number;
   /** Tests: run every command inside this network namespace. */
   netns?: string;
+  /** Tests: the tun device to make openable (default /dev/net/tun). */
+  tunDevice?: string;
+}
+
+export const TUN_DEVICE = '/dev/net/tun';
+
+/**
+ * QEMU, running as the owner user, opens /dev/net/tun to attach to its tap.
+ * Debian and Ubuntu ship it 0666 (udev's default rule): opening it grants
+ * nothing by itself, since creating a tap needs CAP_NET_ADMIN and attaching
+ * to a persistent one needs to be its owner. Where it is 0600 (some
+ * containers), the helper restores that default.
+ */
+export function ensureTunOpenable(dev: string): boolean {
+  const st = statSync(dev);
+  if ((st.mode & 0o666) === 0o666) return false;
+  chmodSync(dev, (st.mode & 0o7777) | 0o666);
+  return true;
 }
 
 export class HostNet {
@@ -77,6 +96,7 @@ export class HostNet {
     if (!addrs.includes(` ${addr} `)) await this.run(['ip', 'addr', 'add', addr, 'dev', bridge]);
     await this.run(['ip', 'link', 'set', 'dev', bridge, 'up']);
     await this.ensureChains();
+    ensureTunOpenable(this.cfg.tunDevice ?? TUN_DEVICE);
     return created;
   }
 

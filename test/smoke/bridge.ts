@@ -36,15 +36,18 @@ export function bridgeUnavailable(): string | null {
 }
 
 /** Starts the helper for this run (once) and points the run's banger at it. */
-export async function startBridge(dirs: RunDirs, opts: { ownerUid?: number; name?: string; socket?: string } = {}): Promise<SmokeBridge> {
+export async function startBridge(
+  dirs: RunDirs,
+  opts: { ownerUid?: number; name?: string; socket?: string; thirdOctet?: number; dnsPort?: number } = {},
+): Promise<SmokeBridge & { child: ChildProcess }> {
   const tag = (process.pid % 0xffff).toString(16).padStart(4, '0');
-  const third = 100 + (process.pid % 100);
+  const third = opts.thirdOctet ?? 100 + (process.pid % 100);
   const b: SmokeBridge = {
     bridge: opts.name ?? `bgrs${tag}`,
     subnet: `10.213.${third}.0/24`,
     gateway: `10.213.${third}.1`,
     socket: opts.socket ?? join(dirs.runtimeDir, 'helper.sock'),
-    dnsPort: 20000 + (process.pid % 20000),
+    dnsPort: opts.dnsPort ?? 20000 + (process.pid % 20000),
     pid: 0,
   };
   const child = spawn(
@@ -65,7 +68,7 @@ export async function startBridge(dirs: RunDirs, opts: { ownerUid?: number; name
     current = b;
     dirs.env.BANGER_HELPER_SOCKET = b.socket;
   }
-  return b;
+  return { ...b, child };
 }
 
 export function runBridge(): SmokeBridge | undefined {

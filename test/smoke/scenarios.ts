@@ -7,6 +7,7 @@ import { check, qemuProcesses, sleep, type Banger, type RunDirs } from './harnes
 import { lifecycleScenarios } from './scenarios-lifecycle.js';
 import { workspaceScenarios } from './scenarios-workspace.js';
 import { networkScenarios } from './scenarios-network.js';
+import { unprivScenarios } from './scenarios-unpriv.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -150,4 +151,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios];
