@@ -9,8 +9,9 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 pkgs=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client ca-certificates iproute2 git tar)
-# Test peers: a real sshd and a real qemu-guest-agent for unit tests of the SSH and agent clients.
-[ "$want_test" = 1 ] && pkgs+=(openssh-server qemu-guest-agent)
+# Test peers: a real sshd and a real qemu-guest-agent for unit tests of the SSH and agent clients;
+# iptables for the root helper's tests and bridge scenarios; systemd for `systemd-analyze verify` of the units.
+[ "$want_test" = 1 ] && pkgs+=(openssh-server qemu-guest-agent iptables systemd)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -82,6 +82,12 @@ async function runOne(s: Scenario, census: boolean): Promise<void> {
   };
   const banger = bangerFor(dirs, log);
   const t0 = Date.now();
+  const missing = s.needs === 'root' ? bridgeUnavailable() : null;
+  if (missing) {
+    results.push({ name: s.name, status: 'not run', detail: missing, ms: 0 });
+    say(`NOT RUN ${s.name}: ${missing}`);
+    return;
+  }
   if (args.jobs === 1) say(`── ${s.name}: ${s.description}`);
   try {
     await s.run({ banger, dirs, log });

@@ -63,6 +63,7 @@ function withHome(banger: Banger, home: string): Banger {
 export const networkScenarios: Scenario[] = [
   {
     name: 'bridge_run',
+    needs: 'root',
     description: 'vm run --network bridge --rm -- ip -4 addr: the guest has the address the daemon allocated, on the run’s bridge',
     run: async ({ banger }) => {
       const b = bridgeOf();
@@ -77,6 +78,7 @@ export const networkScenarios: Scenario[] = [
   },
   {
     name: 'dns_resolves',
+    needs: 'root',
     description: "the daemon's DNS answers NAME.vm (A and PTR); with ssh-config installed in an isolated HOME, `ssh root@NAME.vm` works",
     run: async ({ banger, dirs }) => {
       const b = bridgeOf();
@@ -109,6 +111,7 @@ export const networkScenarios: Scenario[] = [
   },
   {
     name: 'nat_rule_lifecycle',
+    needs: 'root',
     description: '--nat: MASQUERADE for the guest /32 while running, once (also across a daemon restart), gone after stop and delete',
     run: async ({ banger }) => {
       const b = bridgeOf();
@@ -133,6 +136,7 @@ export const networkScenarios: Scenario[] = [
   },
   {
     name: 'no_nat_no_rule',
+    needs: 'root',
     description: 'a bridge VM without --nat gets no NAT rule and cannot reach past the host',
     run: async ({ banger }) => {
       const b = bridgeOf();
@@ -173,6 +177,7 @@ export const networkScenarios: Scenario[] = [
   },
   {
     name: 'helper_rejects',
+    needs: 'root',
     description: 'the root helper refuses an unknown op, a foreign interface and an address outside its subnet with coded errors; nothing changes',
     run: async () => {
       const b = bridgeOf();
@@ -195,6 +200,7 @@ export const networkScenarios: Scenario[] = [
   },
   {
     name: 'known_hosts_dropped_on_delete',
+    needs: 'root',
     description: "vm delete drops the VM's entries (name and address) from banger's known_hosts",
     run: async ({ banger, dirs }) => {
       const name = 'smoke-kh';

@@ -30,6 +30,7 @@ function uidOf(pid: number): number {
 export const unprivScenarios: Scenario[] = [
   {
     name: 'unprivileged_daemon',
+    needs: 'root',
     description: 'bangerd and QEMU run as a non-root user created for the test, the helper as root: vm run --network bridge works end to end',
     run: async ({ dirs, log }) => {
       check(process.getuid?.() === 0, 'needs root to create the test user and run the helper');

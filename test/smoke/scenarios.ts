@@ -18,6 +18,8 @@ export interface ScenarioContext {
 export interface Scenario {
   name: string;
   description: string;
+  /** root: needs root and the run's root helper (bridge, taps, iptables); counted as not run without them. */
+  needs?: 'root';
   run: (ctx: ScenarioContext) => Promise<void>;
 }
 
