@@ -5,13 +5,14 @@
  * restarting it never touches a running VM.
  *
  *   banger-helper --owner-uid UID [--owner-gid GID] [--socket PATH]
- *                 [--subnet CIDR] [--bridge NAME] [--log FILE] [--netns NS]
+ *                 [--subnet CIDR (default: the first of 10.213.0.0/24, … no host route overlaps)]
+ *                 [--bridge NAME] [--log FILE] [--netns NS]
  */
 import { parseArgs } from 'node:util';
 import { dirname } from 'node:path';
 import { chownSync } from 'node:fs';
 import { BangerError, messageOf } from '../errors/errors.js';
-import { checkBridgeName, DEFAULT_BRIDGE, parseSubnet } from '../model/net.js';
+import { checkBridgeName, DEFAULT_BRIDGE, parseSubnet, pickSubnet } from '../model/net.js';
 import { serveTable } from '../rpc/server.js';
 import { createRunner } from '../system/runner.js';
 import { ensureDir } from '../system/fs.js';
@@ -22,7 +23,6 @@ import { HELPER_PROTOCOL, helperHandlers, helperOps } from './ops.js';
 import { systemResolver } from './resolver.js';
 
 export const DEFAULT_HELPER_SOCKET = '/run/banger/helper.sock';
-export const DEFAULT_SUBNET = '10.213.0.0/24';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -30,7 +30,7 @@ async function main(): Promise<void> {
       'owner-uid': { type: 'string' },
       'owner-gid': { type: 'string' },
       socket: { type: 'string', default: DEFAULT_HELPER_SOCKET },
-      subnet: { type: 'string', default: DEFAULT_SUBNET },
+      subnet: { type: 'string' },
       bridge: { type: 'string', default: DEFAULT_BRIDGE },
       log: { type: 'string' },
       netns: { type: 'string' },
@@ -41,10 +41,11 @@ async function main(): Promise<void> {
   const uid = Number(values['owner-uid']);
   if (!Number.isInteger(uid) || uid < 0) throw new BangerError('bad_request', '--owner-uid must be the daemon user\'s uid');
   const gid = values['owner-gid'] !== undefined ? Number(values['owner-gid']) : uid;
-  const subnet = parseSubnet(values.subnet);
+  const runner = createRunner();
+  // Default: the first candidate no route on this host overlaps.
+  const subnet = parseSubnet(values.subnet ?? pickSubnet((await runner.run(['ip', '-4', 'route', 'show', 'table', 'all'], { allowFailure: true })).stdout));
   const bridge = checkBridgeName(values.bridge);
   const log = values.log ? fileLogger(values.log) : silentLogger();
-  const runner = createRunner();
   const net = new HostNet(runner, { bridge, subnet, ownerUid: uid, netns: values.netns });
   // The socket's directory: root's, but the daemon user must be able to traverse it.
   ensureDir(dirname(values.socket), 0o755);

@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import { ensureDir, writeFileAtomic } from '../system/fs.js';
 import type { Runner } from '../system/runner.js';
-import { ipToInt, parseSubnet } from '../model/net.js';
 import { daemonUnit, daemonUnitName, helperUnit, HELPER_UNIT, type UnitParams } from './units.js';
 
 export const UNIT_DIR = '/etc/systemd/system';
@@ -30,27 +29,6 @@ export async function lookupUser(runner: Runner, name: string): Promise<{ uid: n
   const f = r.stdout.trim().split(':');
   if (r.code !== 0 || f.length < 7) throw new BangerError('not_found', `no user named ${JSON.stringify(name)}`, 'pass the user who will run VMs: --user NAME');
   return { uid: Number(f[2]), gid: Number(f[3]), home: f[5]! };
-}
-
-/** Candidate /24s for the bridge: the first that no route on the host overlaps. */
-export const SUBNET_CANDIDATES = ['10.213.0.0/24', '10.214.0.0/24', '172.30.213.0/24', '192.168.213.0/24'];
-
-export function pickSubnet(ipRoutes: string, candidates = SUBNET_CANDIDATES): string {
-  const routed = ipRoutes
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/)[0] ?? '')
-    .filter((d) => /^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(d))
-    .map((d) => (d.includes('/') ? d : `${d}/32`));
-  const overlaps = (a: string, b: string) => {
-    const [an, ap] = a.split('/');
-    const [bn, bp] = b.split('/');
-    const p = Math.min(Number(ap), Number(bp));
-    const mask = p === 0 ? 0 : (0xffffffff << (32 - p)) >>> 0;
-    return ((ipToInt(an!) & mask) >>> 0) === ((ipToInt(bn!) & mask) >>> 0);
-  };
-  const free = candidates.find((c) => !routed.some((r) => overlaps(c, r)));
-  if (!free) throw new BangerError('conflict', `every candidate subnet (${candidates.join(', ')}) overlaps a route on this host`, 'pass one with --subnet CIDR');
-  return parseSubnet(free).cidr;
 }
 
 export interface InstallResult {

@@ -6,7 +6,8 @@ import { join, resolve } from 'node:path';
 import { createRunner } from '../system/runner.js';
 import { onPath } from '../system/which.js';
 import { daemonUnit, helperUnit, type UnitParams } from './units.js';
-import { installedUnits, installUnits, pickSubnet, uninstallUnits } from './install.js';
+import { installedUnits, installUnits, uninstallUnits } from './install.js';
+import { pickSubnet } from '../model/net.js';
 
 const runner = createRunner();
 const repo = resolve(import.meta.dirname, '..', '..');

@@ -112,7 +112,7 @@ export const networkScenarios: Scenario[] = [
   {
     name: 'nat_rule_lifecycle',
     needs: 'root',
-    description: '--nat: MASQUERADE for the guest /32 while running, once (also across a daemon restart), gone after stop and delete',
+    description: '--nat: MASQUERADE for the guest /32 while running, once (also across a daemon restart, which reclaims a crashed run’s tap), gone after stop and delete',
     run: async ({ banger }) => {
       const b = bridgeOf();
       const name = 'smoke-nat';
@@ -121,8 +121,13 @@ export const networkScenarios: Scenario[] = [
         const ip = await vmIp(banger, name);
         check(natRules(b, ip).length === 1, `want 1 MASQUERADE rule for ${ip}, got ${natRules(b, ip).length}`);
         await ok(banger, ['daemon', 'stop']);
+        // A tap left by a crashed run: the daemon's reconcile must reclaim it.
+        const stray = `${b.bridge}t250`;
+        execFileSync('ip', ['tuntap', 'add', 'dev', stray, 'mode', 'tap']);
         await ok(banger, ['vm', 'list']); // starts the daemon again: reconcile re-attaches
         check(natRules(b, ip).length === 1, `after a daemon restart: ${natRules(b, ip).length} rules`);
+        const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
+        check(!links.includes(`${stray}:`), `the stray tap ${stray} was not reclaimed`);
         await ok(banger, ['vm', 'stop', name]);
         check(natRules(b, ip).length === 0, 'NAT rule still there after stop');
         await ok(banger, ['vm', 'start', name]);
