@@ -3,7 +3,7 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { createSocket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { silentLogger } from '../log/log.js';
-import { DnsServer } from './dns-server.js';
+import { DnsServer, nameservers } from './dns-server.js';
 
 const vms = new Map([['box', '10.213.0.5']]);
 const records = {
@@ -49,6 +49,30 @@ describe('DNS for <name>.vm', () => {
     expect((await ask(port, 'new.vm')).answers?.[0]).toMatchObject({ data: '10.213.0.6' });
     vms.delete('new');
     expect((await ask(port, 'new.vm')).rcode).toBe('NXDOMAIN');
+  });
+
+  it('relays other names to the upstream only for allowed clients; REFUSED for the rest', async () => {
+    // A stand-in upstream resolver on a free port.
+    const upstream = createSocket('udp4');
+    upstream.on('message', (m, r) => {
+      const q = dnsPacket.decode(m);
+      upstream.send(dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, data: '192.0.2.44' }] }), r.port, r.address);
+    });
+    await new Promise<void>((r) => upstream.bind(0, '127.0.0.1', () => r()));
+    let allow = false;
+    server = new DnsServer(records, silentLogger(), { upstreams: () => [`127.0.0.1:${upstream.address().port}`], allowed: () => allow });
+    await server.start('127.0.0.1', 0);
+    const port = server.address!.port;
+    expect((await ask(port, 'deb.debian.org')).rcode).toBe('REFUSED');
+    allow = true;
+    const fwd = await ask(port, 'deb.debian.org');
+    expect(fwd.answers?.[0]).toMatchObject({ data: '192.0.2.44' });
+    expect((await ask(port, 'box.vm')).answers?.[0]).toMatchObject({ data: '10.213.0.5' }); // ours, never relayed
+    upstream.close();
+  });
+
+  it('reads the host nameservers from resolv.conf', () => {
+    expect(nameservers('# c\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\nnameserver 10.0.0.2 \n')).toEqual(['127.0.0.53', '10.0.0.2']);
   });
 
   it('a taken port is an error at start', async () => {

@@ -1,9 +1,10 @@
 /**
  * The daemon's DNS server for `<name>.vm` (bridge networking): A and PTR
  * answers looked up in the store at query time, so a create, delete or
- * rename is visible at once. Anything outside `.vm` and the bridge's
- * reverse zone is REFUSED: this is not a recursive resolver. UDP only
- * (answers are tiny). Wire format by dns-packet.
+ * rename is visible at once. Other names are relayed to the host's
+ * resolvers only for clients `forward.allowed` says yes to (guests created
+ * with --nat: a guest without it gets no DNS channel off the host either);
+ * everyone else gets REFUSED. UDP only. Wire format by dns-packet.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
@@ -18,8 +19,8 @@ export interface DnsRecords {
 
 export const DNS_TTL_SECONDS = 5;
 
-/** The answer to one query packet (exported for tests). */
-export function answer(query: Buffer, records: DnsRecords): Buffer | null {
+/** The answer to one query packet, 'outside' for a name not ours, null for junk (exported for tests). */
+export function answer(query: Buffer, records: DnsRecords): Buffer | 'outside' | null {
   let q: dnsPacket.Packet;
   try {
     q = dnsPacket.decode(query);
@@ -49,7 +50,48 @@ export function answer(query: Buffer, records: DnsRecords): Buffer | null {
     if (!wants(question, 'PTR')) return reply(RCODE.NOERROR);
     return reply(RCODE.NOERROR, [{ type: 'PTR', name: question.name, ttl: DNS_TTL_SECONDS, class: 'IN', data: `${vm}.vm` }]);
   }
-  return dnsPacket.encode({ type: 'response', id: q.id ?? 0, flags: RCODE.REFUSED | recursionDesired(q), questions: [question] });
+  return 'outside';
+}
+
+export function refused(query: Buffer): Buffer | null {
+  try {
+    const q = dnsPacket.decode(query);
+    return dnsPacket.encode({ type: 'response', id: q.id ?? 0, flags: RCODE.REFUSED | recursionDesired(q), questions: q.questions ?? [] });
+  } catch {
+    return null;
+  }
+}
+
+export interface DnsForwarding {
+  /** Upstream resolvers, "ip" or "ip:port" (IPv4), e.g. the host's /etc/resolv.conf nameservers. */
+  upstreams: () => string[];
+  /** May this client have names outside .vm resolved? */
+  allowed: (clientIp: string) => boolean;
+}
+
+/** The host's IPv4 nameservers from resolv.conf text. */
+export function nameservers(resolvConf: string): string[] {
+  return resolvConf
+    .split('\n')
+    .map((l) => /^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/.exec(l)?.[1])
+    .filter((x): x is string => x !== undefined);
+}
+
+/** Sends the query as is to one upstream and resolves with its reply (or null after the timeout). */
+function relay(query: Buffer, upstream: string, timeoutMs: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    const done = (b: Buffer | null) => {
+      clearTimeout(timer);
+      s.close();
+      resolve(b);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    s.on('message', (m) => done(m));
+    s.on('error', () => done(null));
+    const [host, port] = upstream.split(':');
+    s.send(query, port ? Number(port) : 53, host);
+  });
 }
 
 /** The question asks for this type (or ANY, which dns-packet's types leave out). */
@@ -69,6 +111,7 @@ export class DnsServer {
   constructor(
     private readonly records: DnsRecords,
     private readonly log: Logger,
+    private readonly forward?: DnsForwarding,
   ) {}
 
   /** Binds host:port (UDP). Rejects with the OS error (EADDRINUSE, EADDRNOTAVAIL …). */
@@ -76,7 +119,11 @@ export class DnsServer {
     const sock = createSocket({ type: 'udp4', reuseAddr: false });
     sock.on('message', (msg, rinfo) => {
       const out = answer(msg, this.records);
-      if (out) sock.send(out, rinfo.port, rinfo.address);
+      if (out === null) return;
+      if (out !== 'outside') return void sock.send(out, rinfo.port, rinfo.address);
+      void this.outside(msg, rinfo.address).then((reply) => {
+        if (reply) sock.send(reply, rinfo.port, rinfo.address);
+      });
     });
     sock.on('error', (e) => this.log.warn({ err: e.message }, 'dns server error'));
     await new Promise<void>((resolve, reject) => {
@@ -87,6 +134,15 @@ export class DnsServer {
       });
     });
     this.socket = sock;
+  }
+
+  private async outside(query: Buffer, client: string): Promise<Buffer | null> {
+    if (!this.forward?.allowed(client)) return refused(query);
+    for (const up of this.forward.upstreams()) {
+      const r = await relay(query, up, 2500);
+      if (r) return r;
+    }
+    return refused(query);
   }
 
   get address(): { host: string; port: number } | null {

@@ -19,7 +19,16 @@ import type { NetworkMode, VmRecord } from '../model/types.js';
 import type { Store } from '../store/store.js';
 import { connectHelper, type HelperClient } from '../helper/client.js';
 import type { HelperInfo } from '../helper/ops.js';
-import { DnsServer } from './dns-server.js';
+import { DnsServer, nameservers } from './dns-server.js';
+import { readFileSync } from 'node:fs';
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
 import type { NetworkShow } from '../rpc/methods.js';
 
 export interface NetworkServiceDeps {
@@ -171,6 +180,11 @@ export class NetworkService {
         nameOf: (ip) => this.deps.store.listVms().find((v) => v.network === 'bridge' && v.ip === ip)?.name,
       },
       this.deps.log,
+      {
+        // Names outside .vm are resolved only for guests created with --nat.
+        upstreams: () => nameservers(readText('/etc/resolv.conf')),
+        allowed: (ip) => this.deps.store.listVms().some((v) => v.network === 'bridge' && v.ip === ip && v.nat),
+      },
     );
     try {
       await dns.start(gateway, this.deps.dnsPort);

@@ -128,6 +128,15 @@ describe.skipIf(!isRoot)('root helper (real ip/iptables in a netns)', () => {
     expect((await client.call('state', {})).natIps).toEqual([]);
   });
 
+  it("resolver.route sends guests' gateway:53 to the daemon's port, once, replacing an earlier port", async () => {
+    if (!canRun) return;
+    await client.call('resolver.route', { port: 5300 });
+    await client.call('resolver.route', { port: 5301 });
+    const rules = (await inNs('iptables', '-t', 'nat', '-S', 'BANGER-DNS-bgr0')).split('\n').filter((l) => l.includes('REDIRECT'));
+    expect(rules).toEqual(['-A BANGER-DNS-bgr0 -d 10.213.7.1/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 5301']);
+    expect(await inNs('iptables', '-t', 'nat', '-S', 'PREROUTING')).toContain('-A PREROUTING -i bgr0 -j BANGER-DNS-bgr0');
+  });
+
   it('refuses an unknown op, a foreign interface, an address outside the subnet, and extra fields, changing nothing', async () => {
     if (!canRun) return;
     const before = await snapshot();

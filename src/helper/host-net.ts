@@ -13,6 +13,9 @@
  *                    -i BR ! -o BR -j DROP                        (everyone else: no route off the host)
  *   nat POSTROUTING  -j BANGER-NAT-BR
  *   BANGER-NAT-BR    -s GUEST/32 ! -d SUBNET -j MASQUERADE         (one per --nat guest)
+ *   nat PREROUTING   -i BR -j BANGER-DNS-BR
+ *   BANGER-DNS-BR    -d GATEWAY -p udp --dport 53 -j REDIRECT --to-ports DNS_PORT
+ *                    (guests ask the gateway on 53; the daemon, unprivileged, listens above 1024)
  */
 import { chmodSync, statSync } from 'node:fs';
 import { BangerError } from '../errors/errors.js';
@@ -22,6 +25,7 @@ import type { Runner } from '../system/runner.js';
 /** banger's chains are per bridge, so two helpers (two bridges) never touch each other's rules. */
 export const fwdChain = (bridge: string) => `BANGER-FWD-${bridge}`;
 export const natChain = (bridge: string) => `BANGER-NAT-${bridge}`;
+export const dnsChain = (bridge: string) => `BANGER-DNS-${bridge}`;
 
 export interface HostNetConfig {
   bridge: string;
@@ -53,6 +57,7 @@ export function ensureTunOpenable(dev: string): boolean {
 export class HostNet {
   private readonly fwd: string;
   private readonly nat: string;
+  private readonly dns: string;
 
   constructor(
     private readonly runner: Runner,
@@ -60,6 +65,7 @@ export class HostNet {
   ) {
     this.fwd = fwdChain(cfg.bridge);
     this.nat = natChain(cfg.bridge);
+    this.dns = dnsChain(cfg.bridge);
   }
 
   private argv(cmd: string[]): string[] {
@@ -106,6 +112,8 @@ export class HostNet {
     if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', this.nat]))) await this.run(['iptables', '-w', '-t', 'nat', '-N', this.nat]);
     for (const dir of ['-i', '-o']) await this.ensureRule('filter', 'FORWARD', [dir, bridge, '-j', this.fwd], 'insert');
     await this.ensureRule('nat', 'POSTROUTING', ['-j', this.nat], 'append');
+    if (!(await this.ok(['iptables', '-w', '-t', 'nat', '-n', '-L', this.dns]))) await this.run(['iptables', '-w', '-t', 'nat', '-N', this.dns]);
+    await this.ensureRule('nat', 'PREROUTING', ['-i', bridge, '-j', this.dns], 'append');
     await this.ensureRule('filter', this.fwd, ['-o', bridge, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'], 'insert');
     await this.ensureRule('filter', this.fwd, ['-i', bridge, '!', '-o', bridge, '-j', 'DROP'], 'append');
   }
@@ -131,7 +139,8 @@ export class HostNet {
     const { bridge } = this.cfg;
     for (const dir of ['-i', '-o']) await this.deleteRule('filter', 'FORWARD', [dir, bridge, '-j', this.fwd]);
     await this.deleteRule('nat', 'POSTROUTING', ['-j', this.nat]);
-    for (const [table, chain] of [['filter', this.fwd], ['nat', this.nat]] as const) {
+    await this.deleteRule('nat', 'PREROUTING', ['-i', bridge, '-j', this.dns]);
+    for (const [table, chain] of [['filter', this.fwd], ['nat', this.nat], ['nat', this.dns]] as const) {
       if (await this.ok(['iptables', '-w', '-t', table, '-n', '-L', chain])) {
         await this.run(['iptables', '-w', '-t', table, '-F', chain]);
         await this.run(['iptables', '-w', '-t', table, '-X', chain]);
@@ -213,6 +222,13 @@ export class HostNet {
       if (await this.ok(['iptables', '-w', '-t', table, '-n', '-L', chain])) removed += await this.deleteRule(table, chain, spec);
     }
     return removed;
+  }
+
+  /** Guests' DNS (gateway:53/udp) goes to the daemon's port; replaces any earlier port. */
+  async redirectDns(port: number): Promise<void> {
+    await this.ensureChains();
+    await this.run(['iptables', '-w', '-t', 'nat', '-F', this.dns]);
+    await this.run(['iptables', '-w', '-t', 'nat', '-A', this.dns, '-d', gatewayOf(this.cfg.subnet), '-p', 'udp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(port)]);
   }
 
   /** Guest IPs that have NAT rules now (from BANGER-NAT). */

@@ -60,6 +60,7 @@ export function helperHandlers(net: HostNet, resolver: Resolver, version: string
     'nat.remove': async (p) => ({ removed: await net.removeNat(guest(p.guestIp)) }),
     'resolver.route': async (p) => {
       if (!(await net.linkExists(bridge))) throw new BangerError('not_found', `bridge ${bridge} does not exist`, 'bridge.ensure first');
+      await net.redirectDns(p.port);
       return resolver.route(bridge, gatewayOf(subnet), p.port);
     },
     'resolver.unroute': async () => resolver.unroute(bridge),

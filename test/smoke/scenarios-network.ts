@@ -128,6 +128,9 @@ export const networkScenarios: Scenario[] = [
         check(natRules(b, ip).length === 1, `after a daemon restart: ${natRules(b, ip).length} rules`);
         const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
         check(!links.includes(`${stray}:`), `the stray tap ${stray} was not reclaimed`);
+        // A --nat guest resolves outside names through the daemon (relayed to the host's resolver).
+        const names = await banger(['vm', 'exec', name, '--', 'getent', 'hosts', 'deb.debian.org']);
+        check(names.code === 0 && /\d+\.\d+/.test(names.stdout), `a --nat guest cannot resolve deb.debian.org: ${names.code} ${names.stdout} ${names.stderr}`);
         await ok(banger, ['vm', 'stop', name]);
         check(natRules(b, ip).length === 0, 'NAT rule still there after stop');
         await ok(banger, ['vm', 'start', name]);
@@ -142,7 +145,7 @@ export const networkScenarios: Scenario[] = [
   {
     name: 'no_nat_no_rule',
     needs: 'root',
-    description: 'a bridge VM without --nat gets no NAT rule and cannot reach past the host',
+    description: 'a bridge VM without --nat gets no NAT rule, resolves NAME.vm but no outside name (no DNS channel off the host)',
     run: async ({ banger }) => {
       const b = bridgeOf();
       const name = 'smoke-nonat';
@@ -152,6 +155,11 @@ export const networkScenarios: Scenario[] = [
         check(natRules(b, ip).length === 0, `a VM without --nat has NAT rules: ${natRules(b, ip).join(' | ')}`);
         const show = await ok(banger, ['vm', 'show', name]);
         check(/egress\s+none/.test(show), `vm show does not say egress none: ${show}`);
+        // The guest resolves .vm names (its own) but gets no DNS channel off the host.
+        const own = await banger(['vm', 'exec', name, '--', 'getent', 'hosts', `${name}.vm`]);
+        check(own.code === 0 && own.stdout.startsWith(ip), `the guest cannot resolve ${name}.vm: ${own.code} ${own.stdout}`);
+        const outside = await banger(['vm', 'exec', name, '--', 'getent', 'hosts', 'deb.debian.org']);
+        check(outside.code !== 0, `a guest without --nat resolved deb.debian.org: ${outside.stdout}`);
       } finally {
         await cleanup(banger, name);
       }
