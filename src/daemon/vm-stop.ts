@@ -9,7 +9,7 @@
  * No single path is trusted; each step down is logged with its reason, and
  * a hung or unreachable guest cannot make the stop outlast its window.
  */
-import { Writable } from 'node:stream';
+import { sink } from '../system/streams.js';
 import { messageOf } from '../errors/errors.js';
 import type { Logger } from '../log/log.js';
 import type { SshTarget, VmRuntime } from '../model/types.js';
@@ -22,12 +22,6 @@ import type { StopReport } from '../rpc/methods.js';
 export type { StopReport };
 
 
-const sink = () =>
-  new Writable({
-    write(_c, _e, cb) {
-      cb();
-    },
-  });
 
 /** Runs `fn` but gives up (resolving false) after `ms`. */
 async function bounded(ms: number, fn: (signal: AbortSignal) => Promise<unknown>): Promise<boolean> {

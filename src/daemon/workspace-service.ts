@@ -9,7 +9,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import { formatSize } from '../model/sizes.js';
 import { validateRevision } from '../model/revision.js';
@@ -24,6 +24,7 @@ import { scanRepo, type RepoScan } from '../workspace/scan.js';
 import { dropSnapshot, makeSnapshot, worktreeTree } from '../workspace/snapshot.js';
 import { applyCommand, BAD_BASE_EXIT, BASE_MISSING_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, parseProbe, probeCommand } from '../workspace/guest-scripts.js';
 import { ensureDir } from '../system/fs.js';
+import { collector } from '../system/streams.js';
 import type { WorkspaceExportResult as ExportResult, WorkspacePrepareResult as PrepareResult, WorkspaceStatus } from '../rpc/methods.js';
 import type { VmService } from './vm-service.js';
 
@@ -219,15 +220,3 @@ function guestStderr(c: { buffer(): Buffer }): string {
   return t ? `:\n${t}` : '';
 }
 
-/** A Writable that keeps what it is given. */
-function collector(): Writable & { buffer(): Buffer } {
-  const chunks: Buffer[] = [];
-  const w = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(chunk);
-      cb();
-    },
-  }) as Writable & { buffer(): Buffer };
-  w.buffer = () => Buffer.concat(chunks);
-  return w;
-}

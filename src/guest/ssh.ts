@@ -21,7 +21,7 @@
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
-import { Writable } from 'node:stream';
+import { sink } from '../system/streams.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2 from 'ssh2';
 import type { ClientChannel } from 'ssh2';
@@ -314,12 +314,6 @@ export async function waitForSsh(target: SshTarget, opts: WaitForSshOptions): Pr
   let lastInformative: string | undefined;
   let attempts = 0;
   let cutOff = 0;
-  const sink = () =>
-    new Writable({
-      write(_c, _e, cb) {
-        cb();
-      },
-    });
 
   for (;;) {
     if (opts.signal?.aborted) throw interrupted(target);

@@ -3,7 +3,7 @@
  * repo. It needs the network, so vm run refuses it without --nat (before any
  * VM exists); --no-bootstrap skips it.
  */
-import { Writable } from 'node:stream';
+import { collector } from '../../system/streams.js';
 import { BangerError } from '../../errors/errors.js';
 import { shellJoin } from '../../model/quote.js';
 import type { SshTarget } from '../../model/types.js';
@@ -22,15 +22,9 @@ export function hasMiseConfig(scan: RepoScan): boolean {
 const FIND_MISE = 'command -v mise 2>/dev/null || { [ -x /root/.local/bin/mise ] && echo /root/.local/bin/mise; }';
 
 export async function bootstrapMise(ctx: CliContext, target: SshTarget, name: string, signal?: AbortSignal): Promise<void> {
-  let found = '';
-  const out = new Writable({
-    write(c: Buffer, _e, cb) {
-      found += c.toString('utf8');
-      cb();
-    },
-  });
+  const out = collector();
   await sshExec(target, shellJoin(['sh', '-c', FIND_MISE]), { stdout: out, stderr: process.stderr, signal });
-  const mise = found.trim().split('\n')[0] ?? '';
+  const mise = out.buffer().toString('utf8').trim().split('\n')[0] ?? '';
   if (!mise) {
     throw new BangerError(
       'unavailable',
