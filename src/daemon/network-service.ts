@@ -12,6 +12,7 @@
  *   reconcile (daemon start) the helper's taps and NAT rules that belong to
  *            no running bridge VM are removed; running ones are re-attached
  */
+import { readFileSync } from 'node:fs';
 import { BangerError, messageOf } from '../errors/errors.js';
 import type { Logger } from '../log/log.js';
 import { gatewayOf, guestIps, ipToInt, macForIp, parseSubnet, tapName, type Subnet } from '../model/net.js';
@@ -20,8 +21,9 @@ import type { Store } from '../store/store.js';
 import { connectHelper, type HelperClient } from '../helper/client.js';
 import type { HelperInfo } from '../helper/ops.js';
 import { DnsServer, nameservers } from './dns-server.js';
-import { readFileSync } from 'node:fs';
+import type { NetworkShow } from '../rpc/methods.js';
 
+/** A file's text, or '' when it cannot be read (resolv.conf may be missing). */
 function readText(path: string): string {
   try {
     return readFileSync(path, 'utf8');
@@ -29,7 +31,6 @@ function readText(path: string): string {
     return '';
   }
 }
-import type { NetworkShow } from '../rpc/methods.js';
 
 export interface NetworkServiceDeps {
   store: Store;
@@ -76,7 +77,7 @@ export class NetworkService {
         `install it with \`sudo banger system install\`, or run it by hand: \`sudo banger-helper --owner-uid ${process.getuid?.() ?? 'UID'} --socket ${this.deps.helperSocket}\`; or use --network user`,
       );
     }
-    this.info = await c.call('helper.hello', { protocol: 1, client: 'bangerd' });
+    this.info = c.hello;
     this.subnet = parseSubnet(this.info.subnet);
     if (this.info.ownerUid !== (process.getuid?.() ?? -1)) {
       c.close();

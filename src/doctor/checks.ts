@@ -9,7 +9,7 @@ import type { Layout } from '../paths/paths.js';
 import type { Runner } from '../system/runner.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { connectHelper } from '../helper/client.js';
-import { HELPER_PROTOCOL, type HelperInfo } from '../helper/ops.js';
+import type { HelperInfo } from '../helper/ops.js';
 import { manualResolverHint } from '../helper/resolver.js';
 import { imagePaths } from '../paths/paths.js';
 import { exists } from '../system/fs.js';
@@ -102,7 +102,7 @@ export async function networkChecks(config: Config, connect = connectHelper): Pr
   let info: HelperInfo;
   try {
     const c = await connect(config.helperSocket);
-    info = await c.call('helper.hello', { protocol: HELPER_PROTOCOL, client: 'doctor' });
+    info = c.hello;
     c.close();
   } catch (e) {
     const install = 'install the root helper with `sudo banger system install` (or run `sudo banger-helper --owner-uid $(id -u)`)';

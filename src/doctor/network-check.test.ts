@@ -4,7 +4,7 @@ import { networkChecks } from './checks.js';
 import type { HelperClient } from '../helper/client.js';
 
 const info = { protocol: 1, version: 't', bridge: 'bgr0', subnet: '10.213.0.0/24', gateway: '10.213.0.1', ownerUid: 1000 };
-const answering = async () => ({ call: async () => info, close: () => undefined }) as unknown as HelperClient;
+const answering = async () => ({ hello: info, close: () => undefined }) as unknown as HelperClient;
 const silent = async (): Promise<HelperClient> => {
   throw new Error('connect ENOENT /run/banger/helper.sock');
 };

@@ -1,10 +1,12 @@
 /** The daemon's client of the root helper. */
 import { TableClient } from '../rpc/client.js';
 import { VERSION } from '../version.js';
-import { HELPER_PROTOCOL, helperOps, type HelperOps } from './ops.js';
+import { HELPER_PROTOCOL, helperOps, type HelperInfo, type HelperOps } from './ops.js';
 
-export type HelperClient = TableClient<HelperOps>;
+export type HelperClient = TableClient<HelperOps> & { hello: HelperInfo };
 
-export function connectHelper(socketPath: string): Promise<HelperClient> {
-  return TableClient.open(socketPath, { table: helperOps, helloMethod: 'helper.hello', protocol: HELPER_PROTOCOL, client: `bangerd ${VERSION}`, peer: 'root helper' });
+/** Connects and says hello; the helper's answer (bridge, subnet, owner uid) is `client.hello`. */
+export async function connectHelper(socketPath: string): Promise<HelperClient> {
+  const c = await TableClient.open(socketPath, { table: helperOps, helloMethod: 'helper.hello', protocol: HELPER_PROTOCOL, client: `bangerd ${VERSION}`, peer: 'root helper' });
+  return c as HelperClient;
 }

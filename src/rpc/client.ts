@@ -22,6 +22,8 @@ export class TableClient<T extends MethodTable> {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closedError: BangerError | undefined;
+  /** What the peer answered to the hello (its version, and for the helper its bridge and subnet). */
+  hello: unknown = undefined;
 
   protected constructor(
     private readonly socket: Socket,
@@ -45,7 +47,7 @@ export class TableClient<T extends MethodTable> {
     o: { table: T; helloMethod: keyof T & string; protocol: number; client: string; peer: string },
   ): Promise<TableClient<T>> {
     const client = new TableClient<T>(await connectSocket(socketPath), o.peer);
-    await client.call(o.helloMethod, { protocol: o.protocol, client: o.client } as z.input<T[typeof o.helloMethod]['params']>);
+    client.hello = await client.call(o.helloMethod, { protocol: o.protocol, client: o.client } as z.input<T[typeof o.helloMethod]['params']>);
     return client;
   }
 
