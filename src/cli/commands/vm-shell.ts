@@ -5,7 +5,6 @@ import { shellJoin } from '../../model/quote.js';
 import type { SshTarget } from '../../model/types.js';
 import { sshCommandArgs, sshExec } from '../../guest/ssh.js';
 import type { CliContext } from '../context.js';
-import { style } from '../style.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
 import { prepareWorkspace } from './vm-workspace.js';
 
@@ -66,16 +65,11 @@ export function addShellCommands(vm: Command, ctx: CliContext): void {
         if (opts.autoPrepare) {
           await prepareWorkspace(ctx, client, name, ws.hostPath, { includeUntracked: ws.includeUntracked, mode: ws.mode });
         } else {
-          process.stderr.write(`${style.warn('warning:', process.stderr)} ${ws.hostPath} changed since it was prepared into ${name}; --auto-prepare resyncs it\n`);
+          ctx.progress({ stage: 'workspace', level: 'warn', message: `${ws.hostPath} changed since it was prepared into ${name}; --auto-prepare resyncs it` });
         }
       } else if (ws && st.changed === null && st.reason) {
-        process.stderr.write(`${style.warn('warning:', process.stderr)} cannot compare ${name}'s workspace with ${ws.hostPath}: ${st.reason}\n`);
+        ctx.progress({ stage: 'workspace', level: 'warn', message: `cannot compare ${name}'s workspace with ${ws.hostPath}: ${st.reason}` });
       }
-      const res = await sshExec(target, inDir(ws?.guestPath, cmd), {
-        stdout: process.stdout,
-        stderr: process.stderr,
-        stdin: process.stdin.isTTY ? null : process.stdin,
-      });
-      process.exitCode = res.exitCode;
+      process.exitCode = await runInVm(ctx, target, cmd, undefined, ws?.guestPath);
     });
 }
