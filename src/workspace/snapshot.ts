@@ -48,10 +48,17 @@ const FIXED_IDENT: NodeJS.ProcessEnv = {
 
 export const SNAPSHOT_MESSAGE = 'banger: workspace as prepared';
 
+/** The repo's object directory, index and shallow file (one rev-parse; worktrees share the common dir). */
+async function gitPaths(runner: Runner, root: string): Promise<{ objects: string; index: string; shallow: string }> {
+  const out = await git(runner, root, ['rev-parse', '--path-format=absolute', '--git-path', 'objects', '--git-path', 'index', '--git-path', 'shallow']);
+  const [objects, index, shallow] = out.split('\n');
+  if (!objects || !index || !shallow) throw new BangerError('internal', `git rev-parse --git-path printed ${JSON.stringify(out)}`);
+  return { objects, index, shallow };
+}
+
 /** The env that keeps git's writes in `dir`. */
-async function tempGitEnv(runner: Runner, root: string, dir: string): Promise<NodeJS.ProcessEnv> {
-  const objects = (await git(runner, root, ['rev-parse', '--path-format=absolute', '--git-path', 'objects'])).trim();
-  const index = (await git(runner, root, ['rev-parse', '--path-format=absolute', '--git-path', 'index'])).trim();
+async function tempGitEnv(paths: { objects: string; index: string }, dir: string): Promise<NodeJS.ProcessEnv> {
+  const { objects, index } = paths;
   const tmpIndex = join(dir, 'index');
   await mkdir(join(dir, 'objects'), { recursive: true });
   await copyFile(index, tmpIndex).catch((e: NodeJS.ErrnoException) => {
@@ -61,8 +68,13 @@ async function tempGitEnv(runner: Runner, root: string, dir: string): Promise<No
 }
 
 /** The tree of the work tree as the scan sees it (also the dirty check's fingerprint). */
-export async function worktreeTree(runner: Runner, scan: RepoScan, dir: string): Promise<{ tree: string; indexTree: string | null; env: NodeJS.ProcessEnv }> {
-  const env = await tempGitEnv(runner, scan.root, dir);
+export async function worktreeTree(
+  runner: Runner,
+  scan: RepoScan,
+  dir: string,
+): Promise<{ tree: string; indexTree: string | null; env: NodeJS.ProcessEnv; shallowFile: string }> {
+  const repoPaths = await gitPaths(runner, scan.root);
+  const env = await tempGitEnv(repoPaths, dir);
   const idx = await runner.run(['git', 'write-tree'], { cwd: scan.root, env: { ...process.env, ...env }, allowFailure: true });
   const indexTree = idx.code === 0 ? idx.stdout.trim() : null;
   // update-index skips files whose stat matches the copied index, so this is
@@ -73,7 +85,7 @@ export async function worktreeTree(runner: Runner, scan: RepoScan, dir: string):
   }
   // Untracked files git never saw are in; tracked ones the scan skipped (submodules) stay as they were.
   const tree = (await git(runner, scan.root, ['write-tree'], env)).trim();
-  return { tree, indexTree, env };
+  return { tree, indexTree, env, shallowFile: repoPaths.shallow };
 }
 
 export async function makeSnapshot(
@@ -90,7 +102,7 @@ export async function makeSnapshot(
   await mkdir(opts.tmpRoot, { recursive: true });
   const dir = await mkdtemp(join(opts.tmpRoot, 'ws-'));
   try {
-    const { tree, indexTree, env } = await worktreeTree(runner, scan, dir);
+    const { tree, indexTree, env, shallowFile } = await worktreeTree(runner, scan, dir);
     const commitArgs = ['commit-tree', tree, '-m', SNAPSHOT_MESSAGE];
     if (scan.head) commitArgs.push('-p', scan.head);
     const commit = (await git(runner, scan.root, commitArgs, { ...env, ...FIXED_IDENT })).trim();
@@ -119,7 +131,6 @@ export async function makeSnapshot(
       ['tar', '--create', '--gzip', '--format=posix', '--numeric-owner', '-f', tarFile, '-C', scan.root, '--no-recursion', '--null', '--verbatim-files-from', '--files-from=-'],
       { input: members.join('\0') + (members.length ? '\0' : '') },
     );
-    const shallowFile = (await git(runner, scan.root, ['rev-parse', '--path-format=absolute', '--git-path', 'shallow'])).trim();
     const shallow = await readFile(shallowFile, 'utf8')
       .then((t) => t.split('\n').filter((l) => /^[0-9a-f]{40,64}$/.test(l)))
       .catch(() => [] as string[]);
