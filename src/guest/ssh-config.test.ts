@@ -1,8 +1,8 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hostBlock, includeLine, installSshConfig, sshConfigState, uninstallSshConfig, type SshConfigPaths } from './ssh-config.js';
+import { configTarget, hostBlock, includeLine, installSshConfig, sshConfigState, uninstallSshConfig, type SshConfigPaths } from './ssh-config.js';
 
 let dir: string;
 let p: SshConfigPaths;
@@ -62,5 +62,59 @@ describe('ssh-config', () => {
     expect(block).toContain(`UserKnownHostsFile "${join(dir, 'state', 'known 100%%')}"`);
     expect(block).toContain('StrictHostKeyChecking accept-new');
     expect(block).toContain("ProxyCommand /usr/bin/node '/opt/my banger/bin/banger.js' vm ssh-proxy %n");
+  });
+
+  it('a symlinked ~/.ssh/config (dotfile manager) stays a link: install and uninstall edit its target in place', () => {
+    // stow-style: ~/.ssh/config -> ../dotfiles/ssh/config (relative link)
+    mkdirSync(join(dir, 'home', '.ssh'), { recursive: true });
+    mkdirSync(join(dir, 'home', 'dotfiles', 'ssh'), { recursive: true });
+    const real = join(dir, 'home', 'dotfiles', 'ssh', 'config');
+    const mine = 'Host foo\n  User me\n';
+    writeFileSync(real, mine, { mode: 0o644 });
+    symlinkSync('../dotfiles/ssh/config', p.userConfig);
+    expect(configTarget(p.userConfig)).toBe(real);
+
+    expect(installSshConfig(p)).toBe(true);
+    expect(lstatSync(p.userConfig).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(p.userConfig)).toBe('../dotfiles/ssh/config');
+    expect(readFileSync(real, 'utf8')).toBe(`${includeLine(p)}\n${mine}`);
+    expect(statSync(real).mode & 0o777).toBe(0o644);
+    expect(sshConfigState(p)).toBe('installed');
+    expect(installSshConfig(p)).toBe(false);
+
+    expect(uninstallSshConfig(p)).toBe(true);
+    expect(lstatSync(p.userConfig).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(p.userConfig)).toBe('../dotfiles/ssh/config');
+    expect(readFileSync(real, 'utf8')).toBe(mine);
+    expect(sshConfigState(p)).toBe('not installed');
+  });
+
+  it('a dangling link: install creates its target, uninstall removes the target again and keeps the link', () => {
+    mkdirSync(join(dir, 'home', '.ssh'), { recursive: true });
+    mkdirSync(join(dir, 'dots'));
+    const real = join(dir, 'dots', 'ssh_config');
+    symlinkSync(real, p.userConfig);
+    installSshConfig(p);
+    expect(lstatSync(p.userConfig).isSymbolicLink()).toBe(true);
+    expect(readFileSync(real, 'utf8')).toBe(`${includeLine(p)}\n`);
+    uninstallSshConfig(p);
+    expect(lstatSync(p.userConfig).isSymbolicLink()).toBe(true);
+    expect(existsSync(real)).toBe(false);
+  });
+
+  it('a link whose target cannot be written is refused with the line to add by hand, and the link is kept', () => {
+    mkdirSync(join(dir, 'home', '.ssh'), { recursive: true });
+    const real = join(dir, 'gone', 'config'); // its directory does not exist (like a read-only store, it cannot be written)
+    symlinkSync(real, p.userConfig);
+    let err: unknown;
+    try {
+      installSshConfig(p);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'operation_failed', message: expect.stringMatching(/is a link to .*gone\/config, which banger cannot write/) });
+    expect((err as { hint: string }).hint).toContain(`add \`${includeLine(p)}\` as the first line`);
+    expect(lstatSync(p.userConfig).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(p.userConfig)).toBe(real);
   });
 });

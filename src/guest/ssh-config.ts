@@ -9,10 +9,16 @@
  * user's own lines are never rewritten; uninstall removes exactly the line
  * install added (and the file itself if install created it), so the file is
  * byte-identical to before.
+ *
+ * Dotfile managers (stow, yadm, home-manager, ...) often make ~/.ssh/config a
+ * symlink into their tree. banger then edits the file the link points to, in
+ * place (atomically, in that file's own directory) and leaves the link alone;
+ * when the target cannot be written (a read-only store), it says so and
+ * names the line to add by hand.
  */
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { BangerError } from '../errors/errors.js';
+import { existsSync, lstatSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { BangerError, messageOf } from '../errors/errors.js';
 import { ensureDir, writeFileAtomic } from '../system/fs.js';
 
 export interface SshConfigPaths {
@@ -69,33 +75,69 @@ export function sshConfigState(p: SshConfigPaths): SshConfigState {
   return readFileSync(p.userConfig, 'utf8').split('\n').includes(includeLine(p)) ? 'installed' : 'not installed';
 }
 
+/**
+ * The file edits go to: `path` itself, or, when it is a symlink (a chain of
+ * them, possibly dangling), the file at the end of the chain.
+ */
+export function configTarget(path: string): string {
+  let cur = path;
+  for (let i = 0; i < 40; i++) {
+    let isLink: boolean;
+    try {
+      isLink = lstatSync(cur).isSymbolicLink();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return cur;
+      throw e;
+    }
+    if (!isLink) return cur;
+    cur = resolve(dirname(cur), readlinkSync(cur));
+  }
+  throw new BangerError('bad_request', `${path}: too many levels of symbolic links`, `fix the link chain of ${path}`);
+}
+
+/** Writes the user's config (through its link, if any); a target that cannot be written is a coded error. */
+function writeUserConfig(p: SshConfigPaths, target: string, data: string | Buffer, mode: number, byHand: string): void {
+  try {
+    writeFileAtomic(target, data, mode);
+  } catch (e) {
+    if (target === p.userConfig) throw e;
+    throw new BangerError(
+      'operation_failed',
+      `${p.userConfig} is a link to ${target}, which banger cannot write: ${messageOf(e)}`,
+      `${byHand} in the file your dotfile manager generates it from`,
+    );
+  }
+}
+
 /** Returns what changed: false when it was installed already (banger's own file is refreshed either way). */
 export function installSshConfig(p: SshConfigPaths): boolean {
   ensureDir(dirname(p.bangerConfig));
   writeFileAtomic(p.bangerConfig, hostBlock(p), 0o600);
   const line = includeLine(p);
-  const existed = existsSync(p.userConfig);
-  const before = existed ? readFileSync(p.userConfig) : Buffer.alloc(0);
+  const target = configTarget(p.userConfig);
+  const existed = existsSync(target);
+  const before = existed ? readFileSync(target) : Buffer.alloc(0);
   if (before.toString('utf8').split('\n').includes(line)) return false;
-  ensureDir(dirname(p.userConfig), 0o700);
-  const mode = existed ? statSync(p.userConfig).mode & 0o777 : 0o600;
-  writeFileAtomic(p.userConfig, Buffer.concat([Buffer.from(line + '\n'), before]), mode);
-  if (!existed) writeFileAtomic(p.createdMarker, 'banger ssh-config --install created ' + p.userConfig + '\n', 0o600);
+  if (target === p.userConfig) ensureDir(dirname(p.userConfig), 0o700);
+  const mode = existed ? statSync(target).mode & 0o777 : 0o600;
+  writeUserConfig(p, target, Buffer.concat([Buffer.from(line + '\n'), before]), mode, `add \`${line}\` as the first line`);
+  if (!existed) writeFileAtomic(p.createdMarker, 'banger ssh-config --install created ' + target + '\n', 0o600);
   return true;
 }
 
 /** Returns whether anything was removed. */
 export function uninstallSshConfig(p: SshConfigPaths): boolean {
   let changed = false;
-  if (existsSync(p.userConfig)) {
-    const text = readFileSync(p.userConfig, 'utf8');
+  const target = configTarget(p.userConfig);
+  if (existsSync(target)) {
+    const text = readFileSync(target, 'utf8');
     const line = includeLine(p) + '\n';
     const mid = text.indexOf('\n' + line);
     const at = text.startsWith(line) ? 0 : mid >= 0 ? mid + 1 : -1;
     if (at >= 0) {
       const after = text.slice(0, at) + text.slice(at + line.length);
-      if (after === '' && existsSync(p.createdMarker)) rmSync(p.userConfig);
-      else writeFileAtomic(p.userConfig, after, statSync(p.userConfig).mode & 0o777);
+      if (after === '' && existsSync(p.createdMarker)) rmSync(target);
+      else writeUserConfig(p, target, after, statSync(target).mode & 0o777, `remove the line \`${includeLine(p)}\``);
       changed = true;
     }
   }

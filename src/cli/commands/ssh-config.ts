@@ -10,7 +10,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BangerError } from '../../errors/errors.js';
 import { vmNameProblem } from '../../model/names.js';
-import { installSshConfig, sshConfigState, uninstallSshConfig, type SshConfigPaths } from '../../guest/ssh-config.js';
+import { configTarget, installSshConfig, sshConfigState, uninstallSshConfig, type SshConfigPaths } from '../../guest/ssh-config.js';
 import { printJson, type CliContext } from '../context.js';
 
 export function sshConfigPaths(ctx: CliContext): SshConfigPaths {
@@ -34,14 +34,17 @@ export function sshConfigCommand(ctx: CliContext): Command {
     .action((opts) => {
       const p = sshConfigPaths(ctx);
       if (opts.install && opts.uninstall) throw new BangerError('bad_request', '--install and --uninstall cannot be combined');
+      // A symlinked ~/.ssh/config (dotfile managers) is edited at its target; the link stays.
+      const target = configTarget(p.userConfig);
+      const where = target === p.userConfig ? p.userConfig : `${p.userConfig} (a link to ${target})`;
       if (opts.install) {
         const changed = installSshConfig(p);
-        process.stdout.write(changed ? `added \`Include ${p.bangerConfig}\` to ${p.userConfig}; try \`ssh NAME.vm\`\n` : `already installed in ${p.userConfig} (refreshed ${p.bangerConfig})\n`);
+        process.stdout.write(changed ? `added \`Include ${p.bangerConfig}\` to ${where}; try \`ssh NAME.vm\`\n` : `already installed in ${where} (refreshed ${p.bangerConfig})\n`);
         return;
       }
       if (opts.uninstall) {
         const changed = uninstallSshConfig(p);
-        process.stdout.write(changed ? `removed banger's Include line from ${p.userConfig}\n` : 'not installed: nothing to remove\n');
+        process.stdout.write(changed ? `removed banger's Include line from ${where}\n` : 'not installed: nothing to remove\n');
         return;
       }
       const state = sshConfigState(p);
