@@ -52,7 +52,7 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
     'vm.ports': async (p) => s.inspect.ports(p.name),
     'vm.ssh_target': async (p) => s.vms.sshTarget(p.name),
     'vm.workspace.prepare': async (p, rc) => s.workspaces.prepare(p, rc.progress, abortOnClose(rc.connection)),
-    'vm.workspace.export': async (p, rc) => s.workspaces.export(p.name, p.baseCommit ?? null, abortOnClose(rc.connection)),
+    'vm.workspace.export': async (p, rc) => s.workspaces.export(p.name, p.baseCommit ?? null, rc.sendChunk, abortOnClose(rc.connection)),
     'vm.workspace.status': async (p) => s.workspaces.status(p.name),
     'image.build': async (p, rc) =>
       s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, onProgress: rc.progress, signal: abortOnClose(rc.connection) }),

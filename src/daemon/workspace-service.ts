@@ -24,9 +24,14 @@ import { scanRepo, type RepoScan } from '../workspace/scan.js';
 import { dropSnapshot, makeSnapshot, worktreeTree } from '../workspace/snapshot.js';
 import { applyCommand, BAD_BASE_EXIT, BASE_MISSING_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, parseProbe, probeCommand } from '../workspace/guest-scripts.js';
 import { ensureDir } from '../system/fs.js';
-import { collector } from '../system/streams.js';
+import { collector, forwarder } from '../system/streams.js';
 import type { WorkspaceExportResult as ExportResult, WorkspacePrepareResult as PrepareResult, WorkspaceStatus } from '../rpc/methods.js';
 import type { VmService } from './vm-service.js';
+
+/** Guest stderr kept for an error message (its tail is what is shown). */
+const STDERR_KEEP_BYTES = 256 * 1024;
+/** Bound on a probe's output (one line per file of the work tree, from the guest). */
+const PROBE_MAX_BYTES = 64 * 1024 * 1024;
 
 export interface WorkspaceServiceDeps {
   store: Store;
@@ -115,7 +120,7 @@ export class WorkspaceService {
     try {
       if (base.guestFiles) progress({ stage: 'workspace', message: `delta: ${snap.sentFiles} of ${scan.entries.length} files differ in the guest` });
       const total = snap.packBytes + snap.tarBytes;
-      const errOut = collector();
+      const errOut = collector(STDERR_KEEP_BYTES);
       const res = await sshExec(
         target,
         applyCommand({
@@ -128,7 +133,7 @@ export class WorkspaceService {
           shallow: snap.shallow,
           base: snap.base,
         }),
-        { stdout: collector(), stderr: errOut, stdin: Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress)), signal },
+        { stdout: collector(STDERR_KEEP_BYTES), stderr: errOut, stdin: Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress)), signal },
       );
       if (res.exitCode === BASE_MISSING_EXIT && snap.base) return 'base-missing';
       if (res.exitCode !== 0) {
@@ -144,20 +149,32 @@ export class WorkspaceService {
     }
   }
 
-  async export(name: string, baseCommit: string | null, signal?: AbortSignal): Promise<ExportResult> {
+  /**
+   * Streams the guest's patch to `sendChunk` as the guest produces it: the
+   * daemon never holds a whole export (it can be any size). The client
+   * keeps the chunks aside and uses them only once this resolves; a failure
+   * after some chunks went out means "discard them".
+   */
+  async export(name: string, baseCommit: string | null, sendChunk: (data: Buffer) => Promise<void>, signal?: AbortSignal): Promise<ExportResult> {
     if (baseCommit !== null) validateRevision(baseCommit);
     return this.deps.vms.withRunning(name, async (vm, target) => {
-      const out = await this.capture(target, exportCommand(GUEST_REPO, baseCommit), signal);
-      if (out.exitCode === NO_WORKSPACE_EXIT) {
+      const out = forwarder(sendChunk);
+      const err = collector(STDERR_KEEP_BYTES);
+      const res = await sshExec(target, exportCommand(GUEST_REPO, baseCommit), { stdout: out, stderr: err, signal });
+      const stderr = err.buffer().toString('utf8');
+      if (res.exitCode === NO_WORKSPACE_EXIT) {
         throw new BangerError('not_found', `${vm.name} has no prepared workspace at ${GUEST_REPO}`, `prepare one with \`banger vm workspace prepare ${vm.name} PATH\``);
       }
-      if (out.exitCode === BAD_BASE_EXIT) {
-        throw new BangerError('bad_request', `--base-commit ${baseCommit}: ${out.stderr.trim()}`, `pass a commit of the guest's history, e.g. the host's HEAD at prepare time (\`banger vm show ${vm.name}\` names it)`);
+      if (res.exitCode === BAD_BASE_EXIT) {
+        throw new BangerError('bad_request', `--base-commit ${baseCommit}: ${tail(stderr.trim(), 500)}`, `pass a commit of the guest's history, e.g. the host's HEAD at prepare time (\`banger vm show ${vm.name}\` names it)`);
       }
-      if (out.exitCode !== 0) {
-        throw new BangerError('operation_failed', `exporting the workspace of ${vm.name} failed (exit ${out.exitCode})${out.stderr ? `:\n${tail(out.stderr)}` : ''}`);
+      if (res.exitCode !== 0) {
+        throw new BangerError('operation_failed', `exporting the workspace of ${vm.name} failed (exit ${res.exitCode})${stderr ? `:\n${tail(stderr)}` : ''}`);
       }
-      return { patchBase64: out.stdoutBuf.toString('base64'), bytes: out.stdoutBuf.length, baseCommit };
+      if (out.failed !== undefined) {
+        throw new BangerError('interrupted', `the export of ${vm.name} could not be delivered: ${messageOf(out.failed)}`);
+      }
+      return { bytes: out.total, baseCommit };
     });
   }
 
@@ -203,12 +220,17 @@ export class WorkspaceService {
     }
   }
 
+  /** Runs a probe in the guest and keeps its output, bounded: the guest chooses how much it sends. */
   private async capture(target: SshTarget, command: string, signal?: AbortSignal) {
-    const out = collector();
-    const err = collector();
+    const out = collector(PROBE_MAX_BYTES);
+    const err = collector(STDERR_KEEP_BYTES);
     const res = await sshExec(target, command, { stdout: out, stderr: err, signal });
+    if (out.overflowed) {
+      throw new BangerError('operation_failed', `the guest's answer to a workspace probe passed ${formatSize(PROBE_MAX_BYTES)}`, 'the guest sent more than a work tree listing; recreate the VM if it is not yours to trust');
+    }
     return { exitCode: res.exitCode, stdoutBuf: out.buffer(), stdout: out.buffer().toString('utf8'), stderr: err.buffer().toString('utf8') };
   }
+
 }
 
 function describe(scan: RepoScan): string {

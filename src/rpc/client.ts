@@ -6,7 +6,8 @@
 import { connect, type Socket } from 'node:net';
 import { BangerError, type ErrorShape } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
-import { encode, LineSplitter, type ServerMessage } from './framing.js';
+import { LineReader, parseJson } from '../system/line-reader.js';
+import { encode, MAX_RESPONSE_BYTES, serverMessageSchema } from './framing.js';
 import type { z } from 'zod';
 import { methods, PROTOCOL_VERSION } from './methods.js';
 import type { MethodTable } from './server.js';
@@ -15,6 +16,13 @@ interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
   onProgress?: (ev: ProgressEvent) => void;
+  onChunk?: (data: Buffer) => void;
+}
+
+export interface CallOptions {
+  onProgress?: (ev: ProgressEvent) => void;
+  /** Streamed parts of the result, in order (e.g. an export's patch). */
+  onChunk?: (data: Buffer) => void;
 }
 
 /** A client for any method table (methods.ts for the daemon, the helper's ops). */
@@ -22,6 +30,7 @@ export class TableClient<T extends MethodTable> {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closedError: BangerError | undefined;
+  private unattributed: BangerError | undefined;
   /** What the peer answered to the hello (its version, and for the helper its bridge and subnet). */
   hello: unknown = undefined;
 
@@ -29,11 +38,15 @@ export class TableClient<T extends MethodTable> {
     private readonly socket: Socket,
     private readonly peer: string,
   ) {
-    socket.setEncoding('utf8');
-    const splitter = new LineSplitter((line) => this.onLine(line));
-    socket.on('data', (c: string) => splitter.push(c));
+    const reader = new LineReader({
+      maxLine: MAX_RESPONSE_BYTES,
+      onLine: (line) => this.onLine(line),
+      onOverflow: (_reason, detail) => this.abandon(new BangerError('operation_failed', `the ${this.peer} sent ${detail}`, `this is a bug in the ${this.peer}; its log may say more`)),
+    });
+    socket.on('data', (c: Buffer) => reader.push(c));
     const fail = () => {
-      this.closedError ??= new BangerError('unavailable', `the ${this.peer} closed the connection`, `check the ${this.peer}'s log`);
+      reader.release();
+      this.closedError ??= this.unattributed ?? new BangerError('unavailable', `the ${this.peer} closed the connection`, `check the ${this.peer}'s log`);
       for (const p of this.pending.values()) p.reject(this.closedError);
       this.pending.clear();
     };
@@ -54,12 +67,13 @@ export class TableClient<T extends MethodTable> {
   call<M extends keyof T & string>(
     method: M,
     params: z.input<T[M]['params']>,
-    onProgress?: (ev: ProgressEvent) => void,
+    opts?: ((ev: ProgressEvent) => void) | CallOptions,
   ): Promise<T[M]['result']> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = this.nextId++;
+    const o: CallOptions = typeof opts === 'function' ? { onProgress: opts } : (opts ?? {});
     return new Promise<T[M]['result']>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress });
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress: o.onProgress, onChunk: o.onChunk });
       this.socket.write(encode({ id, method, params }));
     });
   }
@@ -70,20 +84,40 @@ export class TableClient<T extends MethodTable> {
     this.socket.destroy();
   }
 
-  private onLine(line: string): void {
-    let msg: ServerMessage;
-    try {
-      msg = JSON.parse(line) as ServerMessage;
-    } catch {
+  /** The peer broke the protocol: every pending call fails with `err` and the connection goes. */
+  private abandon(err: BangerError): void {
+    this.closedError ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.socket.destroy();
+  }
+
+  private onLine(line: Buffer): void {
+    const parsed = parseJson(line.toString('utf8'));
+    const checked = parsed.ok ? serverMessageSchema.safeParse(parsed.value) : undefined;
+    if (!checked?.success) {
+      this.abandon(new BangerError('operation_failed', `the ${this.peer} sent a malformed message`, `this is a bug in the ${this.peer}, or the socket is not banger's`));
       return;
     }
+    const msg = checked.data;
     const p = this.pending.get(msg.id);
     if (!p) {
-      if ('error' in msg) this.closedError = BangerError.fromShape(msg.error as ErrorShape);
+      // An error about no request of ours (the server could not read a line,
+      // or is about to drop us): it explains the close, if one follows.
+      if ('error' in msg) this.unattributed = BangerError.fromShape(msg.error as ErrorShape);
       return;
     }
     if ('progress' in msg) {
       p.onProgress?.(msg.progress);
+      return;
+    }
+    if ('chunk' in msg) {
+      if (!p.onChunk) {
+        this.pending.delete(msg.id);
+        p.reject(new BangerError('operation_failed', `the ${this.peer} streamed data for a call that takes none`));
+        return;
+      }
+      p.onChunk(Buffer.from(msg.chunk, 'base64'));
       return;
     }
     this.pending.delete(msg.id);

@@ -5,7 +5,9 @@
  */
 import { z } from 'zod';
 import { NETWORK_MODES, WORKSPACE_MODES, type ImageRecord, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
-import { VM_NAME_RULE, vmNameProblem } from '../model/names.js';
+import { imageNameSchema, vmNameSchema } from '../model/names.js';
+import { MAX_DISK_BYTES } from '../model/limits.js';
+import { formatSize } from '../model/sizes.js';
 
 /** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
 export const KILL_SIGNALS = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT'] as const;
@@ -33,12 +35,20 @@ export interface NetworkShow {
 }
 
 /** Bump when a method's params or result change shape. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
-const vmName = z.string().refine((s) => vmNameProblem(s) === undefined, { message: VM_NAME_RULE });
-const imageName = z.string().refine((s) => vmNameProblem(s) === undefined, {
-  message: 'an image name must be a DNS label (a-z, 0-9, "-")',
-});
+/**
+ * Every param is bounded, so no message can echo a huge input. Names use the
+ * one grammar of src/model/names.ts (the store checks rows with it too).
+ */
+const vmName = vmNameSchema;
+const imageName = imageNameSchema;
+/** Resources: whole numbers in a range any host could honour; the daemon checks them against this host. */
+const vcpu = z.number().int('must be a whole number').min(1, 'must be at least 1').max(1024, 'must be at most 1024');
+const memoryMib = z.number().int('must be a whole number of MiB').min(1, 'must be at least 1 MiB').max(1024 * 1024 * 1024, 'must be at most 1 PiB');
+const diskBytes = z.number().int('must be a whole number of bytes').min(1, 'must be at least 1 byte').max(MAX_DISK_BYTES, `must be at most ${formatSize(MAX_DISK_BYTES)}`);
+/** A host path (PATH_MAX). */
+const hostPath = z.string().min(1).max(4096);
 
 export interface DaemonStatus {
   pid: number;
@@ -112,8 +122,7 @@ export interface WorkspacePrepareResult {
 }
 
 export interface WorkspaceExportResult {
-  /** The patch, base64 (binary-safe over the JSON RPC). */
-  patchBase64: string;
+  /** The patch itself arrives as streamed chunks before this result (CallOptions.onChunk). */
   bytes: number;
   baseCommit: string | null;
 }
@@ -127,7 +136,7 @@ export interface WorkspaceStatus {
 
 export const methods = {
   'rpc.hello': {
-    params: z.object({ protocol: z.number().int(), client: z.string() }).strict(),
+    params: z.object({ protocol: z.number().int(), client: z.string().max(256) }).strict(),
     result: {} as { protocol: number; version: string; pid: number },
   },
   'daemon.status': { params: z.object({}).strict(), result: {} as DaemonStatus },
@@ -137,11 +146,11 @@ export const methods = {
       .object({
         name: vmName.optional(),
         image: imageName.optional(),
-        // Ranges are checked by the daemon against the host, with messages naming the flag.
-        vcpu: z.number().int().optional(),
-        memoryMib: z.number().int().optional(),
-        /** Work disk size in bytes (mounted at /root). */
-        diskBytes: z.number().int().optional(),
+        // Ranges are checked by the daemon against the host; errors carry the field, the CLI names the flag.
+        vcpu: vcpu.optional(),
+        memoryMib: memoryMib.optional(),
+        /** Work disk size in bytes (mounted at /root), at most MAX_DISK_BYTES. */
+        diskBytes: diskBytes.optional(),
         /** Delete the VM when this connection closes (vm run --rm). */
         ephemeral: z.boolean().optional(),
         /** false: make the disks, do not boot (vm create --no-start). */
@@ -154,47 +163,47 @@ export const methods = {
       .strict(),
     result: {} as VmCreateResult,
   },
-  'vm.start': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmCreateResult },
-  'vm.stop': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as { vm: VmView; report: StopReport } },
-  'vm.restart': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmCreateResult },
+  'vm.start': { params: z.object({ name: vmName }).strict(), result: {} as VmCreateResult },
+  'vm.stop': { params: z.object({ name: vmName }).strict(), result: {} as { vm: VmView; report: StopReport } },
+  'vm.restart': { params: z.object({ name: vmName }).strict(), result: {} as VmCreateResult },
   'vm.kill': {
-    params: z.object({ name: z.string().min(1), signal: z.enum(KILL_SIGNALS).optional() }).strict(),
+    params: z.object({ name: vmName, signal: z.enum(KILL_SIGNALS).optional() }).strict(),
     result: {} as VmView,
   },
   'vm.prune': {
-    params: z.object({ names: z.array(z.string().min(1)).optional(), dryRun: z.boolean().optional() }).strict(),
+    params: z.object({ names: z.array(vmName).max(10_000).optional(), dryRun: z.boolean().optional() }).strict(),
     result: {} as { removed: string[]; skipped: string[]; candidates: string[] },
   },
   'vm.set': {
     params: z
       .object({
-        name: z.string().min(1),
-        vcpu: z.number().int().optional(),
-        memoryMib: z.number().int().optional(),
-        diskBytes: z.number().int().optional(),
+        name: vmName,
+        vcpu: vcpu.optional(),
+        memoryMib: memoryMib.optional(),
+        diskBytes: diskBytes.optional(),
       })
       .strict(),
     result: {} as VmView,
   },
   'vm.list': { params: z.object({}).strict(), result: {} as VmView[] },
-  'vm.show': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmView },
+  'vm.show': { params: z.object({ name: vmName }).strict(), result: {} as VmView },
   'vm.delete': {
     /** force: delete a running VM too (stopping it without ceremony). */
-    params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
+    params: z.object({ name: vmName, force: z.boolean().optional() }).strict(),
     result: {} as { deleted: string },
   },
   'vm.logs': {
-    params: z.object({ name: z.string().min(1), offset: z.number().int().min(0).optional() }).strict(),
+    params: z.object({ name: vmName, offset: z.number().int().min(0).optional() }).strict(),
     result: {} as VmLogsResult,
   },
-  'vm.stats': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmStats },
-  'vm.ports': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmPort[] },
+  'vm.stats': { params: z.object({ name: vmName }).strict(), result: {} as VmStats },
+  'vm.ports': { params: z.object({ name: vmName }).strict(), result: {} as VmPort[] },
   'vm.workspace.prepare': {
     params: z
       .object({
-        name: z.string().min(1),
+        name: vmName,
         /** Absolute: the CLI resolves it against its own working directory. */
-        path: z.string().min(1).refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }),
+        path: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }),
         includeUntracked: z.boolean().optional(),
         mode: z.enum(WORKSPACE_MODES).optional(),
       })
@@ -202,19 +211,19 @@ export const methods = {
     result: {} as WorkspacePrepareResult,
   },
   'vm.workspace.export': {
-    params: z.object({ name: z.string().min(1), baseCommit: z.string().min(1).optional() }).strict(),
+    params: z.object({ name: vmName, baseCommit: z.string().min(1).max(256).optional() }).strict(),
     result: {} as WorkspaceExportResult,
   },
-  'vm.workspace.status': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as WorkspaceStatus },
-  'vm.ssh_target': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as VmSshTarget },
+  'vm.workspace.status': { params: z.object({ name: vmName }).strict(), result: {} as WorkspaceStatus },
+  'vm.ssh_target': { params: z.object({ name: vmName }).strict(), result: {} as VmSshTarget },
   'network.show': { params: z.object({}).strict(), result: {} as NetworkShow },
   'image.build': {
     params: z.object({ name: imageName.optional(), force: z.boolean().optional() }).strict(),
     result: {} as ImageRecord,
   },
   'image.list': { params: z.object({}).strict(), result: {} as ImageRecord[] },
-  'image.show': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as ImageRecord },
-  'image.delete': { params: z.object({ name: z.string().min(1) }).strict(), result: {} as { deleted: string } },
+  'image.show': { params: z.object({ name: imageName }).strict(), result: {} as ImageRecord },
+  'image.delete': { params: z.object({ name: imageName }).strict(), result: {} as { deleted: string } },
 } as const;
 
 export type Methods = typeof methods;

@@ -7,11 +7,13 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, chownSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
 import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
 import type { z } from 'zod';
-import { encode, LineSplitter, type RequestMessage, type ServerMessage } from './framing.js';
+import { LineReader, parseJson, type ByteBudget } from '../system/line-reader.js';
+import { CHUNK_BYTES, clip, encode, MAX_REQUEST_BYTES, requestSchema, type RequestMessage, type ServerMessage } from './framing.js';
 import { methods, PROTOCOL_VERSION, type MethodName, type ResultOf, type ValidParamsOf } from './methods.js';
 
 export interface Connection {
@@ -25,6 +27,8 @@ export interface RequestContext<Name extends string = MethodName> {
   method: Name;
   connection: Connection;
   progress(ev: ProgressEvent): void;
+  /** Streams part of the result (raw bytes; the client reassembles them); resolves when the socket can take more. */
+  sendChunk(data: Buffer): Promise<void>;
   log: Logger;
 }
 
@@ -51,7 +55,19 @@ export interface TableServerOptions<T extends MethodTable> {
   /** Socket file mode (default 0600) and owner (default: ours). */
   mode?: number;
   owner?: { uid: number; gid: number };
+  /** Bound on bytes held for unfinished requests (default: the process-wide budget). */
+  budget?: ByteBudget;
+  /** Connections served at once; more are closed at once (default 128). */
+  maxConnections?: number;
+  /** Requests one connection may have in flight (default 32). */
+  maxInFlight?: number;
 }
+
+/** The op id of the request whose async work is running now (the crash policy logs it). */
+export const currentOp = new AsyncLocalStorage<{ opId: string; method: string }>();
+
+/** Bytes queued to a client that does not read before its connection is dropped. */
+const MAX_QUEUED_WRITE_BYTES = 64 * 1024 * 1024;
 
 export interface RpcServer {
   close(): Promise<void>;
@@ -72,8 +88,18 @@ export async function serveTable<T extends MethodTable>(opts: TableServerOptions
   const sockets = new Set<Socket>();
   let connSeq = 0;
 
+  const maxConnections = opts.maxConnections ?? 128;
+  const maxInFlight = opts.maxInFlight ?? 32;
+
   const server: Server = createServer((socket) => {
+    if (sockets.size >= maxConnections) {
+      log.warn({ open: sockets.size }, 'too many connections: refusing one');
+      socket.end(encode({ id: -1, error: { code: 'unavailable', message: `the daemon serves at most ${maxConnections} connections at once`, hint: 'close some clients and retry' } }));
+      socket.destroy();
+      return;
+    }
     sockets.add(socket);
+    socket.on('error', () => undefined);
     const closeCbs: Array<() => void> = [];
     const conn = {
       id: `c${++connSeq}`,
@@ -84,13 +110,38 @@ export async function serveTable<T extends MethodTable>(opts: TableServerOptions
       },
     };
     let helloDone = false;
+    let inFlight = 0;
     const send = (msg: ServerMessage) => {
-      if (!socket.destroyed && socket.writable) socket.write(encode(msg));
+      if (socket.destroyed || !socket.writable) return;
+      socket.write(encode(msg));
+      // A client that sends and never reads must not make us queue without end.
+      if (socket.writableLength > MAX_QUEUED_WRITE_BYTES) {
+        log.warn({ conn: conn.id, queued: socket.writableLength }, 'client does not read its answers: dropping it');
+        socket.destroy();
+      }
+    };
+    const sendChunk = async (id: number, data: Buffer) => {
+      for (let off = 0; off < data.length; off += CHUNK_BYTES) {
+        if (socket.destroyed) throw new BangerError('interrupted', 'the client went away');
+        send({ id, chunk: data.subarray(off, off + CHUNK_BYTES).toString('base64') });
+        if (socket.writableLength > 4 * CHUNK_BYTES) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              socket.off('drain', done);
+              socket.off('close', done);
+              resolve();
+            };
+            socket.on('drain', done);
+            socket.on('close', done);
+          });
+        }
+      }
     };
     const finish = () => {
       if (conn.closed) return;
       conn.closed = true;
       sockets.delete(socket);
+      reader.release();
       for (const cb of closeCbs.splice(0)) {
         try {
           cb();
@@ -101,28 +152,25 @@ export async function serveTable<T extends MethodTable>(opts: TableServerOptions
     };
     socket.on('close', finish);
     socket.on('error', () => finish());
-    socket.setEncoding('utf8');
 
-    const handle = async (req: RequestMessage) => {
-      const opId = newOpId();
+    const handle = async (req: RequestMessage, opId: string) => {
       const started = Date.now();
       const method = req.method;
-      const reqLog = log.child({ opId, method, conn: conn.id });
+      const reqLog = log.child({ opId, method: clip(method, 64), conn: conn.id });
       try {
-        if (typeof req.id !== 'number' || typeof method !== 'string') {
-          throw new BangerError('bad_request', 'malformed request: needs a numeric id and a method');
-        }
         if (!isMethod(method)) {
-          throw new BangerError('unknown_method', `unknown method ${JSON.stringify(method)}`, 'upgrade banger so the CLI and daemon match');
+          throw new BangerError('unknown_method', `unknown method ${JSON.stringify(clip(method, 64))}`, 'upgrade banger so the CLI and daemon match');
         }
         if (!helloDone && method !== opts.helloMethod) {
           throw new BangerError('bad_version', `the first request on a connection must be ${opts.helloMethod}`, 'use the banger CLI that matches this daemon');
         }
         const parsed = table[method]!.params.safeParse(req.params ?? {});
         if (!parsed.success) {
+          // The field goes as data (only the CLI names flags); messages are cut so huge input is never echoed.
           const issue = parsed.error.issues[0];
-          const where = issue?.path.length ? issue.path.join('.') : 'params';
-          throw new BangerError('bad_request', `${method}: ${where}: ${issue?.message ?? 'invalid'}`, 'check the values you passed');
+          const field = issue?.path.length ? issue.path.map(String).join('.').slice(0, 128) : undefined;
+          const reason = (issue?.message ?? 'invalid').slice(0, 300);
+          throw new BangerError('bad_request', field ? reason : `${method}: ${reason}`, 'check the values you passed', field ? { field } : undefined);
         }
         if (method === opts.helloMethod) {
           const p = parsed.data as { protocol: number; client: string };
@@ -141,6 +189,7 @@ export async function serveTable<T extends MethodTable>(opts: TableServerOptions
           connection: conn,
           log: reqLog,
           progress: (ev) => send({ id: req.id, progress: ev }),
+          sendChunk: (data) => sendChunk(req.id, data),
         };
         const handler = handlers[method] as (p: unknown, c: RequestContext<keyof T & string>) => Promise<unknown>;
         const result = await handler(parsed.data, ctx);
@@ -152,31 +201,57 @@ export async function serveTable<T extends MethodTable>(opts: TableServerOptions
           : new BangerError('internal', `internal error: ${messageOf(e)}`, 'this is a bug; the daemon log has the stack');
         err.opId = opId;
         reqLog.warn(
-          { ms: Date.now() - started, code: err.code, err: err.message, stack: isBangerError(e) ? undefined : (e as Error)?.stack },
+          { ms: Date.now() - started, code: err.code, err: clip(err.message, 2000), stack: isBangerError(e) ? undefined : (e as Error)?.stack },
           'request failed',
         );
-        send({ id: typeof req.id === 'number' ? req.id : -1, error: err.toShape() });
+        send({ id: req.id, error: err.toShape() });
       }
     };
 
-    const splitter = new LineSplitter((line) => {
-      let req: RequestMessage;
-      try {
-        req = JSON.parse(line) as RequestMessage;
-      } catch {
-        send({ id: -1, error: { code: 'bad_request', message: 'request is not valid JSON' } });
+    // Parse, then validate the envelope, before any field is read. A bad
+    // line costs that request; a line that is too long costs the connection.
+    const onLine = (line: Buffer) => {
+      const parsed = parseJson(line.toString('utf8'));
+      if (!parsed.ok) {
+        send({ id: -1, error: { code: 'bad_request', message: 'request is not valid JSON', hint: 'send one JSON object per line' } });
         return;
       }
-      void handle(req);
-    });
-    socket.on('data', (chunk: string) => {
-      try {
-        splitter.push(chunk);
-      } catch (e) {
-        send({ id: -1, error: { code: 'bad_request', message: messageOf(e) } });
-        socket.destroy();
+      const env = requestSchema.safeParse(parsed.value);
+      if (!env.success) {
+        const v = parsed.value as { id?: unknown } | null;
+        const id = typeof v === 'object' && v !== null && typeof v.id === 'number' && Number.isSafeInteger(v.id) && v.id >= 0 ? v.id : -1;
+        send({ id, error: { code: 'bad_request', message: 'malformed request: it needs {"id": <integer>, "method": <string>, "params": {...}} and nothing else', hint: 'use the banger CLI (or its client) that matches this daemon' } });
+        return;
       }
+      if (inFlight >= maxInFlight) {
+        send({ id: env.data.id, error: { code: 'unavailable', message: `too many requests in flight on one connection (max ${maxInFlight})`, hint: 'wait for answers before sending more' } });
+        return;
+      }
+      const opId = newOpId();
+      inFlight++;
+      currentOp
+        .run({ opId, method: env.data.method }, () => handle(env.data, opId))
+        .catch((e: unknown) => log.error({ opId, err: messageOf(e) }, 'request handler failed outside its error path'))
+        .finally(() => inFlight--);
+    };
+    const reader = new LineReader({
+      maxLine: MAX_REQUEST_BYTES,
+      budget: opts.budget,
+      onLine,
+      onOverflow: (reason, detail) => {
+        log.warn({ conn: conn.id, reason }, 'dropping a connection: request too large');
+        send({
+          id: -1,
+          error:
+            reason === 'line_too_long'
+              ? { code: 'bad_request', message: `request too large: ${detail}`, hint: 'requests carry names and paths, never file contents' }
+              : { code: 'unavailable', message: `the daemon is holding too much unfinished input (${detail})`, hint: 'retry in a moment' },
+        });
+        socket.end();
+        setTimeout(() => socket.destroy(), 1000).unref();
+      },
     });
+    socket.on('data', (chunk: Buffer) => reader.push(chunk));
   });
 
   try {

@@ -1,7 +1,10 @@
 /** banger vm workspace prepare|export|show, and the workspace half of vm run / vm exec. */
 import { Command, Option } from '@commander-js/extra-typings';
-import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { closeSync, createReadStream, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { formatSize } from '../../model/sizes.js';
 import { WORKSPACE_MODES, type WorkspaceMode } from '../../model/types.js';
 import type { RpcClient } from '../../rpc/client.js';
@@ -82,15 +85,9 @@ export function addWorkspaceCommands(vm: Command, ctx: CliContext): void {
     .option('-o, --output <file>', 'write the patch to FILE instead of stdout')
     .option('--base-commit <sha>', "include the guest's commits after SHA, as a series for `git am`")
     .action(async (name, opts) => {
-      const r = await (await ctx.daemon()).call('vm.workspace.export', { name, baseCommit: opts.baseCommit });
-      const patch = Buffer.from(r.patchBase64, 'base64');
-      if (opts.output) {
-        writeFileSync(opts.output, patch);
-        process.stderr.write(style.dim(`• wrote ${formatSize(patch.length)} to ${opts.output}`, process.stderr) + '\n');
-      } else {
-        process.stdout.write(patch);
-      }
-      if (patch.length === 0) process.stderr.write(style.dim(`• no changes in ${name}:${GUEST_REPO} since it was prepared`, process.stderr) + '\n');
+      const bytes = await exportTo(ctx, name, opts.baseCommit, opts.output);
+      if (opts.output) process.stderr.write(style.dim(`• wrote ${formatSize(bytes)} to ${opts.output}`, process.stderr) + '\n');
+      if (bytes === 0) process.stderr.write(style.dim(`• no changes in ${name}:${GUEST_REPO} since it was prepared`, process.stderr) + '\n');
     });
 
   ws.command('show')
@@ -112,4 +109,34 @@ export function addWorkspaceCommands(vm: Command, ctx: CliContext): void {
       ];
       process.stdout.write(keyValues(rows) + '\n');
     });
+}
+
+/**
+ * The patch streams in chunks into a private temp file (beside FILE, so the
+ * final rename is atomic); only once the daemon says the export succeeded
+ * does it become FILE or go to stdout. Memory stays flat for any size.
+ */
+async function exportTo(ctx: CliContext, name: string, baseCommit: string | undefined, output: string | undefined): Promise<number> {
+  const dir = output ? dirname(resolve(output)) : tmpdir();
+  const tmp = join(dir, `.${output ? basename(output) : 'banger-export'}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', 0o600);
+  let closed = false;
+  try {
+    let written = 0;
+    const r = await (await ctx.daemon()).call('vm.workspace.export', { name, baseCommit }, {
+      onChunk: (data) => {
+        writeSync(fd, data);
+        written += data.length;
+      },
+    });
+    closeSync(fd);
+    closed = true;
+    if (written !== r.bytes) throw new Error(`the export of ${name} arrived incomplete (${written} of ${r.bytes} bytes)`);
+    if (output) renameSync(tmp, output);
+    else await pipeline(createReadStream(tmp), process.stdout, { end: false });
+    return written;
+  } finally {
+    if (!closed) closeSync(fd);
+    rmSync(tmp, { force: true });
+  }
 }
