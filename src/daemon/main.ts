@@ -4,11 +4,12 @@
  * never stops a VM: QEMU runs in its own session and is re-adopted on the
  * next start.
  */
-import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { resolveLayout, type Layout } from '../paths/paths.js';
 import { loadConfig } from '../config/config.js';
 import { ensureDir, exists } from '../system/fs.js';
+import { ensureRuntimeDir, ensureStateDir, readFileNoFollow, writeFileNoFollow } from '../system/private-dir.js';
 import { createRunner } from '../system/runner.js';
 import { fileLogger, type Logger } from '../log/log.js';
 import { Store, pendingMigrations } from '../store/store.js';
@@ -17,6 +18,7 @@ import { messageOf } from '../errors/errors.js';
 import { isSameProcess, readStartTime } from '../system/proc.js';
 import { VERSION } from '../version.js';
 import { composeServices } from './compose.js';
+import { reportStartFailure, startFailureShape } from './start-failure.js';
 import { makeHandlers } from './handlers.js';
 
 function checkMigrations(layout: Layout): number {
@@ -48,7 +50,8 @@ function acquireLock(path: string): boolean {
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const [pidText, start] = readFileSync(path, 'utf8').trim().split(' ');
+      // 'wx' (O_EXCL) never follows a planted link; nor does this read: a link reads as stale.
+      const [pidText, start] = (readFileNoFollow(path) ?? '').trim().split(' ');
       const pid = Number(pidText);
       if (pid > 0 && start && isSameProcess(pid, start)) return false;
       rmSync(path, { force: true }); // stale: its daemon is gone
@@ -58,11 +61,21 @@ function acquireLock(path: string): boolean {
 }
 
 async function runDaemon(layout: Layout): Promise<void> {
-  for (const d of [layout.stateDir, layout.cacheDir, layout.runtimeDir, layout.sshDir, layout.imagesDir, layout.vmsDir, layout.vmSocketsDir]) {
-    ensureDir(d);
-  }
   const lockPath = `${layout.runtimeDir}/bangerd.lock`;
-  if (!acquireLock(lockPath)) {
+  let locked = false;
+  try {
+    // Nothing is written into the runtime or state dir before they pass the ownership/mode check.
+    ensureRuntimeDir(layout.runtimeDir);
+    ensureStateDir(layout.stateDir);
+    for (const d of [layout.cacheDir, layout.sshDir, layout.imagesDir, layout.vmsDir, layout.vmSocketsDir]) {
+      ensureDir(d);
+    }
+    locked = acquireLock(lockPath);
+  } catch (e) {
+    reportStartFailure(startFailureShape(e, layout));
+    process.exit(1);
+  }
+  if (!locked) {
     console.error('bangerd is already running for this runtime directory');
     process.exit(0);
   }
@@ -95,14 +108,14 @@ async function runDaemon(layout: Layout): Promise<void> {
       log,
       version: VERSION,
     });
-    writeFileSync(layout.daemonPidFile, `${process.pid}\n`, { mode: 0o600 });
+    writeFileNoFollow(layout.daemonPidFile, `${process.pid}\n`, 0o600);
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => undefined);
     log.info({ version: VERSION, socket: layout.socketPath }, 'daemon ready');
   } catch (e) {
     log.error({ err: messageOf(e), stack: (e as Error)?.stack }, 'daemon failed to start');
-    console.error(`bangerd: ${messageOf(e)}`);
+    reportStartFailure(startFailureShape(e, layout));
     store?.close();
     rmSync(lockPath, { force: true });
     process.exit(1);
