@@ -13,7 +13,8 @@ import { ensureRuntimeDir, ensureStateDir, readFileNoFollow, writeFileNoFollow }
 import { createRunner } from '../system/runner.js';
 import { fileLogger, type Logger } from '../log/log.js';
 import { Store, pendingMigrations } from '../store/store.js';
-import { startRpcServer } from '../rpc/server.js';
+import { currentOp, startRpcServer } from '../rpc/server.js';
+import { installCrashPolicy } from '../system/crash-policy.js';
 import { messageOf } from '../errors/errors.js';
 import { isSameProcess, readStartTime } from '../system/proc.js';
 import { VERSION } from '../version.js';
@@ -82,6 +83,13 @@ async function runDaemon(layout: Layout): Promise<void> {
   const log: Logger = fileLogger(layout.daemonLog);
   const startedAt = Date.now();
   let store: Store | undefined;
+  // Installed before anything is served: an error nothing caught is logged
+  // with the op id it ran for; an uncaught exception takes the clean path below.
+  let shutdown = async (): Promise<void> => {
+    store?.close();
+    rmSync(lockPath, { force: true });
+  };
+  installCrashPolicy({ log, currentOp: () => currentOp.getStore(), shutdown: () => shutdown() });
   try {
     const config = loadConfig(layout.configFile);
     store = Store.open(layout.dbPath);
@@ -89,18 +97,24 @@ async function runDaemon(layout: Layout): Promise<void> {
     const services = composeServices({ store, runner, layout, config, log });
     await services.vms.reconcile();
     let stopping = false;
+    const cleanup = async () => {
+      await server.close().catch(() => undefined);
+      services.network.close();
+      store?.close();
+      rmSync(layout.socketPath, { force: true });
+      rmSync(layout.daemonPidFile, { force: true });
+      rmSync(lockPath, { force: true });
+    };
     const stop = (why: string) => {
       if (stopping) return;
       stopping = true;
       log.info({ why }, 'daemon stopping (VMs keep running)');
-      void server.close().finally(() => {
-        services.network.close();
-        store?.close();
-        rmSync(layout.socketPath, { force: true });
-        rmSync(layout.daemonPidFile, { force: true });
-        rmSync(lockPath, { force: true });
-        process.exit(0);
-      });
+      void cleanup().finally(() => process.exit(0));
+    };
+    shutdown = async () => {
+      if (stopping) return;
+      stopping = true;
+      await cleanup();
     };
     const server = await startRpcServer({
       socketPath: layout.socketPath,

@@ -131,11 +131,13 @@ describe('RPC', () => {
     const bad = (await c.call('vm.create', { name: 'Bad_Name' }).catch((e: unknown) => e)) as BangerError;
     expect(bad.code).toBe('bad_request');
     expect(bad.message).toContain('name');
+    expect(bad.field).toBe('name');
     const extra = (await c.call('vm.list', { nope: 1 } as never).catch((e: unknown) => e)) as BangerError;
     expect(extra.code).toBe('bad_request');
     const vcpu = (await c.call('vm.create', { vcpu: 1.5 }).catch((e: unknown) => e)) as BangerError;
     expect(vcpu.code).toBe('bad_request');
-    expect(vcpu.message).toContain('vcpu');
+    expect(vcpu.field).toBe('vcpu'); // the field as data: only the CLI names the flag
+    expect(vcpu.message).not.toMatch(/--|vm\.create/);
     c.close();
   });
 
@@ -176,5 +178,47 @@ describe('RPC', () => {
     await c.call('vm.list', {});
     c.close();
     await wasClosed;
+  });
+});
+
+describe('RPC streamed results', () => {
+  it('a 20 MiB result streams as bounded chunks and arrives whole (it used to be one line that crashed the client past ~12 MiB)', async () => {
+    const { createHash, randomBytes } = await import('node:crypto');
+    const payload = randomBytes(20 * 1024 * 1024);
+    const { socketPath } = await setup(
+      handlers({
+        'vm.workspace.export': async (_p, ctx) => {
+          for (let off = 0; off < payload.length; off += 3 * 1024 * 1024) await ctx.sendChunk(payload.subarray(off, off + 3 * 1024 * 1024));
+          return { bytes: payload.length, baseCommit: null };
+        },
+      }),
+    );
+    const c = await RpcClient.connect(socketPath, 'test');
+    const got: Buffer[] = [];
+    let biggest = 0;
+    const r = await c.call('vm.workspace.export', { name: 'box' }, {
+      onChunk: (b) => {
+        biggest = Math.max(biggest, b.length);
+        got.push(b);
+      },
+    });
+    const all = Buffer.concat(got);
+    expect(r.bytes).toBe(payload.length);
+    expect(createHash('sha256').update(all).digest('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
+    expect(biggest).toBeLessThanOrEqual(512 * 1024);
+    c.close();
+  });
+
+  it('a server message past the client limit fails the call with a coded error instead of throwing in a socket handler', async () => {
+    const { socketPath } = await setup(
+      handlers({
+        'vm.list': async () => [{ name: 'x'.repeat(17 * 1024 * 1024) }] as never,
+      }),
+    );
+    const c = await RpcClient.connect(socketPath, 'test');
+    const err = (await c.call('vm.list', {}).catch((e: unknown) => e)) as BangerError;
+    expect(err).toBeInstanceOf(BangerError);
+    expect(err.code).toBe('operation_failed');
+    expect(err.message).toMatch(/longer than/);
   });
 });

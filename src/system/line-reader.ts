@@ -37,7 +37,7 @@ export class ByteBudget {
  * bound on memory held for peers' unfinished lines (a property of the
  * process, hence a module-level value).
  */
-export const processBudget = new ByteBudget(96 * 1024 * 1024);
+export const processBudget = new ByteBudget(32 * 1024 * 1024);
 
 export type OverflowReason = 'line_too_long' | 'budget_exhausted';
 
