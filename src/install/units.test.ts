@@ -2,7 +2,7 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createRunner } from '../system/runner.js';
 import { onPath } from '../system/which.js';
 import { daemonUnit, helperUnit, type UnitParams } from './units.js';
@@ -10,10 +10,10 @@ import { installedUnits, installUnits, uninstallUnits } from './install.js';
 import { pickSubnet } from '../model/net.js';
 
 const runner = createRunner();
-const repo = resolve(import.meta.dirname, '..', '..');
+const root = '/usr/local/lib/banger/current';
 const params: UnitParams = {
   node: process.execPath,
-  repo,
+  root,
   user: 'root',
   uid: 0,
   gid: 0,
@@ -39,6 +39,12 @@ describe('systemd units', () => {
     expect(helperUnit(params)).toMatch(/^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW/m);
     expect(daemonUnit(params)).toMatch(/^User=root$/m);
     expect(daemonUnit(params)).toMatch(/^CapabilityBoundingSet=$/m);
+  });
+
+  it('both run from the root-owned install, never a checkout', () => {
+    expect(helperUnit(params)).toMatch(new RegExp(`^ExecStart=${process.execPath} ${root}/bin/banger-helper\\.js `, 'm'));
+    expect(daemonUnit(params)).toMatch(new RegExp(`^ExecStart=${process.execPath} ${root}/bin/bangerd\\.js --foreground$`, 'm'));
+    expect(helperUnit(params) + daemonUnit(params)).not.toContain(import.meta.dirname.replace(/\/src\/install$/, ''));
   });
 
   it.skipIf(!onPath('systemd-analyze'))('systemd-analyze verify accepts both, with no warning', async () => {

@@ -7,13 +7,18 @@
  * leftovers in the final stage). The helper starts no VM, but gets the same
  * two lines so nothing in its cgroup is ever swept. Runtime directories are
  * preserved across restarts: the VMs' QMP and agent sockets live there.
+ * Both run from the root-owned install (package.ts), so the user cannot
+ * change the code the helper runs as root.
  */
 
 export interface UnitParams {
-  /** Absolute path of node. */
+  /** Absolute, root-owned path of node (install.ts checks it). */
   node: string;
-  /** The checkout (its bin/ has banger-helper.js and bangerd.js). */
-  repo: string;
+  /**
+   * The root-owned install the units run from (PREFIX/lib/banger/current:
+   * its bin/ has banger-helper.js and bangerd.js), never the user's checkout.
+   */
+  root: string;
   user: string;
   uid: number;
   gid: number;
@@ -37,12 +42,12 @@ function q(v: string): string {
 export function helperUnit(p: UnitParams): string {
   return `[Unit]
 Description=banger root helper (bridge, taps, NAT, .vm resolver routing) for ${p.user}
-Documentation=file://${p.repo}/docs/ARCHITECTURE.md
+Documentation=file://${p.root}/docs/ARCHITECTURE.md
 After=network.target
 
 [Service]
 Type=simple
-ExecStart=${q(p.node)} ${q(`${p.repo}/bin/banger-helper.js`)} --owner-uid ${p.uid} --owner-gid ${p.gid} --socket ${q(p.helperSocket)} --subnet ${p.subnet} --bridge ${p.bridge} --log /var/log/banger-helper.log
+ExecStart=${q(p.node)} ${q(`${p.root}/bin/banger-helper.js`)} --owner-uid ${p.uid} --owner-gid ${p.gid} --socket ${q(p.helperSocket)} --subnet ${p.subnet} --bridge ${p.bridge} --log /var/log/banger-helper.log
 Restart=on-failure
 RestartSec=1
 # Never sweep the cgroup: a stop or restart touches nothing but this process.
@@ -76,7 +81,7 @@ WantedBy=multi-user.target
 export function daemonUnit(p: UnitParams): string {
   return `[Unit]
 Description=banger daemon of ${p.user} (owns the VMs)
-Documentation=file://${p.repo}/docs/ARCHITECTURE.md
+Documentation=file://${p.root}/docs/ARCHITECTURE.md
 Wants=${HELPER_UNIT}
 After=${HELPER_UNIT} network.target
 
@@ -87,7 +92,7 @@ Group=${p.gid}
 Environment=HOME=${q(p.home)}
 Environment=BANGER_RUNTIME_DIR=${systemRuntimeDir(p.uid)}
 Environment=BANGER_HELPER_SOCKET=${q(p.helperSocket)}
-ExecStart=${q(p.node)} ${q(`${p.repo}/bin/bangerd.js`)} --foreground
+ExecStart=${q(p.node)} ${q(`${p.root}/bin/bangerd.js`)} --foreground
 Restart=on-failure
 RestartSec=1
 # QEMU runs in this unit's cgroup: stopping or restarting the daemon must
