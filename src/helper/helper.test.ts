@@ -4,7 +4,7 @@
  * touched), over the real socket protocol. Needs root and `ip netns`.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner } from '../system/runner.js';
@@ -16,11 +16,13 @@ import { HostNet } from './host-net.js';
 import { HELPER_PROTOCOL, helperHandlers, helperOps } from './ops.js';
 import { connectHelper, type HelperClient } from './client.js';
 import type { Resolver } from './resolver.js';
+import { HELPER_USAGE, parseHelperArgs } from './args.js';
 
 const runner = createRunner();
 const isRoot = process.getuid?.() === 0;
 const ns = `bgrtest-${process.pid}`;
 const OWNER = 4242;
+const SUBNET = parseSubnet('10.213.7.0/24');
 let dir: string;
 let server: RpcServer | undefined;
 let client: HelperClient;
@@ -49,7 +51,7 @@ beforeAll(async () => {
   }
   dir = mkdtempSync(join(tmpdir(), 'banger-helper-'));
   writeFileSync(join(dir, 'tun'), '', { mode: 0o600 });
-  const net = new HostNet(runner, { bridge: 'bgr0', subnet: parseSubnet('10.213.7.0/24'), ownerUid: OWNER, netns: ns, tunDevice: join(dir, 'tun') });
+  const net = new HostNet(runner, { bridge: 'bgr0', subnet: SUBNET, ownerUid: OWNER, netns: ns, tunDevice: join(dir, 'tun'), forwardRecord: record() });
   server = await serveTable({
     socketPath: join(dir, 'helper.sock'),
     table: helperOps,
@@ -69,6 +71,10 @@ afterAll(async () => {
   if (canRun) await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
+
+const record = () => join(dir, 'ip_forward.saved');
+const forwarding = async () => (await inNs('sysctl', '-n', 'net.ipv4.ip_forward')).trim();
+const setForwarding = (v: 0 | 1) => inNs('sysctl', '-q', '-w', `net.ipv4.ip_forward=${v}`);
 
 async function refused(p: Promise<unknown>): Promise<{ code: string; message: string }> {
   const e = await p.then(
@@ -128,6 +134,48 @@ describe.skipIf(!isRoot)('root helper (real ip/iptables in a netns)', () => {
     expect((await client.call('state', {})).natIps).toEqual([]);
   });
 
+  it('ip_forward: turned on for the first NAT guest and put back when the last one goes; left on when it was on before', async () => {
+    if (!canRun) return;
+    await setForwarding(0);
+    await client.call('nat.add', { guestIp: '10.213.7.5' });
+    expect(await forwarding()).toBe('1');
+    expect(readFileSync(record(), 'utf8')).toBe('0\n');
+    await client.call('nat.add', { guestIp: '10.213.7.6' });
+    await client.call('nat.remove', { guestIp: '10.213.7.5' });
+    expect(await forwarding()).toBe('1'); // .6 still needs it
+    await client.call('nat.remove', { guestIp: '10.213.7.6' });
+    expect(await forwarding()).toBe('0');
+    expect(existsSync(record())).toBe(false);
+    // it was on before banger: nothing recorded, nothing put back
+    await setForwarding(1);
+    await client.call('nat.add', { guestIp: '10.213.7.5' });
+    await client.call('nat.remove', { guestIp: '10.213.7.5' });
+    expect(await forwarding()).toBe('1');
+    expect(existsSync(record())).toBe(false);
+    await setForwarding(0);
+  });
+
+  it('ip_forward: the record survives a helper restart, and another bridge with NAT guests keeps forwarding on', async () => {
+    if (!canRun) return;
+    await client.call('nat.add', { guestIp: '10.213.7.5' });
+    // a restarted helper (a new HostNet, same record) still puts it back
+    const restarted = new HostNet(runner, { bridge: 'bgr0', subnet: SUBNET, ownerUid: OWNER, netns: ns, forwardRecord: record() });
+    expect(await restarted.removeNat('10.213.7.5')).toBe(2);
+    expect(await forwarding()).toBe('0');
+    // a second helper's bridge in the same namespace
+    const other = new HostNet(runner, { bridge: 'bgr1', subnet: parseSubnet('10.213.8.0/24'), ownerUid: OWNER, netns: ns, forwardRecord: record() });
+    try {
+      await other.addNat('10.213.8.5');
+      await client.call('nat.add', { guestIp: '10.213.7.5' });
+      await other.removeNat('10.213.8.5');
+      expect(await forwarding()).toBe('1'); // bgr0's guest still needs it
+      await client.call('nat.remove', { guestIp: '10.213.7.5' });
+      expect(await forwarding()).toBe('0');
+    } finally {
+      await other.removeBridge();
+    }
+  });
+
   it("resolver.route sends guests' gateway:53 to the daemon's port, once, replacing an earlier port", async () => {
     if (!canRun) return;
     await client.call('resolver.route', { port: 5300 });
@@ -152,12 +200,39 @@ describe.skipIf(!isRoot)('root helper (real ip/iptables in a netns)', () => {
     expect(await snapshot()).toBe(before);
   });
 
-  it('bridge.remove takes the bridge, its taps and the chains away', async () => {
+  it('bridge.remove takes the bridge, its taps and the chains away, and puts ip_forward back', async () => {
     if (!canRun) return;
+    await setForwarding(0);
     await client.call('nat.add', { guestIp: '10.213.7.6' });
+    expect(await forwarding()).toBe('1');
     expect(await client.call('bridge.remove', {})).toEqual({ removed: true });
+    expect(await forwarding()).toBe('0');
+    expect(existsSync(record())).toBe(false);
     expect(await inNs('ip', '-o', 'link', 'show')).not.toMatch(/bgr0/);
     expect(await inNs('iptables-save')).not.toMatch(/BANGER/);
     expect(await client.call('bridge.remove', {})).toEqual({ removed: false });
+  });
+});
+
+describe('banger-helper command line', () => {
+  it('--help and --version answer (main prints them and exits 0, before the root check)', () => {
+    expect(parseHelperArgs(['--help'])).toEqual({ kind: 'help' });
+    expect(parseHelperArgs(['-h'])).toEqual({ kind: 'help' });
+    expect(parseHelperArgs(['--version'])).toEqual({ kind: 'version' });
+    expect(parseHelperArgs(['--owner-uid', '1000', '--help'])).toEqual({ kind: 'help' });
+    expect(HELPER_USAGE).toMatch(/^usage: banger-helper --owner-uid UID/);
+    for (const o of ['--owner-uid', '--socket', '--subnet', '--bridge', '--log', '--netns', '--help', '--version']) expect(HELPER_USAGE).toContain(o);
+  });
+
+  it('parses the options; an unknown one is a bad_request pointing at --help', () => {
+    const a = parseHelperArgs(['--owner-uid', '1000', '--bridge', 'bgr2']);
+    expect(a).toEqual({ kind: 'run', values: expect.objectContaining({ 'owner-uid': '1000', bridge: 'bgr2', socket: '/run/banger/helper.sock' }) });
+    let err: unknown;
+    try {
+      parseHelperArgs(['--bogus']);
+    } catch (e) {
+      err = e;
+    }
+    expect(isBangerError(err) && err.code === 'bad_request' && /--help/.test(err.hint ?? '')).toBe(true);
   });
 });

@@ -16,10 +16,20 @@
  *   nat PREROUTING   -i BR -j BANGER-DNS-BR
  *   BANGER-DNS-BR    -d GATEWAY -p udp --dport 53 -j REDIRECT --to-ports DNS_PORT
  *                    (guests ask the gateway on 53; the daemon, unprivileged, listens above 1024)
+ *
+ * IPv4 forwarding (host-wide, per network namespace): the first NAT guest
+ * turns net.ipv4.ip_forward on when it was off, recording the old value in
+ * FORWARD_RECORD (/run: it survives a helper restart, not a reboot, which
+ * resets the sysctl anyway). When the last NAT guest goes (nat.remove) or the
+ * bridge goes (bridge.remove), and no banger bridge in the namespace has a
+ * NAT guest left, the recorded value is put back and the record removed. A
+ * helper stop changes nothing: NAT guests keep their egress across restarts.
+ * If forwarding was on before banger, there is no record and it stays on.
  */
-import { chmodSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { BangerError } from '../errors/errors.js';
-import { gatewayOf, type Subnet } from '../model/net.js';
+import { gatewayOf, isTapName, type Subnet } from '../model/net.js';
 import type { Runner } from '../system/runner.js';
 
 /** banger's chains are per bridge, so two helpers (two bridges) never touch each other's rules. */
@@ -36,7 +46,15 @@ export interface HostNetConfig {
   netns?: string;
   /** Tests: the tun device to make openable (default /dev/net/tun). */
   tunDevice?: string;
+  /**
+   * Where the ip_forward value from before banger is recorded (default
+   * FORWARD_RECORD; with `netns` and no path, kept in memory only so a test
+   * namespace never writes the host's record).
+   */
+  forwardRecord?: string;
 }
+
+export const FORWARD_RECORD = '/run/banger/ip_forward.saved';
 
 export const TUN_DEVICE = '/dev/net/tun';
 
@@ -58,6 +76,11 @@ export class HostNet {
   private readonly fwd: string;
   private readonly nat: string;
   private readonly dns: string;
+  private readonly record: string | undefined;
+  /** The record when it is kept in memory (netns without a path). */
+  private memRecord: string | undefined;
+  /** NAT and bridge changes run one at a time, so a restore never races a new NAT guest. */
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly runner: Runner,
@@ -66,6 +89,16 @@ export class HostNet {
     this.fwd = fwdChain(cfg.bridge);
     this.nat = natChain(cfg.bridge);
     this.dns = dnsChain(cfg.bridge);
+    this.record = cfg.forwardRecord ?? (cfg.netns ? undefined : FORWARD_RECORD);
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   private argv(cmd: string[]): string[] {
@@ -134,8 +167,16 @@ export class HostNet {
     return n;
   }
 
-  /** Removes the bridge (and its taps with it) and banger's chains. */
-  async removeBridge(): Promise<boolean> {
+  /** Removes the bridge (and its taps with it) and banger's chains; puts ip_forward back when nothing else needs it. */
+  removeBridge(): Promise<boolean> {
+    return this.exclusive(async () => {
+      const removed = await this.removeBridgeNow();
+      await this.restoreForwarding();
+      return removed;
+    });
+  }
+
+  private async removeBridgeNow(): Promise<boolean> {
     const { bridge } = this.cfg;
     for (const dir of ['-i', '-o']) await this.deleteRule('filter', 'FORWARD', [dir, bridge, '-j', this.fwd]);
     await this.deleteRule('nat', 'POSTROUTING', ['-j', this.nat]);
@@ -189,14 +230,13 @@ export class HostNet {
     return true;
   }
 
-  /** Taps of this bridge's name pattern that exist. */
+  /** Links that are taps of this bridge (`isTapName`: never another bridge or another bridge's tap). */
   async taps(): Promise<string[]> {
     const out = await this.out(['ip', '-o', 'link', 'show']);
-    const re = new RegExp(`^\\d+: (${this.cfg.bridge}t\\d+)[@:]`);
     return out
       .split('\n')
-      .map((l) => re.exec(l)?.[1])
-      .filter((x): x is string => x !== undefined);
+      .map((l) => /^\d+: ([^:@\s]+)[@:]/.exec(l)?.[1])
+      .filter((x): x is string => x !== undefined && isTapName(this.cfg.bridge, x));
   }
 
   private natSpecs(ip: string): Array<[string, string, string[], 'insert' | 'append']> {
@@ -207,21 +247,75 @@ export class HostNet {
     ];
   }
 
-  /** MASQUERADE + forward accept for one guest; returns how many rules were added (0: already there). */
-  async addNat(ip: string): Promise<number> {
-    await this.ensureChains();
-    let added = 0;
-    for (const [table, chain, spec, how] of this.natSpecs(ip)) if (await this.ensureRule(table, chain, spec, how)) added++;
-    await this.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
-    return added;
+  /** MASQUERADE + forward accept for one guest, and forwarding on; returns how many rules were added (0: already there). */
+  addNat(ip: string): Promise<number> {
+    return this.exclusive(async () => {
+      await this.ensureChains();
+      let added = 0;
+      for (const [table, chain, spec, how] of this.natSpecs(ip)) if (await this.ensureRule(table, chain, spec, how)) added++;
+      await this.enableForwarding();
+      return added;
+    });
   }
 
-  async removeNat(ip: string): Promise<number> {
-    let removed = 0;
-    for (const [table, chain, spec] of this.natSpecs(ip)) {
-      if (await this.ok(['iptables', '-w', '-t', table, '-n', '-L', chain])) removed += await this.deleteRule(table, chain, spec);
+  /** Takes one guest's NAT rules away; after the last one, ip_forward goes back to what it was. */
+  removeNat(ip: string): Promise<number> {
+    return this.exclusive(async () => {
+      let removed = 0;
+      for (const [table, chain, spec] of this.natSpecs(ip)) {
+        if (await this.ok(['iptables', '-w', '-t', table, '-n', '-L', chain])) removed += await this.deleteRule(table, chain, spec);
+      }
+      await this.restoreForwarding();
+      return removed;
+    });
+  }
+
+  async forwarding(): Promise<string> {
+    return (await this.out(['sysctl', '-n', 'net.ipv4.ip_forward'])).trim();
+  }
+
+  private readRecord(): string | undefined {
+    if (this.record === undefined) return this.memRecord;
+    try {
+      const v = readFileSync(this.record, 'utf8').trim();
+      return /^[0-9]$/.test(v) ? v : undefined;
+    } catch {
+      return undefined;
     }
-    return removed;
+  }
+
+  private writeRecord(v: string | undefined): void {
+    if (this.record === undefined) {
+      this.memRecord = v;
+    } else if (v === undefined) {
+      rmSync(this.record, { force: true });
+    } else {
+      mkdirSync(dirname(this.record), { recursive: true, mode: 0o755 });
+      writeFileSync(this.record, `${v}\n`, { mode: 0o644 });
+    }
+  }
+
+  /** ip_forward on; the value it had is recorded the first time banger turns it on. */
+  private async enableForwarding(): Promise<void> {
+    const now = await this.forwarding();
+    if (now === '1') return;
+    if (this.readRecord() === undefined) this.writeRecord(/^[0-9]$/.test(now) ? now : '0');
+    await this.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  }
+
+  /**
+   * Puts ip_forward back to the recorded value once no banger bridge in this
+   * namespace has a NAT guest (another helper's bridge may still need it).
+   * Returns whether it did.
+   */
+  private async restoreForwarding(): Promise<boolean> {
+    const before = this.readRecord();
+    if (before === undefined) return false;
+    const nat = await this.runner.run(this.argv(['iptables', '-w', '-t', 'nat', '-S']), { allowFailure: true, timeoutMs: 30_000 });
+    if (nat.code !== 0 || /^-A BANGER-NAT-\S+ .*-j MASQUERADE/m.test(nat.stdout)) return false;
+    await this.run(['sysctl', '-q', '-w', `net.ipv4.ip_forward=${before}`]);
+    this.writeRecord(undefined);
+    return true;
   }
 
   /** Guests' DNS (gateway:53/udp) goes to the daemon's port; replaces any earlier port. */

@@ -7,12 +7,12 @@
  *   banger-helper --owner-uid UID [--owner-gid GID] [--socket PATH]
  *                 [--subnet CIDR (default: the first of 10.213.0.0/24, … no host route overlaps)]
  *                 [--bridge NAME] [--log FILE] [--netns NS]
+ *   banger-helper --help | --version
  */
-import { parseArgs } from 'node:util';
 import { dirname } from 'node:path';
 import { chownSync } from 'node:fs';
 import { BangerError, messageOf } from '../errors/errors.js';
-import { checkBridgeName, DEFAULT_BRIDGE, parseSubnet, pickSubnet } from '../model/net.js';
+import { checkBridgeName, parseSubnet, pickSubnet } from '../model/net.js';
 import { serveTable } from '../rpc/server.js';
 import { createRunner } from '../system/runner.js';
 import { ensureDir } from '../system/fs.js';
@@ -21,22 +21,15 @@ import { VERSION } from '../version.js';
 import { HostNet } from './host-net.js';
 import { HELPER_PROTOCOL, helperHandlers, helperOps } from './ops.js';
 import { systemResolver } from './resolver.js';
+import { DEFAULT_HELPER_SOCKET, HELPER_USAGE, parseHelperArgs } from './args.js';
 
-export const DEFAULT_HELPER_SOCKET = '/run/banger/helper.sock';
+export { DEFAULT_HELPER_SOCKET };
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      'owner-uid': { type: 'string' },
-      'owner-gid': { type: 'string' },
-      socket: { type: 'string', default: DEFAULT_HELPER_SOCKET },
-      subnet: { type: 'string' },
-      bridge: { type: 'string', default: DEFAULT_BRIDGE },
-      log: { type: 'string' },
-      netns: { type: 'string' },
-    },
-    strict: true,
-  });
+  const args = parseHelperArgs(process.argv.slice(2));
+  if (args.kind === 'help') return void process.stdout.write(HELPER_USAGE);
+  if (args.kind === 'version') return void process.stdout.write(`${VERSION}\n`);
+  const values = args.values;
   if (process.getuid?.() !== 0) throw new BangerError('bad_request', 'banger-helper must run as root', 'start it with sudo, or install it: `sudo banger system install`');
   const uid = Number(values['owner-uid']);
   if (!Number.isInteger(uid) || uid < 0) throw new BangerError('bad_request', '--owner-uid must be the daemon user\'s uid');

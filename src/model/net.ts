@@ -80,18 +80,34 @@ export function tapName(bridge: string, index: number): string {
   return `${bridge}t${index}`;
 }
 
-/** A tap of this bridge: `<bridge>t<0-9999>`, within IFNAMSIZ. */
-export function checkTapName(bridge: string, name: string): string {
+/** Is `name` a tap of this bridge: `<bridge>t<0-9999>` (no leading zero), within IFNAMSIZ. */
+export function isTapName(bridge: string, name: string): boolean {
   const m = new RegExp(`^${escapeRe(bridge)}t(\\d{1,4})$`).exec(name);
-  if (!m || name.length > MAX_IFNAME || (m[1]!.length > 1 && m[1]!.startsWith('0'))) {
+  return m !== null && name.length <= MAX_IFNAME && !(m[1]!.length > 1 && m[1]!.startsWith('0'));
+}
+
+export function checkTapName(bridge: string, name: string): string {
+  if (!isTapName(bridge, name)) {
     throw new BangerError('bad_request', `${JSON.stringify(name)} is not a banger tap name (${bridge}t0, ${bridge}t1, …)`, 'tap names come from the daemon; this request did not');
   }
   return name;
 }
 
+/**
+ * A bridge: "bgr" then up to 7 of a-z0-9 but never the letter "t" (at most
+ * 10 characters, so its taps fit IFNAMSIZ). Taps are `<bridge>t<N>`, so with
+ * no "t" in a bridge name the two sets are disjoint by construction: a tap
+ * name is never a bridge name, and the first "t" of a tap name splits it
+ * into one bridge and one index, so one bridge's tap pattern (clean-up
+ * included) never matches another bridge or another bridge's tap.
+ */
 export function checkBridgeName(name: string): string {
-  if (!name.startsWith(IFACE_PREFIX) || name.length > MAX_IFNAME - 5 || !/^[a-z0-9]+$/.test(name)) {
-    throw new BangerError('bad_request', `${JSON.stringify(name)} is not a banger bridge name (it must start with "${IFACE_PREFIX}", a-z0-9, at most 10 characters)`);
+  if (!new RegExp(`^${IFACE_PREFIX}[a-su-z0-9]{0,${MAX_IFNAME - 5 - IFACE_PREFIX.length}}$`).test(name)) {
+    throw new BangerError(
+      'bad_request',
+      `${JSON.stringify(name)} is not a banger bridge name`,
+      `a bridge name is "${IFACE_PREFIX}" then up to 7 of a-z and 0-9 but no "t" (tap names are <bridge>t<N>), e.g. ${DEFAULT_BRIDGE} or ${IFACE_PREFIX}dev`,
+    );
   }
   return name;
 }
