@@ -13,7 +13,8 @@ import { dirname } from 'node:path';
 import { chownSync } from 'node:fs';
 import { BangerError, messageOf } from '../errors/errors.js';
 import { checkBridgeName, parseSubnet, pickSubnet } from '../model/net.js';
-import { serveTable } from '../rpc/server.js';
+import { currentOp, serveTable } from '../rpc/server.js';
+import { installCrashPolicy } from '../system/crash-policy.js';
 import { createRunner } from '../system/runner.js';
 import { ensureDir } from '../system/fs.js';
 import { fileLogger, silentLogger } from '../log/log.js';
@@ -39,6 +40,9 @@ async function main(): Promise<void> {
   const subnet = parseSubnet(values.subnet ?? pickSubnet((await runner.run(['ip', '-4', 'route', 'show', 'table', 'all'], { allowFailure: true })).stdout));
   const bridge = checkBridgeName(values.bridge);
   const log = values.log ? fileLogger(values.log) : silentLogger();
+  // An error nothing caught: logged with the op id it ran for; an uncaught exception closes the socket and exits 1.
+  let closeServer = async (): Promise<void> => undefined;
+  installCrashPolicy({ log, currentOp: () => currentOp.getStore(), shutdown: () => closeServer() });
   const net = new HostNet(runner, { bridge, subnet, ownerUid: uid, netns: values.netns });
   // The socket's directory: root's, but the daemon user must be able to traverse it.
   ensureDir(dirname(values.socket), 0o755);
@@ -53,6 +57,7 @@ async function main(): Promise<void> {
     owner: { uid, gid },
   });
   chownSync(values.socket, uid, gid);
+  closeServer = () => server.close();
   log.info({ socket: values.socket, uid, subnet: subnet.cidr, bridge }, 'banger-helper listening');
   process.stdout.write(`banger-helper: listening on ${values.socket} for uid ${uid} (bridge ${bridge}, subnet ${subnet.cidr})\n`);
   const stop = () => {
