@@ -14,6 +14,8 @@ import { systemCommand } from './commands/system.js';
 
 const ctx = createContext();
 const debug = process.argv.includes('--debug');
+/** The command being run ("vm run"): the error renderer names its flags. */
+let command: string | undefined;
 
 const program = new Command('banger')
   .description('throwaway Linux microVMs as sandboxes for your repos')
@@ -36,9 +38,15 @@ function exitWith(e: unknown): void {
     return;
   }
   const err = e instanceof FlagError ? new BangerError('bad_request', e.message) : e;
-  process.stderr.write(renderError(err, debug) + '\n');
+  process.stderr.write(renderError(err, debug, command) + '\n');
   process.exitCode = exitCodeFor(err);
 }
+
+program.hook('preAction', (_program, action) => {
+  const names: string[] = [];
+  for (let c: { name(): string; parent: unknown } | null = action; c && c !== program; c = c.parent as typeof c) names.unshift(c.name());
+  command = names.join(' ');
+});
 
 program.commands.forEach(function walk(c: Command<unknown[], Record<string, unknown>>) {
   c.exitOverride();

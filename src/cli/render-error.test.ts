@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { renderError, exitCodeFor } from './render-error.js';
+import { renderError, exitCodeFor, flagFor } from './render-error.js';
 import { BangerError } from '../errors/errors.js';
 
 describe('renderError', () => {
@@ -28,5 +28,36 @@ describe('renderError', () => {
     expect(exitCodeFor(new BangerError('bad_request', 'x'))).toBe(2);
     expect(exitCodeFor(new BangerError('timeout', 'x'))).toBe(1);
     expect(exitCodeFor(new Error('x'))).toBe(1);
+  });
+});
+
+describe('fields become flags only here', () => {
+  const fieldError = (field: string, message: string) => new BangerError('bad_request', message, 'h', { field });
+
+  it('names the flag the command takes the field as', () => {
+    expect(renderError(fieldError('memoryMib', 'memory must be at least 256 MiB (got 1)'), false, 'vm run')).toContain(
+      'banger: invalid input: --memory: memory must be at least 256 MiB (got 1)',
+    );
+    expect(renderError(fieldError('diskBytes', 'x'), false, 'vm set')).toContain('--disk-size: x');
+    expect(renderError(fieldError('name', 'invalid VM name'), false, 'vm create')).toContain('--name: invalid VM name');
+    expect(renderError(fieldError('name', 'invalid image name'), false, 'image delete')).toContain('NAME: invalid image name');
+  });
+
+  it('a field arriving over RPC (fromShape) is rendered the same way', () => {
+    const e = BangerError.fromShape({ code: 'bad_request', message: 'must be at least 1', field: 'vcpu' });
+    expect(renderError(e, false, 'vm create')).toContain('--vcpu: must be at least 1');
+    expect(renderError(e, false, 'vm create')).not.toContain('vm.create');
+  });
+
+  it('maps per command, falls back to the field', () => {
+    expect(flagFor('vm run', 'name')).toBe('--name');
+    expect(flagFor('vm start', 'name')).toBe('NAME');
+    expect(flagFor('vm prune', 'names.3')).toBe('NAME');
+    expect(flagFor(undefined, 'memoryMib')).toBe('--memory');
+    expect(flagFor('vm run', 'somethingNew')).toBe('somethingNew');
+  });
+
+  it('no field: the message as it is', () => {
+    expect(renderError(new BangerError('bad_request', 'plain'), false, 'vm run')).toContain('banger: invalid input: plain');
   });
 });

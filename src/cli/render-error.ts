@@ -21,11 +21,44 @@ const LABELS: Partial<Record<ErrorCode, string>> = {
   internal: 'internal error',
 };
 
-export function renderError(e: unknown, debug: boolean): string {
+/**
+ * RPC params → how the user typed them. The daemon's errors carry the param
+ * (`field`, e.g. "memoryMib", "names.0") and never name a flag; this is the
+ * only place that does. COMMAND_FIELDS overrides the default per command.
+ */
+const FIELD_FLAGS: Record<string, string> = {
+  name: 'NAME',
+  names: 'NAME',
+  image: '--image',
+  vcpu: '--vcpu',
+  memoryMib: '--memory',
+  diskBytes: '--disk-size',
+  network: '--network',
+  signal: '--signal',
+  baseCommit: '--base-commit',
+  mode: '--mode',
+  path: 'PATH',
+  includeUntracked: '--include-untracked',
+};
+
+const COMMAND_FIELDS: Record<string, Record<string, string>> = {
+  'vm run': { name: '--name' },
+  'vm create': { name: '--name' },
+};
+
+/** The flag (or argument) of `command` ("vm run") that carries RPC param `field`; the field itself when unknown. */
+export function flagFor(command: string | undefined, field: string): string {
+  const top = field.split('.')[0]!;
+  return (command !== undefined ? COMMAND_FIELDS[command]?.[top] : undefined) ?? FIELD_FLAGS[top] ?? field;
+}
+
+/** `command`: the command being run ("vm run"), to name the flag of an error's field. */
+export function renderError(e: unknown, debug: boolean, command?: string): string {
   const err = process.stderr;
   if (isBangerError(e)) {
     const label = LABELS[e.code];
-    const lines = [`${style.fail('banger:', err)} ${label ? `${label}: ` : ''}${e.message}`];
+    const subject = e.field !== undefined ? `${flagFor(command, e.field)}: ` : '';
+    const lines = [`${style.fail('banger:', err)} ${label ? `${label}: ` : ''}${subject}${e.message}`];
     if (e.hint) lines.push(`  hint: ${e.hint}`);
     if (e.opId) lines.push(style.dim(`  (${e.opId}: grep for it in the daemon log)`, err));
     if (debug && e.stack) lines.push(style.dim(e.stack, err));

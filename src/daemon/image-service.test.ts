@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../store/store.js';
@@ -32,11 +32,12 @@ function setup() {
       return { kernelVersion: '6.1.0-test', rootfsBytes: 1, packages: ['git'] };
     },
   });
+  let seq = 0;
   const vmRow = (name: string): VmRecord => ({
-    id: name, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
+    id: (++seq).toString(16).padStart(12, '0'), name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
     state: 'creating', ephemeral: false, lastError: null, createdAt: 'now', updatedAt: 'now',
   });
-  return { svc, store, layout, vmRow, builds: () => builds };
+  return { root, svc, store, layout, vmRow, builds: () => builds };
 }
 
 describe('ImageService', () => {
@@ -83,8 +84,72 @@ describe('ImageService', () => {
     const e = (await svc.build('bookworm', { force: true }).catch((x: unknown) => x)) as BangerError;
     expect(e.code).toBe('conflict');
     await expect(svc.delete('bookworm')).rejects.toMatchObject({ code: 'conflict' });
-    store.deleteVm('user');
+    store.deleteVm(store.findVmByName('user')!.id);
     await svc.delete('bookworm');
     expect(svc.list()).toEqual([]);
+  });
+});
+
+describe('ImageService: names and paths from outside', () => {
+  it('delete of ../victim is bad_request and the directory outside the state dir survives', async () => {
+    const { root, svc, layout } = setup();
+    // imagePaths(layout, '../victim').dir used to be <state>/victim; '../../victim' is <root>/victim (outside the state dir)
+    const inside = join(layout.stateDir, 'victim');
+    const outside = join(root, 'victim');
+    for (const d of [inside, outside]) {
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'keep'), 'precious');
+    }
+    for (const name of ['../victim', '../../victim', '../../../..', '..', '.', '', 'a/../../victim', '/etc', 'x'.repeat(100_000)]) {
+      const e = (await svc.delete(name).catch((x: unknown) => x)) as BangerError;
+      expect(e, name.slice(0, 20)).toBeInstanceOf(BangerError);
+      expect(e.code).toBe('bad_request');
+      expect(e.message.length).toBeLessThan(200); // a huge name is never echoed whole
+    }
+    expect(readFileSync(join(inside, 'keep'), 'utf8')).toBe('precious');
+    expect(readFileSync(join(outside, 'keep'), 'utf8')).toBe('precious');
+    for (const op of [() => svc.show('../victim'), () => svc.isComplete('../victim')]) {
+      expect(op).toThrow(expect.objectContaining({ code: 'bad_request' }));
+    }
+  });
+
+  it('a symlinked image directory is removed as a link: its target survives', async () => {
+    const { root, svc, layout } = setup();
+    const target = join(root, 'elsewhere');
+    mkdirSync(target);
+    writeFileSync(join(target, 'keep'), 'precious');
+    mkdirSync(layout.imagesDir, { recursive: true });
+    symlinkSync(target, join(layout.imagesDir, 'linked'));
+    await svc.delete('linked');
+    expect(existsSync(join(layout.imagesDir, 'linked'))).toBe(false);
+    expect(readFileSync(join(target, 'keep'), 'utf8')).toBe('precious');
+  });
+
+  it('a copied-in image whose manifest fails its schema is not adopted', async () => {
+    const { svc, layout, store } = setup();
+    const dir = join(layout.imagesDir, 'bookworm');
+    mkdirSync(dir, { recursive: true });
+    for (const f of ['rootfs.ext4', 'vmlinuz', 'initrd.img']) writeFileSync(join(dir, f), 'x');
+    for (const m of [
+      { name: 'bookworm', kernelVersion: '6.1', rootfsBytes: 5, packages: 'git' },
+      { name: 'bookworm', kernelVersion: 'x'.repeat(10_000), rootfsBytes: 5 },
+      { name: 'bookworm', kernelVersion: '6.1', rootfsBytes: -1 },
+      null,
+    ]) {
+      writeFileSync(join(dir, 'image.json'), JSON.stringify(m));
+      expect(svc.isComplete('bookworm')).toBe(false);
+      expect(store.hasImageRow('bookworm')).toBe(false);
+    }
+  });
+
+  it('an image used by an invalid VM row is not deleted', async () => {
+    const { svc, store, vmRow } = setup();
+    await svc.build('bookworm');
+    store.insertVm(vmRow('user'));
+    store.db.prepare("UPDATE vms SET vcpu = 'many'").run();
+    const e = (await svc.delete('bookworm').catch((x: unknown) => x)) as BangerError;
+    expect(e.code).toBe('conflict');
+    expect(e.message).toMatch(/invalid row \d+/);
+    expect(svc.isComplete('bookworm')).toBe(true);
   });
 });

@@ -4,15 +4,16 @@
  * built wait for one build; the files appear atomically (built in a scratch
  * dir, renamed into place), so no torn image is ever visible.
  */
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import type { ImageRecord, ProgressEvent } from '../model/types.js';
-import { validateImageName } from '../model/names.js';
-import { imagePaths, type Layout } from '../paths/paths.js';
-import type { Store } from '../store/store.js';
+import { imageNameSchema, validateImageName } from '../model/names.js';
+import { imagePaths, within, type Layout } from '../paths/paths.js';
+import { invalidRowError, type Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
-import { exists, readJsonFile, removePath } from '../system/fs.js';
+import { exists, readJsonFile } from '../system/fs.js';
+import { removeTreeUnder } from './safe-remove.js';
 import type { Logger } from '../log/log.js';
 import type { Config } from '../config/config.js';
 import type { buildDebianImage } from '../images/build.js';
@@ -37,24 +38,37 @@ export interface BuildOptions {
 
 export class ImageService {
   private readonly locks = new KeyedMutex();
+  private readonly warned = new Set<number>();
 
   constructor(private readonly deps: ImageServiceDeps) {}
 
+  /** The valid images; an invalid row is skipped with a warning in the log (once per row per daemon). */
   list(): ImageRecord[] {
-    return this.deps.store.listImages();
+    const { valid, invalid } = this.deps.store.scanImages();
+    for (const row of invalid) {
+      if (this.warned.has(row.rowid)) continue;
+      this.warned.add(row.rowid);
+      this.deps.log.warn({ rowid: row.rowid, image: row.label, problem: row.problem }, 'state.db: skipping an invalid image row (left untouched)');
+    }
+    return valid;
   }
 
   show(name: string): ImageRecord {
+    validateImageName(name);
     const img = this.deps.store.findImage(name);
-    if (!img) throw notFoundImage(name);
+    if (!img) {
+      const bad = this.deps.store.invalidImageNamed(name);
+      throw bad ? invalidRowError(bad, this.deps.store.path) : notFoundImage(name);
+    }
     return img;
   }
 
   /** True when the row exists and every file it needs is on disk. */
   isComplete(name: string): boolean {
-    const p = imagePaths(this.deps.layout, name);
+    const p = imagePaths(this.deps.layout, name); // refuses an invalid name
     const files = exists(p.rootfs) && exists(p.kernel) && exists(p.initrd);
-    if (files && this.deps.store.findImage(name) === undefined) this.adopt(name);
+    // An invalid row of that name is left as it is (image list reports it), not overwritten.
+    if (files && !this.deps.store.hasImageRow(name)) this.adopt(name);
     return this.deps.store.findImage(name) !== undefined && files;
   }
 
@@ -64,16 +78,18 @@ export class ImageService {
    * a row. A manifest that does not parse is left alone.
    */
   private adopt(name: string): void {
-    const m = readJsonFile<{ name?: string; suite?: string; mirror?: string; kernelVersion?: string; rootfsBytes?: number; packages?: string[]; builtAt?: string }>(
-      imagePaths(this.deps.layout, name).manifest,
-    );
-    if (!m || m.name !== name || typeof m.kernelVersion !== 'string' || typeof m.rootfsBytes !== 'number') return;
+    const parsed = manifestSchema.safeParse(readJsonFile<unknown>(imagePaths(this.deps.layout, name).manifest));
+    if (!parsed.success || parsed.data.name !== name) {
+      this.deps.log.warn({ image: name, problem: parsed.success ? 'its name differs' : parsed.error.issues[0]?.message }, 'image directory with an invalid manifest: not adopted');
+      return;
+    }
+    const m = parsed.data;
     this.deps.store.upsertImage({
       name,
       source: `mmdebstrap ${m.suite ?? '?'} (${m.mirror ?? '?'}), adopted from ${imagePaths(this.deps.layout, name).dir}`,
       kernelVersion: m.kernelVersion,
       rootfsBytes: m.rootfsBytes,
-      packages: Array.isArray(m.packages) ? m.packages : [],
+      packages: m.packages ?? [],
       createdAt: m.builtAt ?? new Date().toISOString(),
     });
     this.deps.log.info({ image: name }, 'adopted an image directory with a manifest and no row');
@@ -88,7 +104,7 @@ export class ImageService {
       // A rebuild would pull the base out from under VMs' overlays.
       const users = this.deps.store.vmsUsingImage(name);
       if (users.length > 0) {
-        throw new BangerError('conflict', `image ${name} is in use by ${users.map((v) => v.name).join(', ')}`, 'delete those VMs before rebuilding it');
+        throw new BangerError('conflict', `image ${name} is in use by ${users.join(', ')}`, 'delete those VMs before rebuilding it');
       }
       return this.buildLocked(name, opts);
     });
@@ -108,19 +124,20 @@ export class ImageService {
   }
 
   async delete(name: string): Promise<void> {
+    validateImageName(name); // before any path is built from it
     await this.locks.run(name, async () => {
       const users = this.deps.store.vmsUsingImage(name);
       if (users.length > 0) {
         throw new BangerError(
           'conflict',
-          `image ${name} is used by ${users.length} VM(s): ${users.map((v) => v.name).join(', ')}`,
+          `image ${name} is used by ${users.length} VM(s): ${users.join(', ')}`,
           'delete those VMs first',
         );
       }
       const p = imagePaths(this.deps.layout, name);
-      if (!this.deps.store.findImage(name) && !exists(p.dir)) throw notFoundImage(name);
+      if (!this.deps.store.hasImageRow(name) && !exists(p.dir)) throw notFoundImage(name);
       this.deps.store.deleteImage(name);
-      removePath(p.dir);
+      removeTreeUnder(this.deps.layout.imagesDir, p.dir);
     });
   }
 
@@ -128,8 +145,8 @@ export class ImageService {
   private async buildLocked(name: string, opts: BuildOptions): Promise<ImageRecord> {
     const p = imagePaths(this.deps.layout, name);
     this.deps.store.deleteImage(name);
-    removePath(p.dir);
-    const workDir = join(this.deps.layout.buildDir, `${name}-${randomBytes(4).toString('hex')}`);
+    removeTreeUnder(this.deps.layout.imagesDir, p.dir);
+    const workDir = within(this.deps.layout.buildDir, `${name}-${randomBytes(4).toString('hex')}`);
     const started = Date.now();
     const built = await this.deps.buildImage(
       { runner: this.deps.runner, log: (m) => this.deps.log.info({ image: name }, m) },
@@ -155,6 +172,17 @@ export class ImageService {
     return record;
   }
 }
+
+/** image.json, written by the build (src/images/build.ts); read back only to adopt a copied-in image. */
+const manifestSchema = z.object({
+  name: imageNameSchema,
+  suite: z.string().max(64).optional(),
+  mirror: z.string().max(1024).optional(),
+  kernelVersion: z.string().min(1).max(256),
+  rootfsBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  packages: z.array(z.string().max(256)).max(10_000).optional(),
+  builtAt: z.string().max(64).optional(),
+});
 
 function notFoundImage(name: string): BangerError {
   return new BangerError(

@@ -345,7 +345,7 @@ function setup(opts: { running?: boolean; qgaSocket?: string; agentBudgetMs?: nu
     startedAt: 'now',
   };
   const view: VmView = {
-    id: 'abc123',
+    id: 'abc123abc123',
     name: 'box',
     image: 'bookworm',
     vcpu: 2,

@@ -15,12 +15,15 @@ import { VmService } from './vm-service.js';
 import { writeRuntime } from './runtime-file.js';
 import type { VmRecord, VmState } from '../model/types.js';
 import type { Connection } from '../rpc/server.js';
+import { BangerError } from '../errors/errors.js';
 
 const runner = createRunner();
 const started: Array<{ pid: number; start: string }> = [];
 afterEach(() => {
   for (const p of started.splice(0)) killProcess(p.pid, p.start, 'SIGKILL');
 });
+
+let idSeq = 0;
 
 function setup() {
   const root = mkdtempSync(join(tmpdir(), 'vmsvc-'));
@@ -35,7 +38,7 @@ function setup() {
   /** A VM row, its directory, and (optionally) a live stand-in process recorded as its QEMU. */
   const addVm = (name: string, state: VmState, opts: { alive?: boolean; deadPid?: boolean; ephemeral?: boolean } = {}) => {
     const vm: VmRecord = {
-      id: `id${name}`, name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
+      id: (++idSeq).toString(16).padStart(12, '0'), name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
       state, ephemeral: opts.ephemeral ?? false, nat: false, ip: null, lastError: null, createdAt: 'now', updatedAt: 'now',
     };
     store.insertVm(vm);
@@ -56,7 +59,7 @@ function setup() {
     if (pid) writeRuntime(p.runtimeFile, { pid, pidStartTime: start, accel: 'tcg', sshHost: '127.0.0.1', sshPort: 1, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, startedAt: 'now' });
     return { vm, p, pid, start };
   };
-  return { store, layout, vms, addVm };
+  return { root, store, layout, vms, addVm };
 }
 
 describe('VmService.reconcile', () => {
@@ -102,19 +105,68 @@ describe('VmService.reconcile', () => {
   });
 });
 
+describe('VmService: rows that fail validation are never acted on', () => {
+  it("reconcile leaves a row with id '../x' in state creating alone: <state>/x survives, the row stays", async () => {
+    const { vms, store, layout, addVm } = setup();
+    const victim = join(layout.stateDir, 'x'); // what vmPaths(layout, '../x').dir would be
+    mkdirSync(victim);
+    writeFileSync(join(victim, 'keep'), 'precious');
+    const ok = addVm('ok', 'creating');
+    store.insertVm({ ...ok.vm, id: 'ffffffffffff', name: 'hostile' });
+    store.db.prepare("UPDATE vms SET id = '../x' WHERE name = 'hostile'").run();
+    await vms.reconcile();
+    expect(existsSync(join(victim, 'keep'))).toBe(true);
+    expect(store.db.prepare("SELECT id FROM vms WHERE name = 'hostile'").get()).toEqual({ id: '../x' });
+    expect(store.findVmByName('ok')).toBeUndefined(); // the valid creating row was rolled back as before
+    expect(existsSync(ok.p.dir)).toBe(false);
+  });
+
+  it("a row with vcpu 'many' is not listed; show and delete are a coded conflict naming the row, and its files stay", async () => {
+    const { vms, store, addVm } = setup();
+    const bad = addVm('bad', 'stopped');
+    addVm('fine', 'stopped');
+    store.db.prepare("UPDATE vms SET vcpu = 'many' WHERE name = 'bad'").run();
+    expect(vms.list().map((v) => v.name)).toEqual(['fine']);
+    for (const op of [() => vms.show('bad'), () => vms.delete('bad', true)]) {
+      const e = (await Promise.resolve().then(op).catch((x: unknown) => x)) as BangerError;
+      expect(e).toBeInstanceOf(BangerError);
+      expect(e.code).toBe('conflict');
+      expect(e.message).toMatch(/"bad" \(rowid \d+\).*invalid \(vcpu: /);
+    }
+    expect(existsSync(bad.p.workDisk)).toBe(true);
+    await vms.reconcile();
+    expect(existsSync(bad.p.workDisk)).toBe(true);
+  });
+
+  it('a runtime.json that does not match its schema reads as no runtime (pid 1 is never adopted)', async () => {
+    const { vms, addVm } = setup();
+    const a = addVm('r', 'stopped');
+    writeFileSync(a.p.runtimeFile, JSON.stringify({ pid: 1, pidStartTime: '1', accel: 'tcg', sshHost: 'h', sshPort: 22, qmpSocket: '/q', qgaSocket: '/g', startedAt: 'now' }));
+    expect(vms.show('r').runtime).toBeNull();
+    writeFileSync(a.p.runtimeFile, 'null');
+    expect(vms.show('r').runtime).toBeNull();
+  });
+});
+
 describe('VmService input validation', () => {
   const conn: Connection = { id: 'c', closed: false, onClose: () => undefined };
   it.each([
-    [{ vcpu: 0 }, /--vcpu must be at least 1/],
-    [{ vcpu: 4096 }, /more than this host/],
-    [{ memoryMib: 1 }, /--memory must be at least 256/],
-    [{ memoryMib: 1024 * 1024 * 1024 }, /more than this host/],
-    [{ diskBytes: 1024 }, /--disk-size must be at least/],
-    [{ image: 'nope' }, /image nope not found/],
-    [{ name: 'Bad_Name' }, /invalid VM name/],
-  ])('%j is refused before any side effect', async (params, re) => {
+    [{ vcpu: 0 }, /vCPU count must be at least 1/, 'vcpu'],
+    [{ vcpu: 4096 }, /more than this host/, 'vcpu'],
+    [{ memoryMib: 1 }, /memory must be at least 256/, 'memoryMib'],
+    [{ memoryMib: 1024 * 1024 * 1024 }, /more than this host/, 'memoryMib'],
+    [{ diskBytes: 1024 }, /work disk size must be at least/, 'diskBytes'],
+    [{ diskBytes: 3 * 1024 ** 4 }, /work disk size must be at most 2.0 TiB/, 'diskBytes'],
+    [{ image: 'nope' }, /image nope not found/, undefined],
+    [{ image: '../../etc' }, /invalid image name/, 'image'],
+    [{ name: 'Bad_Name' }, /invalid VM name/, 'name'],
+  ])('%j is refused before any side effect, naming the field (never a flag)', async (params, re, field) => {
     const { vms, store, layout } = setup();
-    await expect(vms.create(params, conn, () => undefined)).rejects.toThrow(re);
+    const e = (await vms.create(params, conn, () => undefined).catch((x: unknown) => x)) as BangerError;
+    expect(e).toBeInstanceOf(BangerError);
+    expect(e.message).toMatch(re);
+    expect(e.field).toBe(field);
+    expect(`${e.message} ${e.hint}`).not.toMatch(/--[a-z]/);
     expect(store.listVms()).toEqual([]);
     expect(existsSync(layout.vmsDir)).toBe(false);
   });

@@ -9,12 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { BangerError, messageOf } from '../errors/errors.js';
 import type { Accel, NetworkMode, ProgressEvent, SshTarget as GuestSshTarget, VmRecord, VmRuntime, VmView } from '../model/types.js';
-import { generateVmName, validateVmName } from '../model/names.js';
+import { generateVmId, generateVmName, validateImageName, validateVmName } from '../model/names.js';
 import { formatSize } from '../model/sizes.js';
+import { DISK_SIZE_HINT, diskSizeProblem } from '../model/limits.js';
 import { imagePaths, vmPaths, type Layout, type VmPaths } from '../paths/paths.js';
-import type { Store } from '../store/store.js';
+import { invalidRowError, type InvalidRow, type Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
-import { ensureDir, removePath } from '../system/fs.js';
+import { ensureDir } from '../system/fs.js';
 import { isSameProcess, killProcess, waitForExit } from '../system/proc.js';
 import type { Logger } from '../log/log.js';
 import { MIN_MEMORY_MIB, type Config } from '../config/config.js';
@@ -30,6 +31,7 @@ import { readRuntime, removeRuntime } from './runtime-file.js';
 import { runSteps, type Step } from './steps.js';
 import { bootSteps, killQemu } from './vm-boot.js';
 import { gracefulStop, type StopReport } from './vm-stop.js';
+import { removeTreeUnder } from './safe-remove.js';
 
 export interface VmServiceDeps {
   store: Store;
@@ -66,8 +68,7 @@ export interface SetParams {
 
 export type KillSignal = (typeof KILL_SIGNALS)[number];
 
-/** The smallest work disk we make (ext4 needs room for its journal and metadata). */
-export const MIN_DISK_BYTES = 64 * 1024 * 1024;
+export { MIN_DISK_BYTES, MAX_DISK_BYTES } from '../model/limits.js';
 
 type Progress = (ev: ProgressEvent) => void;
 const noProgress: Progress = () => undefined;
@@ -75,14 +76,28 @@ const noProgress: Progress = () => undefined;
 export class VmService {
   private readonly locks = new KeyedMutex();
   private readonly reservedPorts = new Set<number>();
+  /** Invalid rows already logged by list (a client polling vm list must not grow the log). */
+  private readonly warnedRows = new Set<number>();
   private accelChoice: Promise<{ accel: 'kvm' | 'tcg'; warning?: string }> | undefined;
 
   constructor(private readonly deps: VmServiceDeps) {}
 
   // ---- queries -------------------------------------------------------
 
+  /**
+   * The valid VMs. A row that fails validation (src/store/store.ts) is
+   * skipped with a warning in the log, once per row per daemon; `vm show`
+   * of its name is a `conflict` naming the row; reconcile leaves it and its
+   * files alone. Nothing is ever built from such a row.
+   */
   list(): VmView[] {
-    return this.deps.store.listVms().map((vm) => this.view(vm));
+    const { valid, invalid } = this.deps.store.scanVms();
+    for (const row of invalid) {
+      if (this.warnedRows.has(row.rowid)) continue;
+      this.warnedRows.add(row.rowid);
+      this.warnInvalid(row, 'list');
+    }
+    return valid.map((vm) => this.view(vm));
   }
 
   show(name: string): VmView {
@@ -123,19 +138,23 @@ export class VmService {
     const diskBytes = params.diskBytes ?? config.diskSizeBytes;
     const imageName = params.image ?? DEFAULT_IMAGE;
     // Everything is validated before the first side effect.
-    this.validateResources({ vcpu, memoryMib, diskBytes });
+    this.validateResources(
+      { vcpu, memoryMib, diskBytes },
+      { vcpu: params.vcpu === undefined, memoryMib: params.memoryMib === undefined, diskBytes: params.diskBytes === undefined },
+    );
+    validateImageName(imageName, 'image');
     if (config.vmm !== 'qemu') {
       throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
     }
     if (imageName !== DEFAULT_IMAGE) this.deps.images.show(imageName); // not_found before any side effect
-    const name = params.name !== undefined ? validateVmName(params.name) : this.uniqueName();
+    const name = params.name !== undefined ? validateVmName(params.name, 'name') : this.uniqueName();
     const start = params.start !== false;
     if (!start && params.ephemeral) throw new BangerError('bad_request', 'an ephemeral VM (--rm) must be started');
     const { mode: network } = await this.deps.network.resolveMode(params.network);
 
     const now = new Date().toISOString();
     const vm: VmRecord = {
-      id: randomBytes(6).toString('hex'),
+      id: generateVmId(),
       name,
       image: imageName,
       vcpu,
@@ -367,7 +386,10 @@ export class VmService {
    * A stopped VM with a live QEMU was caught mid-start: that start is rolled back.
    */
   async reconcile(): Promise<void> {
-    for (const vm of this.deps.store.listVms()) {
+    const { valid, invalid } = this.deps.store.scanVms();
+    // A row that fails validation is not acted on: no path is built from it, its files and row stay.
+    for (const row of invalid) this.warnInvalid(row, 'reconcile');
+    for (const vm of valid) {
       const p = vmPaths(this.deps.layout, vm.id);
       const rt = readRuntime(p.runtimeFile);
       const alive = rt !== undefined && isSameProcess(rt.pid, rt.pidStartTime);
@@ -447,24 +469,33 @@ export class VmService {
     };
   }
 
-  private validateResources(r: { vcpu: number; memoryMib: number; diskBytes: number }): void {
+  /**
+   * Resource bounds. Errors carry the RPC field (vcpu, memoryMib, diskBytes)
+   * and never name a CLI flag: the CLI maps the field to its flag. A value
+   * that came from config.toml (`fromConfig`) is named by its config key.
+   */
+  private validateResources(
+    r: { vcpu: number; memoryMib: number; diskBytes: number },
+    fromConfig: { vcpu?: boolean; memoryMib?: boolean; diskBytes?: boolean } = {},
+  ): void {
+    const fail = (field: 'vcpu' | 'memoryMib' | 'diskBytes', configKey: string, message: string, hint: string): never => {
+      if (fromConfig[field]) throw new BangerError('bad_request', `${configKey} in config.toml: ${message}`, `fix ${configKey} in config.toml; ${hint}`);
+      throw new BangerError('bad_request', message, hint, { field });
+    };
     const cpus = availableParallelism();
-    if (!Number.isInteger(r.vcpu) || r.vcpu < 1) {
-      throw new BangerError('bad_request', `--vcpu must be at least 1 (got ${r.vcpu})`, `pick 1 to ${cpus}`);
-    }
-    if (r.vcpu > cpus) {
-      throw new BangerError('bad_request', `--vcpu ${r.vcpu} is more than this host's ${cpus} CPUs`, `pick 1 to ${cpus}`);
-    }
+    if (!Number.isInteger(r.vcpu) || r.vcpu < 1) fail('vcpu', 'vcpu', `the vCPU count must be at least 1 (got ${r.vcpu})`, `pick 1 to ${cpus}`);
+    if (r.vcpu > cpus) fail('vcpu', 'vcpu', `${r.vcpu} vCPUs is more than this host's ${cpus} CPUs`, `pick 1 to ${cpus}`);
     const hostMib = Math.floor(totalmem() / 1024 / 1024);
     if (!Number.isInteger(r.memoryMib) || r.memoryMib < MIN_MEMORY_MIB) {
-      throw new BangerError('bad_request', `--memory must be at least ${MIN_MEMORY_MIB} MiB (got ${r.memoryMib})`, 'e.g. --memory 1024');
+      fail('memoryMib', 'memory_mib', `memory must be at least ${MIN_MEMORY_MIB} MiB (got ${r.memoryMib})`, `pick ${MIN_MEMORY_MIB} to ${hostMib} MiB, e.g. 1024`);
     }
-    if (r.memoryMib > hostMib) {
-      throw new BangerError('bad_request', `--memory ${r.memoryMib} MiB is more than this host's ${hostMib} MiB`, `pick at most ${hostMib}`);
-    }
-    if (!Number.isInteger(r.diskBytes) || r.diskBytes < MIN_DISK_BYTES) {
-      throw new BangerError('bad_request', `--disk-size must be at least ${formatSize(MIN_DISK_BYTES)} (got ${r.diskBytes} bytes)`, 'e.g. --disk-size 8G');
-    }
+    if (r.memoryMib > hostMib) fail('memoryMib', 'memory_mib', `${r.memoryMib} MiB of memory is more than this host's ${hostMib} MiB`, `pick at most ${hostMib} MiB`);
+    const disk = diskSizeProblem(r.diskBytes);
+    if (disk !== undefined) fail('diskBytes', 'disk_size', `the work disk size ${disk}`, DISK_SIZE_HINT);
+  }
+
+  private warnInvalid(row: InvalidRow, during: string): void {
+    this.deps.log.warn({ rowid: row.rowid, vm: row.label, problem: row.problem, during }, 'state.db: skipping an invalid VM row (left untouched, no file of it is touched)');
   }
 
   private chooseAccel(requested: Accel, kernel: string): Promise<{ accel: 'kvm' | 'tcg'; warning?: string }> {
@@ -490,12 +521,12 @@ export class VmService {
   /** Runtime file and sockets go; the disks and the console log stay. */
   private releaseRuntime(p: VmPaths): void {
     removeRuntime(p.runtimeFile);
-    removePath(p.socketsDir);
+    removeTreeUnder(this.deps.layout.vmSocketsDir, p.socketsDir);
   }
 
   private removeFiles(vm: VmRecord, p: VmPaths): void {
-    removePath(p.dir);
-    removePath(p.socketsDir);
+    removeTreeUnder(this.deps.layout.vmsDir, p.dir);
+    removeTreeUnder(this.deps.layout.vmSocketsDir, p.socketsDir);
     try {
       // Its name, and on a bridge its address (an entry `ssh root@IP` may have added).
       removeHost(this.deps.layout.knownHosts, hostKeyAlias(vm.name));
@@ -506,8 +537,12 @@ export class VmService {
   }
 
   private find(name: string): VmRecord {
-    const vm = this.deps.store.findVmByName(name);
-    if (!vm) throw new BangerError('not_found', `no VM named ${name}`, 'list VMs with `banger vm list`');
+    const vm = this.deps.store.findVmByName(validateVmName(name, 'name'));
+    if (!vm) {
+      const bad = this.deps.store.invalidVmNamed(name);
+      if (bad) throw invalidRowError(bad, this.deps.store.path);
+      throw new BangerError('not_found', `no VM named ${name}`, 'list VMs with `banger vm list`');
+    }
     return vm;
   }
 

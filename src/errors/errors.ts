@@ -27,30 +27,40 @@ export interface ErrorShape {
   message: string;
   hint?: string;
   opId?: string;
+  /**
+   * The input the error is about, as an RPC param path ("memoryMib",
+   * "names.0"). The message then reads as a sentence about that input; only
+   * the CLI turns the field into a flag name (src/cli/render-error.ts).
+   */
+  field?: string;
 }
 
 export class BangerError extends Error {
   readonly code: ErrorCode;
   readonly hint: string | undefined;
   opId: string | undefined;
+  readonly field: string | undefined;
 
-  constructor(code: ErrorCode, message: string, hint?: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, hint?: string, options?: { cause?: unknown; field?: string }) {
     super(message, options);
     this.name = 'BangerError';
     this.code = code;
     this.hint = hint;
+    this.field = options?.field;
   }
 
   toShape(): ErrorShape {
     const shape: ErrorShape = { code: this.code, message: this.message };
     if (this.hint !== undefined) shape.hint = this.hint;
     if (this.opId !== undefined) shape.opId = this.opId;
+    if (this.field !== undefined) shape.field = this.field;
     return shape;
   }
 
   static fromShape(shape: ErrorShape): BangerError {
     const code = (ERROR_CODES as readonly string[]).includes(shape.code) ? shape.code : 'internal';
-    const err = new BangerError(code, shape.message, shape.hint);
+    const field = typeof shape.field === 'string' ? shape.field : undefined;
+    const err = new BangerError(code, shape.message, shape.hint, field !== undefined ? { field } : undefined);
     err.opId = shape.opId;
     return err;
   }

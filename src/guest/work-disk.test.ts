@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,8 +31,8 @@ function recording(): { runner: Runner; calls: string[][] } {
         calls.push(argv);
         return runner.run(argv, opts);
       },
-      spawnDetached: runner.spawnDetached,
-      runInteractive: runner.runInteractive,
+      spawnDetached: (argv, opts) => runner.spawnDetached(argv, opts),
+      runInteractive: (argv, opts) => runner.runInteractive(argv, opts),
     },
   };
 }
@@ -142,10 +142,11 @@ describe.skipIf(!haveTools)('createWorkDisk (real mkfs.ext4)', () => {
 
   it('refuses sizes it cannot make a work disk of, before touching the disk', async () => {
     const file = join(dir, 'work.ext4');
-    for (const bad of [0, -1, 1.5, Number.NaN, MIN_WORK_DISK_BYTES - 1, 64 * 1024 ** 4]) {
+    for (const bad of [0, -1, 1.5, Number.NaN, MIN_WORK_DISK_BYTES - 1, 3 * 1024 ** 4, 64 * 1024 ** 4]) {
       const err = await createWorkDisk(runner, file, bad).catch((e: unknown) => e);
       expect(codeOf(err)).toBe('bad_request');
-      expect((err as BangerError).message).toContain('--disk-size');
+      expect((err as BangerError).field).toBe('diskBytes'); // the CLI names the flag, not the daemon
+      expect((err as BangerError).message).not.toContain('--');
     }
     expect(readdirSync(dir)).toEqual([]);
   });
@@ -192,7 +193,7 @@ describe.skipIf(!haveTools)('growWorkDisk (real e2fsck + resize2fs)', () => {
     expect(sha256(file)).toBe(sum);
   });
 
-  it('refuses to shrink, naming --disk-size and both sizes, and leaves the file untouched', async () => {
+  it('refuses to shrink, naming the diskBytes field and both sizes, and leaves the file untouched', async () => {
     const file = join(dir, 'work.ext4');
     await createWorkDisk(runner, file, 128 * MiB);
     const sum = sha256(file);
@@ -201,7 +202,7 @@ describe.skipIf(!haveTools)('growWorkDisk (real e2fsck + resize2fs)', () => {
     const err = await growWorkDisk(rec.runner, file, 64 * MiB).catch((e: unknown) => e);
     expect(codeOf(err)).toBe('bad_request');
     const e = err as BangerError;
-    expect(e.message).toContain('--disk-size');
+    expect(e.field).toBe('diskBytes');
     expect(e.message).toContain('64 MiB');
     expect(e.message).toContain('128 MiB');
     expect(e.hint).toBeTruthy();

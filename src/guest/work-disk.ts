@@ -18,6 +18,7 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BangerError } from '../errors/errors.js';
 import { formatSize } from '../model/sizes.js';
+import { DISK_SIZE_HINT, MAX_DISK_BYTES, MIN_DISK_BYTES } from '../model/limits.js';
 import { tail, type Runner } from '../system/runner.js';
 import { toolPath } from '../system/which.js';
 
@@ -28,9 +29,9 @@ export const WORK_DISK_MOUNT = '/root';
 /** Sizes are rounded up to a multiple of this. */
 export const WORK_DISK_ALIGN = 1024 * 1024;
 /** Smallest work disk (an ext4 journal plus some room to work in). */
-export const MIN_WORK_DISK_BYTES = 64 * 1024 * 1024;
-/** Largest work disk: 16 TiB (ext4 without 64bit-resize headaches; far beyond any sandbox). */
-export const MAX_WORK_DISK_BYTES = 16 * 1024 ** 4;
+export const MIN_WORK_DISK_BYTES = MIN_DISK_BYTES;
+/** Largest work disk: 2 TiB (src/model/limits.ts says why; the CLI and the daemon check the same bound). */
+export const MAX_WORK_DISK_BYTES = MAX_DISK_BYTES;
 
 /** mkfs.ext4 options after the tool name and before the file (exported for tests and docs). */
 export const WORK_DISK_MKFS_OPTIONS = [
@@ -56,10 +57,12 @@ export function workDiskFileBytes(requested: number): number {
 
 function checkSize(bytes: number): number {
   if (!Number.isSafeInteger(bytes) || bytes < MIN_WORK_DISK_BYTES || bytes > MAX_WORK_DISK_BYTES) {
+    // The field, not a flag: the CLI names its flag (--disk-size), config errors name disk_size.
     throw new BangerError(
       'bad_request',
-      `--disk-size ${Number.isFinite(bytes) && bytes > 0 ? formatSize(bytes) : String(bytes)} is not a usable work disk size (${formatSize(MIN_WORK_DISK_BYTES)} to ${formatSize(MAX_WORK_DISK_BYTES)})`,
-      `pick a --disk-size (config: disk_size) of at least ${MIN_WORK_DISK_BYTES / (1024 * 1024)}M, e.g. 8G`,
+      `${Number.isFinite(bytes) && bytes > 0 ? formatSize(bytes) : String(bytes)} is not a usable work disk size (${formatSize(MIN_WORK_DISK_BYTES)} to ${formatSize(MAX_WORK_DISK_BYTES)})`,
+      DISK_SIZE_HINT,
+      { field: 'diskBytes' },
     );
   }
   return workDiskFileBytes(bytes);
@@ -144,8 +147,9 @@ function checkSizeForGrow(newBytes: number, current: number): number {
   if (wanted < current) {
     throw new BangerError(
       'bad_request',
-      `--disk-size ${formatSize(newBytes)} is smaller than the work disk's current size ${formatSize(current)} (${current} bytes); work disks only grow`,
-      `pass a --disk-size of at least ${formatSize(current)}, or leave it out to keep the current size`,
+      `${formatSize(newBytes)} is smaller than the work disk's current size ${formatSize(current)} (${current} bytes); work disks only grow`,
+      `pass a size of at least ${formatSize(current)}, or leave it out to keep the current size`,
+      { field: 'diskBytes' },
     );
   }
   return wanted === current ? current : checkSize(newBytes);

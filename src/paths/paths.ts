@@ -9,7 +9,9 @@
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { BangerError } from '../errors/errors.js';
+import { validateImageName, validateVmId } from '../model/names.js';
 
 export interface Layout {
   configDir: string;
@@ -89,9 +91,37 @@ function nonEmpty(v: string | undefined): string | undefined {
   return v !== undefined && v.length > 0 ? v : undefined;
 }
 
+/**
+ * `parts` joined under `root`, refused (BangerError internal) unless the
+ * result is strictly inside root: no part may climb out with "..", be
+ * absolute, or resolve to root itself. Every per-VM and per-image path is
+ * built with it, and every recursive remove in src/daemon checks it again.
+ */
+export function within(root: string, ...parts: string[]): string {
+  const base = resolve(root);
+  const target = resolve(base, ...parts);
+  assertWithin(base, target);
+  return target;
+}
+
+/** Throws unless `path` (resolved) is strictly inside `root` (resolved). Returns path. */
+export function assertWithin(root: string, path: string): string {
+  const rel = relative(resolve(root), resolve(path));
+  if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
+    throw new BangerError(
+      'internal',
+      `refusing path ${JSON.stringify(path.slice(0, 200))}: it is not inside ${root}`,
+      'this is a bug or a tampered state.db/state dir; nothing was touched',
+    );
+  }
+  return path;
+}
+
+/** A VM's files; the id must be a valid VM id (12 hex characters). */
 export function vmPaths(layout: Layout, vmId: string): VmPaths {
-  const dir = join(layout.vmsDir, vmId);
-  const socketsDir = join(layout.vmSocketsDir, vmId);
+  validateVmId(vmId);
+  const dir = within(layout.vmsDir, vmId);
+  const socketsDir = within(layout.vmSocketsDir, vmId);
   return {
     dir,
     overlay: join(dir, 'root.qcow2'),
@@ -106,8 +136,10 @@ export function vmPaths(layout: Layout, vmId: string): VmPaths {
   };
 }
 
+/** An image's files; the name must be a valid image name. */
 export function imagePaths(layout: Layout, imageName: string): ImagePaths {
-  const dir = join(layout.imagesDir, imageName);
+  validateImageName(imageName);
+  const dir = within(layout.imagesDir, imageName);
   return {
     dir,
     rootfs: join(dir, 'rootfs.ext4'),

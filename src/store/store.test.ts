@@ -3,13 +3,13 @@ import Database from 'better-sqlite3';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { migrate, pendingMigrations, Store } from './store.js';
+import { invalidRowError, migrate, pendingMigrations, Store } from './store.js';
 import { MIGRATIONS } from './migrations.js';
 import type { VmRecord } from '../model/types.js';
 import { BangerError } from '../errors/errors.js';
 
 const vm = (over: Partial<VmRecord> = {}): VmRecord => ({
-  id: 'abc123',
+  id: 'abc123abc123',
   name: 'box',
   image: 'bookworm',
   vcpu: 1,
@@ -69,10 +69,10 @@ describe('Store', () => {
   it('stores, finds, updates and deletes VMs', () => {
     const s = open();
     s.insertVm(vm({ ephemeral: true }));
-    expect(s.findVmByName('box')).toMatchObject({ id: 'abc123', ephemeral: true, state: 'creating' });
-    s.setVmState('abc123', 'running');
-    expect(s.findVmById('abc123')?.state).toBe('running');
-    s.deleteVm('abc123');
+    expect(s.findVmByName('box')).toMatchObject({ id: 'abc123abc123', ephemeral: true, state: 'creating' });
+    s.setVmState('abc123abc123', 'running');
+    expect(s.findVmById('abc123abc123')?.state).toBe('running');
+    s.deleteVm('abc123abc123');
     expect(s.listVms()).toEqual([]);
   });
 
@@ -80,7 +80,7 @@ describe('Store', () => {
     const s = open();
     s.insertVm(vm());
     try {
-      s.insertVm(vm({ id: 'other' }));
+      s.insertVm(vm({ id: '0123456789ab' }));
       expect.fail('should throw');
     } catch (e) {
       expect((e as BangerError).code).toBe('already_exists');
@@ -93,8 +93,73 @@ describe('Store', () => {
     s.upsertImage({ name: 'bookworm', source: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
     expect(s.findImage('bookworm')?.packages).toEqual(['git']);
     s.insertVm(vm());
-    expect(s.vmsUsingImage('bookworm').map((v) => v.name)).toEqual(['box']);
+    expect(s.vmsUsingImage('bookworm')).toEqual(['box']);
     s.deleteImage('bookworm');
     expect(s.listImages()).toEqual([]);
+  });
+});
+
+describe('Store: rows are validated on read', () => {
+  const open = () => Store.open(join(mkdtempSync(join(tmpdir(), 'store-')), 'state.db'));
+
+  it('a row with vcpu "many" is not returned as a VM: list skips it, find treats it as absent, scan names it', () => {
+    const s = open();
+    s.insertVm(vm());
+    s.insertVm(vm({ id: '0123456789ab', name: 'good' }));
+    s.db.prepare("UPDATE vms SET vcpu = 'many' WHERE name = 'box'").run();
+    expect(s.listVms().map((v) => v.name)).toEqual(['good']);
+    expect(s.findVmByName('box')).toBeUndefined();
+    expect(s.findVmById('abc123abc123')).toBeUndefined();
+    const { invalid } = s.scanVms();
+    expect(invalid).toHaveLength(1);
+    expect(invalid[0]).toMatchObject({ table: 'vms', label: '"box"' });
+    expect(invalid[0]!.problem).toMatch(/^vcpu: /);
+    expect(s.invalidVmNamed('box')?.rowid).toBe(invalid[0]!.rowid);
+    expect(s.invalidVmNamed('good')).toBeUndefined();
+    // An image stays "in use" by an invalid row: it is never deleted from under it.
+    expect(s.vmsUsingImage('bookworm')).toEqual([`invalid row ${invalid[0]!.rowid}`, 'good']);
+  });
+
+  it.each([
+    { col: 'id', value: "'../x'" },
+    { col: 'id', value: "'ABCDEF012345'" },
+    { col: 'name', value: "'../../etc'" },
+    { col: 'name', value: `'${'a'.repeat(100_000)}'` },
+    { col: 'image', value: "'../victim'" },
+    { col: 'state', value: "'sideways'" },
+    { col: 'network', value: "'carrier-pigeon'" },
+    { col: 'ip', value: "'10.0.0.1; rm -rf /'" },
+    { col: 'memory_mib', value: '-5' },
+    { col: 'ephemeral', value: '7' },
+  ])('a row with a bad $col is invalid, and its label and problem are bounded (case $#)', ({ col, value }) => {
+    const s = open();
+    s.insertVm(vm());
+    s.db.prepare(`UPDATE vms SET ${col} = ${value}`).run();
+    expect(s.listVms()).toEqual([]);
+    const [row] = s.scanVms().invalid;
+    expect(row?.problem).toMatch(new RegExp(`^${col}: `));
+    expect(row!.label.length).toBeLessThan(120);
+    expect(row!.problem.length).toBeLessThanOrEqual(300);
+  });
+
+  it('an image row with packages that are not JSON is skipped, not thrown', () => {
+    const s = open();
+    s.upsertImage({ name: 'bookworm', source: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
+    s.db.prepare("UPDATE images SET packages = '{not json'").run();
+    expect(() => s.listImages()).not.toThrow();
+    expect(s.listImages()).toEqual([]);
+    expect(s.findImage('bookworm')).toBeUndefined();
+    expect(s.hasImageRow('bookworm')).toBe(true);
+    expect(s.invalidImageNamed('bookworm')?.problem).toMatch(/^packages: not JSON/);
+  });
+
+  it('invalidRowError is a coded error naming the row, with a hint that says what to do', () => {
+    const s = open();
+    s.insertVm(vm());
+    s.db.prepare("UPDATE vms SET vcpu = 'many'").run();
+    const e = invalidRowError(s.invalidVmNamed('box')!, s.path);
+    expect(e.code).toBe('conflict');
+    expect(e.message).toMatch(/VM row "box" \(rowid \d+\) in state.db is invalid \(vcpu: /);
+    expect(e.hint).toContain('DELETE FROM vms WHERE rowid =');
   });
 });

@@ -4,8 +4,10 @@
  * runtime.json and are rebuilt from the OS when the daemon starts.
  */
 import Database from 'better-sqlite3';
+import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
-import type { ImageRecord, VmRecord, VmState, WorkspaceMode, WorkspaceRecord } from '../model/types.js';
+import { NETWORK_MODES, VM_STATES, VMMS, WORKSPACE_MODES, type ImageRecord, type VmRecord, type VmState, type WorkspaceRecord } from '../model/types.js';
+import { imageNameSchema, quoteInput, vmIdSchema, vmNameSchema } from '../model/names.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 
 type Db = Database.Database;
@@ -45,92 +47,183 @@ export function migrate(db: Db, migrations = MIGRATIONS): number[] {
   return applied;
 }
 
-interface VmRow {
-  id: string;
-  name: string;
-  image: string;
-  vcpu: number;
-  memory_mib: number;
-  system_overlay_bytes: number;
-  disk_bytes: number;
-  vmm: string;
-  network: string;
-  state: string;
-  ephemeral: number;
-  nat: number;
-  ip: string | null;
-  last_error: string | null;
-  created_at: string;
-  updated_at: string;
+/**
+ * Rows are validated on read, with the same schemas as the RPC params
+ * (src/model/names.ts): state.db is on disk, and a row edited by hand, by a
+ * bug or by anything else that can write the file must never make the
+ * daemon build a path or run a command from it. A row that fails is left
+ * untouched and is not returned as a record: list* skip it, find* treat it
+ * as absent, and scan* report it as an InvalidRow (by rowid, since its id
+ * or name may be the bad part) for the daemon to log and name in errors.
+ */
+export interface InvalidRow {
+  table: 'vms' | 'images' | 'workspaces';
+  rowid: number;
+  /** The row's name or id, quoted and cut (it may be the hostile part). */
+  label: string;
+  /** What failed, e.g. `vcpu: Invalid input: expected number, received string`. */
+  problem: string;
 }
 
-interface ImageRow {
-  name: string;
-  source: string;
-  kernel_version: string;
-  rootfs_bytes: number;
-  packages: string;
-  created_at: string;
+export interface Scan<T> {
+  valid: T[];
+  invalid: InvalidRow[];
 }
 
-const toVm = (r: VmRow): VmRecord => ({
-  id: r.id,
-  name: r.name,
-  image: r.image,
-  vcpu: r.vcpu,
-  memoryMib: r.memory_mib,
-  systemOverlayBytes: r.system_overlay_bytes,
-  diskBytes: r.disk_bytes,
-  vmm: r.vmm as VmRecord['vmm'],
-  network: r.network as VmRecord['network'],
-  state: r.state as VmState,
-  ephemeral: r.ephemeral === 1,
-  nat: r.nat === 1,
-  ip: r.ip,
-  lastError: r.last_error,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-});
+const text = (max: number) => z.string().max(max);
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const flag = z.union([z.literal(0), z.literal(1)]).transform((b) => b === 1);
+const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/, 'not an IPv4 address');
+const gitId = z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/, 'not a git object id');
 
-interface WorkspaceRow {
-  host_path: string;
-  guest_path: string;
-  include_untracked: number;
-  tree: string;
-  commit_sha: string;
-  head: string | null;
-  branch: string | null;
-  files: number;
-  bytes: number;
-  mode: string;
-  prepared_at: string;
+const vmRowSchema = z
+  .object({
+    id: vmIdSchema,
+    name: vmNameSchema,
+    image: imageNameSchema,
+    vcpu: z.number().int().min(1).max(1024),
+    memory_mib: z.number().int().min(1).max(1024 * 1024 * 1024),
+    system_overlay_bytes: count,
+    disk_bytes: count,
+    vmm: z.enum(VMMS),
+    network: z.enum(NETWORK_MODES),
+    state: z.enum(VM_STATES),
+    ephemeral: flag,
+    nat: flag,
+    ip: ipv4.nullable(),
+    last_error: text(64 * 1024).nullable(),
+    created_at: text(64),
+    updated_at: text(64),
+  })
+  .transform(
+    (r): VmRecord => ({
+      id: r.id,
+      name: r.name,
+      image: r.image,
+      vcpu: r.vcpu,
+      memoryMib: r.memory_mib,
+      systemOverlayBytes: r.system_overlay_bytes,
+      diskBytes: r.disk_bytes,
+      vmm: r.vmm,
+      network: r.network,
+      state: r.state,
+      ephemeral: r.ephemeral,
+      nat: r.nat,
+      ip: r.ip,
+      lastError: r.last_error,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    }),
+  );
+
+const workspaceRowSchema = z
+  .object({
+    host_path: text(4096).refine((p) => p.startsWith('/'), 'not an absolute path'),
+    guest_path: text(4096).refine((p) => p.startsWith('/'), 'not an absolute path'),
+    include_untracked: flag,
+    tree: gitId,
+    commit_sha: gitId,
+    head: gitId.nullable(),
+    branch: text(1024).nullable(),
+    files: count,
+    bytes: count,
+    mode: z.enum(WORKSPACE_MODES),
+    prepared_at: text(64),
+  })
+  .transform(
+    (r): WorkspaceRecord => ({
+      hostPath: r.host_path,
+      guestPath: r.guest_path,
+      includeUntracked: r.include_untracked,
+      tree: r.tree,
+      commit: r.commit_sha,
+      head: r.head,
+      branch: r.branch,
+      files: r.files,
+      bytes: r.bytes,
+      mode: r.mode,
+      preparedAt: r.prepared_at,
+    }),
+  );
+
+const imageRowSchema = z
+  .object({
+    name: imageNameSchema,
+    source: text(4096),
+    kernel_version: text(256),
+    rootfs_bytes: count,
+    packages: text(1024 * 1024).transform((t, ctx): string[] => {
+      let v: unknown;
+      try {
+        v = JSON.parse(t);
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'not JSON' });
+        return z.NEVER;
+      }
+      const list = z.array(text(256)).max(10_000).safeParse(v);
+      if (!list.success) {
+        ctx.addIssue({ code: 'custom', message: 'not a list of package names' });
+        return z.NEVER;
+      }
+      return list.data;
+    }),
+    created_at: text(64),
+  })
+  .transform(
+    (r): ImageRecord => ({
+      name: r.name,
+      source: r.source,
+      kernelVersion: r.kernel_version,
+      rootfsBytes: r.rootfs_bytes,
+      packages: r.packages,
+      createdAt: r.created_at,
+    }),
+  );
+
+type Parsed<T> = { ok: true; value: T } | { ok: false; invalid: InvalidRow };
+
+function parseRow<T>(table: InvalidRow['table'], schema: z.ZodType<T>, row: Record<string, unknown>, labelKey: string): Parsed<T> {
+  const { rowid, ...fields } = row;
+  const r = schema.safeParse(fields);
+  if (r.success) return { ok: true, value: r.data };
+  const issue = r.error.issues[0];
+  const where = issue?.path.length ? `${issue.path.map(String).join('.')}: ` : '';
+  const raw = fields[labelKey];
+  return {
+    ok: false,
+    invalid: {
+      table,
+      rowid: typeof rowid === 'number' ? rowid : -1,
+      label: typeof raw === 'string' ? quoteInput(raw) : quoteInput(String(raw)),
+      problem: `${where}${issue?.message ?? 'invalid'}`.slice(0, 300),
+    },
+  };
 }
 
-const toWorkspace = (r: WorkspaceRow): WorkspaceRecord => ({
-  hostPath: r.host_path,
-  guestPath: r.guest_path,
-  includeUntracked: r.include_untracked === 1,
-  tree: r.tree,
-  commit: r.commit_sha,
-  head: r.head,
-  branch: r.branch,
-  files: r.files,
-  bytes: r.bytes,
-  mode: r.mode as WorkspaceMode,
-  preparedAt: r.prepared_at,
-});
+function scanRows<T>(table: InvalidRow['table'], schema: z.ZodType<T>, rows: unknown[], labelKey: string): Scan<T> {
+  const out: Scan<T> = { valid: [], invalid: [] };
+  for (const row of rows) {
+    const p = parseRow(table, schema, row as Record<string, unknown>, labelKey);
+    if (p.ok) out.valid.push(p.value);
+    else out.invalid.push(p.invalid);
+  }
+  return out;
+}
 
-const toImage = (r: ImageRow): ImageRecord => ({
-  name: r.name,
-  source: r.source,
-  kernelVersion: r.kernel_version,
-  rootfsBytes: r.rootfs_bytes,
-  packages: JSON.parse(r.packages) as string[],
-  createdAt: r.created_at,
-});
+/** The coded error for an operation on a row that failed validation (nothing was touched). */
+export function invalidRowError(row: InvalidRow, dbPath = 'state.db'): BangerError {
+  return new BangerError(
+    'conflict',
+    `the ${row.table === 'vms' ? 'VM' : row.table === 'images' ? 'image' : 'workspace'} row ${row.label} (rowid ${row.rowid}) in state.db is invalid (${row.problem}); banger leaves it and its files alone`,
+    `inspect it with \`sqlite3 ${dbPath} "SELECT * FROM ${row.table} WHERE rowid = ${row.rowid}"\` and delete it (\`DELETE FROM ${row.table} WHERE rowid = ${row.rowid}\`) while bangerd is stopped; remove any files it left by hand`,
+  );
+}
 
 export class Store {
-  private constructor(readonly db: Db) {}
+  private constructor(
+    readonly db: Db,
+    readonly path: string,
+  ) {}
 
   static open(path: string): Store {
     const db = new Database(path);
@@ -138,7 +231,7 @@ export class Store {
     db.pragma('busy_timeout = 5000');
     db.pragma('foreign_keys = ON');
     migrate(db);
-    return new Store(db);
+    return new Store(db, path);
   }
 
   close(): void {
@@ -182,18 +275,37 @@ export class Store {
     this.db.prepare('DELETE FROM vms WHERE id = ?').run(id);
   }
 
-  listVms(): VmRecord[] {
-    return (this.db.prepare('SELECT * FROM vms ORDER BY created_at, name').all() as VmRow[]).map(toVm);
+  /** Every VM row: the valid ones as records, the others as InvalidRow (see above). */
+  scanVms(): Scan<VmRecord> {
+    return scanRows('vms', vmRowSchema, this.db.prepare('SELECT rowid, * FROM vms ORDER BY created_at, name').all(), 'name');
   }
 
+  /** The valid VMs (an invalid row is skipped: see scanVms). */
+  listVms(): VmRecord[] {
+    return this.scanVms().valid;
+  }
+
+  /** The VM of that name; undefined when there is none or its row is invalid (invalidVmNamed tells which). */
   findVmByName(name: string): VmRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM vms WHERE name = ?').get(name) as VmRow | undefined;
-    return r ? toVm(r) : undefined;
+    return this.oneVm(this.db.prepare('SELECT rowid, * FROM vms WHERE name = ?').get(name));
   }
 
   findVmById(id: string): VmRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM vms WHERE id = ?').get(id) as VmRow | undefined;
-    return r ? toVm(r) : undefined;
+    return this.oneVm(this.db.prepare('SELECT rowid, * FROM vms WHERE id = ?').get(id));
+  }
+
+  /** The invalid row behind a name, if that is why findVmByName found nothing. */
+  invalidVmNamed(name: string): InvalidRow | undefined {
+    const r = this.db.prepare('SELECT rowid, * FROM vms WHERE name = ?').get(name);
+    if (r === undefined) return undefined;
+    const p = parseRow('vms', vmRowSchema, r as Record<string, unknown>, 'name');
+    return p.ok ? undefined : p.invalid;
+  }
+
+  private oneVm(r: unknown): VmRecord | undefined {
+    if (r === undefined) return undefined;
+    const p = parseRow('vms', vmRowSchema, r as Record<string, unknown>, 'name');
+    return p.ok ? p.value : undefined;
   }
 
   upsertImage(img: ImageRecord): void {
@@ -207,13 +319,33 @@ export class Store {
       .run({ ...img, packages: JSON.stringify(img.packages) });
   }
 
+  /** The image of that name; undefined when there is none or its row is invalid. */
   findImage(name: string): ImageRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM images WHERE name = ?').get(name) as ImageRow | undefined;
-    return r ? toImage(r) : undefined;
+    const r = this.db.prepare('SELECT rowid, * FROM images WHERE name = ?').get(name);
+    if (r === undefined) return undefined;
+    const p = parseRow('images', imageRowSchema, r as Record<string, unknown>, 'name');
+    return p.ok ? p.value : undefined;
+  }
+
+  /** The invalid row behind an image name, if that is why findImage found nothing. */
+  invalidImageNamed(name: string): InvalidRow | undefined {
+    const r = this.db.prepare('SELECT rowid, * FROM images WHERE name = ?').get(name);
+    if (r === undefined) return undefined;
+    const p = parseRow('images', imageRowSchema, r as Record<string, unknown>, 'name');
+    return p.ok ? undefined : p.invalid;
+  }
+
+  /** Whether a row of that name exists at all, valid or not. */
+  hasImageRow(name: string): boolean {
+    return this.db.prepare('SELECT 1 FROM images WHERE name = ?').get(name) !== undefined;
+  }
+
+  scanImages(): Scan<ImageRecord> {
+    return scanRows('images', imageRowSchema, this.db.prepare('SELECT rowid, * FROM images ORDER BY name').all(), 'name');
   }
 
   listImages(): ImageRecord[] {
-    return (this.db.prepare('SELECT * FROM images ORDER BY name').all() as ImageRow[]).map(toImage);
+    return this.scanImages().valid;
   }
 
   deleteImage(name: string): void {
@@ -233,12 +365,24 @@ export class Store {
       .run({ ...w, vmId, includeUntracked: w.includeUntracked ? 1 : 0 });
   }
 
+  /** The VM's workspace; null when there is none or its row is invalid (it is then not acted on). */
   findWorkspace(vmId: string): WorkspaceRecord | null {
-    const r = this.db.prepare('SELECT * FROM workspaces WHERE vm_id = ?').get(vmId) as WorkspaceRow | undefined;
-    return r ? toWorkspace(r) : null;
+    const r = this.db.prepare('SELECT rowid, * FROM workspaces WHERE vm_id = ?').get(vmId);
+    if (r === undefined) return null;
+    const { vm_id: _vmId, ...rest } = r as Record<string, unknown>;
+    const p = parseRow('workspaces', workspaceRowSchema, rest, 'host_path');
+    return p.ok ? p.value : null;
   }
 
-  vmsUsingImage(name: string): VmRecord[] {
-    return (this.db.prepare('SELECT * FROM vms WHERE image = ?').all(name) as VmRow[]).map(toVm);
+  /**
+   * Names of the VMs whose row names this image, invalid rows included (as
+   * "row N"): an image is never deleted or rebuilt from under a row, valid or not.
+   */
+  vmsUsingImage(name: string): string[] {
+    const rows = this.db.prepare('SELECT rowid, * FROM vms WHERE image = ?').all(name);
+    return rows.map((r) => {
+      const p = parseRow('vms', vmRowSchema, r as Record<string, unknown>, 'name');
+      return p.ok ? p.value.name : `invalid row ${p.invalid.rowid}`;
+    });
   }
 }

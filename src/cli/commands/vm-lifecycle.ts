@@ -3,12 +3,23 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { createInterface } from 'node:readline/promises';
 import { BangerError } from '../../errors/errors.js';
 import { parseSize } from '../../model/sizes.js';
+import { DISK_SIZE_HINT, diskSizeProblem } from '../../model/limits.js';
 import { KILL_SIGNALS } from '../../rpc/methods.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table } from '../style.js';
 
 export function sizeFlag(flag: string) {
   return (value: string): number => parseSize(value, flag);
+}
+
+/** A work disk size flag: a size, within the bounds the daemon enforces too (src/model/limits.ts). */
+export function diskSizeFlag(flag: string) {
+  return (value: string): number => {
+    const bytes = parseSize(value, flag);
+    const problem = diskSizeProblem(bytes);
+    if (problem !== undefined) throw new BangerError('bad_request', `${flag} ${problem}`, DISK_SIZE_HINT);
+    return bytes;
+  };
 }
 
 export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
@@ -56,7 +67,7 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
     .argument('<name>')
     .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
     .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
-    .option('--disk-size <size>', 'work disk size, e.g. 16G (grow only)', sizeFlag('--disk-size'))
+    .option('--disk-size <size>', 'work disk size, e.g. 16G (grow only, at most 2 TiB)', diskSizeFlag('--disk-size'))
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
       if (opts.vcpu === undefined && opts.memory === undefined && opts.diskSize === undefined) {

@@ -1,7 +1,8 @@
 /** banger vm run|list|show|delete|ssh */
 import { Command, Option, type OptionValues } from '@commander-js/extra-typings';
 import { BangerError } from '../../errors/errors.js';
-import { generateVmName, validateVmName } from '../../model/names.js';
+import { generateVmName, validateImageName, validateVmName } from '../../model/names.js';
+import { MIN_MEMORY_MIB } from '../../config/config.js';
 import { NETWORK_MODES, type NetworkMode, type VmView } from '../../model/types.js';
 import { RpcClient } from '../../rpc/client.js';
 import { tryConnect } from '../connect.js';
@@ -15,7 +16,7 @@ import { scanRepo, type RepoScan } from '../../workspace/scan.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { addLifecycleCommands, sizeFlag } from './vm-lifecycle.js';
+import { addLifecycleCommands, diskSizeFlag } from './vm-lifecycle.js';
 import { addInspectCommands } from './vm-inspect.js';
 import { formatSize } from '../../model/sizes.js';
 
@@ -100,7 +101,7 @@ export function vmCommand(ctx: CliContext): Command {
     .option('--no-start', 'create the disks but do not boot')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
-      const name = opts.name !== undefined ? validateVmName(opts.name) : generateVmName();
+      const name = checkSpecFlags(opts);
       const started = Date.now();
       const res = await (await ctx.daemon()).call(
         'vm.create',
@@ -127,7 +128,7 @@ function specOptions<A extends unknown[], O extends OptionValues>(c: Command<A, 
     .option('--name <name>', 'VM name (a DNS label; generated when omitted)')
     .option('--vcpu <n>', 'virtual CPUs', parseIntFlag('--vcpu'))
     .option('--memory <mib>', 'memory in MiB', parseIntFlag('--memory'))
-    .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G (default: disk_size in config)', sizeFlag('--disk-size'))
+    .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G, at most 2 TiB (default: disk_size in config)', diskSizeFlag('--disk-size'))
     .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
     .option('--nat', 'let the guest reach the network (default: no route off the host)')
     .addOption(new Option('--network <mode>', 'user (rootless, SSH on a loopback port) or bridge (root helper: own IP, NAME.vm DNS); default: config').choices(NETWORK_MODES));
@@ -172,11 +173,26 @@ export function splitRunArgs(args: string[], hadDoubleDash: boolean): RunArgs {
   return { path: before[0], cmd };
 }
 
-async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Promise<number> {
-  const { cmd } = args;
-  // Validate before anything is created; the daemon validates again.
+/**
+ * What vm run and vm create can check without the daemon, before anything
+ * is printed or created (the daemon checks again, and checks the host's
+ * limits). Returns the VM name (generated when --name is absent).
+ */
+export function checkSpecFlags(opts: { name?: string; image?: string; vcpu?: number; memory?: number; diskSize?: number }): string {
   const name = opts.name !== undefined ? validateVmName(opts.name) : generateVmName();
-  if (opts.vcpu !== undefined && opts.vcpu < 1) throw new BangerError('bad_request', `--vcpu must be at least 1 (got ${opts.vcpu})`);
+  if (opts.image !== undefined) validateImageName(opts.image);
+  if (opts.vcpu !== undefined && opts.vcpu < 1) throw new BangerError('bad_request', `--vcpu must be at least 1 (got ${opts.vcpu})`, 'pick 1 up to the number of host CPUs');
+  if (opts.memory !== undefined && opts.memory < MIN_MEMORY_MIB) {
+    throw new BangerError('bad_request', `--memory must be at least ${MIN_MEMORY_MIB} MiB (got ${opts.memory})`, 'e.g. --memory 1024');
+  }
+  // --disk-size is checked as it is parsed (diskSizeFlag).
+  return name;
+}
+
+export async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Promise<number> {
+  const { cmd } = args;
+  // Validate before anything is printed or created; the daemon validates again.
+  const name = checkSpecFlags(opts);
   if (opts.detach && opts.rm) {
     throw new BangerError('bad_request', '-d and --rm cannot be combined: a detached VM outlives this command', 'drop --rm (delete it later with `banger vm delete -f NAME`), or drop -d');
   }
@@ -211,11 +227,19 @@ async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Promise<num
   process.on('SIGTERM', onSignal);
   try {
     const started = Date.now();
-    process.stderr.write(style.dim(`• creating VM ${name}`, process.stderr) + '\n');
+    // Announced with the daemon's first progress line: it comes once the daemon has accepted
+    // everything (a refused image or size prints nothing but the error).
+    let announced = false;
     const res = await client.call(
       'vm.create',
       { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, ephemeral: opts.rm === true, nat: opts.nat === true, network: opts.network },
-      (ev) => ctx.progress(ev),
+      (ev) => {
+        if (!announced) {
+          announced = true;
+          process.stderr.write(style.dim(`• creating VM ${name}`, process.stderr) + '\n');
+        }
+        ctx.progress(ev);
+      },
     );
     created = true;
     process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
