@@ -13,6 +13,7 @@ import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, chmodSync } from
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import ssh2 from 'ssh2';
+import type { ParsedKey } from 'ssh2';
 import { BangerError } from '../errors/errors.js';
 import type { Runner } from '../system/runner.js';
 import { writeFileAtomic } from '../system/fs.js';
@@ -75,7 +76,8 @@ function loadKeypair(privateKeyPath: string): Keypair | undefined {
     throw new BangerError('operation_failed', `cannot read ssh key ${privateKeyPath}: ${(e as Error).message}`);
   }
   const parsed = ssh2.utils.parseKey(data);
-  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  // ssh2 returns an array for a file holding several keys; its types only say ParsedKey | Error.
+  const key = Array.isArray(parsed) ? (parsed[0] as ParsedKey | undefined) : parsed;
   if (!key || key instanceof Error || !key.isPrivateKey()) {
     const why = key instanceof Error ? key.message : 'not a private key';
     throw new BangerError(

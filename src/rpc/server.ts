@@ -26,9 +26,9 @@ export interface RequestContext<Name extends string = MethodName> {
   opId: string;
   method: Name;
   connection: Connection;
-  progress(ev: ProgressEvent): void;
+  progress: (ev: ProgressEvent) => void;
   /** Streams part of the result (raw bytes; the client reassembles them); resolves when the socket can take more. */
-  sendChunk(data: Buffer): Promise<void>;
+  sendChunk: (data: Buffer) => Promise<void>;
   log: Logger;
 }
 

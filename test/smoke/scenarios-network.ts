@@ -56,7 +56,7 @@ function isolatedHome(dirs: RunDirs, tag: string): string {
 
 function withHome(banger: Banger, home: string): Banger {
   const b = ((args: string[], opts?: { input?: string; timeoutMs?: number }) => banger(args, { ...opts, env: { HOME: home } })) as Banger;
-  b.spawn = banger.spawn;
+  b.spawn = (args) => banger.spawn(args);
   return b;
 }
 
