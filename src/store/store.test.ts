@@ -131,7 +131,7 @@ describe('Store: rows are validated on read', () => {
     { col: 'ip', value: "'10.0.0.1; rm -rf /'" },
     { col: 'memory_mib', value: '-5' },
     { col: 'ephemeral', value: '7' },
-  ])('a row with a bad $col is invalid, and its label and problem are bounded (case $#)', ({ col, value }) => {
+  ])('a row with a bad $col is invalid, and its label and problem are bounded', ({ col, value }) => {
     const s = open();
     s.insertVm(vm());
     s.db.prepare(`UPDATE vms SET ${col} = ${value}`).run();
