@@ -166,7 +166,7 @@ export class WorkspaceService {
         throw new BangerError('not_found', `${vm.name} has no prepared workspace at ${GUEST_REPO}`, `prepare one with \`banger vm workspace prepare ${vm.name} PATH\``);
       }
       if (res.exitCode === BAD_BASE_EXIT) {
-        throw new BangerError('bad_request', `--base-commit ${baseCommit}: ${tail(stderr.trim(), 500)}`, `pass a commit of the guest's history, e.g. the host's HEAD at prepare time (\`banger vm show ${vm.name}\` names it)`);
+        throw new BangerError('bad_request', `${baseCommit}: ${tail(stderr.trim(), 500)}`, `pass a commit of the guest's history, e.g. the host's HEAD at prepare time (\`banger vm show ${vm.name}\` names it)`, { field: 'baseCommit' });
       }
       if (res.exitCode !== 0) {
         throw new BangerError('operation_failed', `exporting the workspace of ${vm.name} failed (exit ${res.exitCode})${stderr ? `:\n${tail(stderr)}` : ''}`);
