@@ -18,7 +18,8 @@ import { vmPaths, type Layout } from '../paths/paths.js';
 import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { readProcStat, USER_HZ } from '../system/proc.js';
-import { connectAgent, type GuestAgent } from '../guest/agent.js';
+import { AgentCommandError, connectAgent, type GuestAgent } from '../guest/agent.js';
+import { clip } from '../system/json-commands.js';
 import type { VmService } from './vm-service.js';
 
 export interface InspectServiceDeps {
@@ -85,7 +86,7 @@ export class InspectService {
     try {
       memory = parseMeminfo(meminfo);
     } catch (e) {
-      const err = out.stderr.trim();
+      const err = clip(out.stderr.trim());
       throw new BangerError('operation_failed', `VM ${vm.name}: ${messageOf(e)}${err ? ` (stderr: ${err})` : ''}`);
     }
     // df exits non-zero when one of its paths fails; what it printed still counts.
@@ -155,9 +156,13 @@ export class InspectService {
       if (e instanceof BangerError && e.code === 'timeout') {
         throw new BangerError('timeout', `VM ${vm.name}: ${command.join(' ')} got no answer in time (${e.message})`, agentHint(vm.name), { cause: e });
       }
-      if (e instanceof BangerError && e.code === 'operation_failed') {
+      if (e instanceof AgentCommandError) {
         // the agent refused the command (e.g. the program is missing)
         throw new BangerError('operation_failed', `VM ${vm.name}: ${e.message}`, `the image may lack ${path}`, { cause: e });
+      }
+      if (e instanceof BangerError && e.code === 'operation_failed') {
+        // a malformed reply from the guest (its message is already clipped)
+        throw new BangerError('operation_failed', `VM ${vm.name}: ${e.message}`, agentHint(vm.name), { cause: e });
       }
       throw new BangerError('unavailable', `VM ${vm.name}: the guest agent failed while running ${path} (${messageOf(e)})`, agentHint(vm.name), { cause: e });
     } finally {
@@ -167,7 +172,7 @@ export class InspectService {
 
   private guestCommandFailed(vm: VmView, command: readonly string[], out: { exitCode: number | null; signal: number | null; stderr: string }): BangerError {
     const how = out.exitCode === null ? `was killed by signal ${out.signal}` : `exited with code ${out.exitCode}`;
-    const err = out.stderr.trim();
+    const err = clip(out.stderr.trim()); // guest text: clipped before it reaches a message (and the log)
     return new BangerError('operation_failed', `VM ${vm.name}: ${command.join(' ')} ${how} in the guest${err ? `: ${err}` : ''}`);
   }
 }

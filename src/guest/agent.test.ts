@@ -1,12 +1,12 @@
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, beforeEach } from 'vitest';
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { BangerError } from '../errors/errors.js';
+import { BangerError, ERROR_CODES } from '../errors/errors.js';
 import { createRunner } from '../system/runner.js';
 import { isSameProcess, killProcess, readStartTime, waitForExit } from '../system/proc.js';
-import { AgentCommandError, GuestAgent, connectAgent, waitForAgent } from './agent.js';
+import { AGENT_MAX_LINE_BYTES, AgentCommandError, GuestAgent, connectAgent, waitForAgent } from './agent.js';
 
 const tmpDirs: string[] = [];
 function tmp(): string {
@@ -354,5 +354,363 @@ describe('GuestAgent (real qemu-ga on this host)', () => {
     } finally {
       agent.close();
     }
+  });
+});
+
+// ---- against a hostile guest ---------------------------------------------
+
+/** A small seeded PRNG (mulberry32): the fuzz loops are reproducible. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Crash detectors: vitest's worker would die on an uncaught error; these prove none fired. */
+function watchCrashes(): { crashes: unknown[]; stop: () => void } {
+  const crashes: unknown[] = [];
+  const onCrash = (e: unknown) => crashes.push(e);
+  process.on('uncaughtException', onCrash);
+  process.on('unhandledRejection', onCrash);
+  return {
+    crashes,
+    stop: () => {
+      process.off('uncaughtException', onCrash);
+      process.off('unhandledRejection', onCrash);
+    },
+  };
+}
+
+/** What a well-behaved agent answers to the commands exec and ping use. */
+function goodReply(cmd: Cmd): unknown {
+  if (cmd.execute === 'guest-exec') return { pid: 7 };
+  if (cmd.execute === 'guest-exec-status') return { exited: true, exitcode: 0, 'out-data': Buffer.from('ok\n').toString('base64') };
+  return {};
+}
+
+/**
+ * A fake agent whose FIRST connection is hostile (`hostile` decides what it
+ * writes for each command; returning false means "then answer properly")
+ * and whose later connections behave. `serverSockets` lets a test see the
+ * hostile connection being closed from the agent's side.
+ */
+async function hostileAgent(hostile: (cmd: Cmd, s: Socket) => boolean | void): Promise<{ path: string; first: () => Socket | undefined }> {
+  let first: Socket | undefined;
+  const path = await fakeAgent({
+    onConnect: (s) => {
+      first ??= s;
+    },
+    respond: (cmd, s) => {
+      if (s === first && hostile(cmd, s) !== false) return;
+      reply(s, cmd, goodReply(cmd));
+    },
+  });
+  return { path, first: () => first };
+}
+
+const line = (v: unknown) => JSON.stringify(v) + '\n';
+
+interface HostileCase {
+  name: string;
+  /** The command the guest lies about. */
+  on: 'guest-exec' | 'guest-exec-status';
+  write: (cmd: Cmd, s: Socket) => void;
+  code: string;
+  message: RegExp;
+  /** The client drops the connection. */
+  closes: boolean;
+}
+
+const HOSTILE_CASES: HostileCase[] = [
+  ...['null', '[]', '42', '"x"', 'true'].map(
+    (raw): HostileCase => ({ name: `the line ${raw}`, on: 'guest-exec', write: (_c, s) => s.write(raw + '\n'), code: 'operation_failed', message: /not a JSON object/, closes: true }),
+  ),
+  { name: 'a line that is not JSON', on: 'guest-exec', write: (_c, s) => s.write('{"return": {"pid": 1}, "id": \n'), code: 'operation_failed', message: /not JSON/, closes: true },
+  {
+    name: '{"return": "wrong type"} for guest-exec',
+    on: 'guest-exec',
+    write: (c, s) => s.write(line({ return: 'wrong type', id: c.id })),
+    code: 'operation_failed',
+    message: /the guest agent sent a malformed reply to guest-exec/,
+    closes: false,
+  },
+  {
+    name: 'a pid that is not a positive integer',
+    on: 'guest-exec',
+    write: (c, s) => s.write(line({ return: { pid: -1.5 }, id: c.id })),
+    code: 'operation_failed',
+    message: /malformed reply to guest-exec: pid/,
+    closes: false,
+  },
+  {
+    name: 'guest-exec-status with fields of the wrong type',
+    on: 'guest-exec-status',
+    write: (c, s) => s.write(line({ return: { exited: true, exitcode: '0', 'out-data': 5 }, id: c.id })),
+    code: 'operation_failed',
+    message: /malformed reply to guest-exec-status/,
+    closes: false,
+  },
+  {
+    name: 'guest-exec-status with "exited" missing',
+    on: 'guest-exec-status',
+    write: (c, s) => s.write(line({ return: { exitcode: 0 }, id: c.id })),
+    code: 'operation_failed',
+    message: /malformed reply to guest-exec-status: exited/,
+    closes: false,
+  },
+  { name: '{"error": null}', on: 'guest-exec', write: (c, s) => s.write(line({ error: null, id: c.id })), code: 'operation_failed', message: /"error" is not \{class, desc\}/, closes: false },
+  {
+    name: 'an error whose class and desc are not strings',
+    on: 'guest-exec',
+    write: (c, s) => s.write(line({ error: { class: {}, desc: [1] }, id: c.id })),
+    code: 'operation_failed',
+    message: /malformed reply/,
+    closes: false,
+  },
+  { name: 'a reply with neither return nor error', on: 'guest-exec', write: (c, s) => s.write(line({ id: c.id })), code: 'operation_failed', message: /neither/, closes: false },
+  // ignored (not an answer of ours): the command times out, the connection stays
+  { name: '{"id": {}}', on: 'guest-exec', write: (_c, s) => s.write(line({ id: {}, return: { pid: 1 } })), code: 'timeout', message: /no answer/, closes: false },
+  { name: 'an id-less reply', on: 'guest-exec', write: (_c, s) => s.write(line({ return: { pid: 1 } })), code: 'timeout', message: /no answer/, closes: false },
+  {
+    name: 'a line over the limit (no newline yet)',
+    on: 'guest-exec-status',
+    write: (_c, s) => s.write(Buffer.alloc(AGENT_MAX_LINE_BYTES + 1, 0x61)),
+    code: 'operation_failed',
+    message: /longer than 4194304 bytes/,
+    closes: true,
+  },
+  {
+    name: 'deep nesting',
+    on: 'guest-exec',
+    write: (c, s) => s.write(`{"return": ${'['.repeat(200_000)}${']'.repeat(200_000)}, "id": ${JSON.stringify(c.id)}}\n`),
+    code: 'operation_failed',
+    message: /nested deeper than/,
+    closes: true,
+  },
+  {
+    name: 'a 0xFF inside a reply',
+    on: 'guest-exec',
+    write: (c, s) => s.write(Buffer.concat([Buffer.from('{"return": {"pid":'), Buffer.from([0xff]), Buffer.from(` 7}, "id": ${JSON.stringify(c.id)}}\n`)])),
+    code: 'operation_failed',
+    message: /not JSON/,
+    closes: true,
+  },
+  {
+    name: 'a partial line, then the channel closes',
+    on: 'guest-exec-status',
+    write: (_c, s) => s.end('{"return": {"exited": tr'),
+    code: 'unavailable',
+    message: /closed/,
+    closes: true,
+  },
+];
+
+describe('GuestAgent against a hostile guest (fake channel)', () => {
+  let watch: ReturnType<typeof watchCrashes>;
+  beforeEach(() => {
+    watch = watchCrashes();
+  });
+  afterEach(() => {
+    watch.stop();
+    expect(watch.crashes).toEqual([]);
+  });
+
+  /** After the hostile connection: a fresh one to the same socket works. */
+  async function freshConnectionWorks(path: string): Promise<void> {
+    const agent = await GuestAgent.connect(path);
+    try {
+      await agent.ping();
+      expect(await agent.exec('/bin/x')).toMatchObject({ exitCode: 0, stdout: 'ok\n' });
+    } finally {
+      agent.close();
+    }
+  }
+
+  for (const c of HOSTILE_CASES) {
+    it(`${c.name}: that request fails with a coded error, nothing crashes`, async () => {
+      const fake = await hostileAgent((cmd, s) => {
+        if (cmd.execute !== c.on) return false;
+        c.write(cmd, s);
+      });
+      const agent = await GuestAgent.connect(fake.path, { commandTimeoutMs: 300 });
+      const serverClosed = new Promise<void>((r) => fake.first()!.once('close', () => r()));
+      try {
+        const err = await agent.exec('/bin/x', [], { timeoutMs: 5000 }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(BangerError);
+        expect((err as BangerError).code).toBe(c.code);
+        expect((err as BangerError).message).toMatch(c.message);
+        expect((err as BangerError).message.length).toBeLessThan(600);
+        expect(agent.closed).toBe(c.closes);
+        if (c.closes) await serverClosed; // the guest's end sees the drop too
+        else await agent.ping(); // the same connection still serves the next request
+      } finally {
+        agent.close();
+      }
+      await freshConnectionWorks(fake.path);
+    });
+  }
+
+  it('a guest error with a huge desc becomes a clipped AgentCommandError', async () => {
+    const fake = await hostileAgent((cmd, s) => {
+      if (cmd.execute !== 'guest-exec') return false;
+      s.write(line({ error: { class: 'GenericError', desc: 'spam '.repeat(200_000) }, id: cmd.id }));
+    });
+    const agent = await GuestAgent.connect(fake.path);
+    try {
+      const err = await agent.exec('/bin/x').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AgentCommandError);
+      expect((err as AgentCommandError).message.length).toBeLessThan(400);
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('a failed sync in the guest clips its stderr', async () => {
+    const fake = await hostileAgent((cmd, s) => {
+      if (cmd.execute !== 'guest-exec-status') return false;
+      reply(s, cmd, { exited: true, exitcode: 1, 'err-data': Buffer.from('e'.repeat(100_000)).toString('base64') });
+    });
+    const agent = await GuestAgent.connect(fake.path);
+    try {
+      const err = (await agent.sync().catch((e: unknown) => e)) as BangerError;
+      expect(err.code).toBe('operation_failed');
+      expect(err.message.length).toBeLessThan(400);
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('0xFF bytes between replies and a flood of stray lines are ignored', async () => {
+    const fake = await hostileAgent((cmd, s) => {
+      const stray: string[] = [];
+      for (let i = 0; i < 5000; i++) stray.push(line({ return: { pid: i }, id: `someone-else-${i}` }), line({ error: { class: 'GenericError', desc: 'parse error' } }));
+      s.write(stray.join(''));
+      s.write(Buffer.from([0xff, 0xff]));
+      s.write(Buffer.concat([Buffer.from('{"half": '), Buffer.from([0xff]), Buffer.from(line({ return: goodReply(cmd), id: cmd.id }))]));
+    });
+    const agent = await GuestAgent.connect(fake.path);
+    try {
+      expect(await agent.exec('/bin/x')).toMatchObject({ exitCode: 0, stdout: 'ok\n' });
+      expect(agent.closed).toBe(false);
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('garbage as the sync reply: connect fails with a coded error, nothing crashes', async () => {
+    const answers: Array<Buffer | string> = [
+      Buffer.from([0xff, ...Buffer.from('null\n')]),
+      Buffer.from([0xff, ...Buffer.from('[]\n')]),
+      Buffer.from([0xff, ...Buffer.from('{"return": "x"}\n')]),
+      Buffer.from([0xff, ...Buffer.from('{"return": {"id": 1}}\n')]),
+      Buffer.from([0xff, ...Buffer.from('[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n')]),
+      '{"return": 1}\n',
+    ];
+    for (const a of answers) {
+      const path = join(tmp(), 'bad-sync.sock');
+      const server = createServer((s) => {
+        sockets.push(s);
+        s.on('error', () => undefined);
+        s.on('data', () => s.write(a));
+      });
+      servers.push(server);
+      await new Promise<void>((r) => server.listen(path, r));
+      const err = await GuestAgent.connect(path, { timeoutMs: 200 }).catch((e: unknown) => e);
+      expect((err as BangerError).code).toBe('timeout');
+    }
+  });
+
+  it('fuzz: a few hundred random frames from the guest never crash the client or hand it a wrong type', async () => {
+    const rand = prng(0xba11);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const keys = ['return', 'error', 'id', 'class', 'desc', 'pid', 'exited', 'exitcode', 'signal', 'out-data', 'err-data', 'out-truncated', '__proto__', 'constructor'];
+    const value = (depth: number): unknown => {
+      const r = rand();
+      if (depth > 3 || r < 0.35) return pick([null, true, false, 0, -1, 1.5, 2 ** 53, 'x', '', '\u0000', 'é😀', 'a'.repeat(300)]);
+      if (r < 0.55) return Array.from({ length: Math.floor(rand() * 4) }, () => value(depth + 1));
+      const o: Record<string, unknown> = {};
+      for (let i = Math.floor(rand() * 4); i > 0; i--) o[pick(keys)] = value(depth + 1);
+      return o;
+    };
+    const MAX = 64 * 1024;
+    const frame = (cmd: Cmd): Buffer => {
+      const own = (body: Record<string, unknown>) => Buffer.from(line({ ...body, id: cmd.id }));
+      switch (Math.floor(rand() * 10)) {
+        case 0:
+          return Buffer.from(line(value(0)));
+        case 1:
+          return own({ return: value(1) });
+        case 2:
+          return own({ error: value(1) });
+        case 3:
+          return Buffer.from(Array.from({ length: Math.floor(rand() * 64) }, () => pick([0xff, 0x0a, 0x7b, 0x22, 0x00, Math.floor(rand() * 256)])));
+        case 4:
+          return Buffer.from('['.repeat(1 + Math.floor(rand() * 5000)) + '\n');
+        case 5:
+          return Buffer.alloc(MAX + Math.floor(rand() * 100), 0x20);
+        case 6: {
+          const good = own({ return: goodReply(cmd) });
+          const at = Math.floor(rand() * good.length);
+          return Buffer.concat([good.subarray(0, at), Buffer.from([0xff]), good.subarray(at)]);
+        }
+        case 7:
+          return Buffer.from(Array.from({ length: 50 }, () => line(value(0))).join(''));
+        case 8:
+          return own({ return: { ...(goodReply(cmd) as object), [pick(keys)]: value(1) } });
+        default:
+          return Buffer.from(line({ return: value(1), id: pick([cmd.id, 'other', 1, null, {}]) }));
+      }
+    };
+    let frames = 0;
+    const fake = await fakeAgent({
+      respond: (cmd, s) => {
+        frames++;
+        if (rand() < 0.05) return void s.end(frame(cmd).subarray(0, 10)); // half a frame, then close
+        s.write(frame(cmd));
+        if (cmd.execute === 'guest-exec-status' || rand() < 0.85) reply(s, cmd, goodReply(cmd));
+      },
+    });
+    const t0 = Date.now();
+    let agent: GuestAgent | undefined;
+    let connections = 0;
+    const outcomes = { ok: 0, coded: 0 };
+    while (frames < 300) {
+      if (!agent || agent.closed) {
+        agent?.close();
+        agent = await GuestAgent.connect(fake, { commandTimeoutMs: 100, maxLineBytes: MAX });
+        connections++;
+      }
+      try {
+        if (rand() < 0.5) {
+          await agent.ping();
+        } else {
+          const r = await agent.exec('/bin/x', [], { timeoutMs: 3000 });
+          // whatever the guest sent, a result has exactly the promised types
+          expect(r.exitCode === null || Number.isInteger(r.exitCode)).toBe(true);
+          expect(r.signal === null || Number.isInteger(r.signal)).toBe(true);
+          expect(typeof r.stdout).toBe('string');
+          expect(typeof r.stderr).toBe('string');
+          expect(typeof r.stdoutTruncated).toBe('boolean');
+        }
+        outcomes.ok++;
+      } catch (e) {
+        expect(e).toBeInstanceOf(BangerError);
+        expect(ERROR_CODES).toContain((e as BangerError).code);
+        outcomes.coded++;
+      }
+    }
+    agent?.close();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(outcomes.ok).toBeGreaterThan(10);
+    expect(outcomes.coded).toBeGreaterThan(10);
+    expect(connections).toBeGreaterThan(5);
+    // and a well-behaved agent on a fresh connection still answers
+    const good = await fakeAgent({ respond: (cmd, s) => reply(s, cmd, goodReply(cmd)) });
+    await freshConnectionWorks(good);
   });
 });

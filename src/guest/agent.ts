@@ -10,14 +10,34 @@
  * 0xFF followed by {"return": id}. Everything before our own id is discarded.
  * After that, commands carry an "id" that the agent echoes, so a late reply
  * to a command that timed out is recognised and dropped.
+ *
+ * Guest root writes every byte of this channel, so it is read as a hostile
+ * peer: lines are framed by a bounded LineReader (maxLineBytes, the
+ * process-wide ByteBudget), parsed without throwing, and validated with a
+ * schema before any field is read — the envelope, the sync reply and the
+ * result of each command the daemon uses (guest-exec, guest-exec-status).
+ * A reply of the wrong shape fails that one command with a coded error.
+ * After the sync, a line that is not a JSON object, or is too long or too
+ * deep, is a protocol violation: the connection is closed and what is
+ * pending fails with a coded error. Nothing the guest sends can throw out
+ * of the socket's handlers, and guest text in error messages is clipped.
  */
 import { createConnection, type Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
+import { z } from 'zod';
 import { BangerError, messageOf } from '../errors/errors.js';
-import { JsonCommands } from '../system/json-commands.js';
+import { anyResult, clip, JsonCommands, parsePeerLine, replyEnvelope } from '../system/json-commands.js';
+import { LineReader } from '../system/line-reader.js';
 
 const DELIMITER = 0xff;
-const MAX_BUFFER = 64 * 1024 * 1024;
+/**
+ * Longest line accepted from the agent. guest-exec-status carries the
+ * command's stdout and stderr base64-encoded in one line; the daemon's
+ * guest commands (stats: meminfo + df, ports: ss, stop: sync/poweroff)
+ * print kilobytes, so 4 MiB (about 3 MiB of output) leaves ample room.
+ * A longer line closes the connection with a coded error.
+ */
+export const AGENT_MAX_LINE_BYTES = 4 * 1024 * 1024;
 const DEFAULT_COMMAND_TIMEOUT_MS = 10_000;
 
 export interface AgentConnectOptions {
@@ -25,6 +45,8 @@ export interface AgentConnectOptions {
   timeoutMs?: number;
   /** Default per-command timeout (default 10000 ms). */
   commandTimeoutMs?: number;
+  /** Longest reply line accepted (default AGENT_MAX_LINE_BYTES). */
+  maxLineBytes?: number;
 }
 
 export interface ExecOptions {
@@ -44,7 +66,11 @@ export interface ExecResult {
   signal: number | null;
   stdout: string;
   stderr: string;
-  /** The agent keeps at most 16 MiB of each stream. */
+  /**
+   * The agent keeps at most 16 MiB of each stream; this client accepts a
+   * reply line of at most maxLineBytes (both streams, base64), so output
+   * beyond about 3 MiB fails the exec with a coded error.
+   */
   stdoutTruncated: boolean;
   stderrTruncated: boolean;
 }
@@ -67,29 +93,59 @@ export class AgentCommandError extends BangerError {
   }
 }
 
+/** The agent's answer to guest-sync-delimited (after its 0xFF): our id back. */
+const syncReply = z.object({ return: z.number() });
+/** guest-exec's result. */
+const execStarted = z.object({ pid: z.int().positive() });
+/** guest-exec-status's result (out-data / err-data are base64). */
+const execStatus = z.object({
+  exited: z.boolean(),
+  exitcode: z.int().optional(),
+  signal: z.int().optional(),
+  'out-data': z.string().optional(),
+  'err-data': z.string().optional(),
+  'out-truncated': z.boolean().optional(),
+  'err-truncated': z.boolean().optional(),
+});
+/** A result nobody reads but that must be an object (guest-ping answers {}). */
+const emptyResult = z.object({});
+
 interface SyncWait {
   id: number;
   resolve: () => void;
 }
 
 export class GuestAgent {
-  private buf: Buffer = Buffer.alloc(0);
+  private readonly reader: LineReader;
   /** True once a 0xFF has been seen and the sync reply is expected next. */
   private afterDelimiter = false;
   private syncWait: SyncWait | undefined;
+  /** Set when we closed the channel because of what the guest sent. */
+  private failure: string | undefined;
   private readonly commands = new JsonCommands({
     /** Per-connection id prefix: ids never collide with a previous client's. */
     idPrefix: `b${randomInt(0, 2 ** 31 - 1).toString(36)}-`,
     timeoutError: (command, timeoutMs) => new BangerError('timeout', `guest agent ${command} got no answer within ${timeoutMs} ms`),
     replyError: (command, errorClass, desc) => new AgentCommandError(command, errorClass, desc),
+    malformedReply: (command, detail) => new BangerError('operation_failed', `the guest agent sent a malformed reply to ${command}: ${detail}`),
   });
 
   private constructor(
     private readonly sock: Socket,
     readonly socketPath: string,
     private readonly commandTimeoutMs: number,
+    maxLineBytes: number,
   ) {
-    sock.on('data', (c: Buffer) => this.onData(c));
+    this.reader = new LineReader({
+      maxLine: maxLineBytes,
+      syncByte: DELIMITER,
+      onSync: () => {
+        this.afterDelimiter = true;
+      },
+      onLine: (line) => this.onLine(line),
+      onOverflow: (_reason, detail) => this.fail(`the guest agent sent ${detail}`),
+    });
+    sock.on('data', (c: Buffer) => this.reader.push(c));
     sock.on('error', () => undefined); // 'close' follows
     sock.on('close', () => this.onClose());
   }
@@ -99,7 +155,7 @@ export class GuestAgent {
     const timeoutMs = opts.timeoutMs ?? 5000;
     const started = Date.now();
     const sock = await openSocket(socketPath, timeoutMs);
-    const agent = new GuestAgent(sock, socketPath, opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+    const agent = new GuestAgent(sock, socketPath, opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, opts.maxLineBytes ?? AGENT_MAX_LINE_BYTES);
     try {
       await agent.resync(Math.max(1, timeoutMs - (Date.now() - started)));
     } catch (e) {
@@ -140,22 +196,30 @@ export class GuestAgent {
           resolve();
         },
       };
+      // Our 0xFF resets the agent's parser and its answer starts with one,
+      // which also drops any half line the reader holds.
       this.afterDelimiter = false;
-      this.buf = Buffer.alloc(0);
       this.sock.write(
         Buffer.concat([Buffer.from([DELIMITER]), Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } }) + '\n')]),
       );
     });
   }
 
-  /** Runs an agent command and resolves with its "return" value. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+  /**
+   * Runs an agent command and resolves with its "return" value, validated
+   * by `result` when given (a value it refuses fails the command with a
+   * coded error); without a schema the value is `unknown`.
+   */
+  execute(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<unknown>;
+  execute<T>(command: string, args: Record<string, unknown> | undefined, opts: { timeoutMs?: number; result: z.ZodType<T> }): Promise<T>;
+  execute<T>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number; result?: z.ZodType<T> } = {}): Promise<unknown> {
     if (this.commands.closed) return Promise.reject(this.closedError(command));
-    return this.commands.execute<T>(command, args, opts.timeoutMs ?? this.commandTimeoutMs, (line) => this.sock.write(line));
+    const write = (line: string) => void this.sock.write(line);
+    return this.commands.execute<unknown>(command, args, opts.timeoutMs ?? this.commandTimeoutMs, write, opts.result ?? anyResult);
   }
 
   async ping(timeoutMs?: number): Promise<void> {
-    await this.execute('guest-ping', undefined, timeoutMs !== undefined ? { timeoutMs } : {});
+    await this.execute('guest-ping', undefined, { result: emptyResult, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   }
 
   /** Runs a program in the guest (no shell) and waits for it to finish. */
@@ -166,15 +230,15 @@ export class GuestAgent {
     const req: Record<string, unknown> = { path, arg: args, 'capture-output': capture };
     if (opts.env) req.env = opts.env;
     if (opts.input !== undefined) req['input-data'] = Buffer.from(opts.input).toString('base64');
-    const { pid } = await this.execute<{ pid: number }>('guest-exec', req, { timeoutMs: Math.min(this.commandTimeoutMs, timeoutMs) });
+    const { pid } = await this.execute('guest-exec', req, { timeoutMs: Math.min(this.commandTimeoutMs, timeoutMs), result: execStarted });
     let pollMs = 20;
     for (;;) {
       const left = deadline - Date.now();
-      const st = await this.execute<ExecStatus>('guest-exec-status', { pid }, { timeoutMs: Math.max(1000, Math.min(this.commandTimeoutMs, left)) });
+      const st = await this.execute('guest-exec-status', { pid }, { timeoutMs: Math.max(1000, Math.min(this.commandTimeoutMs, left)), result: execStatus });
       if (st.exited) {
         return {
-          exitCode: typeof st.exitcode === 'number' ? st.exitcode : null,
-          signal: typeof st.signal === 'number' ? st.signal : null,
+          exitCode: st.exitcode ?? null,
+          signal: st.signal ?? null,
           stdout: decode(st['out-data']),
           stderr: decode(st['err-data']),
           stdoutTruncated: st['out-truncated'] === true,
@@ -196,7 +260,7 @@ export class GuestAgent {
   async sync(timeoutMs = 60_000): Promise<void> {
     const r = await this.exec('/bin/sync', [], { captureOutput: true, timeoutMs });
     if (r.exitCode !== 0) {
-      throw new BangerError('operation_failed', `sync in the guest failed (${describeExit(r)})${r.stderr ? `: ${r.stderr.trim()}` : ''}`);
+      throw new BangerError('operation_failed', `sync in the guest failed (${describeExit(r)})${r.stderr ? `: ${clip(r.stderr.trim())}` : ''}`);
     }
   }
 
@@ -207,13 +271,17 @@ export class GuestAgent {
    * An explicit error from the agent is thrown.
    */
   async shutdown(mode: ShutdownMode = 'powerdown', timeoutMs = 5000): Promise<ShutdownOutcome> {
-    if (this.commands.closed) return 'closed';
+    if (this.commands.closed) {
+      if (this.failure !== undefined) throw this.closedError('guest-shutdown');
+      return 'closed';
+    }
     try {
       await this.execute('guest-shutdown', { mode }, { timeoutMs });
       return 'acknowledged';
     } catch (e) {
       if (e instanceof AgentCommandError) throw e;
-      if (this.commands.closed) return 'closed';
+      // a channel we closed over a bad reply is not a guest that went down
+      if (this.commands.closed && this.failure === undefined) return 'closed';
       if (e instanceof BangerError && e.code === 'timeout') return 'no-reply';
       throw e;
     }
@@ -229,61 +297,50 @@ export class GuestAgent {
     this.onClose();
   }
 
-  private onData(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    for (;;) {
-      const nl = this.buf.indexOf(0x0a);
-      // 0xFF never occurs in UTF-8 JSON: it is always the sync delimiter,
-      // and a partial line before it is garbage.
-      const ff = this.buf.indexOf(DELIMITER);
-      if (ff >= 0 && (nl < 0 || ff < nl)) {
-        this.buf = this.buf.subarray(ff + 1);
-        this.afterDelimiter = true;
-        continue;
+  /** One line from the guest. Never throws: anything unexpected costs this connection only. */
+  private onLine(line: Buffer): void {
+    try {
+      if (this.commands.closed) return; // the rest of a chunk that arrived with the line we closed over
+      const afterDelimiter = this.afterDelimiter;
+      this.afterDelimiter = false;
+      const parsed = parsePeerLine(line);
+      if (this.syncWait) {
+        // Until synced the channel may hold anything (a previous client's
+        // replies, half lines): only our own delimited sync reply counts.
+        if (!afterDelimiter || !parsed.ok) return;
+        const r = syncReply.safeParse(parsed.value);
+        if (r.success && r.data.return === this.syncWait.id) this.syncWait.resolve();
+        return;
       }
-      if (nl < 0) break;
-      const line = this.buf.subarray(0, nl).toString('utf8').trim();
-      this.buf = this.buf.subarray(nl + 1);
-      if (line) this.onLine(line);
+      if (!parsed.ok) return this.fail(`the guest agent sent ${parsed.reason}`);
+      const msg = replyEnvelope.safeParse(parsed.value);
+      if (!msg.success) return this.fail('the guest agent sent a line that is not a JSON object');
+      // Id-less lines (the agent's answer to a line it could not parse) and
+      // other ids answer nothing of ours; settle drops a late reply to a
+      // command that timed out.
+      if (typeof msg.data.id === 'string') this.commands.settle(msg.data.id, msg.data);
+    } catch (e) {
+      this.fail(`handling a guest agent message failed (${clip(messageOf(e))})`);
     }
-    if (this.buf.length > MAX_BUFFER) this.sock.destroy(new Error('guest agent message too large'));
   }
 
-  private onLine(line: string): void {
-    const afterDelimiter = this.afterDelimiter;
-    this.afterDelimiter = false;
-    let msg: Record<string, unknown>;
-    try {
-      msg = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    if (this.syncWait) {
-      // until synced, only our own delimited sync reply counts
-      if (afterDelimiter && msg.return === this.syncWait.id) this.syncWait.resolve();
-      return;
-    }
-    if (typeof msg.id !== 'string') return; // not an answer to any command of ours
-    this.commands.settle(msg.id, msg); // settles nothing for a late reply to a command that timed out
+  /** Drops the connection because of what the guest sent; what is pending fails with `reason`. */
+  private fail(reason: string): void {
+    this.failure ??= reason;
+    this.close();
   }
 
   private onClose(): void {
+    this.reader.release();
     this.commands.close((command) => this.closedError(command));
   }
 
   private closedError(command: string): BangerError {
+    if (this.failure !== undefined) {
+      return new BangerError('operation_failed', `guest agent ${command}: ${this.failure}; the connection to ${this.socketPath} was closed`);
+    }
     return new BangerError('unavailable', `guest agent ${command}: the channel ${this.socketPath} is closed`);
   }
-}
-
-interface ExecStatus {
-  exited: boolean;
-  exitcode?: number;
-  signal?: number;
-  'out-data'?: string;
-  'err-data'?: string;
-  'out-truncated'?: boolean;
-  'err-truncated'?: boolean;
 }
 
 export interface WaitForAgentOptions {

@@ -7,33 +7,56 @@
  * matched to commands even with asynchronous events ({"event": ...})
  * interleaved, and a reply that arrives after its command timed out is
  * recognised and dropped.
+ *
+ * QEMU is ours, but its socket is still read as a hostile peer would write
+ * it: bounded lines (QMP_MAX_LINE_BYTES, the process-wide ByteBudget),
+ * parsing that never throws, and a schema check of the greeting, every
+ * reply envelope, every event and the result of each command we read
+ * before any field is used. A reply of the wrong shape fails that command
+ * with a coded error; a line that is not a JSON object, too long or too
+ * deep closes the connection and fails what is pending.
  */
 import { createConnection, type Socket } from 'node:net';
+import { z } from 'zod';
 import { BangerError, messageOf } from '../../errors/errors.js';
-import { JsonCommands } from '../../system/json-commands.js';
+import { anyResult, clip, describeIssues, JsonCommands, parsePeerLine, replyEnvelope } from '../../system/json-commands.js';
+import { LineReader } from '../../system/line-reader.js';
 
-export interface QmpGreeting {
-  version?: { qemu?: { major: number; minor: number; micro: number }; package?: string };
-  capabilities?: string[];
-}
+const qmpGreeting = z.object({
+  version: z
+    .object({
+      qemu: z.object({ major: z.int(), minor: z.int(), micro: z.int() }).optional(),
+      package: z.string().optional(),
+    })
+    .optional(),
+  capabilities: z.array(z.string()).optional(),
+});
+export type QmpGreeting = z.output<typeof qmpGreeting>;
 
-export interface QmpEvent {
-  event: string;
-  data?: Record<string, unknown>;
-  timestamp?: { seconds: number; microseconds: number };
-}
+const qmpEvent = z.object({
+  event: z.string(),
+  data: z.record(z.string(), z.unknown()).optional(),
+  timestamp: z.object({ seconds: z.number(), microseconds: z.number() }).optional(),
+});
+export type QmpEvent = z.output<typeof qmpEvent>;
 
-export interface QmpStatus {
-  status: string;
-  running: boolean;
-  singlestep?: boolean;
-}
+const qmpStatus = z.object({
+  status: z.string(),
+  running: z.boolean(),
+  singlestep: z.boolean().optional(),
+});
+export type QmpStatus = z.output<typeof qmpStatus>;
+
+/** The result of commands that return nothing but {} (qmp_capabilities, system_powerdown, quit). */
+const emptyResult = z.object({});
 
 export interface QmpConnectOptions {
   /** Give up connecting (and on the greeting/handshake) after this long. Default 5000 ms. */
   timeoutMs?: number;
   /** Default per-command timeout. Default 10000 ms. */
   commandTimeoutMs?: number;
+  /** Longest line accepted from QEMU (default QMP_MAX_LINE_BYTES). */
+  maxLineBytes?: number;
   signal?: AbortSignal;
 }
 
@@ -46,28 +69,41 @@ export class QmpCommandError extends BangerError {
   }
 }
 
-const MAX_LINE = 16 * 1024 * 1024;
+/**
+ * Longest QMP line accepted. The commands banger sends answer in well under
+ * a kilobyte; 1 MiB leaves room for larger queries (query-qmp-schema is
+ * about 200 KiB) without letting one connection hold much memory.
+ */
+export const QMP_MAX_LINE_BYTES = 1024 * 1024;
 
 export class QmpClient {
-  readonly greeting: QmpGreeting;
-  private readonly sock: Socket;
+  private greetingValue: QmpGreeting | undefined;
+  private greetingWait: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private readonly reader: LineReader;
   private readonly commands = new JsonCommands({
     idPrefix: 'banger-',
     timeoutError: (command, timeoutMs) => new BangerError('timeout', `QMP ${command} got no answer within ${timeoutMs} ms`),
     replyError: (command, errorClass, desc) => new QmpCommandError(command, errorClass, desc),
+    malformedReply: (command, detail) => new BangerError('operation_failed', `QEMU sent a malformed QMP reply to ${command}: ${detail}`),
   });
   private readonly listeners = new Set<(ev: QmpEvent) => void>();
-  private buf = '';
-  private readonly commandTimeoutMs: number;
+  /** Set when we closed the connection because of what QEMU sent. */
+  private failure: string | undefined;
 
-  private constructor(sock: Socket, greeting: QmpGreeting, leftover: string, commandTimeoutMs: number) {
-    this.sock = sock;
-    this.greeting = greeting;
-    this.commandTimeoutMs = commandTimeoutMs;
-    sock.on('data', (chunk: Buffer) => this.onData(chunk.toString('utf8')));
+  private constructor(
+    private readonly sock: Socket,
+    private readonly socketPath: string,
+    private readonly commandTimeoutMs: number,
+    maxLineBytes: number,
+  ) {
+    this.reader = new LineReader({
+      maxLine: maxLineBytes,
+      onLine: (line) => this.onLine(line),
+      onOverflow: (_reason, detail) => this.fail(`QEMU sent ${detail}`),
+    });
+    sock.on('data', (chunk: Buffer) => this.reader.push(chunk));
     sock.on('error', () => undefined); // 'close' follows and rejects what is pending
     sock.on('close', () => this.onClose());
-    if (leftover) this.onData(leftover);
   }
 
   /**
@@ -82,10 +118,11 @@ export class QmpClient {
     for (;;) {
       if (opts.signal?.aborted) throw new BangerError('interrupted', `QMP connect to ${socketPath} interrupted`);
       try {
-        const { sock, greeting, leftover } = await openAndGreet(socketPath, deadline);
-        const client = new QmpClient(sock, greeting, leftover, opts.commandTimeoutMs ?? 10_000);
+        const sock = await openSocket(socketPath, deadline);
+        const client = new QmpClient(sock, socketPath, opts.commandTimeoutMs ?? 10_000, opts.maxLineBytes ?? QMP_MAX_LINE_BYTES);
         try {
-          await client.execute('qmp_capabilities', undefined, { timeoutMs: Math.max(100, deadline - Date.now()) });
+          await client.waitGreeting(deadline);
+          await client.execute('qmp_capabilities', undefined, { timeoutMs: Math.max(100, deadline - Date.now()), result: emptyResult });
         } catch (e) {
           client.close();
           throw e;
@@ -108,16 +145,28 @@ export class QmpClient {
     );
   }
 
+  /** QEMU's greeting (read during connect). */
+  get greeting(): QmpGreeting {
+    return this.greetingValue ?? {};
+  }
+
   get closed(): boolean {
     return this.commands.closed;
   }
 
-  /** Runs a QMP command and resolves with its "return" value. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+  /**
+   * Runs a QMP command and resolves with its "return" value, validated by
+   * `result` when given (a value it refuses fails the command with a coded
+   * error); without a schema the value is `unknown`.
+   */
+  execute(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<unknown>;
+  execute<T>(command: string, args: Record<string, unknown> | undefined, opts: { timeoutMs?: number; result: z.ZodType<T> }): Promise<T>;
+  execute<T>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number; result?: z.ZodType<T> } = {}): Promise<unknown> {
     if (this.commands.closed) {
-      return Promise.reject(new BangerError('unavailable', `QMP ${command}: the connection is closed`));
+      return Promise.reject(this.failure !== undefined ? this.closedError(command) : new BangerError('unavailable', `QMP ${command}: the connection is closed`));
     }
-    return this.commands.execute<T>(command, args, opts.timeoutMs ?? this.commandTimeoutMs, (line) => this.sock.write(line));
+    const write = (line: string) => void this.sock.write(line);
+    return this.commands.execute<unknown>(command, args, opts.timeoutMs ?? this.commandTimeoutMs, write, opts.result ?? anyResult);
   }
 
   /** Subscribes to asynchronous events; returns an unsubscribe function. */
@@ -143,12 +192,12 @@ export class QmpClient {
   }
 
   queryStatus(): Promise<QmpStatus> {
-    return this.execute<QmpStatus>('query-status');
+    return this.execute('query-status', undefined, { result: qmpStatus });
   }
 
   /** ACPI power button: a guest with the button driver shuts down cleanly. */
   async systemPowerdown(): Promise<void> {
-    await this.execute('system_powerdown');
+    await this.execute('system_powerdown', undefined, { result: emptyResult });
   }
 
   /**
@@ -175,91 +224,121 @@ export class QmpClient {
     this.onClose();
   }
 
-  private onData(text: string): void {
-    this.buf += text;
-    if (this.buf.length > MAX_LINE) {
-      this.sock.destroy(new Error('QMP message too large'));
-      return;
-    }
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl).trim();
-      this.buf = this.buf.slice(nl + 1);
-      if (line) this.onMessage(line);
+  /** Resolves once the {"QMP": ...} greeting has been read; rejects on a bad one, a close or the deadline. */
+  private waitGreeting(deadline: number): Promise<void> {
+    if (this.greetingValue) return Promise.resolve();
+    if (this.commands.closed) return Promise.reject(this.greetingClosedError());
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        cancelOnClose();
+        this.greetingWait = undefined;
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new BangerError('timeout', `no QMP greeting on ${this.socketPath}`, 'another client may hold the QMP socket'));
+      }, Math.max(1, deadline - Date.now()));
+      const cancelOnClose = this.commands.onClose(() => {
+        done();
+        reject(this.greetingClosedError());
+      });
+      this.greetingWait = {
+        resolve: () => {
+          done();
+          resolve();
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      };
+    });
+  }
+
+  private greetingClosedError(): BangerError {
+    if (this.failure !== undefined) return new BangerError('operation_failed', `${this.socketPath} is not a QMP socket: ${this.failure}`);
+    return new BangerError('unavailable', `QMP socket ${this.socketPath} closed before the greeting`);
+  }
+
+  /** One line from QEMU. Never throws: anything unexpected costs this connection only. */
+  private onLine(line: Buffer): void {
+    try {
+      if (this.commands.closed) return; // the rest of a chunk that arrived with the line we closed over
+      const parsed = parsePeerLine(line);
+      if (!parsed.ok) return this.fail(`QEMU sent ${parsed.reason}`);
+      if (this.greetingValue === undefined) return this.onGreeting(parsed.value);
+      const ev = qmpEvent.safeParse(parsed.value);
+      if (ev.success) return this.emit(ev.data);
+      const msg = replyEnvelope.safeParse(parsed.value);
+      if (!msg.success) return this.fail('QEMU sent a line that is not a JSON object');
+      if (msg.data.return === undefined && msg.data.error === undefined) return; // a malformed event, or nothing we know: dropped
+      // QEMU echoes ids; a reply without one (e.g. to an unparsable command)
+      // goes to the oldest command; an id we never send is not ours.
+      const id = msg.data.id === undefined ? this.commands.oldestId() : typeof msg.data.id === 'string' ? msg.data.id : undefined;
+      if (id !== undefined) this.commands.settle(id, msg.data); // a late reply to a command that timed out settles nothing
+    } catch (e) {
+      this.fail(`handling a QMP message failed (${clip(messageOf(e))})`);
     }
   }
 
-  private onMessage(line: string): void {
-    let msg: Record<string, unknown>;
-    try {
-      msg = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      return; // not JSON: ignore
-    }
-    if (typeof msg.event === 'string') {
-      for (const l of [...this.listeners]) {
-        try {
-          l(msg as unknown as QmpEvent);
-        } catch {
-          // a listener's bug must not break the connection
-        }
+  private onGreeting(value: unknown): void {
+    const g = z.object({ QMP: qmpGreeting }).safeParse(value);
+    if (!g.success) return this.fail(`the first line is not a QMP greeting (${describeIssues(g.error)})`);
+    this.greetingValue = g.data.QMP;
+    this.greetingWait?.resolve();
+  }
+
+  private emit(ev: QmpEvent): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l(ev);
+      } catch {
+        // a listener's bug must not break the connection
       }
-      return;
     }
-    if (!('return' in msg) && !('error' in msg)) return;
-    // QEMU echoes ids; a reply without one (e.g. to an unparsable command) goes to the oldest command.
-    const id = typeof msg.id === 'string' ? msg.id : this.commands.oldestId();
-    if (id !== undefined) this.commands.settle(id, msg); // a late reply to a command that timed out settles nothing
+  }
+
+  /** Drops the connection because of what QEMU sent; what is pending fails with `reason`. */
+  private fail(reason: string): void {
+    this.failure ??= reason;
+    this.close();
   }
 
   private onClose(): void {
-    this.commands.close((command) => new BangerError('unavailable', `QMP ${command}: the connection closed before QEMU answered`));
+    this.reader.release();
+    this.commands.close((command) => this.closedError(command));
+  }
+
+  private closedError(command: string): BangerError {
+    if (this.failure !== undefined) {
+      return new BangerError('operation_failed', `QMP ${command}: ${this.failure}; the connection to ${this.socketPath} was closed`);
+    }
+    return new BangerError('unavailable', `QMP ${command}: the connection closed before QEMU answered`);
   }
 }
 
-/** Connects and waits for the {"QMP": ...} greeting line. */
-function openAndGreet(socketPath: string, deadline: number): Promise<{ sock: Socket; greeting: QmpGreeting; leftover: string }> {
+/** Connects to the socket (the caller retries ENOENT / ECONNREFUSED, which reject with their errno error). */
+function openSocket(socketPath: string, deadline: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(socketPath);
-    let buf = '';
-    let done = false;
-    const finish = (err: Error | null, value?: { sock: Socket; greeting: QmpGreeting; leftover: string }) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.off('data', onData);
-      sock.off('error', onError);
-      sock.off('close', onClose);
-      if (err) {
-        sock.destroy();
-        reject(err);
-      } else resolve(value!);
-    };
     const timer = setTimeout(
-      () => finish(new BangerError('timeout', `no QMP greeting on ${socketPath}`, 'another client may hold the QMP socket')),
+      () => {
+        sock.destroy();
+        reject(new BangerError('timeout', `connecting to QMP socket ${socketPath} timed out`));
+      },
       Math.max(1, deadline - Date.now()),
     );
-    const onError = (e: Error) => finish(e);
-    const onClose = () => finish(new BangerError('unavailable', `QMP socket ${socketPath} closed before the greeting`));
-    const onData = (chunk: Buffer) => {
-      buf += chunk.toString('utf8');
-      const nl = buf.indexOf('\n');
-      if (nl < 0) {
-        if (buf.length > MAX_LINE) finish(new BangerError('operation_failed', `QMP greeting on ${socketPath} too large`));
-        return;
-      }
-      const line = buf.slice(0, nl);
-      try {
-        const msg = JSON.parse(line) as { QMP?: QmpGreeting };
-        if (!msg.QMP) throw new Error('not a QMP greeting');
-        finish(null, { sock, greeting: msg.QMP, leftover: buf.slice(nl + 1) });
-      } catch (e) {
-        finish(new BangerError('operation_failed', `${socketPath} is not a QMP socket: ${messageOf(e)}`));
-      }
+    const onError = (e: Error) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(e);
     };
-    sock.on('data', onData);
-    sock.on('error', onError);
-    sock.on('close', onClose);
+    sock.once('error', onError);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.off('error', onError);
+      resolve(sock);
+    });
   });
 }
 
