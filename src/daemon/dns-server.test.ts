@@ -2,8 +2,9 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { createSocket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
+import { pino } from 'pino';
 import { silentLogger } from '../log/log.js';
-import { DnsServer, nameservers } from './dns-server.js';
+import { answer, DnsServer, nameservers, refused } from './dns-server.js';
 
 const vms = new Map([['box', '10.213.0.5']]);
 const records = {
@@ -13,12 +14,12 @@ const records = {
 let server: DnsServer | undefined;
 afterEach(() => server?.stop());
 
-async function ask(port: number, name: string, type: 'A' | 'PTR' | 'AAAA' = 'A'): Promise<dnsPacket.Packet> {
+async function ask(port: number, name: string, type: 'A' | 'PTR' | 'AAAA' = 'A', waitMs = 2000): Promise<dnsPacket.Packet> {
   const sock = createSocket('udp4');
   try {
     const reply = new Promise<Buffer>((res, rej) => {
       sock.once('message', res);
-      setTimeout(() => rej(new Error('no answer')), 2000);
+      setTimeout(() => rej(new Error('no answer')), waitMs);
     });
     sock.send(dnsPacket.encode({ type: 'query', id: 77, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] }), port, '127.0.0.1');
     return dnsPacket.decode(await reply);
@@ -80,5 +81,163 @@ describe('DNS for <name>.vm', () => {
     await server.start('127.0.0.1', 0);
     const other = new DnsServer(records, silentLogger());
     await expect(other.start('127.0.0.1', server.address!.port)).rejects.toThrow(/EADDRINUSE/);
+  });
+});
+
+// ---- hostile clients ------------------------------------------------------
+
+/** A small seeded PRNG (mulberry32): the garbage is the same every run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Crash detectors: an error thrown out of the socket's handler would land here. */
+function watchCrashes(): { crashes: unknown[]; stop: () => void } {
+  const crashes: unknown[] = [];
+  const onCrash = (e: unknown) => crashes.push(e);
+  process.on('uncaughtException', onCrash);
+  process.on('unhandledRejection', onCrash);
+  return {
+    crashes,
+    stop: () => {
+      process.off('uncaughtException', onCrash);
+      process.off('unhandledRejection', onCrash);
+    },
+  };
+}
+
+/** A logger that keeps its lines. */
+function capturingLogger(): { log: ReturnType<typeof pino>; lines: string[] } {
+  const lines: string[] = [];
+  return { log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }), lines };
+}
+
+/** Seeded garbage: random bytes, mutated queries, headers that promise more than they carry, pointer loops, huge packets. */
+function garbage(count: number, seed: number): Buffer[] {
+  const rand = prng(seed);
+  const byte = () => Math.floor(rand() * 256);
+  const valid = dnsPacket.encode({ type: 'query', id: 9, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'box.vm' }] });
+  const fixed = [
+    Buffer.alloc(0),
+    Buffer.alloc(1),
+    Buffer.alloc(12, 0xff), // a header claiming 65535 of every section
+    Buffer.concat([Buffer.from([0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), Buffer.from([0xc0, 12, 0, 1, 0, 1])]), // a name pointing at itself
+    Buffer.concat([valid.subarray(0, 12), Buffer.from([63, ...Buffer.alloc(63, 0xff), 1, 0x2e, 1, 0x0a, 2, 0x76, 0x6d, 0, 0, 1, 0, 1])]), // labels with 0xff, '.', newline
+    Buffer.alloc(65_000, 0x41), // about the largest datagram
+    dnsPacket.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'box.vm' }], answers: [{ type: 'A', name: 'box.vm', data: '1.2.3.4' }] }),
+    dnsPacket.encode({ type: 'query', id: 2, questions: [] }),
+    dnsPacket.encode({ type: 'query', id: 3, questions: Array.from({ length: 500 }, (_, i) => ({ type: 'A' as const, name: `n${i}.vm` })) }),
+  ];
+  const out = [...fixed];
+  while (out.length < count) {
+    const r = rand();
+    if (r < 0.3) out.push(Buffer.from(Array.from({ length: Math.floor(rand() * 80) }, byte)));
+    else {
+      const b = Buffer.from(valid);
+      for (let i = 1 + Math.floor(rand() * 4); i > 0; i--) b[Math.floor(rand() * b.length)] = byte();
+      out.push(r < 0.8 ? b : Buffer.concat([b, Buffer.from(Array.from({ length: Math.floor(rand() * 40) }, byte))]));
+    }
+  }
+  return out;
+}
+
+describe('DNS server against hostile clients', () => {
+  it('garbage datagrams are dropped or answered, never thrown; the server keeps answering', async () => {
+    const watch = watchCrashes();
+    try {
+      const packets = garbage(500, 0xd1a5);
+      const t0 = Date.now();
+      for (const p of packets) {
+        const out = answer(p, records);
+        expect(out === null || out === 'outside' || Buffer.isBuffer(out)).toBe(true);
+        const r = refused(p);
+        expect(r === null || Buffer.isBuffer(r)).toBe(true);
+      }
+      expect(Date.now() - t0).toBeLessThan(5000);
+
+      const { log, lines } = capturingLogger();
+      server = new DnsServer(records, log);
+      await server.start('127.0.0.1', 0);
+      const port = server.address!.port;
+      const sender = createSocket('udp4');
+      sender.on('message', () => undefined); // answers to the garbage that decoded: not checked
+      for (const [i, p] of packets.entries()) {
+        await new Promise<void>((r) => sender.send(p, port, '127.0.0.1', () => r()));
+        // a valid query every 20 datagrams: the server still answers (and the
+        // sender does not outrun the receive buffer, where the kernel would drop)
+        if (i % 20 === 19) expect((await ask(port, 'box.vm')).answers?.[0]).toMatchObject({ data: '10.213.0.5' });
+      }
+      sender.close();
+      expect((await ask(port, 'box.vm')).answers?.[0]).toMatchObject({ data: '10.213.0.5' });
+      expect(lines).toEqual([]); // garbage is dropped quietly: nothing of it reaches the log
+    } finally {
+      watch.stop();
+    }
+    expect(watch.crashes).toEqual([]);
+  });
+
+  it('a record lookup that throws (e.g. the store is closed) costs that query only, and is logged clipped, at most once a minute', async () => {
+    const watch = watchCrashes();
+    let broken = true;
+    const flaky = {
+      addressOf: (n: string) => {
+        if (broken) throw new Error(`The database connection is not open ${'x'.repeat(10_000)}`);
+        return records.addressOf(n);
+      },
+      nameOf: records.nameOf,
+    };
+    const { log, lines } = capturingLogger();
+    try {
+      server = new DnsServer(flaky, log);
+      await server.start('127.0.0.1', 0);
+      const port = server.address!.port;
+      for (let i = 0; i < 10; i++) await expect(ask(port, 'box.vm', 'A', 50)).rejects.toThrow(/no answer/);
+      broken = false;
+      expect((await ask(port, 'box.vm')).answers?.[0]).toMatchObject({ data: '10.213.0.5' });
+    } finally {
+      watch.stop();
+    }
+    expect(watch.crashes).toEqual([]);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.length).toBeLessThan(600);
+    expect(lines[0]).toContain('The database connection is not open');
+  });
+
+  it('a forwarding policy that throws leaves no unhandled rejection behind', async () => {
+    const watch = watchCrashes();
+    try {
+      server = new DnsServer(records, silentLogger(), {
+        upstreams: () => ['127.0.0.1:not-a-port'],
+        allowed: () => {
+          throw new Error('store closed');
+        },
+      });
+      await server.start('127.0.0.1', 0);
+      const port = server.address!.port;
+      await expect(ask(port, 'example.com', 'A', 200)).rejects.toThrow(/no answer/);
+      expect((await ask(port, 'box.vm')).answers?.[0]).toMatchObject({ data: '10.213.0.5' });
+    } finally {
+      watch.stop();
+    }
+    expect(watch.crashes).toEqual([]);
+  });
+
+  it('a malformed upstream address does not throw: the client gets REFUSED', async () => {
+    const watch = watchCrashes();
+    try {
+      server = new DnsServer(records, silentLogger(), { upstreams: () => ['127.0.0.1:99999', '127.0.0.1:x'], allowed: () => true });
+      await server.start('127.0.0.1', 0);
+      expect((await ask(server.address!.port, 'example.com')).rcode).toBe('REFUSED');
+    } finally {
+      watch.stop();
+    }
+    expect(watch.crashes).toEqual([]);
   });
 });

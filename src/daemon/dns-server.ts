@@ -5,10 +5,17 @@
  * resolvers only for clients `forward.allowed` says yes to (guests created
  * with --nat: a guest without it gets no DNS channel off the host either);
  * everyone else gets REFUSED. UDP only. Wire format by dns-packet.
+ *
+ * Any guest on the bridge can send any datagram: a packet that does not
+ * decode is dropped, and nothing a packet does (nor a failing record
+ * lookup, nor a relay that goes wrong) may throw out of the socket's
+ * handler. Such failures are logged at most once per LOG_EVERY_MS, with a
+ * count and a clipped message, never with the packet's content.
  */
-import { createSocket, type Socket } from 'node:dgram';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import type { Logger } from '../log/log.js';
+import { clip } from '../system/json-commands.js';
 
 export interface DnsRecords {
   /** IPv4 of a VM by name, or undefined. */
@@ -77,20 +84,36 @@ export function nameservers(resolvConf: string): string[] {
     .filter((x): x is string => x !== undefined);
 }
 
-/** Sends the query as is to one upstream and resolves with its reply (or null after the timeout). */
+/**
+ * Sends the query as is to one upstream and resolves with its reply (or
+ * null after the timeout or on any error). Only a datagram from that
+ * upstream's address and port counts as its reply.
+ */
 function relay(query: Buffer, upstream: string, timeoutMs: number): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const s = createSocket('udp4');
+    let settled = false;
     const done = (b: Buffer | null) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       s.close();
       resolve(b);
     };
     const timer = setTimeout(() => done(null), timeoutMs);
-    s.on('message', (m) => done(m));
+    const [host = '', portText] = upstream.split(':');
+    const port = portText ? Number(portText) : 53;
+    s.on('message', (m, from) => {
+      if (from.address === host && from.port === port) done(m);
+    });
     s.on('error', () => done(null));
-    const [host, port] = upstream.split(':');
-    s.send(query, port ? Number(port) : 53, host);
+    try {
+      s.send(query, port, host, (e) => {
+        if (e) done(null);
+      });
+    } catch {
+      done(null); // a malformed upstream address (e.g. a bad port)
+    }
   });
 }
 
@@ -105,8 +128,13 @@ function recursionDesired(q: dnsPacket.Packet): number {
   return (q.flags ?? 0) & dnsPacket.RECURSION_DESIRED;
 }
 
+/** At most one "could not answer" log line per this long (a flood of bad packets must not flood the log). */
+const LOG_EVERY_MS = 60_000;
+
 export class DnsServer {
   private socket: Socket | undefined;
+  private failures = 0;
+  private lastLogAt = -Infinity;
 
   constructor(
     private readonly records: DnsRecords,
@@ -117,14 +145,7 @@ export class DnsServer {
   /** Binds host:port (UDP). Rejects with the OS error (EADDRINUSE, EADDRNOTAVAIL …). */
   async start(host: string, port: number): Promise<void> {
     const sock = createSocket({ type: 'udp4', reuseAddr: false });
-    sock.on('message', (msg, rinfo) => {
-      const out = answer(msg, this.records);
-      if (out === null) return;
-      if (out !== 'outside') return void sock.send(out, rinfo.port, rinfo.address);
-      void this.outside(msg, rinfo.address).then((reply) => {
-        if (reply) sock.send(reply, rinfo.port, rinfo.address);
-      });
-    });
+    sock.on('message', (msg, rinfo) => this.onMessage(sock, msg, rinfo));
     sock.on('error', (e) => this.log.warn({ err: e.message }, 'dns server error'));
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
@@ -134,6 +155,38 @@ export class DnsServer {
       });
     });
     this.socket = sock;
+  }
+
+  /** One datagram. Never throws, never leaves a rejection unhandled. */
+  private onMessage(sock: Socket, msg: Buffer, rinfo: RemoteInfo): void {
+    const send = (out: Buffer) => sock.send(out, rinfo.port, rinfo.address, (e) => e && this.failed(e));
+    try {
+      const out = answer(msg, this.records);
+      if (out === null) return;
+      if (out !== 'outside') return send(out);
+      this.outside(msg, rinfo.address).then(
+        (reply) => {
+          if (reply) send(reply);
+        },
+        (e: unknown) => this.failed(e),
+      );
+    } catch (e) {
+      this.failed(e);
+    }
+  }
+
+  /** Counts a query we could not answer; logs the first and then at most one line per LOG_EVERY_MS. */
+  private failed(e: unknown): void {
+    this.failures++;
+    const now = Date.now();
+    if (now - this.lastLogAt < LOG_EVERY_MS) return;
+    this.lastLogAt = now;
+    try {
+      this.log.warn({ err: clip(e instanceof Error ? e.message : String(e)), failures: this.failures }, 'dns: a query could not be answered');
+    } catch {
+      // logging must not turn a dropped query into a crash either
+    }
+    this.failures = 0;
   }
 
   private async outside(query: Buffer, client: string): Promise<Buffer | null> {
