@@ -32,8 +32,25 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
     configured: deps.config.network,
     dnsPort: deps.config.dnsPort,
   });
-  const vms = new VmService({ ...deps, images, network, bootTimeoutMs });
+  const onStepStart = crashAtStep(process.env.BANGER_TEST_CRASH_AT_STEP, deps.log);
+  const vms = new VmService({ ...deps, images, network, bootTimeoutMs, onStepStart });
   const inspect = new InspectService({ ...deps, vms });
   const workspaces = new WorkspaceService({ ...deps, vms });
   return { images, vms, inspect, workspaces, network };
+}
+
+/**
+ * Test-only fault injection (the smoke scenarios crash_mid_create*): with
+ * BANGER_TEST_CRASH_AT_STEP=NAME the daemon SIGKILLs itself as a VM step
+ * called NAME (disks, network, config, accel, boot, ready, …) starts, so a
+ * restarted daemon's reconcile can be checked against a real mid-create crash.
+ */
+function crashAtStep(step: string | undefined, log: Logger): ((name: string) => void) | undefined {
+  if (!step) return undefined;
+  log.warn({ step }, 'BANGER_TEST_CRASH_AT_STEP is set: this daemon kills itself when that step starts');
+  return (name) => {
+    if (name !== step) return;
+    log.warn({ step }, 'fault injection: SIGKILL at step start');
+    process.kill(process.pid, 'SIGKILL');
+  };
 }

@@ -43,6 +43,8 @@ export interface VmServiceDeps {
   network: NetworkService;
   /** Boot deadline (agent + SSH), ms. */
   bootTimeoutMs: number;
+  /** Test-only fault injection, called as each create/start step begins (compose.ts: BANGER_TEST_CRASH_AT_STEP). */
+  onStepStart?: (step: string) => void;
 }
 
 export interface CreateParams {
@@ -464,7 +466,10 @@ export class VmService {
   private stepHooks(vm: VmRecord, progress: Progress, signal?: AbortSignal) {
     return {
       signal,
-      onStart: (s: Step) => progress({ stage: s.name, message: s.message }),
+      onStart: (s: Step) => {
+        this.deps.onStepStart?.(s.name);
+        progress({ stage: s.name, message: s.message });
+      },
       onRollbackError: (s: Step, e: unknown) => this.deps.log.error({ vm: vm.name, step: s.name, err: messageOf(e) }, 'rollback failed'),
     };
   }

@@ -84,6 +84,21 @@ export function qemuProcesses(dirs: RunDirs): number[] {
   return pids;
 }
 
+/** Live processes (any program) whose argv mentions `needle`, e.g. a VM id. Zombies have no argv, so they are not counted. */
+export function liveProcessesMentioning(needle: string): Array<{ pid: number; argv0: string }> {
+  const found: Array<{ pid: number; argv0: string }> = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (cmd.some((a) => a.includes(needle))) found.push({ pid: Number(entry), argv0: cmd[0] ?? '' });
+    } catch {
+      /* raced with exit */
+    }
+  }
+  return found;
+}
+
 /** The leak census: no qemu, VM directory, VM socket dir or DB row may remain. */
 export async function leakCensus(dirs: RunDirs, banger: Banger): Promise<string[]> {
   const leaks: string[] = [];

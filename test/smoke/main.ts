@@ -6,7 +6,9 @@
  * .smoke/run-<time>, or --state DIR to reuse a built image). After each
  * scenario a leak census checks that no qemu process, VM directory, socket
  * directory or DB row is left. With --jobs > 1 scenarios run in parallel and
- * the census runs once at the end (a per-scenario census would see peers).
+ * the census runs once at the end (a per-scenario census would see peers);
+ * scenarios marked exclusive (they stop and restart the daemon) run alone
+ * after the pool, each with its census.
  */
 import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -148,12 +150,14 @@ async function main(): Promise<number> {
   if (args.jobs === 1) {
     for (const s of queue) await runOne(s, true);
   } else {
-    queue = [...queue];
+    const alone = queue.filter((s) => s.exclusive);
+    queue = queue.filter((s) => !s.exclusive);
     await Promise.all(
       Array.from({ length: Math.min(args.jobs, queue.length) }, async () => {
         for (let s = queue.shift(); s; s = queue.shift()) await runOne(s, false);
       }),
     );
+    for (const s of alone) await runOne(s, true);
     const leaks = await censusAll(banger);
     if (leaks.length) {
       say(`FAIL leak census after the parallel pool: ${leaks.join('; ')}`);

@@ -8,6 +8,7 @@ import { lifecycleScenarios } from './scenarios-lifecycle.js';
 import { workspaceScenarios } from './scenarios-workspace.js';
 import { networkScenarios } from './scenarios-network.js';
 import { unprivScenarios } from './scenarios-unpriv.js';
+import { faultScenarios } from './scenarios-faults.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -20,6 +21,8 @@ export interface Scenario {
   description: string;
   /** root: needs root and the run's root helper (bridge, taps, iptables); counted as not run without them. */
   needs?: 'root';
+  /** Stops and restarts the daemon: with --jobs > 1 it runs alone, after the parallel pool. */
+  exclusive?: boolean;
   run: (ctx: ScenarioContext) => Promise<void>;
 }
 
@@ -153,4 +156,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios];
