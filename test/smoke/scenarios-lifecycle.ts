@@ -258,12 +258,14 @@ export const lifecycleScenarios: Scenario[] = [
     run: async ({ banger, dirs }) => {
       const cases: Array<[string[], RegExp]> = [
         [['--vcpu', '0'], /--vcpu/],
-        [['--vcpu', '999'], /--vcpu .*more than this host/],
+        [['--vcpu', '999'], /--vcpu: .*more than this host/],
         [['--vcpu', 'two'], /--vcpu must be a whole number/],
         [['--memory', '1'], /--memory/],
         [['--disk-size', 'lots'], /--disk-size/],
         [['--disk-size', '1M'], /--disk-size/],
         [['--image', 'nope'], /image nope not found/],
+        [['--image', '../../etc'], /invalid image name/],
+        [['--disk-size', '3T'], /--disk-size must be at most 2\.0 TiB/],
       ];
       for (const [flags, re] of cases) {
         const r = await banger(['vm', 'create', '--name', 'smoke-invalid', ...flags]);
