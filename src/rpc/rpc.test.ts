@@ -222,3 +222,18 @@ describe('RPC streamed results', () => {
     expect(err.message).toMatch(/longer than/);
   });
 });
+
+describe('RPC log amplification', () => {
+  it('a huge name or method is never echoed whole into the log or the error', async () => {
+    const { socketPath, lines } = await setup();
+    const c = await RpcClient.connect(socketPath, 'test');
+    const huge = 'x'.repeat(500_000);
+    const e1 = (await c.call('vm.show', { name: huge }).catch((e: unknown) => e)) as BangerError;
+    const e2 = (await c.call(huge as 'vm.list', {}).catch((e: unknown) => e)) as BangerError;
+    expect(e1.code).toBe('bad_request');
+    expect(e2.code).toBe('bad_request'); // the envelope bounds a method name's length
+    expect(e1.message.length + e2.message.length).toBeLessThan(2000);
+    for (const l of lines) expect(JSON.stringify(l).length).toBeLessThan(4096);
+    c.close();
+  });
+});

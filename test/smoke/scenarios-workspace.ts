@@ -1,6 +1,7 @@
 /** Issue 4 scenarios: workspaces (prepare, run, exec, export), detach, bootstrap, egress. */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { check, cleanup, ok, type Banger } from './harness.js';
@@ -156,6 +157,18 @@ export const workspaceScenarios: Scenario[] = [
         check(readFileSync(join(clone2, 'later.txt'), 'utf8') === 'later\n' && readFileSync(join(clone2, 'added.txt'), 'utf8') === 'new\n', 'git am did not reproduce the files');
         const bad = await banger(['vm', 'workspace', 'export', name, '--base-commit', '--upload-pack=x']);
         check(bad.code !== 0 && /not a commit/.test(bad.stderr), `a bad --base-commit was not refused: ${bad.stderr}`);
+
+        // A big export (it used to travel as one base64 JSON line and crash the CLI past ~12 MiB): it streams.
+        await ok(banger, ['vm', 'exec', name, '--', 'sh', '-c', 'head -c 20000000 /dev/urandom > big.bin']);
+        const bigSum = (await ok(banger, ['vm', 'exec', name, '--', 'sha256sum', 'big.bin'])).split(' ')[0];
+        const bigPatch = join(dirs.root, 'big.patch');
+        await ok(banger, ['vm', 'workspace', 'export', name, '-o', bigPatch]);
+        check(statSync(bigPatch).size > 20_000_000, `the big export is only ${statSync(bigPatch).size} bytes`);
+        const clone3 = join(dirs.root, 'repos', 'clone-big');
+        git(dirs.root, 'clone', '-q', repo, clone3);
+        git(clone3, 'apply', bigPatch);
+        const hostSum = createHash('sha256').update(readFileSync(join(clone3, 'big.bin'))).digest('hex');
+        check(hostSum === bigSum, `big.bin after git apply ${hostSum} != guest ${bigSum}`);
       } finally {
         await cleanup(banger, name);
       }
