@@ -12,7 +12,7 @@ import type { Runner } from '../system/runner.js';
 import { tail } from '../system/runner.js';
 import { ensureDir } from '../system/fs.js';
 import { freeLoopbackPort } from '../system/ports.js';
-import { isSameProcess, killProcess, readPidFile, readStartTime, waitForExit } from '../system/proc.js';
+import { isSameProcess, killProcess, readCmdline, readPidFile, readStartTime, waitForExit } from '../system/proc.js';
 import { kernelCmdline, qemuArgv } from '../vmm/qemu/argv.js';
 import { hostTscKhz } from '../vmm/qemu/accel.js';
 import { writeConfigDisk } from '../guest/config-disk.js';
@@ -41,6 +41,27 @@ export interface BootContext {
   targetFor: (rt: VmRuntime) => SshTarget;
   /** Bridge networking: gets the VM its tap (and NAT) from the root helper; undone by detach. */
   bridge?: { attach: () => Promise<BridgeAttachment>; detach: () => Promise<void> };
+  /** Test-only fault injection at points inside a step ('qemu-started': QEMU runs, runtime.json not yet written). */
+  onFault?: (point: string) => void;
+}
+
+/** Which QEMU a kill is for: its pid and start time (a reused pid is never signalled). */
+type QemuProcess = Pick<VmRuntime, 'pid' | 'pidStartTime'>;
+
+/**
+ * This VM's QEMU when no runtime.json names it: the daemon died (or the
+ * step failed) after QEMU started and before runtime.json was written. Found
+ * through QEMU's own pid file, and only trusted when that process's argv
+ * carries this VM's -pidfile path: a pid reused by anything else is not ours.
+ */
+export function orphanQemu(p: VmPaths): QemuProcess | undefined {
+  const pid = readPidFile(p.pidFile);
+  if (pid === undefined) return undefined;
+  const argv = readCmdline(pid);
+  const at = argv?.indexOf('-pidfile') ?? -1;
+  if (!argv || at < 0 || argv[at + 1] !== p.pidFile) return undefined;
+  const start = readStartTime(pid);
+  return start === null ? undefined : { pid, pidStartTime: start };
 }
 
 /** A stable locally administered MAC from the VM id. */
@@ -50,7 +71,7 @@ export function macFor(id: string): string {
 }
 
 /** SIGTERM (QEMU exits at once), then SIGKILL; never signals a reused pid. */
-export async function killQemu(log: Logger, vmName: string, rt: VmRuntime, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+export async function killQemu(log: Logger, vmName: string, rt: QemuProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (!isSameProcess(rt.pid, rt.pidStartTime)) return;
   killProcess(rt.pid, rt.pidStartTime, signal);
   if (await waitForExit(rt.pid, rt.pidStartTime, 5000)) return;
@@ -141,6 +162,7 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
         log.info({ vm: vm.name, argv }, 'starting qemu');
         // -daemonize: returns once QEMU is set up (errors on stderr); the VM runs in its own session.
         await runner.run(argv, { timeoutMs: 60_000 });
+        ctx.onFault?.('qemu-started');
         const pid = readPidFile(p.pidFile);
         const start = pid !== undefined ? readStartTime(pid) : null;
         if (pid === undefined || start === null) {
@@ -161,7 +183,9 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => VmRu
         progress({ stage: 'boot', message: `QEMU running (pid ${pid}, ${accel.toUpperCase()})` });
       },
       rollback: async () => {
-        if (runtime) await killQemu(log, vm.name, runtime);
+        // Without a runtime, QEMU may still have started (runner.run failed late): its pid file finds it.
+        const qemu = runtime ?? orphanQemu(p);
+        if (qemu) await killQemu(log, vm.name, qemu);
         ctx.reservedPorts.delete(port);
         removeRuntime(p.runtimeFile);
       },

@@ -63,6 +63,38 @@ function setup() {
 }
 
 describe('VmService.reconcile', () => {
+  it("kills a QEMU that started but never reached runtime.json (found by its pid file, trusted only when its argv names that pid file)", async () => {
+    const { vms, addVm, store } = setup();
+    const c = addVm('halfboot', 'creating');
+    const s = addVm('halfstart', 'stopped');
+    // Stand-ins whose argv carries -pidfile <the VM's pid file>, as QEMU's does.
+    const spawnQemuLike = (pidFile: string) => {
+      const pid = runner.spawnDetached([process.execPath, '-e', 'setTimeout(() => undefined, 60000)', '--', '-pidfile', pidFile]);
+      const start = readStartTime(pid)!;
+      expect(isSameProcess(pid, start)).toBe(true);
+      started.push({ pid, start });
+      writeFileSync(pidFile, `${pid}\n`);
+      return { pid, start };
+    };
+    const q1 = spawnQemuLike(c.p.pidFile);
+    const q2 = spawnQemuLike(s.p.pidFile);
+    // A pid file naming a live process that is not this VM's QEMU (a reused pid) is never signalled.
+    const other = addVm('reusedpid', 'stopped');
+    const bystander = runner.spawnDetached(['sleep', '60']);
+    const bystanderStart = readStartTime(bystander)!;
+    started.push({ pid: bystander, start: bystanderStart });
+    writeFileSync(other.p.pidFile, `${bystander}\n`);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(isSameProcess(q1.pid, q1.start) && isSameProcess(q2.pid, q2.start)).toBe(true);
+    await vms.reconcile();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(isSameProcess(q1.pid, q1.start)).toBe(false);
+    expect(isSameProcess(q2.pid, q2.start)).toBe(false);
+    expect(isSameProcess(bystander, bystanderStart)).toBe(true);
+    expect(store.findVmByName('halfboot')).toBeUndefined();
+    expect(store.findVmByName('halfstart')?.state).toBe('stopped');
+  });
+
   it('adopts a running VM whose QEMU is alive (same pid and start time)', async () => {
     const { vms, addVm, store } = setup();
     const a = addVm('alive', 'running', { alive: true });
@@ -127,7 +159,8 @@ describe('VmService: rows that fail validation are never acted on', () => {
     addVm('fine', 'stopped');
     store.db.prepare("UPDATE vms SET vcpu = 'many' WHERE name = 'bad'").run();
     expect(vms.list().map((v) => v.name)).toEqual(['fine']);
-    for (const op of [() => vms.show('bad'), () => vms.delete('bad', true)]) {
+    const ops: Array<() => unknown> = [() => vms.show('bad'), () => vms.delete('bad', true)];
+    for (const op of ops) {
       const e = (await Promise.resolve().then(op).catch((x: unknown) => x)) as BangerError;
       expect(e).toBeInstanceOf(BangerError);
       expect(e.code).toBe('conflict');

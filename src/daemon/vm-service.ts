@@ -29,7 +29,7 @@ import type { NetworkService } from './network-service.js';
 import { KeyedMutex } from './locks.js';
 import { readRuntime, removeRuntime } from './runtime-file.js';
 import { runSteps, type Step } from './steps.js';
-import { bootSteps, killQemu } from './vm-boot.js';
+import { bootSteps, killQemu, orphanQemu } from './vm-boot.js';
 import { gracefulStop, type StopReport } from './vm-stop.js';
 import { removeTreeUnder } from './safe-remove.js';
 
@@ -395,19 +395,24 @@ export class VmService {
       const p = vmPaths(this.deps.layout, vm.id);
       const rt = readRuntime(p.runtimeFile);
       const alive = rt !== undefined && isSameProcess(rt.pid, rt.pidStartTime);
+      // QEMU that started but never made it into runtime.json (the daemon died in between).
+      const orphan = alive ? undefined : orphanQemu(p);
       const log = this.deps.log.child({ vm: vm.name, state: vm.state });
       if (vm.state === 'creating' || vm.state === 'deleting' || vm.ephemeral) {
-        log.info({ ephemeral: vm.ephemeral }, 'reconcile: rolling back');
+        log.info({ ephemeral: vm.ephemeral, orphan: orphan?.pid }, 'reconcile: rolling back');
         if (rt && alive) await killQemu(this.deps.log, vm.name, rt);
+        else if (orphan) await killQemu(this.deps.log, vm.name, orphan);
         await this.deps.network.detach(vm);
         this.removeFiles(vm, p);
         this.deps.store.deleteVm(vm.id);
       } else if (vm.state === 'running' && alive) {
         log.info({ pid: rt!.pid }, 'reconcile: adopted');
-      } else if (alive) {
-        log.info({ pid: rt!.pid }, 'reconcile: a start was interrupted; stopping its QEMU');
-        await killQemu(this.deps.log, vm.name, rt!);
+      } else if (alive || orphan) {
+        const qemu = alive ? rt! : orphan!;
+        log.info({ pid: qemu.pid }, 'reconcile: a start was interrupted; stopping its QEMU');
+        await killQemu(this.deps.log, vm.name, qemu);
         this.releaseRuntime(p);
+        if (vm.state === 'running') this.deps.store.setVmState(vm.id, 'stopped');
       } else if (vm.state === 'running' || rt) {
         log.info('reconcile: QEMU gone, demoting to stopped');
         this.releaseRuntime(p);
@@ -459,6 +464,7 @@ export class VmService {
       chooseAccel: (kernel) => this.chooseAccel(this.deps.config.accel, kernel),
       reservedPorts: this.reservedPorts,
       targetFor: (rt) => this.targetFor(vm, rt),
+      onFault: this.deps.onStepStart,
       bridge: vm.network === 'bridge' ? { attach: () => this.deps.network.attach(vm), detach: () => this.deps.network.detach(vm) } : undefined,
     });
   }

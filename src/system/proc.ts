@@ -123,6 +123,18 @@ export async function waitForExit(pid: number, startTime: string, timeoutMs: num
   }
 }
 
+/** A process's argv from /proc/PID/cmdline; undefined when it is gone or unreadable. */
+export function readCmdline(pid: number): string[] | undefined {
+  if (!isValidPid(pid)) return undefined;
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`);
+    if (raw.length === 0) return undefined;
+    return raw.toString('utf8').replace(/\0$/, '').split('\0');
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Reads a pid file as written by QEMU's -pidfile (a decimal pid and a
  * newline). Undefined when it is missing, empty or not a valid pid.

@@ -17,8 +17,12 @@ import { check, leakCensus, liveProcessesMentioning, ok, sleep, type RunDirs } f
 import { bridgeLeaks, runBridge } from './bridge.js';
 import type { Scenario, ScenarioContext } from './scenarios.js';
 
-/** `vm create`'s steps in order (vm-service.ts, vm-boot.ts); `network` runs in bridge mode only. */
-const CREATE_STEPS = ['image', 'disks', 'network', 'config', 'accel', 'boot', 'ready'] as const;
+/**
+ * `vm create`'s steps in order (vm-service.ts, vm-boot.ts); `network` runs in
+ * bridge mode only. `qemu-started` is a point inside `boot`: QEMU runs and
+ * runtime.json is not written yet (reconcile finds that QEMU by its pid file).
+ */
+const CREATE_STEPS = ['image', 'disks', 'network', 'config', 'accel', 'boot', 'qemu-started', 'ready'] as const;
 type StepName = (typeof CREATE_STEPS)[number];
 
 interface Row {
@@ -84,7 +88,8 @@ async function crashAtEachStep({ banger, dirs, log }: ScenarioContext, bridge: b
       if (done.has('disks')) check(files.includes('root.qcow2') && files.includes('work.ext4'), `crash at ${step}: disks missing: ${files.join(' ')}`);
       else check(!files.includes('root.qcow2'), `crash at ${step}: disks made before the disks step: ${files.join(' ')}`);
       if (done.has('config')) check(files.includes('config.img'), `crash at ${step}: no config.img: ${files.join(' ')}`);
-      if (done.has('boot')) check(qemu.length === 1 && files.includes('runtime.json'), `crash at ${step}: want one live QEMU and runtime.json, got ${qemu.length}, ${files.join(' ')}`);
+      if (step === 'qemu-started') check(qemu.length === 1 && !files.includes('runtime.json'), `crash at ${step}: want one live QEMU and no runtime.json, got ${qemu.length}, ${files.join(' ')}`);
+      else if (done.has('boot')) check(qemu.length === 1 && files.includes('runtime.json'), `crash at ${step}: want one live QEMU and runtime.json, got ${qemu.length}, ${files.join(' ')}`);
       else check(qemu.length === 0, `crash at ${step}: a QEMU runs before the boot step`);
       if (b && done.has('network')) check(net.some((l) => l.startsWith('taps left')) && net.some((l) => l.startsWith('nat rules left')), `crash at ${step}: want the VM's tap and NAT rule, got ${net.join('; ') || 'none'}`);
       else if (b) check(net.length === 0, `crash at ${step}: network state before the network step: ${net.join('; ')}`);
@@ -96,7 +101,7 @@ async function crashAtEachStep({ banger, dirs, log }: ScenarioContext, bridge: b
       const stray = liveProcessesMentioning(row.id);
       if (stray.length) leaks.push(`processes naming ${row.id}: ${stray.map((p) => `${p.pid} ${p.argv0}`).join(', ')}`);
       if (existsSync(knownHosts) && readFileSync(knownHosts, 'utf8').includes(`${name}.vm `)) leaks.push(`known_hosts entry for ${name}.vm`);
-      log(`  crash at ${step.padEnd(7)} (daemon ${pid}): left ${before}; after reconcile: ${leaks.length ? leaks.join('; ') : 'nothing'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      log(`  crash at ${step.padEnd(12)} (daemon ${pid}): left ${before}; after reconcile: ${leaks.length ? leaks.join('; ') : 'nothing'} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
       check(leaks.length === 0, `crash at ${step}: after reconcile: ${leaks.join('; ')}`);
     } finally {
       // Whatever happened, the next step (and the next scenario) starts from nothing.
