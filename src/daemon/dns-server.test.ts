@@ -3,7 +3,7 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { createSocket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { pino } from 'pino';
-import { silentLogger } from '../log/log.js';
+import { silentLogger, type Logger } from '../log/log.js';
 import { answer, DnsServer, nameservers, refused } from './dns-server.js';
 
 const vms = new Map([['box', '10.213.0.5']]);
@@ -14,7 +14,16 @@ const records = {
 let server: DnsServer | undefined;
 afterEach(() => server?.stop());
 
-async function ask(port: number, name: string, type: 'A' | 'PTR' | 'AAAA' = 'A', waitMs = 2000): Promise<dnsPacket.Packet> {
+/**
+ * A decoded reply. dns-packet's decode sets `rcode` (the name of the
+ * response code: 'NOERROR', 'NXDOMAIN', 'REFUSED', …), but @types/dns-packet's
+ * DecodedPacket leaves it out.
+ */
+interface DecodedReply extends dnsPacket.DecodedPacket {
+  rcode: string;
+}
+
+async function ask(port: number, name: string, type: 'A' | 'PTR' | 'AAAA' = 'A', waitMs = 2000): Promise<DecodedReply> {
   const sock = createSocket('udp4');
   try {
     const reply = new Promise<Buffer>((res, rej) => {
@@ -22,7 +31,7 @@ async function ask(port: number, name: string, type: 'A' | 'PTR' | 'AAAA' = 'A',
       setTimeout(() => rej(new Error('no answer')), waitMs);
     });
     sock.send(dnsPacket.encode({ type: 'query', id: 77, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] }), port, '127.0.0.1');
-    return dnsPacket.decode(await reply);
+    return dnsPacket.decode(await reply) as DecodedReply;
   } finally {
     sock.close();
   }
@@ -114,7 +123,7 @@ function watchCrashes(): { crashes: unknown[]; stop: () => void } {
 }
 
 /** A logger that keeps its lines. */
-function capturingLogger(): { log: ReturnType<typeof pino>; lines: string[] } {
+function capturingLogger(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
   return { log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }), lines };
 }

@@ -35,7 +35,7 @@ function setup() {
   let seq = 0;
   const vmRow = (name: string): VmRecord => ({
     id: (++seq).toString(16).padStart(12, '0'), name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
-    state: 'creating', ephemeral: false, lastError: null, createdAt: 'now', updatedAt: 'now',
+    state: 'creating', ephemeral: false, nat: false, ip: null, lastError: null, createdAt: 'now', updatedAt: 'now',
   });
   return { root, svc, store, layout, vmRow, builds: () => builds };
 }

@@ -351,13 +351,17 @@ function setup(opts: { running?: boolean; qgaSocket?: string; agentBudgetMs?: nu
     vcpu: 2,
     memoryMib: 1024,
     systemOverlayBytes: 1,
+    diskBytes: 1,
     vmm: 'qemu',
     network: 'user',
     state: opts.running === false ? 'stopped' : 'running',
     ephemeral: false,
+    nat: false,
+    ip: null,
     lastError: null,
     createdAt: 'now',
     updatedAt: 'now',
+    workspace: null,
     runtime: opts.running === false ? null : runtime,
   };
   const vms = {

@@ -20,6 +20,8 @@ const vm = (over: Partial<VmRecord> = {}): VmRecord => ({
   network: 'user',
   state: 'creating',
   ephemeral: false,
+  nat: false,
+  ip: null,
   lastError: null,
   createdAt: '2026-01-01T00:00:00Z',
   updatedAt: '2026-01-01T00:00:00Z',

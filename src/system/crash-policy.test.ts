@@ -42,8 +42,8 @@ describe('crash policy', () => {
     const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
     const shutdown = vi.fn(async () => undefined);
     uninstall = installCrashPolicy({ log: cap.log, currentOp: () => undefined, shutdown });
-    process.emit('uncaughtException', new Error('boom'), 'uncaughtException');
-    process.emit('uncaughtException', new Error('again'), 'uncaughtException');
+    process.emit('uncaughtException', new Error('boom'));
+    process.emit('uncaughtException', new Error('again'));
     await new Promise((r) => setTimeout(r, 20));
     expect(shutdown).toHaveBeenCalledTimes(1);
     expect(exit).toHaveBeenCalledWith(1);

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, truncateSync, wri
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { onPath } from '../../system/which.js';
 import type { VmPaths } from '../../paths/paths.js';
 import { BangerError } from '../../errors/errors.js';
@@ -216,6 +217,23 @@ function fakeBzImage(): Buffer {
 
 const haveQemu = onPath('qemu-system-x86_64') && onPath('qemu-img');
 
+/** The parts of QMP's query-block and query-chardev replies these tests read (zod drops the rest). */
+const queryBlock = z.array(
+  z.object({
+    device: z.string(),
+    qdev: z.string().optional(),
+    inserted: z
+      .object({
+        ro: z.boolean(),
+        drv: z.string(),
+        file: z.string(),
+        cache: z.object({ writeback: z.boolean(), direct: z.boolean() }).optional(),
+      })
+      .optional(),
+  }),
+);
+const queryChardev = z.array(z.object({ label: z.string(), filename: z.string() }));
+
 describe.skipIf(!haveQemu)('qemuArgv against QEMU (paused, fake kernel)', () => {
   const runner = createRunner();
   let vm: { pid: number; start: string } | undefined;
@@ -280,14 +298,14 @@ describe.skipIf(!haveQemu)('qemuArgv against QEMU (paused, fake kernel)', () => 
     const qmp = await QmpClient.connect(p.qmpSocket);
     try {
       expect((await qmp.queryStatus()).running).toBe(false);
-      const blocks = await qmp.execute<Array<{ device: string; qdev?: string; inserted?: { ro: boolean; drv: string; file: string } }>>('query-block');
+      const blocks = await qmp.execute('query-block', undefined, { result: queryBlock });
       const byId = Object.fromEntries(blocks.map((b) => [b.device, b.inserted]));
       expect(byId.root).toMatchObject({ ro: false, drv: 'qcow2', file: p.overlay });
       expect(byId.config).toMatchObject({ ro: true, drv: 'raw', file: p.configDisk });
       expect(byId.work).toMatchObject({ ro: false, drv: 'raw', file: p.workDisk });
-      const work = blocks.find((b) => b.device === 'work') as { inserted?: { cache?: { writeback: boolean; direct: boolean } } } | undefined;
+      const work = blocks.find((b) => b.device === 'work');
       expect(work?.inserted?.cache).toMatchObject({ writeback: true, direct: false });
-      const chardevs = await qmp.execute<Array<{ label: string; filename: string }>>('query-chardev');
+      const chardevs = await qmp.execute('query-chardev', undefined, { result: queryChardev });
       const labels = chardevs.map((c) => c.label);
       expect(labels).toEqual(expect.arrayContaining(['qga0', 'console0']));
       await qmp.quit();
