@@ -70,6 +70,22 @@ describe('ImageService', () => {
     expect(builds()).toBe(0);
   });
 
+  it('image show and image list adopt a copied-in image directory too (not only vm create and build)', () => {
+    const { svc, layout, builds } = setup();
+    const dir = join(layout.imagesDir, 'bookworm');
+    mkdirSync(dir, { recursive: true });
+    for (const f of ['rootfs.ext4', 'vmlinuz', 'initrd.img']) writeFileSync(join(dir, f), 'x');
+    writeFileSync(join(dir, 'image.json'), JSON.stringify({ name: 'bookworm', suite: 'bookworm', mirror: 'http://m', kernelVersion: '6.1.0-x', rootfsBytes: 5, packages: ['git'], builtAt: 't0' }));
+    expect(svc.show('bookworm').kernelVersion).toBe('6.1.0-x');
+    const other = join(layout.imagesDir, 'copied');
+    mkdirSync(other, { recursive: true });
+    for (const f of ['rootfs.ext4', 'vmlinuz', 'initrd.img']) writeFileSync(join(other, f), 'x');
+    writeFileSync(join(other, 'image.json'), JSON.stringify({ name: 'copied', kernelVersion: 'k', rootfsBytes: 1, packages: [], builtAt: 't1' }));
+    mkdirSync(join(layout.imagesDir, 'Not_A_Name'), { recursive: true });
+    expect(svc.list().map((i) => i.name)).toEqual(['bookworm', 'copied']);
+    expect(builds()).toBe(0);
+  });
+
   it('ensure of an unknown non-default image is not_found and builds nothing', async () => {
     const { svc, builds } = setup();
     await expect(svc.ensure('nope')).rejects.toMatchObject({ code: 'not_found' });

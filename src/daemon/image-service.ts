@@ -5,6 +5,7 @@
  * dir, renamed into place), so no torn image is ever visible.
  */
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import type { ImageRecord, ProgressEvent } from '../model/types.js';
@@ -44,6 +45,7 @@ export class ImageService {
 
   /** The valid images; an invalid row is skipped with a warning in the log (once per row per daemon). */
   list(): ImageRecord[] {
+    this.adoptCopiedIn();
     const { valid, invalid } = this.deps.store.scanImages();
     for (const row of invalid) {
       if (this.warned.has(row.rowid)) continue;
@@ -55,6 +57,7 @@ export class ImageService {
 
   show(name: string): ImageRecord {
     validateImageName(name);
+    this.isComplete(name); // a directory copied in with its manifest becomes a row first
     const img = this.deps.store.findImage(name);
     if (!img) {
       const bad = this.deps.store.invalidImageNamed(name);
@@ -77,6 +80,17 @@ export class ImageService {
    * banger: how an unprivileged daemon gets an image built by root) becomes
    * a row. A manifest that does not parse is left alone.
    */
+  /** Every image directory with a valid name and no row is offered to isComplete (which adopts it). */
+  private adoptCopiedIn(): void {
+    let entries: string[];
+    try {
+      entries = readdirSync(this.deps.layout.imagesDir);
+    } catch {
+      return;
+    }
+    for (const e of entries) if (imageNameSchema.safeParse(e).success && !this.deps.store.hasImageRow(e)) this.isComplete(e);
+  }
+
   private adopt(name: string): void {
     const parsed = manifestSchema.safeParse(readJsonFile<unknown>(imagePaths(this.deps.layout, name).manifest));
     if (!parsed.success || parsed.data.name !== name) {
