@@ -74,14 +74,14 @@ export class NetworkService {
       throw new BangerError(
         'unavailable',
         `bridge networking needs banger's root helper, which does not answer on ${this.deps.helperSocket} (${messageOf(e)})`,
-        `install it with \`sudo banger system install\`, or run it by hand: \`sudo banger-helper --owner-uid ${process.getuid?.() ?? 'UID'} --socket ${this.deps.helperSocket}\`; or use --network user`,
+        `install it with \`sudo banger system install\`, or run it by hand: \`sudo banger-helper --owner-uid ${process.getuid?.() ?? 'UID'} --socket ${this.deps.helperSocket}\`; or use rootless user networking (network = "user" in config.toml, or ask for it when you create the VM)`,
       );
     }
     this.info = c.hello;
     this.subnet = parseSubnet(this.info.subnet);
     if (this.info.ownerUid !== (process.getuid?.() ?? -1)) {
       c.close();
-      throw new BangerError('unavailable', `the root helper on ${this.deps.helperSocket} serves uid ${this.info.ownerUid}, not this daemon's`, 'start a helper for this user (--owner-uid)');
+      throw new BangerError('unavailable', `the root helper on ${this.deps.helperSocket} serves uid ${this.info.ownerUid}, not this daemon's`, `start a helper for this user: \`sudo banger-helper --owner-uid ${process.getuid?.() ?? 'UID'} --socket ${this.deps.helperSocket}\``);
     }
     this.client = c;
     return c;
@@ -90,7 +90,7 @@ export class NetworkService {
   /** The mode a new VM gets, and why (doctor and vm create). */
   async resolveMode(requested?: NetworkMode): Promise<{ mode: NetworkMode; why: string }> {
     const want = requested ?? this.deps.configured;
-    if (want === 'user') return { mode: 'user', why: requested ? '--network user' : 'network = "user" in config' };
+    if (want === 'user') return { mode: 'user', why: requested ? 'user networking requested' : 'network = "user" in config' };
     try {
       await this.helper();
       return { mode: 'bridge', why: want === 'bridge' ? 'bridge requested' : `the root helper answers on ${this.deps.helperSocket}` };

@@ -45,6 +45,17 @@ describe('--base-commit', () => {
       expect(() => validateRevision(r)).toThrow(/is not a commit/);
     }
   });
+  it('the error carries the param (the daemon runs this check), not the flag: the CLI names --base-commit', () => {
+    const e = (() => {
+      try {
+        validateRevision('a..b');
+      } catch (x) {
+        return x;
+      }
+    })();
+    expect(isBangerError(e) && e.field).toBe('baseCommit');
+    expect(isBangerError(e) && e.message).not.toMatch(/--/);
+  });
 });
 
 describe('parseProbe', () => {
