@@ -202,6 +202,7 @@ export const lifecycleScenarios: Scenario[] = [
   },
   {
     name: 'daemon_kill9_keeps_vms',
+    exclusive: true,
     description: 'kill -9 of bangerd keeps the VM running; the restarted daemon re-adopts it (same boot_id)',
     run: async ({ banger, dirs }) => {
       const n = 'smoke-adopt';

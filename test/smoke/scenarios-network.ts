@@ -112,6 +112,7 @@ export const networkScenarios: Scenario[] = [
   {
     name: 'nat_rule_lifecycle',
     needs: 'root',
+    exclusive: true,
     description: '--nat: MASQUERADE for the guest /32 while running, once (also across a daemon restart, which reclaims a crashed run’s tap), gone after stop and delete',
     run: async ({ banger }) => {
       const b = bridgeOf();
