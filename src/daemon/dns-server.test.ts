@@ -5,6 +5,7 @@ import dnsPacket from 'dns-packet';
 import { pino } from 'pino';
 import { silentLogger, type Logger } from '../log/log.js';
 import { answer, DnsServer, nameservers, refused } from './dns-server.js';
+import { prng, watchCrashes } from '../../test/support/hostile.js';
 
 const vms = new Map([['box', '10.213.0.5']]);
 const records = {
@@ -95,32 +96,7 @@ describe('DNS for <name>.vm', () => {
 
 // ---- hostile clients ------------------------------------------------------
 
-/** A small seeded PRNG (mulberry32): the garbage is the same every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-/** Crash detectors: an error thrown out of the socket's handler would land here. */
-function watchCrashes(): { crashes: unknown[]; stop: () => void } {
-  const crashes: unknown[] = [];
-  const onCrash = (e: unknown) => crashes.push(e);
-  process.on('uncaughtException', onCrash);
-  process.on('unhandledRejection', onCrash);
-  return {
-    crashes,
-    stop: () => {
-      process.off('uncaughtException', onCrash);
-      process.off('unhandledRejection', onCrash);
-    },
-  };
-}
 
 /** A logger that keeps its lines. */
 function capturingLogger(): { log: Logger; lines: string[] } {

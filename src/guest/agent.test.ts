@@ -7,6 +7,7 @@ import { BangerError, ERROR_CODES } from '../errors/errors.js';
 import { createRunner } from '../system/runner.js';
 import { isSameProcess, killProcess, readStartTime, waitForExit } from '../system/proc.js';
 import { AGENT_MAX_LINE_BYTES, AgentCommandError, GuestAgent, connectAgent, waitForAgent } from './agent.js';
+import { prng, watchCrashes } from '../../test/support/hostile.js';
 
 const tmpDirs: string[] = [];
 function tmp(): string {
@@ -359,32 +360,7 @@ describe('GuestAgent (real qemu-ga on this host)', () => {
 
 // ---- against a hostile guest ---------------------------------------------
 
-/** A small seeded PRNG (mulberry32): the fuzz loops are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-/** Crash detectors: vitest's worker would die on an uncaught error; these prove none fired. */
-function watchCrashes(): { crashes: unknown[]; stop: () => void } {
-  const crashes: unknown[] = [];
-  const onCrash = (e: unknown) => crashes.push(e);
-  process.on('uncaughtException', onCrash);
-  process.on('unhandledRejection', onCrash);
-  return {
-    crashes,
-    stop: () => {
-      process.off('uncaughtException', onCrash);
-      process.off('unhandledRejection', onCrash);
-    },
-  };
-}
 
 /** What a well-behaved agent answers to the commands exec and ping use. */
 function goodReply(cmd: Cmd): unknown {

@@ -8,6 +8,7 @@ import { createRunner } from '../../system/runner.js';
 import { isSameProcess, killProcess, readStartTime, waitForExit } from '../../system/proc.js';
 import { BangerError, ERROR_CODES } from '../../errors/errors.js';
 import { QMP_MAX_LINE_BYTES, QmpClient, QmpCommandError, type QmpEvent } from './qmp.js';
+import { prng, watchCrashes } from '../../../test/support/hostile.js';
 
 function onPath(cmd: string): boolean {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
@@ -250,32 +251,7 @@ describe.skipIf(!haveQemu)('QmpClient (real QEMU, paused, no kernel)', () => {
 
 // ---- against a hostile QMP peer -------------------------------------------
 
-/** A small seeded PRNG (mulberry32): the fuzz loop is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-/** Crash detectors: vitest's worker would die on an uncaught error; these prove none fired. */
-function watchCrashes(): { crashes: unknown[]; stop: () => void } {
-  const crashes: unknown[] = [];
-  const onCrash = (e: unknown) => crashes.push(e);
-  process.on('uncaughtException', onCrash);
-  process.on('unhandledRejection', onCrash);
-  return {
-    crashes,
-    stop: () => {
-      process.off('uncaughtException', onCrash);
-      process.off('unhandledRejection', onCrash);
-    },
-  };
-}
 
 const qline = (v: unknown) => JSON.stringify(v) + '\r\n';
 const RUNNING = { status: 'running', running: true };
