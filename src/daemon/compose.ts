@@ -8,6 +8,7 @@ import type { Layout } from '../paths/paths.js';
 import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { buildDebianImage } from '../images/build.js';
+import { builtinDrivers } from '../vmm/drivers.js';
 import { ImageService } from './image-service.js';
 import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
@@ -33,7 +34,9 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
     dnsPort: deps.config.dnsPort,
   });
   const onStepStart = crashAtStep(process.env.BANGER_TEST_CRASH_AT_STEP, deps.log);
-  const vms = new VmService({ ...deps, images, network, bootTimeoutMs, onStepStart });
+  // The VMM drivers: the daemon reaches QEMU only through them (src/vmm/driver.ts).
+  const drivers = builtinDrivers({ runner: deps.runner, log: deps.log });
+  const vms = new VmService({ ...deps, images, network, drivers, bootTimeoutMs, onStepStart });
   const inspect = new InspectService({ ...deps, vms });
   const workspaces = new WorkspaceService({ ...deps, vms });
   return { images, vms, inspect, workspaces, network };

@@ -12,6 +12,7 @@ import type { RunResult, Runner } from '../system/runner.js';
 import type { Store } from '../store/store.js';
 import type { VmRuntime, VmView } from '../model/types.js';
 import type { VmService } from './vm-service.js';
+import { QemuDriver, type QemuHandle } from '../vmm/qemu/driver.js';
 import {
   InspectService,
   LOG_CHUNK_BYTES,
@@ -22,7 +23,6 @@ import {
   hostEndpointFor,
   parseDf,
   parseMeminfo,
-  parseQemuImgInfo,
   parseSs,
   portForwards,
   readLogChunk,
@@ -202,14 +202,6 @@ describe('stats parsers', () => {
     expect(parseDf('')).toEqual([]);
   });
 
-  it('parseQemuImgInfo: actual-size and virtual-size', () => {
-    const json = JSON.stringify({ 'virtual-size': 4294967296, filename: 'root.qcow2', format: 'qcow2', 'actual-size': 5185536 });
-    expect(parseQemuImgInfo(json)).toEqual({ allocatedBytes: 5185536, virtualBytes: 4294967296 });
-    expect(parseQemuImgInfo('{"virtual-size": 10}')).toEqual({ allocatedBytes: 0, virtualBytes: 10 });
-    expect(() => parseQemuImgInfo('nope')).toThrow(BangerError);
-    expect(() => parseQemuImgInfo('{}')).toThrow(BangerError);
-  });
-
   it('cpuPercent: ticks are 1/100 s; percent of one host CPU', () => {
     expect(cpuPercent(50, 500)).toBe(100); // a full CPU
     expect(cpuPercent(100, 500)).toBe(200); // two vCPUs busy
@@ -334,16 +326,17 @@ function setup(opts: { running?: boolean; qgaSocket?: string; agentBudgetMs?: nu
     BANGER_CONFIG_DIR: join(root, 'cfg'),
   });
   // "QEMU" is this test process: a live pid whose start time we know
-  const runtime: VmRuntime = {
+  const handle: QemuHandle = {
     pid: process.pid,
     pidStartTime: readStartTime(process.pid)!,
-    accel: 'tcg',
-    sshHost: '127.0.0.1',
-    sshPort: 42222,
     qmpSocket: join(root, 'qmp.sock'),
     qgaSocket: opts.qgaSocket ?? join(root, 'nothing-here.sock'),
-    startedAt: 'now',
   };
+  const runtime: VmRuntime = { vmm: 'qemu', pid: process.pid, accel: 'tcg', sshHost: '127.0.0.1', sshPort: 42222, startedAt: 'now' };
+  const runnerCalls: string[][] = [];
+  const runner = fakeRunner(runnerCalls);
+  // The real QEMU driver (its describeDisks runs qemu-img through the fake runner).
+  const driver = new QemuDriver({ runner, log: silentLogger() });
   const view: VmView = {
     id: 'abc123abc123',
     name: 'box',
@@ -364,16 +357,17 @@ function setup(opts: { running?: boolean; qgaSocket?: string; agentBudgetMs?: nu
     workspace: null,
     runtime: opts.running === false ? null : runtime,
   };
+  const show = (name: string): VmView => {
+    if (name !== 'box') throw new BangerError('not_found', `no VM named ${name}`);
+    return view;
+  };
   const vms = {
-    show(name: string): VmView {
-      if (name !== 'box') throw new BangerError('not_found', `no VM named ${name}`);
-      return view;
-    },
+    show,
+    booted: (name: string) => ({ vm: show(name), vmm: view.runtime ? { driver, handle } : null }),
   } as unknown as VmService;
-  const runnerCalls: string[][] = [];
   const svc = new InspectService({
     store: {} as Store,
-    runner: fakeRunner(runnerCalls),
+    runner,
     layout,
     config: DEFAULT_CONFIG,
     log: silentLogger(),

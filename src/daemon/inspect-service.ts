@@ -8,19 +8,21 @@
  * pure functions exported below. Every agent round trip is bounded, so a hung
  * guest makes the RPC fail with a coded error instead of hanging it.
  */
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { BangerError, messageOf } from '../errors/errors.js';
 import type { VmLogsResult, VmPort, VmStats } from '../rpc/methods.js';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../log/log.js';
-import type { VmRuntime, VmView } from '../model/types.js';
+import type { VmView } from '../model/types.js';
 import { vmPaths, type Layout } from '../paths/paths.js';
+import type { DiskInfo } from '../vmm/driver.js';
 import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { readProcStat, USER_HZ } from '../system/proc.js';
 import { AgentCommandError, connectAgent, type GuestAgent } from '../guest/agent.js';
 import { clip } from '../system/json-commands.js';
 import type { VmService } from './vm-service.js';
+import type { BootedVmm } from './vm-stop.js';
 
 export interface InspectServiceDeps {
   store: Store;
@@ -37,13 +39,12 @@ export interface InspectServiceDeps {
 
 /** At most this many console bytes in one `vm.logs` reply. */
 export const LOG_CHUNK_BYTES = 1024 * 1024;
-/** How long QEMU's CPU time is sampled for `vm.stats`. */
+/** How long the VMM process's CPU time is sampled for `vm.stats`. */
 export const CPU_SAMPLE_MS = 500;
 /** The whole guest-agent part of one request (connect + exec) must end within this. */
 export const AGENT_BUDGET_MS = 10_000;
 /** Of which connecting and syncing the channel may take at most this. */
 const AGENT_CONNECT_MS = 4_000;
-const QEMU_IMG_TIMEOUT_MS = 10_000;
 
 /**
  * The guest commands, run by qemu-guest-agent (no shell on our side; the
@@ -72,12 +73,11 @@ export class InspectService {
   }
 
   async stats(name: string): Promise<VmStats> {
-    const vm = this.deps.vms.show(name);
-    const rt = requireRunning(vm);
-    // Sample QEMU's CPU before talking to the agent: spawning processes in a
+    const { vm, vmm } = requireRunning(this.deps.vms.booted(name));
+    // Sample the VMM's CPU before talking to the agent: spawning processes in a
     // TCG guest costs QEMU real CPU and would inflate the figure.
-    const [cpuPercent, disks] = await Promise.all([this.sampleCpu(vm, rt), this.hostDisks(vm)]);
-    const out = await this.guestExec(vm, rt, STATS_COMMAND);
+    const [cpuPercent, disks] = await Promise.all([this.sampleCpu(vm, vmm), this.hostDisks(vm, vmm)]);
+    const out = await this.guestExec(vm, vmm, STATS_COMMAND);
     if (out.exitCode === null) throw this.guestCommandFailed(vm, STATS_COMMAND, out);
     const cut = out.stdout.indexOf(DF_MARKER);
     const meminfo = cut >= 0 ? out.stdout.slice(0, cut) : out.stdout;
@@ -95,21 +95,21 @@ export class InspectService {
   }
 
   async ports(name: string): Promise<VmPort[]> {
-    const vm = this.deps.vms.show(name);
-    const rt = requireRunning(vm);
-    const out = await this.guestExec(vm, rt, PORTS_COMMAND);
+    const { vm, vmm } = requireRunning(this.deps.vms.booted(name));
+    const out = await this.guestExec(vm, vmm, PORTS_COMMAND);
     if (out.exitCode !== 0) throw this.guestCommandFailed(vm, PORTS_COMMAND, out);
-    const forwards = portForwards(vm, rt);
+    const forwards = portForwards(vm, vm.runtime!);
     return sortPorts(parseSs(out.stdout).map((s) => ({ ...s, hostEndpoint: hostEndpointFor(s, forwards) })));
   }
 
   // ---- helpers -------------------------------------------------------
 
-  /** QEMU's CPU use over CPU_SAMPLE_MS, in percent of one host CPU (one decimal). */
-  private async sampleCpu(vm: VmView, rt: VmRuntime): Promise<number> {
+  /** The VMM process's CPU use over CPU_SAMPLE_MS, in percent of one host CPU (one decimal). */
+  private async sampleCpu(vm: VmView, vmm: BootedVmm): Promise<number> {
+    const proc = vmm.driver.hostProcess(vmm.handle);
     const read = () => {
-      const st = readProcStat(rt.pid);
-      if (!st || st.startTime !== rt.pidStartTime) throw notRunning(vm.name, 'its QEMU process is gone');
+      const st = readProcStat(proc.pid);
+      if (!st || st.startTime !== proc.startTime) throw notRunning(vm.name, 'its VMM process is gone');
       return { ticks: st.utime + st.stime, at: process.hrtime.bigint() };
     };
     const a = read();
@@ -118,32 +118,27 @@ export class InspectService {
     return cpuPercent(b.ticks - a.ticks, Number(b.at - a.at) / 1e6);
   }
 
-  /** The root overlay (qemu-img: allocated vs virtual) and the work disk when there is one. */
-  private async hostDisks(vm: VmView): Promise<VmStats['disks']> {
-    const p = vmPaths(this.deps.layout, vm.id);
-    // -U: the running QEMU holds the image's write lock; a shared read is fine for info.
-    const res = await this.deps.runner.run(['qemu-img', 'info', '-U', '--output=json', p.overlay], { timeoutMs: QEMU_IMG_TIMEOUT_MS });
-    const disks: VmStats['disks'] = [{ name: 'root', path: p.overlay, ...parseQemuImgInfo(res.stdout) }];
-    try {
-      const st = await stat(p.workDisk);
-      disks.push({ name: 'work', path: p.workDisk, allocatedBytes: st.blocks * 512, virtualBytes: st.size });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-    return disks;
+  /** The VM's disks as its driver describes them (QEMU: the root overlay per qemu-img, the work disk). */
+  private hostDisks(vm: VmView, vmm: BootedVmm): Promise<DiskInfo[]> {
+    return vmm.driver.describeDisks(vmPaths(this.deps.layout, vm.id));
   }
 
   /**
    * Runs one fixed command in the guest. Connect + exec are bounded by
    * AGENT_BUDGET_MS together; the connection is always closed.
    */
-  private async guestExec(vm: VmView, rt: VmRuntime, command: readonly string[]) {
+  private async guestExec(vm: VmView, vmm: BootedVmm, command: readonly string[]) {
     const [path, ...args] = command as [string, ...string[]];
+    // The driver says where its agent channel ends on the host; the agent client is the guest's (src/guest).
+    const socket = vmm.driver.capabilities.agentChannel === 'none' ? undefined : vmm.driver.agentSocket(vmm.handle);
+    if (socket === undefined) {
+      throw new BangerError('unavailable', `VM ${vm.name}: its VMM (${vm.vmm}) has no guest agent channel`, 'this needs the guest agent');
+    }
     const budget = this.deps.agentBudgetMs ?? AGENT_BUDGET_MS;
     const deadline = Date.now() + budget;
     let agent: GuestAgent;
     try {
-      agent = await connectAgent(rt.qgaSocket, {
+      agent = await connectAgent(socket, {
         deadlineMs: Math.min(deadline, Date.now() + AGENT_CONNECT_MS),
         attemptTimeoutMs: Math.min(3000, budget),
       });
@@ -177,9 +172,9 @@ export class InspectService {
   }
 }
 
-function requireRunning(vm: VmView): VmRuntime {
-  if (!vm.runtime) throw notRunning(vm.name, `state: ${vm.state}`);
-  return vm.runtime;
+function requireRunning(b: { vm: VmView; vmm: BootedVmm | null }): { vm: VmView; vmm: BootedVmm } {
+  if (!b.vmm || !b.vm.runtime) throw notRunning(b.vm.name, `state: ${b.vm.state}`);
+  return { vm: b.vm, vmm: b.vmm };
 }
 
 function notRunning(name: string, why: string): BangerError {
@@ -304,21 +299,6 @@ export function parseDf(text: string): DfEntry[] {
   return out;
 }
 
-/** `qemu-img info --output=json` → allocated (actual-size) and virtual size of that one file. */
-export function parseQemuImgInfo(json: string): { allocatedBytes: number; virtualBytes: number } {
-  let info: Record<string, unknown>;
-  try {
-    info = JSON.parse(json) as Record<string, unknown>;
-  } catch {
-    throw new BangerError('operation_failed', 'qemu-img info printed something that is not JSON');
-  }
-  const actual = info['actual-size'];
-  const virtual = info['virtual-size'];
-  if (typeof virtual !== 'number') throw new BangerError('operation_failed', 'qemu-img info reported no virtual-size');
-  // actual-size is absent when the file system cannot tell; 0 is the honest lower bound then
-  return { allocatedBytes: typeof actual === 'number' ? actual : 0, virtualBytes: virtual };
-}
-
 // ---- ports --------------------------------------------------------------
 
 export type ListeningSocket = Omit<VmPort, 'hostEndpoint'>;
@@ -383,7 +363,7 @@ export interface PortForward {
  * exactly one: host `sshHost:sshPort` → guest TCP 22. Bridge-mode guests are
  * reached on their own address, which this release does not track: none.
  */
-export function portForwards(vm: Pick<VmView, 'network'>, rt: Pick<VmRuntime, 'sshHost' | 'sshPort'>): PortForward[] {
+export function portForwards(vm: Pick<VmView, 'network'>, rt: { sshHost: string; sshPort: number }): PortForward[] {
   if (vm.network !== 'user') return [];
   return [{ proto: 'tcp', guestPort: 22, hostAddress: rt.sshHost, hostPort: rt.sshPort }];
 }

@@ -1,4 +1,4 @@
-/** Reconcile rules and input validation, with a real Store and real (sleep) processes standing in for QEMU. */
+/** Reconcile rules and input validation, with a real Store, the real QEMU driver and real (sleep) processes standing in for QEMU. */
 import { describe, it, expect, afterEach } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,8 @@ import { isSameProcess, killProcess, readStartTime } from '../system/proc.js';
 import { ImageService } from './image-service.js';
 import { NetworkService } from './network-service.js';
 import { VmService } from './vm-service.js';
-import { writeRuntime } from './runtime-file.js';
+import { readRuntime, writeRuntime } from './runtime-file.js';
+import { builtinDrivers } from '../vmm/drivers.js';
 import type { VmRecord, VmState } from '../model/types.js';
 import type { Connection } from '../rpc/server.js';
 import { BangerError } from '../errors/errors.js';
@@ -34,7 +35,7 @@ function setup() {
   const images = new ImageService({ store, runner, layout, config: DEFAULT_CONFIG, log, buildImage: async () => Promise.reject(new Error('no builds in this test')) });
   // No root helper here: user networking (reconcile has no bridge VMs to look after).
   const network = new NetworkService({ store, log, helperSocket: join(root, 'no-helper.sock'), configured: 'user', dnsPort: 10053 });
-  const vms = new VmService({ store, runner, layout, config: DEFAULT_CONFIG, log, images, network, bootTimeoutMs: 1000 });
+  const vms = new VmService({ store, runner, layout, config: DEFAULT_CONFIG, log, images, network, drivers: builtinDrivers({ runner, log }), bootTimeoutMs: 1000 });
   /** A VM row, its directory, and (optionally) a live stand-in process recorded as its QEMU. */
   const addVm = (name: string, state: VmState, opts: { alive?: boolean; deadPid?: boolean; ephemeral?: boolean } = {}) => {
     const vm: VmRecord = {
@@ -56,7 +57,10 @@ function setup() {
       pid = process.pid; // alive, but its start time will not match: a reused pid
       start = '1';
     }
-    if (pid) writeRuntime(p.runtimeFile, { pid, pidStartTime: start, accel: 'tcg', sshHost: '127.0.0.1', sshPort: 1, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, startedAt: 'now' });
+    if (pid) {
+      const driver = { pid, pidStartTime: start, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket };
+      writeRuntime(p.runtimeFile, { vmm: 'qemu', accel: 'tcg', sshHost: '127.0.0.1', sshPort: 1, startedAt: 'now', driver });
+    }
     return { vm, p, pid, start };
   };
   return { root, store, layout, vms, addVm };
@@ -102,6 +106,35 @@ describe('VmService.reconcile', () => {
     expect(store.findVmByName('alive')?.state).toBe('running');
     expect(isSameProcess(a.pid, a.start)).toBe(true);
     expect(vms.show('alive').runtime?.pid).toBe(a.pid);
+  });
+
+  it('adopts a running VM whose runtime.json has the shape written before the driver split (an upgrade keeps VMs that run now)', async () => {
+    const { vms, addVm, store } = setup();
+    const a = addVm('old', 'running');
+    const pid = runner.spawnDetached(['sleep', '60']);
+    const start = readStartTime(pid)!;
+    started.push({ pid, start });
+    // Exactly what the previous daemon wrote: QEMU's fields flat beside the daemon's.
+    const old = { pid, pidStartTime: start, accel: 'tcg', sshHost: '127.0.0.1', sshPort: 2222, qmpSocket: a.p.qmpSocket, qgaSocket: a.p.qgaSocket, startedAt: '2026-11-29T20:00:00.000Z' };
+    writeFileSync(a.p.runtimeFile, JSON.stringify(old, null, 2) + '\n');
+    expect(readRuntime(a.p.runtimeFile)).toEqual({
+      vmm: 'qemu',
+      accel: 'tcg',
+      sshHost: '127.0.0.1',
+      sshPort: 2222,
+      startedAt: '2026-11-29T20:00:00.000Z',
+      driver: { pid, pidStartTime: start, qmpSocket: a.p.qmpSocket, qgaSocket: a.p.qgaSocket },
+    });
+    await vms.reconcile();
+    expect(store.findVmByName('old')?.state).toBe('running');
+    expect(isSameProcess(pid, start)).toBe(true);
+    expect(vms.show('old').runtime).toEqual({ vmm: 'qemu', pid, accel: 'tcg', sshHost: '127.0.0.1', sshPort: 2222, startedAt: '2026-11-29T20:00:00.000Z' });
+    expect(vms.sshTarget('old')).toMatchObject({ host: '127.0.0.1', port: 2222 });
+    // The adopted VM is still under control: kill reaches its process through the old record.
+    await vms.kill('old', 'TERM');
+    expect(isSameProcess(pid, start)).toBe(false);
+    expect(store.findVmByName('old')?.state).toBe('stopped');
+    expect(existsSync(a.p.runtimeFile)).toBe(false);
   });
 
   it('demotes a running VM whose pid now belongs to another process, and never signals that process', async () => {

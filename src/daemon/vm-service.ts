@@ -1,14 +1,16 @@
 /**
  * VMs: create, start, stop, restart, kill, delete, prune, set, and
- * reconcile on daemon start. QEMU outlives the daemon (it is started with
- * -daemonize, in its own session) and is identified afterwards by pid AND
- * start time, so a reused pid is never signalled. Operations on one VM are
- * serialised by its lock; different VMs proceed in parallel.
+ * reconcile on daemon start. The VMM is reached only through its driver
+ * (src/vmm/driver.ts): it outlives the daemon (QEMU: -daemonize, its own
+ * session) and is identified afterwards by the handle in runtime.json, which
+ * only its driver reads (QEMU: pid AND start time, so a reused pid is never
+ * signalled). Operations on one VM are serialised by its lock; different VMs
+ * proceed in parallel.
  */
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { BangerError, messageOf } from '../errors/errors.js';
-import type { Accel, NetworkMode, ProgressEvent, SshTarget as GuestSshTarget, VmRecord, VmRuntime, VmView } from '../model/types.js';
+import type { Accel, NetworkMode, ProgressEvent, SshTarget as GuestSshTarget, Vmm, VmRecord, VmRuntime, VmView } from '../model/types.js';
 import { generateVmId, generateVmName, validateImageName, validateVmName } from '../model/names.js';
 import { formatSize } from '../model/sizes.js';
 import { DISK_SIZE_HINT, diskSizeProblem } from '../model/limits.js';
@@ -16,10 +18,10 @@ import { imagePaths, vmPaths, type Layout, type VmPaths } from '../paths/paths.j
 import { invalidRowError, type InvalidRow, type Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { ensureDir } from '../system/fs.js';
-import { isSameProcess, killProcess, waitForExit } from '../system/proc.js';
 import type { Logger } from '../log/log.js';
 import { MIN_MEMORY_MIB, type Config } from '../config/config.js';
-import { probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
+import { resolveAccel, type AccelChoice } from '../vmm/accel.js';
+import type { DriverRegistry, VmmDriver, VmmHandle } from '../vmm/driver.js';
 import { removeHost } from '../guest/known-hosts.js';
 import { createWorkDisk, growWorkDisk } from '../guest/work-disk.js';
 import { KILL_SIGNALS, type VmSshTarget as SshTarget, type VmCreateResult } from '../rpc/methods.js';
@@ -27,10 +29,11 @@ import type { Connection } from '../rpc/server.js';
 import { DEFAULT_IMAGE, type ImageService } from './image-service.js';
 import type { NetworkService } from './network-service.js';
 import { KeyedMutex } from './locks.js';
-import { readRuntime, removeRuntime } from './runtime-file.js';
+import { readRuntime, removeRuntime, type RuntimeRecord } from './runtime-file.js';
 import { runSteps, type Step } from './steps.js';
-import { bootSteps, killQemu, orphanQemu } from './vm-boot.js';
-import { gracefulStop, type StopReport } from './vm-stop.js';
+import { bootSteps, VMM_NAMES } from './vm-boot.js';
+import { forceStop, gracefulStop, type BootedVmm, type StopReport } from './vm-stop.js';
+import { realGuestOps, type GuestOps } from './guest-ops.js';
 import { removeTreeUnder } from './safe-remove.js';
 
 export interface VmServiceDeps {
@@ -41,6 +44,10 @@ export interface VmServiceDeps {
   log: Logger;
   images: ImageService;
   network: NetworkService;
+  /** The VMM drivers (src/vmm/drivers.ts); a VM's `vmm` picks its driver. */
+  drivers: DriverRegistry;
+  /** Guest agent and SSH (readiness, stop chain); default the real ones (tests pass fakes). */
+  guest?: GuestOps;
   /** Boot deadline (agent + SSH), ms. */
   bootTimeoutMs: number;
   /** Test-only fault injection, called as each create/start step begins (compose.ts: BANGER_TEST_CRASH_AT_STEP). */
@@ -75,14 +82,23 @@ export { MIN_DISK_BYTES, MAX_DISK_BYTES } from '../model/limits.js';
 type Progress = (ev: ProgressEvent) => void;
 const noProgress: Progress = () => undefined;
 
+/** A VM's runtime.json, read back with its driver and the driver's parsed handle. */
+interface Booted extends BootedVmm {
+  record: RuntimeRecord;
+}
+
 export class VmService {
   private readonly locks = new KeyedMutex();
   private readonly reservedPorts = new Set<number>();
   /** Invalid rows already logged by list (a client polling vm list must not grow the log). */
   private readonly warnedRows = new Set<number>();
-  private accelChoice: Promise<{ accel: 'kvm' | 'tcg'; warning?: string }> | undefined;
+  /** One accelerator probe per VMM per daemon. */
+  private readonly accelChoice = new Map<Vmm, Promise<AccelChoice>>();
+  private readonly guest: GuestOps;
 
-  constructor(private readonly deps: VmServiceDeps) {}
+  constructor(private readonly deps: VmServiceDeps) {
+    this.guest = deps.guest ?? realGuestOps;
+  }
 
   // ---- queries -------------------------------------------------------
 
@@ -104,6 +120,13 @@ export class VmService {
 
   show(name: string): VmView {
     return this.view(this.find(name));
+  }
+
+  /** A VM as shown, with its VMM (driver + handle) when that is alive: for read-only inspection (vm stats, vm ports). */
+  booted(name: string): { vm: VmView; vmm: BootedVmm | null } {
+    const vm = this.find(name);
+    const b = this.liveBooted(vm);
+    return { vm: this.viewWith(vm, b ? viewRuntime(b) : null), vmm: b };
   }
 
   sshTarget(name: string): SshTarget {
@@ -145,7 +168,8 @@ export class VmService {
       { vcpu: params.vcpu === undefined, memoryMib: params.memoryMib === undefined, diskBytes: params.diskBytes === undefined },
     );
     validateImageName(imageName, 'image');
-    if (config.vmm !== 'qemu') {
+    const driver = this.deps.drivers(config.vmm);
+    if (!driver) {
       throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
     }
     if (imageName !== DEFAULT_IMAGE) this.deps.images.show(imageName); // not_found before any side effect
@@ -153,6 +177,10 @@ export class VmService {
     const start = params.start !== false;
     if (!start && params.ephemeral) throw new BangerError('bad_request', 'an ephemeral VM (--rm) must be started');
     const { mode: network } = await this.deps.network.resolveMode(params.network);
+    const can = driver.capabilities;
+    if (network === 'user' ? !can.userNetworking : !can.tapNetworking) {
+      throw new BangerError('unavailable', `the ${driver.vmm} driver has no ${network} networking`, `pick the other network mode`, { field: 'network' });
+    }
 
     const now = new Date().toISOString();
     const vm: VmRecord = {
@@ -163,7 +191,7 @@ export class VmService {
       memoryMib,
       systemOverlayBytes: config.systemOverlayBytes,
       diskBytes,
-      vmm: 'qemu',
+      vmm: driver.vmm,
       network,
       state: 'creating',
       ephemeral: params.ephemeral === true,
@@ -214,10 +242,7 @@ export class VmService {
             message: `root overlay (${formatSize(vm.systemOverlayBytes)}) and work disk (${formatSize(vm.diskBytes)})`,
             run: async () => {
               ensureDir(p.dir);
-              await this.deps.runner.run(
-                ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', img.rootfs, '-F', 'raw', p.overlay, String(vm.systemOverlayBytes)],
-                { timeoutMs: 60_000 },
-              );
+              await driver.prepareDisks({ files: p, baseImage: img.rootfs, rootBytes: vm.systemOverlayBytes });
               await createWorkDisk(this.deps.runner, p.workDisk, vm.diskBytes);
             },
             rollback: async () => this.removeFiles(vm, p),
@@ -231,12 +256,12 @@ export class VmService {
         const boot = this.bootStepsFor(vm, p, progress, abort.signal);
         await runSteps([...disks, ...boot.steps], this.stepHooks(vm, progress, abort.signal));
         store.setVmState(vm.id, 'running');
-        return boot.result();
+        return { ...boot.result(), driver };
       });
       const fresh = this.find(vm.name);
       return {
-        vm: this.viewWith(fresh, rt),
-        ssh: rt ? this.targetFor(fresh, rt) : null,
+        vm: this.viewWith(fresh, rt ? viewRuntime(rt) : null),
+        ssh: rt ? this.targetFor(fresh, rt.record) : null,
         bootMs: Date.now() - started,
       };
     } catch (e) {
@@ -261,7 +286,7 @@ export class VmService {
       }
       const rt = await this.bootStopped(vm, progress);
       const fresh = this.current(vm);
-      return { vm: this.viewWith(fresh, rt), ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
+      return { vm: this.viewWith(fresh, viewRuntime(rt)), ssh: this.targetFor(fresh, rt.record), bootMs: Date.now() - started };
     });
   }
 
@@ -284,23 +309,23 @@ export class VmService {
       await this.stopLocked(vm);
       const rt = await this.bootStopped(this.current(vm), progress);
       const fresh = this.current(vm);
-      return { vm: this.viewWith(fresh, rt), ssh: this.targetFor(fresh, rt), bootMs: Date.now() - started };
+      return { vm: this.viewWith(fresh, viewRuntime(rt)), ssh: this.targetFor(fresh, rt.record), bootMs: Date.now() - started };
     });
   }
 
-  /** Forceful: signals QEMU (default SIGKILL); the VM ends `stopped` with its resources released. */
+  /** Forceful: signals the VMM (default SIGKILL); the VM ends `stopped` with its resources released. */
   async kill(name: string, signal: KillSignal = 'KILL'): Promise<VmView> {
     const vm0 = this.find(name);
     return this.locks.run(vm0.id, async () => {
       const vm = this.current(vm0);
       const p = vmPaths(this.deps.layout, vm.id);
-      const rt = readRuntime(p.runtimeFile);
-      if (rt && isSameProcess(rt.pid, rt.pidStartTime)) {
+      const b = this.readBooted(p);
+      if (b && b.driver.isAlive(b.handle)) {
         this.deps.log.info({ vm: vm.name, signal }, 'kill');
-        killProcess(rt.pid, rt.pidStartTime, `SIG${signal}`);
-        if (!(await waitForExit(rt.pid, rt.pidStartTime, 10_000))) {
-          this.deps.log.warn({ vm: vm.name, signal }, `QEMU survived SIG${signal} for 10 s; SIGKILL`);
-          await killQemu(this.deps.log, vm.name, rt, 'SIGKILL');
+        b.driver.signal(b.handle, `SIG${signal}`);
+        if (!(await b.driver.waitForExit(b.handle, 10_000))) {
+          this.deps.log.warn({ vm: vm.name, signal }, `${VMM_NAMES[b.driver.vmm]} survived SIG${signal} for 10 s; SIGKILL`);
+          await forceStop(this.deps.log, vm.name, b, 'SIGKILL');
         }
       }
       this.releaseRuntime(p);
@@ -317,13 +342,13 @@ export class VmService {
     await this.locks.run(vm0.id, async () => {
       const vm = this.current(vm0);
       const p = vmPaths(this.deps.layout, vm.id);
-      const rt = readRuntime(p.runtimeFile);
-      const alive = rt !== undefined && isSameProcess(rt.pid, rt.pidStartTime);
+      const b = this.readBooted(p);
+      const alive = b !== undefined && b.driver.isAlive(b.handle);
       if (alive && !force) {
         throw new BangerError('conflict', `VM ${vm.name} is running`, `stop it first (\`banger vm stop ${vm.name}\`), or delete it anyway with \`banger vm delete -f ${vm.name}\``);
       }
       this.deps.store.setVmState(vm.id, 'deleting');
-      if (rt && alive) await killQemu(this.deps.log, vm.name, rt); // its disks are about to go: no need to be gentle
+      if (b && alive) await forceStop(this.deps.log, vm.name, b); // its disks are about to go: no need to be gentle
       await this.deps.network.detach(vm);
       this.removeFiles(vm, p);
       this.deps.store.deleteVm(vm.id);
@@ -332,7 +357,7 @@ export class VmService {
   }
 
   /**
-   * VMs prune would remove: stopped (or failed) ones with no live QEMU. A VM
+   * VMs prune would remove: stopped (or failed) ones with no live VMM. A VM
    * being created or started is not a candidate, and delete re-checks
    * liveness under the VM's lock, so a peer's VM that comes up meanwhile is kept.
    */
@@ -382,10 +407,12 @@ export class VmService {
   // ---- reconcile -----------------------------------------------------
 
   /**
-   * Daemon start: adopt VMs whose QEMU (same pid AND start time) is alive,
-   * demote dead ones to stopped, and roll back anything caught mid-create,
-   * mid-delete, or ephemeral (its client cannot have survived the restart).
-   * A stopped VM with a live QEMU was caught mid-start: that start is rolled back.
+   * Daemon start: adopt VMs whose VMM is alive (its driver says so from the
+   * handle in runtime.json: QEMU's same pid AND start time), demote dead ones
+   * to stopped, and roll back anything caught mid-create, mid-delete, or
+   * ephemeral (its client cannot have survived the restart). A stopped VM
+   * with a live VMM was caught mid-start: that start is rolled back.
+   * runtime.json written before the driver split is read too (runtime-file.ts).
    */
   async reconcile(): Promise<void> {
     const { valid, invalid } = this.deps.store.scanVms();
@@ -393,28 +420,30 @@ export class VmService {
     for (const row of invalid) this.warnInvalid(row, 'reconcile');
     for (const vm of valid) {
       const p = vmPaths(this.deps.layout, vm.id);
-      const rt = readRuntime(p.runtimeFile);
-      const alive = rt !== undefined && isSameProcess(rt.pid, rt.pidStartTime);
-      // QEMU that started but never made it into runtime.json (the daemon died in between).
-      const orphan = alive ? undefined : orphanQemu(p);
+      const b = this.readBooted(p);
+      const alive = b !== undefined && b.driver.isAlive(b.handle);
+      // A VMM that started but never made it into runtime.json (the daemon died in between).
+      const driver = this.deps.drivers(vm.vmm);
+      const orphanHandle = alive || !driver ? undefined : driver.findOrphan(p);
+      const orphan: BootedVmm | undefined = driver && orphanHandle ? { driver, handle: orphanHandle } : undefined;
       const log = this.deps.log.child({ vm: vm.name, state: vm.state });
       if (vm.state === 'creating' || vm.state === 'deleting' || vm.ephemeral) {
-        log.info({ ephemeral: vm.ephemeral, orphan: orphan?.pid }, 'reconcile: rolling back');
-        if (rt && alive) await killQemu(this.deps.log, vm.name, rt);
-        else if (orphan) await killQemu(this.deps.log, vm.name, orphan);
+        log.info({ ephemeral: vm.ephemeral, orphan: orphan && pidOf(orphan) }, 'reconcile: rolling back');
+        if (b && alive) await forceStop(this.deps.log, vm.name, b);
+        else if (orphan) await forceStop(this.deps.log, vm.name, orphan);
         await this.deps.network.detach(vm);
         this.removeFiles(vm, p);
         this.deps.store.deleteVm(vm.id);
       } else if (vm.state === 'running' && alive) {
-        log.info({ pid: rt!.pid }, 'reconcile: adopted');
+        log.info({ pid: pidOf(b!) }, 'reconcile: adopted');
       } else if (alive || orphan) {
-        const qemu = alive ? rt! : orphan!;
-        log.info({ pid: qemu.pid }, 'reconcile: a start was interrupted; stopping its QEMU');
-        await killQemu(this.deps.log, vm.name, qemu);
+        const vmm = alive ? b! : orphan!;
+        log.info({ pid: pidOf(vmm) }, 'reconcile: a start was interrupted; stopping its VMM');
+        await forceStop(this.deps.log, vm.name, vmm);
         this.releaseRuntime(p);
         if (vm.state === 'running') this.deps.store.setVmState(vm.id, 'stopped');
-      } else if (vm.state === 'running' || rt) {
-        log.info('reconcile: QEMU gone, demoting to stopped');
+      } else if (vm.state === 'running' || b) {
+        log.info('reconcile: VMM gone, demoting to stopped');
         this.releaseRuntime(p);
         this.deps.store.setVmState(vm.id, 'stopped');
       }
@@ -425,7 +454,7 @@ export class VmService {
 
   // ---- internals -----------------------------------------------------
 
-  private async bootStopped(vm: VmRecord, progress: Progress): Promise<VmRuntime> {
+  private async bootStopped(vm: VmRecord, progress: Progress): Promise<Booted> {
     const p = vmPaths(this.deps.layout, vm.id);
     const boot = this.bootStepsFor(vm, p, progress);
     try {
@@ -435,15 +464,15 @@ export class VmService {
       throw e;
     }
     this.deps.store.setVmState(vm.id, 'running');
-    return boot.result();
+    return { ...boot.result(), driver: this.requireDriver(vm.vmm) };
   }
 
   private async stopLocked(vm: VmRecord): Promise<StopReport> {
     const p = vmPaths(this.deps.layout, vm.id);
-    const rt = readRuntime(p.runtimeFile);
+    const b = this.readBooted(p);
     let report: StopReport = { asked: 'none', synced: false, ended: 'already gone', ms: 0 };
-    if (rt && isSameProcess(rt.pid, rt.pidStartTime)) {
-      report = await gracefulStop(this.deps.log, vm.name, rt, this.targetFor(vm, rt), this.deps.config.stopTimeoutSeconds * 1000);
+    if (b && b.driver.isAlive(b.handle)) {
+      report = await gracefulStop(this.deps.log, vm.name, b, this.targetFor(vm, b.record), this.deps.config.stopTimeoutSeconds * 1000, this.guest);
     }
     this.releaseRuntime(p);
     await this.deps.network.detach(vm);
@@ -461,7 +490,9 @@ export class VmService {
       progress,
       signal,
       bootTimeoutMs: this.deps.bootTimeoutMs,
-      chooseAccel: (kernel) => this.chooseAccel(this.deps.config.accel, kernel),
+      driver: this.requireDriver(vm.vmm),
+      guest: this.guest,
+      chooseAccel: (kernel) => this.chooseAccel(this.requireDriver(vm.vmm), this.deps.config.accel, kernel),
       reservedPorts: this.reservedPorts,
       targetFor: (rt) => this.targetFor(vm, rt),
       onFault: this.deps.onStepStart,
@@ -509,16 +540,35 @@ export class VmService {
     this.deps.log.warn({ rowid: row.rowid, vm: row.label, problem: row.problem, during }, 'state.db: skipping an invalid VM row (left untouched, no file of it is touched)');
   }
 
-  private chooseAccel(requested: Accel, kernel: string): Promise<{ accel: 'kvm' | 'tcg'; warning?: string }> {
+  private chooseAccel(driver: VmmDriver, requested: Accel, kernel: string): Promise<AccelChoice> {
     if (requested === 'tcg') return Promise.resolve({ accel: 'tcg' });
-    // The probe boots a kernel for a few seconds: do it once per daemon.
-    this.accelChoice ??= probeKvm({ runner: this.deps.runner }, { kernel }).then((probe) => {
-      this.deps.log.info({ probe }, 'kvm probe');
-      return resolveAccel(requested, probe);
-    });
-    const choice = this.accelChoice;
-    choice.catch(() => (this.accelChoice = undefined));
+    // The probe boots a kernel for a few seconds: do it once per daemon (per VMM).
+    let choice = this.accelChoice.get(driver.vmm);
+    if (!choice) {
+      choice = driver.probeAccel(kernel).then((probe) => {
+        this.deps.log.info({ probe }, 'kvm probe');
+        return resolveAccel(requested, probe);
+      });
+      this.accelChoice.set(driver.vmm, choice);
+      choice.catch(() => this.accelChoice.delete(driver.vmm));
+    }
     return choice;
+  }
+
+  /** The driver of a VM's VMM; `unavailable` when this build does not carry it. */
+  private requireDriver(vmm: Vmm): VmmDriver {
+    const driver = this.deps.drivers(vmm);
+    if (!driver) throw new BangerError('unavailable', `this VM uses the ${vmm} VMM, which this version of banger does not carry`, 'delete it, or use a banger that has that driver');
+    return driver;
+  }
+
+  /** runtime.json with its driver and that driver's parsed handle; undefined when missing or unreadable. */
+  private readBooted(p: VmPaths): Booted | undefined {
+    const record = readRuntime(p.runtimeFile);
+    if (!record) return undefined;
+    const driver = this.deps.drivers(record.vmm);
+    const handle: VmmHandle | undefined = driver?.parseHandle(record.driver);
+    return driver && handle ? { record, driver, handle } : undefined;
   }
 
   private uniqueName(): string {
@@ -564,9 +614,15 @@ export class VmService {
     return now;
   }
 
+  /** The VM's booted VMM when it is alive. */
+  private liveBooted(vm: VmRecord): Booted | null {
+    const b = this.readBooted(vmPaths(this.deps.layout, vm.id));
+    return b && b.driver.isAlive(b.handle) ? b : null;
+  }
+
   private liveRuntime(vm: VmRecord): VmRuntime | null {
-    const rt = readRuntime(vmPaths(this.deps.layout, vm.id).runtimeFile);
-    return rt && isSameProcess(rt.pid, rt.pidStartTime) ? rt : null;
+    const b = this.liveBooted(vm);
+    return b ? viewRuntime(b) : null;
   }
 
   private view(vm: VmRecord): VmView {
@@ -577,7 +633,7 @@ export class VmService {
     return { ...vm, runtime, workspace: this.deps.store.findWorkspace(vm.id) };
   }
 
-  private targetFor(vm: VmRecord, rt: VmRuntime): SshTarget & GuestSshTarget {
+  private targetFor(vm: VmRecord, rt: Pick<VmRuntime, 'sshHost' | 'sshPort'>): SshTarget & GuestSshTarget {
     return {
       name: vm.name,
       host: rt.sshHost,
@@ -588,6 +644,16 @@ export class VmService {
       hostKeyAlias: hostKeyAlias(vm.name),
     };
   }
+}
+
+/** The view of a booted VM's runtime (vm show, RPC): the daemon's part and the VMM's pid. */
+function viewRuntime(b: Booted): VmRuntime {
+  const { vmm, accel, sshHost, sshPort, startedAt } = b.record;
+  return { vmm, pid: pidOf(b), accel, sshHost, sshPort, startedAt };
+}
+
+function pidOf(b: BootedVmm): number {
+  return b.driver.hostProcess(b.handle).pid;
 }
 
 function notRunning(vm: VmRecord): BangerError {

@@ -1,4 +1,4 @@
-/** A guest that cannot be reached must not make a stop outlast its window. */
+/** A guest that cannot be reached must not make a stop outlast its window (the real QEMU driver, a sleep standing in for QEMU). */
 import { describe, it, expect } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,9 @@ import { createRunner } from '../system/runner.js';
 import { isSameProcess, killProcess, readStartTime } from '../system/proc.js';
 import { silentLogger } from '../log/log.js';
 import { gracefulStop } from './vm-stop.js';
+import { QemuDriver } from '../vmm/qemu/driver.js';
+
+const driver = new QemuDriver({ runner: createRunner(), log: silentLogger() });
 
 async function closedPort(): Promise<number> {
   const srv = createServer();
@@ -27,7 +30,7 @@ describe('gracefulStop', () => {
       const report = await gracefulStop(
         silentLogger(),
         'unreachable',
-        { pid, pidStartTime: start, accel: 'tcg', sshHost: '127.0.0.1', sshPort: await closedPort(), qmpSocket: join(dir, 'qmp.sock'), qgaSocket: join(dir, 'qga.sock'), startedAt: 'now' },
+        { driver, handle: { pid, pidStartTime: start, qmpSocket: join(dir, 'qmp.sock'), qgaSocket: join(dir, 'qga.sock') } },
         { host: '127.0.0.1', port: await closedPort(), user: 'root', privateKeyPath: join(dir, 'none'), knownHostsPath: join(dir, 'kh'), hostKeyAlias: 'unreachable.vm' },
         3000,
       );
@@ -46,7 +49,7 @@ describe('gracefulStop', () => {
     const report = await gracefulStop(
       silentLogger(),
       'gone',
-      { pid: 999999, pidStartTime: '1', accel: 'tcg', sshHost: '127.0.0.1', sshPort: 1, qmpSocket: '/nonexistent', qgaSocket: '/nonexistent', startedAt: 'now' },
+      { driver, handle: { pid: 999999, pidStartTime: '1', qmpSocket: '/nonexistent', qgaSocket: '/nonexistent' } },
       { host: '127.0.0.1', port: 1, user: 'root', privateKeyPath: '/none', knownHostsPath: '/none', hostKeyAlias: 'gone.vm' },
       3000,
     );

@@ -13,7 +13,10 @@ import type { HelperInfo } from '../helper/ops.js';
 import { manualResolverHint } from '../helper/resolver.js';
 import { imagePaths } from '../paths/paths.js';
 import { exists } from '../system/fs.js';
-import { probeKvm, resolveAccel } from '../vmm/qemu/accel.js';
+import { resolveAccel } from '../vmm/accel.js';
+import type { HostTool, VmmDriver } from '../vmm/driver.js';
+import { builtinDrivers } from '../vmm/drivers.js';
+import { silentLogger } from '../log/log.js';
 import { messageOf } from '../errors/errors.js';
 
 export interface Check {
@@ -22,9 +25,8 @@ export interface Check {
   detail: string;
 }
 
-const TOOLS: Array<{ name: string; argv: string[]; pkg: string; why: string }> = [
-  { name: 'qemu-system-x86_64', argv: ['qemu-system-x86_64', '--version'], pkg: 'qemu-system-x86', why: 'runs the VMs' },
-  { name: 'qemu-img', argv: ['qemu-img', '--version'], pkg: 'qemu-utils', why: 'makes per-VM overlays' },
+/** What banger needs besides its VMM's own tools (the driver lists those: `hostTools`). */
+const TOOLS: HostTool[] = [
   { name: 'mkfs.ext4', argv: ['mkfs.ext4', '-V'], pkg: 'e2fsprogs', why: 'makes images and config disks' },
   { name: 'mmdebstrap', argv: ['mmdebstrap', '--version'], pkg: 'mmdebstrap', why: 'builds the default image' },
   { name: 'ssh', argv: ['ssh', '-V'], pkg: 'openssh-client', why: "interactive `vm ssh`; ssh-keygen makes banger's key" },
@@ -38,7 +40,21 @@ export async function runChecks(
 ): Promise<Check[]> {
   const { runner, layout } = deps;
   const checks: Check[] = [];
-  for (const t of TOOLS) {
+  let accel: 'auto' | 'kvm' | 'tcg' = 'auto';
+  let config: Config | undefined;
+  let configCheck: Check;
+  try {
+    config = loadConfig(layout.configFile);
+    accel = config.accel;
+    configCheck = { name: 'config', status: 'pass', detail: exists(layout.configFile) ? layout.configFile : 'defaults (no config.toml)' };
+  } catch (e) {
+    configCheck = { name: 'config', status: 'fail', detail: messageOf(e) };
+  }
+  // The configured VMM's driver names its own tools and probes the accelerator.
+  const vmm = config?.vmm ?? 'qemu';
+  const driver = builtinDrivers({ runner, log: silentLogger() })(vmm);
+
+  for (const t of [...(driver?.hostTools ?? []), ...TOOLS]) {
     try {
       const r = await runner.run(t.argv, { allowFailure: true, timeoutMs: 10_000 });
       const first = (r.stdout || r.stderr).split('\n').find((l) => l.trim().length > 0) ?? '';
@@ -48,17 +64,9 @@ export async function runChecks(
     }
   }
 
-  let accel: 'auto' | 'kvm' | 'tcg' = 'auto';
-  let config: Config | undefined;
-  try {
-    config = loadConfig(layout.configFile);
-    accel = config.accel;
-    checks.push({ name: 'config', status: 'pass', detail: exists(layout.configFile) ? layout.configFile : 'defaults (no config.toml)' });
-  } catch (e) {
-    checks.push({ name: 'config', status: 'fail', detail: messageOf(e) });
-  }
-
-  checks.push(await kvmCheck(runner, layout, accel, opts.defaultImage));
+  checks.push(configCheck);
+  if (driver) checks.push(await kvmCheck(driver, layout, accel, opts.defaultImage));
+  else checks.push({ name: 'vmm', status: 'fail', detail: `vmm = "${vmm}" in config.toml: only the qemu driver is available in this version; set vmm = "qemu" (or remove the key)` });
   checks.push(writableCheck('state dir', layout.stateDir));
   checks.push(writableCheck('runtime dir', layout.runtimeDir));
   if (config) checks.push(...(await networkChecks(config)));
@@ -72,7 +80,7 @@ export async function runChecks(
   return checks;
 }
 
-async function kvmCheck(runner: Runner, layout: Layout, requested: 'auto' | 'kvm' | 'tcg', image: string): Promise<Check> {
+async function kvmCheck(driver: VmmDriver, layout: Layout, requested: 'auto' | 'kvm' | 'tcg', image: string): Promise<Check> {
   if (requested === 'tcg') return { name: 'accelerator', status: 'pass', detail: 'TCG (accel = "tcg" in config)' };
   if (!exists('/dev/kvm')) {
     return { name: 'accelerator', status: requested === 'kvm' ? 'fail' : 'warn', detail: 'no /dev/kvm: TCG fallback in effect (VMs run much slower)' };
@@ -85,7 +93,7 @@ async function kvmCheck(runner: Runner, layout: Layout, requested: 'auto' | 'kvm
       detail: `/dev/kvm present; not probed yet (the probe boots the ${image} image's kernel, built on first use)`,
     };
   }
-  const probe = await probeKvm({ runner }, { kernel });
+  const probe = await driver.probeAccel(kernel);
   try {
     const choice = resolveAccel(requested, probe);
     return choice.accel === 'kvm'

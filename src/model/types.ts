@@ -36,16 +36,18 @@ export interface VmRecord {
   updatedAt: string;
 }
 
-/** What is true right now about a running VM: rebuilt from the OS on daemon start. */
+/**
+ * What is true right now about a running VM, as shown (vm show, RPC):
+ * rebuilt from runtime.json and the OS on daemon start. What only the VMM
+ * driver reads (its pid start time, control sockets) stays in runtime.json.
+ */
 export interface VmRuntime {
+  vmm: Vmm;
+  /** The VMM's host process. */
   pid: number;
-  /** Field 22 of /proc/PID/stat: lets us tell our QEMU from a reused pid. */
-  pidStartTime: string;
   accel: 'kvm' | 'tcg';
   sshHost: string;
   sshPort: number;
-  qmpSocket: string;
-  qgaSocket: string;
   startedAt: string;
 }
 

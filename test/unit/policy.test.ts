@@ -1,7 +1,7 @@
 /** Layering rules, pinned. */
 import { describe, it, expect } from 'vitest';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -14,6 +14,11 @@ function files(dir: string): string[] {
 }
 
 const src = files(join(root, 'src')).map((p) => ({ path: relative(root, p), text: readFileSync(p, 'utf8') }));
+
+/** The repo-relative paths a file imports (relative specifiers only). */
+function importsOf(f: { path: string; text: string }): string[] {
+  return [...f.text.matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)].map((m) => relative(root, resolve(root, dirname(f.path), m[1]!)));
+}
 
 describe('layering', () => {
   it('only src/system imports node:child_process', () => {
@@ -32,6 +37,16 @@ describe('layering', () => {
 
   it('src/model does no I/O', () => {
     const offenders = src.filter((f) => f.path.startsWith('src/model/') && /from 'node:(fs|net|child_process|http)/.test(f.text));
+    expect(offenders.map((f) => f.path)).toEqual([]);
+  });
+
+  it('src/daemon reaches a VMM only through its driver: nothing in it imports src/vmm/qemu', () => {
+    const offenders = src.filter((f) => f.path.startsWith('src/daemon/') && importsOf(f).some((i) => i.startsWith('src/vmm/qemu/')));
+    expect(offenders.map((f) => f.path)).toEqual([]);
+  });
+
+  it('outside src/vmm/qemu only src/vmm/drivers.ts imports the QEMU driver\'s modules', () => {
+    const offenders = src.filter((f) => !f.path.startsWith('src/vmm/qemu/') && f.path !== 'src/vmm/drivers.ts' && importsOf(f).some((i) => i.startsWith('src/vmm/qemu/')));
     expect(offenders.map((f) => f.path)).toEqual([]);
   });
 

@@ -9,17 +9,14 @@
  */
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { BangerError, messageOf } from '../../errors/errors.js';
+import { messageOf } from '../../errors/errors.js';
 import type { Runner } from '../../system/runner.js';
 import { MICROVM_MACHINE, QEMU_SYSTEM_X86_64, cpuModel } from './argv.js';
+import type { AccelProbe } from '../accel.js';
 
-export interface KvmProbeResult {
-  usable: boolean;
-  /** One line: why KVM is (not) usable. */
-  reason: string;
-  /** How long the probe took (ms). */
-  ms: number;
-}
+/** The probe's result (the VMM-neutral shape; resolveAccel picks the accelerator from it). */
+export type KvmProbeResult = AccelProbe;
+export { resolveAccel, type AccelChoice } from '../accel.js';
 
 export interface KvmProbeOptions {
   /** A bootable x86-64 Linux kernel (bzImage). */
@@ -129,31 +126,6 @@ export function kvmDeviceProblem(device = '/dev/kvm'): string | undefined {
     return `${device} is not readable and writable by this user (add the user to the "kvm" group)`;
   }
   return undefined;
-}
-
-export interface AccelChoice {
-  accel: 'kvm' | 'tcg';
-  /** Set when `auto` fell back to TCG: show it to the user. */
-  warning?: string;
-}
-
-/**
- * auto: KVM only if the probe proved it works, else TCG with a warning.
- * kvm: KVM, or a coded error when the probe says it does not work.
- * tcg: TCG.
- */
-export function resolveAccel(requested: 'auto' | 'kvm' | 'tcg', probe: KvmProbeResult | null | undefined): AccelChoice {
-  if (requested === 'tcg') return { accel: 'tcg' };
-  if (probe?.usable) return { accel: 'kvm' };
-  const reason = probe ? probe.reason : 'it was not probed';
-  if (requested === 'kvm') {
-    throw new BangerError(
-      'unavailable',
-      `accel = "kvm" is configured but KVM is not usable here: ${reason}`,
-      'set accel = "auto" (falls back to TCG) or "tcg" in the config file; `banger doctor` runs the KVM probe',
-    );
-  }
-  return { accel: 'tcg', warning: `KVM is not usable here (${reason}); using TCG software emulation — VMs will be much slower` };
 }
 
 /**

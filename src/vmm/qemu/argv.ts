@@ -20,7 +20,6 @@
  * process is a grandchild in its own session (it is NOT a session leader: QEMU
  * forks, calls setsid, and forks again) and writes its pid to paths.pidFile.
  */
-import type { VmPaths } from '../../paths/paths.js';
 import { BangerError } from '../../errors/errors.js';
 import { vmNameProblem } from '../../model/names.js';
 
@@ -43,6 +42,17 @@ export const MICROVM_MACHINE = 'microvm,acpi=on,rtc=on,pit=on,pic=off,isa-serial
 /** The guest-agent port name qemu-ga looks for by default. */
 export const GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
 
+/** The files one QEMU uses: the VM's disks and console, and QEMU's own pid file and sockets. */
+export interface QemuPaths {
+  overlay: string;
+  configDisk: string;
+  workDisk: string;
+  consoleLog: string;
+  pidFile: string;
+  qmpSocket: string;
+  qgaSocket: string;
+}
+
 export interface QemuSpec {
   vcpu: number;
   memoryMib: number;
@@ -51,7 +61,7 @@ export interface QemuSpec {
   /** Empty string: boot without an initrd. */
   initrd: string;
   cmdline: string;
-  paths: VmPaths;
+  paths: QemuPaths;
   /** Host loopback port forwarded to the guest's port 22 (user networking; ignored with `tap`). */
   sshHostPort: number;
   /** Bridge networking: attach eth0 to this existing tap (made by the root helper, owned by our user). */

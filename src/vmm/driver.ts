@@ -1,0 +1,160 @@
+/**
+ * The VMM driver interface (in the spirit of Lima's pkg/driver): what the
+ * daemon asks of a virtual machine monitor, and nothing about how. One
+ * implementation per VMM (`src/vmm/qemu/driver.ts`); the daemon reaches them
+ * only through `src/vmm/drivers.ts` and this file, never a VMM's own modules
+ * (test/unit/policy.test.ts).
+ *
+ * The daemon owns the VM: its row, its steps and their rollback, the
+ * network, the per-boot config disk, the work disk, readiness (guest agent
+ * and SSH) and the stop chain. A driver owns the VMM: its disks' format, its
+ * command line, its process, its control socket, where its guest-agent
+ * channel ends on the host. `boot` returns a handle that the daemon writes
+ * into runtime.json ("driver") without looking inside, and hands back to the
+ * driver for everything after (alive? power down, kill, describe).
+ */
+import type { Vmm } from '../model/types.js';
+import type { AccelProbe } from './accel.js';
+
+export type { AccelProbe };
+
+/** What a VMM can do; the daemon reads these instead of asking which VMM it is. */
+export interface VmmCapabilities {
+  /** Rootless user-mode networking, with the guest's SSH forwarded from a host loopback port. */
+  userNetworking: boolean;
+  /** Attach the guest's NIC to an existing tap (bridge networking). */
+  tapNetworking: boolean;
+  /**
+   * How the guest agent (qemu-guest-agent's protocol) is reached:
+   * 'virtio-serial' — a host Unix socket (`agentSocket`) wired to a
+   * virtio-serial port; 'none' — no agent channel (the daemon then relies
+   * on SSH alone).
+   */
+  agentChannel: 'virtio-serial' | 'none';
+  /** The root disk is a qcow2 copy-on-write overlay over the image's rootfs. */
+  qcow2Overlays: boolean;
+  /** Snapshot a running VM and restore from it (not in this version). */
+  snapshots: boolean;
+}
+
+/**
+ * What `boot` returns: a JSON object the daemon persists in runtime.json and
+ * passes back. Only the driver that made it reads inside it; a handle read
+ * from disk is trusted only after `parseHandle`.
+ */
+export type VmmHandle = Readonly<Record<string, unknown>>;
+
+/**
+ * A VM's files, as the daemon lays them out (src/paths). The driver names
+ * its own files (pid file, control sockets) inside `dir` and `socketsDir`.
+ */
+export interface VmFiles {
+  /** Per-VM state directory (disks, console log, runtime.json). */
+  dir: string;
+  /** Per-VM runtime directory (sockets). */
+  socketsDir: string;
+  /** The root disk over the image: made by `prepareDisks`. */
+  overlay: string;
+  /** Per-boot config disk (read-only in the guest): made by the daemon. */
+  configDisk: string;
+  /** Persistent work disk (the guest's /root): made by the daemon. */
+  workDisk: string;
+  /** The serial console, written by the VMM. */
+  consoleLog: string;
+}
+
+export interface DiskSpec {
+  files: VmFiles;
+  /** The image's root filesystem (raw ext4, read-only, shared by every VM of the image). */
+  baseImage: string;
+  /** Size of the VM's root disk. */
+  rootBytes: number;
+}
+
+export type BootNetwork =
+  /** User networking: SSH forwarded from 127.0.0.1:sshHostPort; `restrict`: no route off the host. */
+  | { mode: 'user'; sshHostPort: number; restrict: boolean; mac: string }
+  /** An existing tap owned by our user (made by the root helper). */
+  | { mode: 'tap'; tap: string; mac: string };
+
+export interface BootSpec {
+  /** The VM's name: its hostname and the VMM's guest name. */
+  name: string;
+  vcpu: number;
+  memoryMib: number;
+  accel: 'kvm' | 'tcg';
+  kernel: string;
+  /** Empty string: no initrd. */
+  initrd: string;
+  files: VmFiles;
+  network: BootNetwork;
+}
+
+/** One disk of a VM as `vm stats` shows it. */
+export interface DiskInfo {
+  name: string;
+  path: string;
+  allocatedBytes: number;
+  virtualBytes: number;
+}
+
+/** A host program the driver needs (`banger doctor` checks each). */
+export interface HostTool {
+  name: string;
+  /** A harmless invocation that succeeds when the tool is installed (e.g. --version). */
+  argv: string[];
+  /** The Debian package that provides it. */
+  pkg: string;
+  why: string;
+}
+
+export interface VmmDriver {
+  readonly vmm: Vmm;
+  readonly capabilities: VmmCapabilities;
+  readonly hostTools: readonly HostTool[];
+
+  /** Whether hardware acceleration works on this host; may boot `kernel` for a few seconds, never hangs. */
+  probeAccel(kernel: string): Promise<AccelProbe>;
+
+  /** Makes the disks of a new VM that are the VMM's: its root disk over the image (create only). */
+  prepareDisks(spec: DiskSpec): Promise<void>;
+
+  /**
+   * Starts the VMM detached from the daemon (it outlives it) and resolves
+   * once it runs, with the handle to persist. On failure nothing of it
+   * runs, or `findOrphan` finds what does.
+   */
+  boot(spec: BootSpec): Promise<VmmHandle>;
+
+  /**
+   * This VM's VMM when no handle reached runtime.json (the daemon died, or
+   * the boot failed, after the VMM started): found through the driver's own
+   * files and trusted only when the process proves to be that VM's.
+   */
+  findOrphan(files: VmFiles): VmmHandle | undefined;
+
+  /** A handle read back from runtime.json; undefined when it is not one of this driver's. */
+  parseHandle(json: unknown): VmmHandle | undefined;
+
+  /** The VMM process of this handle is still the one `boot` started (a reused pid is not). */
+  isAlive(handle: VmmHandle): boolean;
+  /** Resolves true once that process is gone, false after timeoutMs. */
+  waitForExit(handle: VmmHandle, timeoutMs: number): Promise<boolean>;
+  /** Sends a signal to that process (never to a reused pid). */
+  signal(handle: VmmHandle, signal: NodeJS.Signals): void;
+
+  /** The VMM's own polite request to the guest: the ACPI power button. Resolves once it was sent. */
+  requestPowerdown(handle: VmmHandle, timeoutMs: number): Promise<void>;
+
+  /** The host end of the guest-agent channel (capabilities.agentChannel 'virtio-serial'), else undefined. */
+  agentSocket(handle: VmmHandle): string | undefined;
+
+  /** The host process that runs the VM: its pid (vm show) and start time (vm stats samples its CPU). */
+  hostProcess(handle: VmmHandle): { pid: number; startTime: string };
+
+  /** The VM's disks with their allocated and virtual sizes (vm stats). */
+  describeDisks(files: VmFiles): Promise<DiskInfo[]>;
+}
+
+/** The drivers a daemon has: undefined for a VMM this build does not carry. */
+export type DriverRegistry = (vmm: Vmm) => VmmDriver | undefined;

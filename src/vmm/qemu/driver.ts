@@ -1,0 +1,199 @@
+/**
+ * The QEMU driver: `qemu-system-x86_64 -M microvm` started with -daemonize
+ * (its own session: it outlives the daemon), a qcow2 root overlay, QMP for
+ * the power button, qemu-guest-agent on a virtio-serial port whose host end
+ * is a Unix socket. Its handle is what tells its process apart from a reused
+ * pid (pid + start time) and where its sockets are.
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { BangerError } from '../../errors/errors.js';
+import type { Logger } from '../../log/log.js';
+import type { Runner } from '../../system/runner.js';
+import { isSameProcess, killProcess, readCmdline, readPidFile, readStartTime, waitForExit } from '../../system/proc.js';
+import type { BootSpec, DiskInfo, DiskSpec, HostTool, VmFiles, VmmCapabilities, VmmDriver, VmmHandle } from '../driver.js';
+import type { AccelProbe } from '../accel.js';
+import { hostTscKhz, probeKvm } from './accel.js';
+import { kernelCmdline, qemuArgv, type QemuPaths } from './argv.js';
+import { QmpClient } from './qmp.js';
+
+/** QEMU's own files in a VM's directories (the same names src/paths gives them). */
+export const QEMU_PID_FILE = 'qemu.pid';
+export const QMP_SOCKET = 'qmp.sock';
+export const QGA_SOCKET = 'qga.sock';
+
+export function qemuPaths(files: VmFiles): QemuPaths {
+  return {
+    overlay: files.overlay,
+    configDisk: files.configDisk,
+    workDisk: files.workDisk,
+    consoleLog: files.consoleLog,
+    pidFile: join(files.dir, QEMU_PID_FILE),
+    qmpSocket: join(files.socketsDir, QMP_SOCKET),
+    qgaSocket: join(files.socketsDir, QGA_SOCKET),
+  };
+}
+
+/**
+ * The handle, as written into runtime.json's "driver" (and, before drivers,
+ * flat in runtime.json itself: the daemon reads that shape into this one).
+ * Parsed before any field is used: a pid is signalled, sockets connected to.
+ */
+const handleSchema = z.object({
+  // Never 0, 1 or negative: kill(0|-1|-pid) signals groups, pid 1 is init.
+  pid: z.number().int().min(2).max(4_194_304),
+  /** Field 22 of /proc/PID/stat: tells our QEMU from a reused pid. */
+  pidStartTime: z.string().regex(/^\d{1,20}$/),
+  qmpSocket: z.string().min(1).max(4096),
+  qgaSocket: z.string().min(1).max(4096),
+});
+export type QemuHandle = z.output<typeof handleSchema>;
+
+const QEMU_IMG_TIMEOUT_MS = 10_000;
+
+export class QemuDriver implements VmmDriver {
+  readonly vmm = 'qemu' as const;
+  readonly capabilities: VmmCapabilities = {
+    userNetworking: true,
+    tapNetworking: true,
+    agentChannel: 'virtio-serial',
+    qcow2Overlays: true,
+    snapshots: false,
+  };
+  readonly hostTools: readonly HostTool[] = [
+    { name: 'qemu-system-x86_64', argv: ['qemu-system-x86_64', '--version'], pkg: 'qemu-system-x86', why: 'runs the VMs' },
+    { name: 'qemu-img', argv: ['qemu-img', '--version'], pkg: 'qemu-utils', why: 'makes per-VM overlays' },
+  ];
+
+  constructor(private readonly deps: { runner: Runner; log: Logger }) {}
+
+  probeAccel(kernel: string): Promise<AccelProbe> {
+    return probeKvm({ runner: this.deps.runner }, { kernel });
+  }
+
+  async prepareDisks(spec: DiskSpec): Promise<void> {
+    await this.deps.runner.run(
+      ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', spec.baseImage, '-F', 'raw', spec.files.overlay, String(spec.rootBytes)],
+      { timeoutMs: 60_000 },
+    );
+  }
+
+  async boot(spec: BootSpec): Promise<VmmHandle> {
+    const paths = qemuPaths(spec.files);
+    const net = spec.network;
+    const argv = qemuArgv({
+      vcpu: spec.vcpu,
+      memoryMib: spec.memoryMib,
+      accel: spec.accel,
+      kernel: spec.kernel,
+      initrd: spec.initrd,
+      // Under TCG the guest's TSC calibration can hang under load unless told the frequency.
+      cmdline: kernelCmdline({ hostname: spec.name, tscKhz: spec.accel === 'tcg' ? hostTscKhz() : undefined }),
+      paths,
+      sshHostPort: net.mode === 'user' ? net.sshHostPort : 0,
+      tap: net.mode === 'tap' ? net.tap : undefined,
+      mac: net.mac,
+      name: spec.name,
+      restrictNet: net.mode === 'user' && net.restrict,
+    });
+    this.deps.log.info({ vm: spec.name, argv }, 'starting qemu');
+    // -daemonize: returns once QEMU is set up (errors on stderr); the VM runs in its own session.
+    await this.deps.runner.run(argv, { timeoutMs: 60_000 });
+    const pid = readPidFile(paths.pidFile);
+    const start = pid !== undefined ? readStartTime(pid) : null;
+    if (pid === undefined || start === null) {
+      throw new BangerError('operation_failed', `QEMU for ${spec.name} started but is not running`, `see ${spec.files.consoleLog}`);
+    }
+    const handle: QemuHandle = { pid, pidStartTime: start, qmpSocket: paths.qmpSocket, qgaSocket: paths.qgaSocket };
+    return handle;
+  }
+
+  /** QEMU's pid file names it; trusted only when that process's argv carries this VM's -pidfile path. */
+  findOrphan(files: VmFiles): VmmHandle | undefined {
+    const paths = qemuPaths(files);
+    const pid = readPidFile(paths.pidFile);
+    if (pid === undefined) return undefined;
+    const argv = readCmdline(pid);
+    const at = argv?.indexOf('-pidfile') ?? -1;
+    if (!argv || at < 0 || argv[at + 1] !== paths.pidFile) return undefined;
+    const start = readStartTime(pid);
+    if (start === null) return undefined;
+    const handle: QemuHandle = { pid, pidStartTime: start, qmpSocket: paths.qmpSocket, qgaSocket: paths.qgaSocket };
+    return handle;
+  }
+
+  parseHandle(json: unknown): VmmHandle | undefined {
+    const r = handleSchema.safeParse(json);
+    return r.success ? r.data : undefined;
+  }
+
+  isAlive(handle: VmmHandle): boolean {
+    const h = own(handle);
+    return isSameProcess(h.pid, h.pidStartTime);
+  }
+
+  waitForExit(handle: VmmHandle, timeoutMs: number): Promise<boolean> {
+    const h = own(handle);
+    return waitForExit(h.pid, h.pidStartTime, timeoutMs);
+  }
+
+  signal(handle: VmmHandle, signal: NodeJS.Signals): void {
+    const h = own(handle);
+    killProcess(h.pid, h.pidStartTime, signal);
+  }
+
+  async requestPowerdown(handle: VmmHandle, timeoutMs: number): Promise<void> {
+    const qmp = await QmpClient.connect(own(handle).qmpSocket, { timeoutMs: Math.min(2000, timeoutMs) });
+    try {
+      await qmp.systemPowerdown();
+    } finally {
+      qmp.close();
+    }
+  }
+
+  agentSocket(handle: VmmHandle): string {
+    return own(handle).qgaSocket;
+  }
+
+  hostProcess(handle: VmmHandle): { pid: number; startTime: string } {
+    const h = own(handle);
+    return { pid: h.pid, startTime: h.pidStartTime };
+  }
+
+  /** The root overlay (qemu-img: allocated vs virtual) and the work disk when there is one. */
+  async describeDisks(files: VmFiles): Promise<DiskInfo[]> {
+    // -U: the running QEMU holds the image's write lock; a shared read is fine for info.
+    const res = await this.deps.runner.run(['qemu-img', 'info', '-U', '--output=json', files.overlay], { timeoutMs: QEMU_IMG_TIMEOUT_MS });
+    const disks: DiskInfo[] = [{ name: 'root', path: files.overlay, ...parseQemuImgInfo(res.stdout) }];
+    try {
+      const st = await stat(files.workDisk);
+      disks.push({ name: 'work', path: files.workDisk, allocatedBytes: st.blocks * 512, virtualBytes: st.size });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    return disks;
+  }
+}
+
+/** A handle the daemon passes back: made by boot/findOrphan/parseHandle, so it parses; anything else is a bug. */
+function own(handle: VmmHandle): QemuHandle {
+  const r = handleSchema.safeParse(handle);
+  if (!r.success) throw new BangerError('internal', 'the QEMU driver was handed a handle it did not make');
+  return r.data;
+}
+
+/** `qemu-img info --output=json` → allocated (actual-size) and virtual size of that one file. */
+export function parseQemuImgInfo(json: string): { allocatedBytes: number; virtualBytes: number } {
+  let info: Record<string, unknown>;
+  try {
+    info = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    throw new BangerError('operation_failed', 'qemu-img info printed something that is not JSON');
+  }
+  const actual = info['actual-size'];
+  const virtual = info['virtual-size'];
+  if (typeof virtual !== 'number') throw new BangerError('operation_failed', 'qemu-img info reported no virtual-size');
+  // actual-size is absent when the file system cannot tell; 0 is the honest lower bound then
+  return { allocatedBytes: typeof actual === 'number' ? actual : 0, virtualBytes: virtual };
+}
