@@ -39,6 +39,7 @@ const FIELD_FLAGS: Record<string, string> = {
   mode: '--mode',
   path: 'PATH',
   includeUntracked: '--include-untracked',
+  ephemeral: '--rm',
 };
 
 const COMMAND_FIELDS: Record<string, Record<string, string>> = {

@@ -175,7 +175,7 @@ export class VmService {
     if (imageName !== DEFAULT_IMAGE) this.deps.images.show(imageName); // not_found before any side effect
     const name = params.name !== undefined ? validateVmName(params.name, 'name') : this.uniqueName();
     const start = params.start !== false;
-    if (!start && params.ephemeral) throw new BangerError('bad_request', 'an ephemeral VM (--rm) must be started');
+    if (!start && params.ephemeral) throw new BangerError('bad_request', 'an ephemeral VM (deleted when its client goes) must be started', 'create it started, or keep it', { field: 'ephemeral' });
     const { mode: network } = await this.deps.network.resolveMode(params.network);
     const can = driver.capabilities;
     if (network === 'user' ? !can.userNetworking : !can.tapNetworking) {
