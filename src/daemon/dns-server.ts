@@ -15,7 +15,7 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import type { Logger } from '../log/log.js';
-import { clip } from '../system/json-commands.js';
+import { clip } from '../model/text.js';
 
 export interface DnsRecords {
   /** IPv4 of a VM by name, or undefined. */

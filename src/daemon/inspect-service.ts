@@ -20,7 +20,7 @@ import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { readProcStat, USER_HZ } from '../system/proc.js';
 import { AgentCommandError, connectAgent, type GuestAgent } from '../guest/agent.js';
-import { clip } from '../system/json-commands.js';
+import { clip } from '../model/text.js';
 import type { VmService } from './vm-service.js';
 import type { BootedVmm } from './vm-stop.js';
 

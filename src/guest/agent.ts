@@ -26,7 +26,8 @@ import { createConnection, type Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { BangerError, messageOf } from '../errors/errors.js';
-import { anyResult, clip, JsonCommands, parsePeerLine, replyEnvelope } from '../system/json-commands.js';
+import { clip } from '../model/text.js';
+import { anyResult, JsonCommands, parsePeerLine, replyEnvelope } from '../system/json-commands.js';
 import { LineReader } from '../system/line-reader.js';
 
 const DELIMITER = 0xff;

@@ -30,8 +30,6 @@ export const MAX_REQUEST_BYTES = 1024 * 1024;
 export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 /** Raw bytes per streamed chunk (base64 makes the line ~4/3 of this). */
 export const CHUNK_BYTES = 512 * 1024;
-/** Longest string echoed back into an error message or a log line. */
-export const MAX_ECHO = 120;
 
 const requestId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
@@ -67,9 +65,4 @@ export const serverMessageSchema = z.union([
 
 export function encode(msg: RequestMessage | ServerMessage): string {
   return JSON.stringify(msg) + '\n';
-}
-
-/** A peer's string, shortened for an error message or a log line. */
-export function clip(s: string, max = MAX_ECHO): string {
-  return s.length <= max ? s : `${s.slice(0, max)}… (${s.length} characters)`;
 }

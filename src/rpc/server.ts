@@ -13,7 +13,8 @@ import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
 import type { z } from 'zod';
 import { LineReader, parseJson, type ByteBudget } from '../system/line-reader.js';
-import { CHUNK_BYTES, clip, encode, MAX_REQUEST_BYTES, requestSchema, type RequestMessage, type ServerMessage } from './framing.js';
+import { clip } from '../model/text.js';
+import { CHUNK_BYTES, encode, MAX_REQUEST_BYTES, requestSchema, type RequestMessage, type ServerMessage } from './framing.js';
 import { methods, PROTOCOL_VERSION, type MethodName, type ResultOf, type ValidParamsOf } from './methods.js';
 
 export interface Connection {

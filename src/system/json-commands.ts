@@ -20,19 +20,7 @@
  */
 import { z } from 'zod';
 import { parseJson } from './line-reader.js';
-
-/** Longest piece of peer-sent text put into an error message or a log line. */
-export const PEER_TEXT_MAX = 200;
-
-/** `text` cut to `max` characters, saying how long it was when cut. */
-export function clip(text: string, max = PEER_TEXT_MAX): string {
-  if (text.length <= max) return text;
-  let end = max;
-  // do not leave half a surrogate pair behind
-  const last = text.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end--;
-  return `${text.slice(0, end)}… (${text.length} characters)`;
-}
+import { clip } from '../model/text.js';
 
 /** The first problem zod found, for a message: where and what (never the value), clipped. */
 export function describeIssues(err: z.ZodError): string {

@@ -19,7 +19,8 @@
 import { createConnection, type Socket } from 'node:net';
 import { z } from 'zod';
 import { BangerError, messageOf } from '../../errors/errors.js';
-import { anyResult, clip, describeIssues, JsonCommands, parsePeerLine, replyEnvelope } from '../../system/json-commands.js';
+import { clip } from '../../model/text.js';
+import { anyResult, describeIssues, JsonCommands, parsePeerLine, replyEnvelope } from '../../system/json-commands.js';
 import { LineReader } from '../../system/line-reader.js';
 
 const qmpGreeting = z.object({
