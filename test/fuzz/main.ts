@@ -10,7 +10,7 @@
  * crash or a census change.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RpcClient } from '../../src/rpc/client.js';
@@ -20,6 +20,10 @@ import { HELPER_PROTOCOL } from '../../src/helper/ops.js';
 import { connectHelper } from '../../src/helper/client.js';
 import { createRunner } from '../../src/system/runner.js';
 import { fuzz, holdPartialLines, type FuzzStats } from './frames.js';
+import { filesUnder, liveChildren as childrenOf, netnsCensus } from '../support/hostile.js';
+
+/** The census's files: everything under the state dir but logs, sockets and SQLite's WAL files. */
+const tree = (dir: string) => filesUnder(dir, /\.log(\.\d)?$|\.sock$|\.db-(wal|shm)$/);
 
 const distRoot = resolve(import.meta.dirname, '..', '..');
 const runner = createRunner();
@@ -65,31 +69,6 @@ function rssKb(pid: number): number {
 
 function alive(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
-}
-
-function tree(dir: string, base = dir): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir).flatMap((f) => {
-    const p = join(dir, f);
-    const st = statSync(p);
-    if (st.isDirectory()) return [`${p.slice(base.length)}/`, ...tree(p, base)];
-    return /\.log(\.\d)?$|\.sock$|\.db-(wal|shm)$/.test(f) ? [] : [p.slice(base.length)];
-  });
-}
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(f[1]) === pid && f[0] !== 'Z') out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
 }
 
 function logBytes(path: string): number {
@@ -200,8 +179,7 @@ async function fuzzHelper(args: Args, root: string, ns: string, keep: (h: ChildP
     console.log('fuzz banger-helper: did not start');
     return 1;
   }
-  const inNs = async (...cmd: string[]) => (await runner.run(['ip', 'netns', 'exec', ns, ...cmd])).stdout;
-  const census = async () => (await inNs('ip', '-o', 'link', 'show')).replace(/\s+/g, ' ') + (await inNs('iptables-save')).replace(/^#.*$/gm, '') + (await inNs('sysctl', '-n', 'net.ipv4.ip_forward'));
+  const census = () => netnsCensus(runner, ns);
   const before = { census: await census(), rss: rssKb(helper.pid!), log: logBytes(join(root, 'helper.log')) };
   let peak = before.rss;
   const sampler = setInterval(() => (peak = Math.max(peak, rssKb(helper.pid!))), 50);

@@ -8,7 +8,7 @@
  * against the real processes for as long as you like.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveLayout } from '../../src/paths/paths.js';
@@ -29,45 +29,23 @@ import { HELPER_PROTOCOL, helperHandlers, helperOps } from '../../src/helper/ops
 import { connectHelper } from '../../src/helper/client.js';
 import { z } from 'zod';
 import { fuzz, holdPartialLines } from '../fuzz/frames.js';
+import { filesUnder, liveChildren, netnsCensus, watchCrashes } from '../support/hostile.js';
+
+/** The census's files: everything under the run's root but the log files. */
+const files = (dir: string) => filesUnder(dir, /\.log(\.\d)?$/);
+const children = () => liveChildren(process.pid);
 
 const runner = createRunner();
-
-/** Every file under dir (relative), but the log files. */
-function files(dir: string, base = dir): string[] {
-  return readdirSync(dir).flatMap((f) => {
-    const p = join(dir, f);
-    if (statSync(p).isDirectory()) return [`${p.slice(base.length)}/`, ...files(p, base)];
-    return /\.log(\.\d)?$/.test(f) ? [] : [p.slice(base.length)];
-  });
-}
-
-/** Live child processes of this process (state Z excluded). */
-function children(): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === process.pid && fields[0] !== 'Z') out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 describe('RPC fuzz: the daemon', () => {
   let root: string;
   let server: RpcServer;
   let store: Store;
   let socketPath: string;
-  const uncaught: unknown[] = [];
-  const onUncaught = (e: unknown) => uncaught.push(e);
+  let watch: ReturnType<typeof watchCrashes>;
 
   beforeAll(async () => {
-    process.on('uncaughtException', onUncaught);
-    process.on('unhandledRejection', onUncaught);
+    watch = watchCrashes();
     root = mkdtempSync(join(tmpdir(), 'banger-fuzz-'));
     const layout = resolveLayout({
       HOME: root,
@@ -94,8 +72,7 @@ describe('RPC fuzz: the daemon', () => {
   });
 
   afterAll(async () => {
-    process.off('uncaughtException', onUncaught);
-    process.off('unhandledRejection', onUncaught);
+    watch.stop();
     await server?.close();
     store?.close();
     if (root) rmSync(root, { recursive: true, force: true });
@@ -122,7 +99,7 @@ describe('RPC fuzz: the daemon', () => {
     expect(await c.call('vm.list', {})).toEqual([]);
     expect(await c.call('image.list', {})).toEqual([]);
     c.close();
-    expect(uncaught).toEqual([]);
+    expect(watch.crashes).toEqual([]);
     // Nothing created, nothing removed.
     expect(store.listVms()).toEqual([]);
     expect(files(root)).toEqual(before.files);
@@ -203,8 +180,7 @@ describe.skipIf(!isRoot)('RPC fuzz: the root helper (real ip/iptables in a netns
   let server: RpcServer | undefined;
   let canRun = true;
 
-  const inNs = async (...cmd: string[]) => (await runner.run(['ip', 'netns', 'exec', ns, ...cmd])).stdout;
-  const census = async () => (await inNs('ip', '-o', 'link', 'show')).replace(/\s+/g, ' ') + (await inNs('iptables-save')).replace(/^#.*$/gm, '') + (await inNs('sysctl', '-n', 'net.ipv4.ip_forward'));
+  const census = () => netnsCensus(runner, ns);
 
   beforeAll(async () => {
     if ((await runner.run(['ip', 'netns', 'add', ns], { allowFailure: true })).code !== 0) {
