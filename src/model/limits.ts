@@ -5,6 +5,14 @@
  */
 import { formatSize } from './sizes.js';
 
+/**
+ * Host-independent ceilings on a VM's vCPUs and memory: a request or a row
+ * past them is malformed whatever the host (the daemon then checks the host).
+ */
+export const MAX_VCPU = 1024;
+/** 1 PiB, in MiB. */
+export const MAX_MEMORY_MIB = 1024 * 1024 * 1024;
+
 /** The smallest work disk we make (ext4 needs room for its journal and metadata). */
 export const MIN_DISK_BYTES = 64 * 1024 * 1024;
 

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { NETWORK_MODES, WORKSPACE_MODES, type ImageRecord, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
 import { imageNameSchema, vmNameSchema } from '../model/names.js';
-import { MAX_DISK_BYTES } from '../model/limits.js';
+import { MAX_DISK_BYTES, MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { formatSize } from '../model/sizes.js';
 
 /** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
@@ -44,8 +44,8 @@ export const PROTOCOL_VERSION = 4;
 const vmName = vmNameSchema;
 const imageName = imageNameSchema;
 /** Resources: whole numbers in a range any host could honour; the daemon checks them against this host. */
-const vcpu = z.number().int('must be a whole number').min(1, 'must be at least 1').max(1024, 'must be at most 1024');
-const memoryMib = z.number().int('must be a whole number of MiB').min(1, 'must be at least 1 MiB').max(1024 * 1024 * 1024, 'must be at most 1 PiB');
+const vcpu = z.number().int('must be a whole number').min(1, 'must be at least 1').max(MAX_VCPU, `must be at most ${MAX_VCPU}`);
+const memoryMib = z.number().int('must be a whole number of MiB').min(1, 'must be at least 1 MiB').max(MAX_MEMORY_MIB, 'must be at most 1 PiB');
 const diskBytes = z.number().int('must be a whole number of bytes').min(1, 'must be at least 1 byte').max(MAX_DISK_BYTES, `must be at most ${formatSize(MAX_DISK_BYTES)}`);
 /** A host path (PATH_MAX). */
 const hostPath = z.string().min(1).max(4096);

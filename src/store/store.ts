@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import { NETWORK_MODES, VM_STATES, VMMS, WORKSPACE_MODES, type ImageRecord, type VmRecord, type VmState, type WorkspaceRecord } from '../model/types.js';
 import { imageNameSchema, quoteInput, vmIdSchema, vmNameSchema } from '../model/names.js';
+import { MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 
 type Db = Database.Database;
@@ -81,8 +82,8 @@ const vmRowSchema = z
     id: vmIdSchema,
     name: vmNameSchema,
     image: imageNameSchema,
-    vcpu: z.number().int().min(1).max(1024),
-    memory_mib: z.number().int().min(1).max(1024 * 1024 * 1024),
+    vcpu: z.number().int().min(1).max(MAX_VCPU),
+    memory_mib: z.number().int().min(1).max(MAX_MEMORY_MIB),
     system_overlay_bytes: count,
     disk_bytes: count,
     vmm: z.enum(VMMS),
