@@ -319,8 +319,8 @@ export class VmService {
     return this.locks.run(vm0.id, async () => {
       const vm = this.current(vm0);
       const p = vmPaths(this.deps.layout, vm.id);
-      const b = this.readBooted(p);
-      if (b && b.driver.isAlive(b.handle)) {
+      const b = this.liveBooted(vm);
+      if (b) {
         this.deps.log.info({ vm: vm.name, signal }, 'kill');
         b.driver.signal(b.handle, `SIG${signal}`);
         if (!(await b.driver.waitForExit(b.handle, 10_000))) {
@@ -342,13 +342,12 @@ export class VmService {
     await this.locks.run(vm0.id, async () => {
       const vm = this.current(vm0);
       const p = vmPaths(this.deps.layout, vm.id);
-      const b = this.readBooted(p);
-      const alive = b !== undefined && b.driver.isAlive(b.handle);
-      if (alive && !force) {
+      const b = this.liveBooted(vm);
+      if (b && !force) {
         throw new BangerError('conflict', `VM ${vm.name} is running`, `stop it first (\`banger vm stop ${vm.name}\`), or delete it anyway with \`banger vm delete -f ${vm.name}\``);
       }
       this.deps.store.setVmState(vm.id, 'deleting');
-      if (b && alive) await forceStop(this.deps.log, vm.name, b); // its disks are about to go: no need to be gentle
+      if (b) await forceStop(this.deps.log, vm.name, b); // its disks are about to go: no need to be gentle
       await this.deps.network.detach(vm);
       this.removeFiles(vm, p);
       this.deps.store.deleteVm(vm.id);
@@ -469,9 +468,9 @@ export class VmService {
 
   private async stopLocked(vm: VmRecord): Promise<StopReport> {
     const p = vmPaths(this.deps.layout, vm.id);
-    const b = this.readBooted(p);
+    const b = this.liveBooted(vm);
     let report: StopReport = { asked: 'none', synced: false, ended: 'already gone', ms: 0 };
-    if (b && b.driver.isAlive(b.handle)) {
+    if (b) {
       report = await gracefulStop(this.deps.log, vm.name, b, this.targetFor(vm, b.record), this.deps.config.stopTimeoutSeconds * 1000, this.guest);
     }
     this.releaseRuntime(p);
