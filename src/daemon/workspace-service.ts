@@ -24,7 +24,7 @@ import { scanRepo, type RepoScan } from '../workspace/scan.js';
 import { dropSnapshot, makeSnapshot, worktreeTree } from '../workspace/snapshot.js';
 import { applyCommand, BAD_BASE_EXIT, BASE_MISSING_EXIT, exportCommand, GUEST_REPO, NO_WORKSPACE_EXIT, parseProbe, probeCommand } from '../workspace/guest-scripts.js';
 import { ensureDir } from '../system/fs.js';
-import { collector, forwarder } from '../system/streams.js';
+import { collector, forwarder, sink } from '../system/streams.js';
 import type { WorkspaceExportResult as ExportResult, WorkspacePrepareResult as PrepareResult, WorkspaceStatus } from '../rpc/methods.js';
 import type { VmService } from './vm-service.js';
 
@@ -133,7 +133,7 @@ export class WorkspaceService {
           shallow: snap.shallow,
           base: snap.base,
         }),
-        { stdout: collector(STDERR_KEEP_BYTES), stderr: errOut, stdin: Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress)), signal },
+        { stdout: sink(), stderr: errOut, stdin: Readable.from(this.concat([snap.packFile, snap.tarFile], total, progress)), signal },
       );
       if (res.exitCode === BASE_MISSING_EXIT && snap.base) return 'base-missing';
       if (res.exitCode !== 0) {
