@@ -8,8 +8,8 @@ import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { resolveLayout, type Layout } from '../paths/paths.js';
 import { loadConfig } from '../config/config.js';
-import { ensureDir, exists } from '../system/fs.js';
-import { ensureRuntimeDir, ensureStateDir, readFileNoFollow, writeFileNoFollow } from '../system/private-dir.js';
+import { ensureDir, exists, writeFileAtomic } from '../system/fs.js';
+import { ensureRuntimeDir, ensureStateDir, readFileNoFollow } from '../system/private-dir.js';
 import { createRunner } from '../system/runner.js';
 import { fileLogger, type Logger } from '../log/log.js';
 import { Store, pendingMigrations } from '../store/store.js';
@@ -122,7 +122,7 @@ async function runDaemon(layout: Layout): Promise<void> {
       log,
       version: VERSION,
     });
-    writeFileNoFollow(layout.daemonPidFile, `${process.pid}\n`, 0o600);
+    writeFileAtomic(layout.daemonPidFile, `${process.pid}\n`, 0o600);
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => undefined);

@@ -3,7 +3,8 @@ import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, r
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
-import { checkRuntimeDir, ensureRuntimeDir, ensureStateDir, readFileNoFollow, writeFileNoFollow } from './private-dir.js';
+import { checkRuntimeDir, ensureRuntimeDir, ensureStateDir, readFileNoFollow } from './private-dir.js';
+import { writeFileAtomic } from './fs.js';
 
 let dir: string;
 beforeEach(() => {
@@ -97,12 +98,12 @@ describe('private dirs', () => {
 });
 
 describe('pid files', () => {
-  it('writeFileNoFollow replaces a planted symlink and leaves its victim untouched', () => {
+  it('writeFileAtomic replaces a planted symlink and leaves its victim untouched', () => {
     const victim = join(dir, 'victim');
     writeFileSync(victim, 'precious\n');
     const pid = join(dir, 'bangerd.pid');
     symlinkSync(victim, pid);
-    writeFileNoFollow(pid, '1234\n', 0o600);
+    writeFileAtomic(pid, '1234\n', 0o600);
     expect(readFileSync(victim, 'utf8')).toBe('precious\n');
     expect(lstatSync(pid).isSymbolicLink()).toBe(false);
     expect(readFileSync(pid, 'utf8')).toBe('1234\n');
@@ -110,10 +111,10 @@ describe('pid files', () => {
     expect(readdirSync(dir).sort()).toEqual(['bangerd.pid', 'victim']); // no temp file left
   });
 
-  it('writeFileNoFollow writes a fresh file and replaces an old one', () => {
+  it('writeFileAtomic writes a fresh file and replaces an old one', () => {
     const p = join(dir, 'x.pid');
-    writeFileNoFollow(p, 'one\n');
-    writeFileNoFollow(p, 'two\n');
+    writeFileAtomic(p, 'one\n');
+    writeFileAtomic(p, 'two\n');
     expect(readFileSync(p, 'utf8')).toBe('two\n');
   });
 

@@ -9,9 +9,7 @@
  * `bangerd.pid -> ~/victim` would make the daemon overwrite the victim.
  * The CLI and the daemon both call `ensurePrivateDir` (one check, one message).
  */
-import { closeSync, constants, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { closeSync, constants, lstatSync, mkdirSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { BangerError } from '../errors/errors.js';
 
 export interface PrivateDirOptions {
@@ -99,33 +97,6 @@ export function ensurePrivateDir(path: string, opts: PrivateDirOptions): void {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; // created meanwhile: checked below
   }
   checkPrivateDir(path, opts);
-}
-
-/**
- * Writes `data` to `path` without ever following a link: the bytes go to a
- * fresh file (O_CREAT|O_EXCL|O_NOFOLLOW, so a planted name fails instead of
- * being written through) that is renamed over `path` (rename replaces a link
- * itself, never its target).
- */
-export function writeFileNoFollow(path: string, data: string | Buffer, mode = 0o600): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
-  try {
-    const buf = typeof data === 'string' ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-  } catch (e) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-  closeSync(fd);
-  try {
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
 }
 
 /**
