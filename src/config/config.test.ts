@@ -11,7 +11,7 @@ describe('config.toml', () => {
 
   it('parses every key', () => {
     const c = parseConfig(
-      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nhelper_socket = "/run/h.sock"\ndns_port = 5300\nmirror = "http://example/debian"\nstop_timeout = 20\n',
+      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nhelper_socket = "/run/h.sock"\ndns_port = 5300\nmirror = "http://example/debian"\nstop_timeout = 20\nwarm_clones = false\n',
     );
     expect(c).toEqual({
       vcpu: 1,
@@ -25,6 +25,7 @@ describe('config.toml', () => {
       dnsPort: 5300,
       mirror: 'http://example/debian',
       stopTimeoutSeconds: 20,
+      warmClones: false,
     });
   });
 
@@ -42,6 +43,7 @@ describe('config.toml', () => {
     ['cpus = 2', /unknown key "cpus"/],
     ['mirror = "ftp://x"', /mirror must be an http\(s\) URL/],
     ['stop_timeout = 1', /stop_timeout must be a whole number from 5 to 600/],
+    ['warm_clones = "yes"', /warm_clones must be true or false/],
   ])('%s → error naming the key', (text, re) => {
     expect(() => parseConfig(text, '/x/config.toml')).toThrow(re);
     expect(() => parseConfig(text, '/x/config.toml')).toThrow(/\/x\/config\.toml/);

@@ -26,6 +26,11 @@ export interface Config {
   mirror: string;
   /** The whole of a graceful `vm stop`, in seconds, before QEMU is killed. */
   stopTimeoutSeconds: number;
+  /**
+   * New VMs start as clones of a snapshot of their image and shape when one
+   * is current, and a cold create makes that snapshot in the background.
+   */
+  warmClones: boolean;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -40,9 +45,10 @@ export const DEFAULT_CONFIG: Config = {
   dnsPort: 10053,
   mirror: 'http://deb.debian.org/debian',
   stopTimeoutSeconds: 30,
+  warmClones: true,
 };
 
-const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout'] as const;
+const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout', 'warm_clones'] as const;
 
 export const MIN_MEMORY_MIB = 256;
 export const MAX_VCPU = 64;
@@ -104,6 +110,10 @@ export function parseConfig(text: string, file = 'config.toml'): Config {
         break;
       case 'stop_timeout':
         cfg.stopTimeoutSeconds = intIn(file, key, value, 5, 600);
+        break;
+      case 'warm_clones':
+        if (typeof value !== 'boolean') throw configError(file, `warm_clones must be true or false, got ${JSON.stringify(value)}`);
+        cfg.warmClones = value;
         break;
       default:
         throw configError(file, `unknown key ${JSON.stringify(key)}`);

@@ -9,6 +9,9 @@ import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { buildDebianImage } from '../images/build.js';
 import { builtinDrivers } from '../vmm/drivers.js';
+import type { DriverRegistry } from '../vmm/driver.js';
+import { SnapshotService } from './snapshot-service.js';
+import { realGuestOps } from './guest-ops.js';
 import { ImageService } from './image-service.js';
 import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
@@ -21,6 +24,9 @@ export interface Services {
   inspect: InspectService;
   workspaces: WorkspaceService;
   network: NetworkService;
+  snapshots: SnapshotService;
+  /** The VMM drivers this build carries. */
+  drivers: DriverRegistry;
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
@@ -36,10 +42,19 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
   const onStepStart = crashAtStep(process.env.BANGER_TEST_CRASH_AT_STEP, deps.log);
   // The VMM drivers: the daemon reaches QEMU only through them (src/vmm/driver.ts).
   const drivers = builtinDrivers({ runner: deps.runner, log: deps.log });
-  const vms = new VmService({ ...deps, images, network, drivers, bootTimeoutMs, onStepStart });
+  const snapshots = new SnapshotService({
+    layout: deps.layout,
+    runner: deps.runner,
+    log: deps.log,
+    guest: realGuestOps,
+    image: (name) => images.show(name),
+    systemOverlayBytes: deps.config.systemOverlayBytes,
+    bootTimeoutMs,
+  });
+  const vms = new VmService({ ...deps, images, network, drivers, snapshots, bootTimeoutMs, onStepStart });
   const inspect = new InspectService({ ...deps, vms });
   const workspaces = new WorkspaceService({ ...deps, vms });
-  return { images, vms, inspect, workspaces, network };
+  return { images, vms, inspect, workspaces, network, snapshots, drivers };
 }
 
 /**

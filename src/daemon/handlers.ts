@@ -58,8 +58,12 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
       s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'network.show': async () => s.network.show(),
     'image.list': async () => s.images.list(),
-    'image.show': async (p) => s.images.show(p.name),
+    'image.show': async (p) => s.vms.showImage(p.name),
+    'image.snapshot': async (p, rc) =>
+      s.vms.snapshotImage(p.name, { vcpu: p.vcpu, memoryMib: p.memoryMib }, rc.progress, abortOnClose(rc.connection)),
     'image.delete': async (p) => {
+      // Its snapshots go with its directory; a template being made for it is stopped first.
+      await s.snapshots.abortBuilds(p.name);
       await s.images.delete(p.name);
       return { deleted: p.name };
     },

@@ -4,6 +4,7 @@
  * never stops a VM: QEMU runs in its own session and is re-adopted on the
  * next start.
  */
+import { VMMS } from '../model/types.js';
 import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { resolveLayout, type Layout } from '../paths/paths.js';
@@ -96,8 +97,11 @@ async function runDaemon(layout: Layout): Promise<void> {
     const runner = createRunner();
     const services = composeServices({ store, runner, layout, config, log });
     await services.vms.reconcile();
+    services.snapshots.reconcile(VMMS.flatMap((v) => services.drivers(v) ?? []));
     let stopping = false;
     const cleanup = async () => {
+      // A template being built is stopped and its files removed (a snapshot is whole or absent).
+      await services.snapshots.abortBuilds();
       await server.close().catch(() => undefined);
       services.network.close();
       store?.close();

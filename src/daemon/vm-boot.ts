@@ -12,7 +12,10 @@ import type { Runner } from '../system/runner.js';
 import { tail } from '../system/runner.js';
 import { ensureDir } from '../system/fs.js';
 import { freeLoopbackPort } from '../system/ports.js';
-import type { VmmDriver, VmmHandle } from '../vmm/driver.js';
+import type { BootSpec, VmmDriver, VmmHandle } from '../vmm/driver.js';
+import { clip } from '../model/text.js';
+import { CLONE_SCRIPT, cloneArgs } from '../guest/clone-identity.js';
+import type { CloneSource } from './snapshot-service.js';
 import { writeConfigDisk } from '../guest/config-disk.js';
 import { ensureKeypair } from '../guest/keys.js';
 import { removeRuntime, writeRuntime, type RuntimeRecord } from './runtime-file.js';
@@ -43,6 +46,11 @@ export interface BootContext {
   targetFor: (rt: Pick<RuntimeRecord, 'sshHost' | 'sshPort'>) => SshTarget;
   /** Bridge networking: gets the VM its tap (and NAT) from the root helper; undone by detach. */
   bridge?: { attach: () => Promise<BridgeAttachment>; detach: () => Promise<void> };
+  /**
+   * A warm clone: the VMM starts from this snapshot's saved state instead of
+   * the kernel, then the 'identity' step makes the guest a VM of its own.
+   */
+  clone?: CloneSource;
   /** Test-only fault injection at points inside a step ('qemu-started': the VMM runs, runtime.json not yet written). */
   onFault?: (point: string) => void;
 }
@@ -67,6 +75,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
   const { vm, paths: p, layout, runner, log, progress, signal, driver } = ctx;
   const img = imagePaths(layout, vm.image);
   const vmmName = VMM_NAMES[driver.vmm];
+  // User networking: a clone keeps its snapshot's MAC (clone-identity.ts says why); bridge: the address's.
+  const userMac = ctx.clone ? ctx.clone.manifest.mac : macFor(vm.id);
   let accel: 'kvm' | 'tcg' = 'tcg';
   let port = 0;
   let handle: VmmHandle | undefined;
@@ -104,7 +114,7 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
             authorizedKeys: [key.publicKey],
             network: attachment
               ? { mac: attachment.mac, address: attachment.ip, prefixLength: attachment.prefixLength, gateway: attachment.gateway, dns: attachment.dns }
-              : { mac: macFor(vm.id), ...USER_NET },
+              : { mac: userMac, ...USER_NET },
           },
           p.dir,
         );
@@ -121,13 +131,13 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
     },
     {
       name: 'boot',
-      message: `starting ${vmmName}`,
+      message: ctx.clone ? `starting ${vmmName} from snapshot ${ctx.clone.key}` : `starting ${vmmName}`,
       run: async () => {
         if (!attachment) {
           port = await freeLoopbackPort(ctx.reservedPorts);
           ctx.reservedPorts.add(port);
         }
-        handle = await driver.boot({
+        const spec: BootSpec = {
           name: vm.name,
           vcpu: vm.vcpu,
           memoryMib: vm.memoryMib,
@@ -138,8 +148,10 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
           network: attachment
             ? { mode: 'tap', tap: attachment.tap, mac: attachment.mac }
             : // No route off the host unless the VM was created with --nat.
-              { mode: 'user', sshHostPort: port, restrict: !vm.nat, mac: macFor(vm.id) },
-        });
+              { mode: 'user', sshHostPort: port, restrict: !vm.nat, mac: userMac },
+        };
+        handle = ctx.clone ? await driver.restore(spec, ctx.clone.state) : await driver.boot(spec);
+        ctx.clone?.release();
         ctx.onFault?.('qemu-started');
         runtime = {
           vmm: driver.vmm,
@@ -151,7 +163,10 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
         };
         writeRuntime(p.runtimeFile, runtime);
         readyBy = Date.now() + ctx.bootTimeoutMs;
-        progress({ stage: 'boot', message: `${vmmName} running (pid ${driver.hostProcess(handle).pid}, ${accel.toUpperCase()})` });
+        progress({
+          stage: 'boot',
+          message: `${vmmName} running (pid ${driver.hostProcess(handle).pid}, ${accel.toUpperCase()}${ctx.clone ? ', resumed from the snapshot' : ''})`,
+        });
       },
       rollback: async () => {
         // Without a handle the VMM may still have started (boot failed late): the driver finds it.
@@ -161,6 +176,28 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
         removeRuntime(p.runtimeFile);
       },
     },
+    ...(ctx.clone
+      ? [
+          {
+            name: 'identity',
+            message: 'making the clone a VM of its own (clock, machine-id, RNG, MAC, host key, hostname, work disk)',
+            run: async () => {
+              const socket = driver.agentSocket(handle!);
+              if (socket === undefined) throw new BangerError('internal', `the ${vmmName} driver restores snapshots but has no agent channel`);
+              const agent = await ctx.guest.connectAgent(socket, { deadlineMs: readyBy, ...(signal ? { signal } : {}) });
+              try {
+                const mac = attachment ? attachment.mac : userMac;
+                const r = await agent.exec('/bin/sh', ['-s', '--', ...cloneArgs(mac)], { input: CLONE_SCRIPT, timeoutMs: 60_000 });
+                if (r.exitCode !== 0) {
+                  throw new BangerError('operation_failed', `${vm.name}: the clone could not take its own identity: ${clip(r.stderr.trim(), 500)}`, `console log: ${p.consoleLog}`);
+                }
+              } finally {
+                agent.close();
+              }
+            },
+          } satisfies Step,
+        ]
+      : []),
     {
       // Both must answer before the VM is ready; waiting for them side by side
       // saves the seconds one of them comes up after the other.

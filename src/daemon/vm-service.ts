@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { BangerError, messageOf } from '../errors/errors.js';
-import type { Accel, NetworkMode, ProgressEvent, SshTarget as GuestSshTarget, Vmm, VmRecord, VmRuntime, VmView } from '../model/types.js';
+import type { Accel, ImageView, NetworkMode, ProgressEvent, SnapshotInfo, SshTarget as GuestSshTarget, Vmm, VmRecord, VmRuntime, VmView } from '../model/types.js';
 import { generateVmId, generateVmName, validateImageName, validateVmName } from '../model/names.js';
 import { formatSize } from '../model/sizes.js';
 import { DISK_SIZE_HINT, diskSizeProblem } from '../model/limits.js';
@@ -21,7 +21,7 @@ import { ensureDir } from '../system/fs.js';
 import type { Logger } from '../log/log.js';
 import { MIN_MEMORY_MIB, type Config } from '../config/config.js';
 import { resolveAccel, type AccelChoice } from '../vmm/accel.js';
-import type { DriverRegistry, VmmDriver, VmmHandle } from '../vmm/driver.js';
+import { SnapshotUnusable, type DriverRegistry, type VmmDriver, type VmmHandle } from '../vmm/driver.js';
 import { removeHost } from '../guest/known-hosts.js';
 import { createWorkDisk, growWorkDisk } from '../guest/work-disk.js';
 import { KILL_SIGNALS, type VmSshTarget as SshTarget, type VmCreateResult } from '../rpc/methods.js';
@@ -35,6 +35,7 @@ import { bootSteps, VMM_NAMES } from './vm-boot.js';
 import { forceStop, gracefulStop, type BootedVmm, type StopReport } from './vm-stop.js';
 import { realGuestOps, type GuestOps } from './guest-ops.js';
 import { removeTreeUnder } from './safe-remove.js';
+import type { CloneSource, SnapshotService } from './snapshot-service.js';
 
 export interface VmServiceDeps {
   store: Store;
@@ -50,6 +51,8 @@ export interface VmServiceDeps {
   guest?: GuestOps;
   /** Boot deadline (agent + SSH), ms. */
   bootTimeoutMs: number;
+  /** Warm clones (snapshots of booted guests); absent: every boot is cold. */
+  snapshots?: SnapshotService;
   /** Test-only fault injection, called as each create/start step begins (compose.ts: BANGER_TEST_CRASH_AT_STEP). */
   onStepStart?: (step: string) => void;
 }
@@ -67,6 +70,8 @@ export interface CreateParams {
   nat?: boolean;
   /** user or bridge; default: config `network` (auto: bridge when the root helper answers). */
   network?: NetworkMode;
+  /** Boot cold even when a current snapshot of this shape exists. */
+  cold?: boolean;
 }
 
 export interface SetParams {
@@ -228,47 +233,118 @@ export class VmService {
 
     const started = Date.now();
     const p = vmPaths(this.deps.layout, vm.id);
+    let clonedFrom: string | null = null;
     try {
       const rt = await this.locks.run(vm.id, async () => {
-        const img = imagePaths(this.deps.layout, vm.image);
-        const disks: Step[] = [
-          {
-            name: 'image',
-            message: `image ${vm.image}`,
-            run: async () => void (await this.deps.images.ensure(vm.image, { onProgress: progress, signal: abort.signal })),
-          },
-          {
-            name: 'disks',
-            message: `root overlay (${formatSize(vm.systemOverlayBytes)}) and work disk (${formatSize(vm.diskBytes)})`,
-            run: async () => {
-              ensureDir(p.dir);
-              await driver.prepareDisks({ files: p, baseImage: img.rootfs, rootBytes: vm.systemOverlayBytes });
-              await createWorkDisk(this.deps.runner, p.workDisk, vm.diskBytes);
+        const hooks = this.stepHooks(vm, progress, abort.signal);
+        await runSteps(
+          [
+            {
+              name: 'image',
+              message: `image ${vm.image}`,
+              run: async () => void (await this.deps.images.ensure(vm.image, { onProgress: progress, signal: abort.signal })),
             },
-            rollback: async () => this.removeFiles(vm, p),
-          },
-        ];
+          ],
+          hooks,
+        );
         if (!start) {
-          await runSteps(disks, this.stepHooks(vm, progress, abort.signal));
+          await runSteps([this.disksStep(vm, p, driver)], hooks);
           store.setVmState(vm.id, 'stopped');
           return null;
         }
-        const boot = this.bootStepsFor(vm, p, progress, abort.signal);
-        await runSteps([...disks, ...boot.steps], this.stepHooks(vm, progress, abort.signal));
-        store.setVmState(vm.id, 'running');
-        return { ...boot.result(), driver };
+        const clone = params.cold === true || !config.warmClones ? undefined : await this.pickClone(vm, driver);
+        try {
+          const booted = await this.createBoot(vm, p, driver, clone, progress, abort.signal);
+          clonedFrom = clone?.key ?? null;
+          return booted;
+        } catch (e) {
+          if (!(clone && e instanceof SnapshotUnusable)) throw e;
+          // Never a broken VM: the snapshot goes, this VM boots cold (and a new snapshot is made after).
+          progress({ stage: 'boot', level: 'warn', message: `snapshot ${clone.key} of ${vm.image} is unusable (${e.message}); booting cold` });
+          clone.release();
+          this.deps.snapshots?.drop(vm.image, clone.key, e.message);
+          return await this.createBoot(vm, p, driver, undefined, progress, abort.signal);
+        } finally {
+          clone?.release();
+        }
       });
       const fresh = this.find(vm.name);
       return {
         vm: this.viewWith(fresh, rt ? viewRuntime(rt) : null),
         ssh: rt ? this.targetFor(fresh, rt.record) : null,
         bootMs: Date.now() - started,
+        clonedFrom,
       };
     } catch (e) {
       // Nothing is left behind by a failed create: the steps rolled back, the row goes too.
       store.deleteVm(vm.id);
       throw e;
     }
+  }
+
+  /** The disks step of a create: the root disk (over the image, or a copy of the snapshot's) and the work disk. */
+  private disksStep(vm: VmRecord, p: VmPaths, driver: VmmDriver, clone?: CloneSource): Step {
+    const img = imagePaths(this.deps.layout, vm.image);
+    return {
+      name: 'disks',
+      message: `root overlay (${formatSize(vm.systemOverlayBytes)}${clone ? `, from snapshot ${clone.key}` : ''}) and work disk (${formatSize(vm.diskBytes)})`,
+      run: async () => {
+        ensureDir(p.dir);
+        if (clone) clone.copyRoot(p.overlay);
+        await driver.prepareDisks({ files: p, baseImage: img.rootfs, rootBytes: vm.systemOverlayBytes, ...(clone ? { fromSnapshot: true } : {}) });
+        await createWorkDisk(this.deps.runner, p.workDisk, vm.diskBytes);
+      },
+      rollback: async () => this.removeFiles(vm, p),
+    };
+  }
+
+  /** Disks and boot of a new VM; a cold boot then has its shape's snapshot made in the background. */
+  private async createBoot(vm: VmRecord, p: VmPaths, driver: VmmDriver, clone: CloneSource | undefined, progress: Progress, signal: AbortSignal): Promise<Booted> {
+    const boot = this.bootStepsFor(vm, p, progress, signal, clone);
+    await runSteps([this.disksStep(vm, p, driver, clone), ...boot.steps], this.stepHooks(vm, progress, signal));
+    this.deps.store.setVmState(vm.id, 'running');
+    const result = { ...boot.result(), driver };
+    if (!clone && this.deps.config.warmClones) this.deps.snapshots?.scheduleBuild(vm.image, driver, result.record.accel, vm);
+    return result;
+  }
+
+  /** The current snapshot of this VM's image and shape, or undefined (why is logged). */
+  private async pickClone(vm: VmRecord, driver: VmmDriver): Promise<CloneSource | undefined> {
+    if (!this.deps.snapshots) return undefined;
+    const img = imagePaths(this.deps.layout, vm.image);
+    const { accel } = await this.chooseAccel(driver, this.deps.config.accel, img.kernel);
+    const picked = await this.deps.snapshots.select(vm, driver, accel);
+    if ('reason' in picked) {
+      this.deps.log.info({ vm: vm.name, why: picked.reason }, 'cold boot');
+      return undefined;
+    }
+    return picked;
+  }
+
+  // ---- snapshots -----------------------------------------------------
+
+  /** An image with its warm-clone snapshots (each marked current or stale for this daemon's VMM). */
+  async showImage(name: string): Promise<ImageView> {
+    const image = this.deps.images.show(name);
+    const driver = this.deps.drivers(this.deps.config.vmm);
+    const snapshots = driver && this.deps.snapshots ? await this.deps.snapshots.list(name, driver) : [];
+    return { ...image, snapshots };
+  }
+
+  /** `image snapshot`: makes the snapshot of this image and shape now (default shape: config's). */
+  async snapshotImage(name: string, shape: { vcpu?: number; memoryMib?: number }, progress: Progress, signal: AbortSignal): Promise<SnapshotInfo> {
+    const { config } = this.deps;
+    const vcpu = shape.vcpu ?? config.vcpu;
+    const memoryMib = shape.memoryMib ?? config.memoryMib;
+    this.validateResources({ vcpu, memoryMib, diskBytes: config.diskSizeBytes }, { vcpu: shape.vcpu === undefined, memoryMib: shape.memoryMib === undefined, diskBytes: true });
+    validateImageName(name, 'name');
+    const driver = this.requireDriver(config.vmm);
+    if (!driver.capabilities.snapshots || !this.deps.snapshots) {
+      throw new BangerError('unavailable', `the ${driver.vmm} driver cannot snapshot VMs`, 'VMs of this VMM always boot cold');
+    }
+    await this.deps.images.ensure(name, { onProgress: progress, signal });
+    const { accel } = await this.chooseAccel(driver, config.accel, imagePaths(this.deps.layout, name).kernel);
+    return this.deps.snapshots.build(name, driver, accel, { vcpu, memoryMib }, progress, signal);
   }
 
   // ---- start / stop / restart / kill --------------------------------
@@ -479,8 +555,9 @@ export class VmService {
     return report;
   }
 
-  private bootStepsFor(vm: VmRecord, p: VmPaths, progress: Progress, signal?: AbortSignal) {
+  private bootStepsFor(vm: VmRecord, p: VmPaths, progress: Progress, signal?: AbortSignal, clone?: CloneSource) {
     return bootSteps({
+      ...(clone ? { clone } : {}),
       vm,
       paths: p,
       layout: this.deps.layout,

@@ -89,6 +89,29 @@ export interface ImageRecord {
   createdAt: string;
 }
 
+/** A warm-clone snapshot of an image (image show, image snapshot). */
+export interface SnapshotInfo {
+  /** VMM, accelerator and shape, e.g. `qemu-tcg-2c-1024m`. */
+  key: string;
+  vmm: string;
+  accel: 'kvm' | 'tcg';
+  vcpu: number;
+  memoryMib: number;
+  /** Bytes on disk (saved state + root disk). */
+  bytes: number;
+  createdAt: string;
+  /** How long making it took (template boot + save). */
+  buildMs: number;
+  /** Usable now; false: stale (`reason`), made again on demand. */
+  current: boolean;
+  reason?: string;
+}
+
+/** An image as `image show` shows it: its record and its snapshots. */
+export interface ImageView extends ImageRecord {
+  snapshots: SnapshotInfo[];
+}
+
 export interface ProgressEvent {
   stage: string;
   message: string;

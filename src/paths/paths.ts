@@ -148,3 +148,38 @@ export function imagePaths(layout: Layout, imageName: string): ImagePaths {
     manifest: join(dir, 'image.json'),
   };
 }
+
+/** A snapshot's key: which VMM, accelerator and machine shape it can start (e.g. `qemu-tcg-2c-1024m`). */
+export const SNAPSHOT_KEY_RE = /^[a-z]{1,16}-(kvm|tcg)-\d{1,3}c-\d{1,9}m$/;
+/** A template build's directory (beside the snapshots, renamed to its key when done). */
+export const SNAPSHOT_BUILD_RE = /^\.build-[0-9a-f]{12}$/;
+
+export interface SnapshotPaths {
+  dir: string;
+  /** snapshot.json: what it was made from and the sha256 of each file. */
+  manifest: string;
+  /** The VMM's saved state (memory and devices). */
+  state: string;
+  /** The template's root disk at the moment it was saved (clones copy it). */
+  root: string;
+}
+
+/** An image's snapshots directory (removed with the image). */
+export function snapshotsDir(layout: Layout, imageName: string): string {
+  return within(imagePaths(layout, imageName).dir, 'snapshots');
+}
+
+/** One snapshot (or template build) of an image: `key` is a snapshot key or a build dir name. */
+export function snapshotPaths(layout: Layout, imageName: string, key: string): SnapshotPaths {
+  if (!SNAPSHOT_KEY_RE.test(key) && !SNAPSHOT_BUILD_RE.test(key)) {
+    throw new BangerError('internal', `invalid snapshot key ${JSON.stringify(key.slice(0, 64))}`);
+  }
+  const dir = within(snapshotsDir(layout, imageName), key);
+  return { dir, manifest: join(dir, 'snapshot.json'), state: join(dir, 'state'), root: join(dir, 'root.qcow2') };
+}
+
+/** A template VM's sockets (its QMP, agent and migration sockets) while it is built. */
+export function templateSocketsDir(layout: Layout, buildId: string): string {
+  if (!/^[0-9a-f]{12}$/.test(buildId)) throw new BangerError('internal', `invalid template build id ${JSON.stringify(buildId.slice(0, 64))}`);
+  return within(layout.runtimeDir, 'templates', buildId);
+}

@@ -4,7 +4,7 @@
  * (validated at the daemon's boundary) and a phantom result type.
  */
 import { z } from 'zod';
-import { NETWORK_MODES, WORKSPACE_MODES, type ImageRecord, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
+import { NETWORK_MODES, WORKSPACE_MODES, type ImageRecord, type ImageView, type SnapshotInfo, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
 import { imageNameSchema, vmNameSchema } from '../model/names.js';
 import { MAX_DISK_BYTES, MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { formatSize } from '../model/sizes.js';
@@ -35,7 +35,7 @@ export interface NetworkShow {
 }
 
 /** Bump when a method's params or result change shape. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /**
  * Every param is bounded, so no message can echo a huge input. Names use the
@@ -71,6 +71,8 @@ export interface VmCreateResult {
   /** null for `vm create --no-start`. */
   ssh: VmSshTarget | null;
   bootMs: number;
+  /** The snapshot a create restored (a warm clone); null: a cold boot (or no boot). */
+  clonedFrom?: string | null;
 }
 
 export interface DoctorCheck {
@@ -159,6 +161,8 @@ export const methods = {
         nat: z.boolean().optional(),
         /** user (rootless) or bridge (root helper); default: config `network`. */
         network: z.enum(NETWORK_MODES).optional(),
+        /** Boot cold even when a snapshot of this shape exists (vm create/run --cold). */
+        cold: z.boolean().optional(),
       })
       .strict(),
     result: {} as VmCreateResult,
@@ -222,7 +226,12 @@ export const methods = {
     result: {} as ImageRecord,
   },
   'image.list': { params: z.object({}).strict(), result: {} as ImageRecord[] },
-  'image.show': { params: z.object({ name: imageName }).strict(), result: {} as ImageRecord },
+  'image.show': { params: z.object({ name: imageName }).strict(), result: {} as ImageView },
+  /** Makes (or remakes) the warm-clone snapshot of an image for a machine shape (default: config's). */
+  'image.snapshot': {
+    params: z.object({ name: imageName, vcpu: vcpu.optional(), memoryMib: memoryMib.optional() }).strict(),
+    result: {} as SnapshotInfo,
+  },
   'image.delete': { params: z.object({ name: imageName }).strict(), result: {} as { deleted: string } },
 } as const;
 

@@ -13,6 +13,7 @@
  * into runtime.json ("driver") without looking inside, and hands back to the
  * driver for everything after (alive? power down, kill, describe).
  */
+import { BangerError } from '../errors/errors.js';
 import type { Vmm } from '../model/types.js';
 import type { AccelProbe } from './accel.js';
 
@@ -33,7 +34,10 @@ export interface VmmCapabilities {
   agentChannel: 'virtio-serial' | 'none';
   /** The root disk is a qcow2 copy-on-write overlay over the image's rootfs. */
   qcow2Overlays: boolean;
-  /** Snapshot a running VM and restore from it (not in this version). */
+  /**
+   * Save a running VM's state (memory and devices) to a file and start new
+   * VMs from it (`saveSnapshot`, `restore`): warm clones.
+   */
   snapshots: boolean;
 }
 
@@ -69,13 +73,26 @@ export interface DiskSpec {
   baseImage: string;
   /** Size of the VM's root disk. */
   rootBytes: number;
+  /**
+   * A clone: `files.overlay` already holds a copy of a snapshot's root disk
+   * (the daemon copied and verified it); the driver only grows it to
+   * rootBytes instead of making a fresh one.
+   */
+  fromSnapshot?: boolean;
 }
 
 export type BootNetwork =
   /** User networking: SSH forwarded from 127.0.0.1:sshHostPort; `restrict`: no route off the host. */
   | { mode: 'user'; sshHostPort: number; restrict: boolean; mac: string }
   /** An existing tap owned by our user (made by the root helper). */
-  | { mode: 'tap'; tap: string; mac: string };
+  | { mode: 'tap'; tap: string; mac: string }
+  /**
+   * A snapshot's template: the NIC is there (so clones have it) but has no
+   * backend, so the saved state holds no network backend's state and a
+   * clone can attach either backend (a NIC's negotiated features are then
+   * those every backend offers).
+   */
+  | { mode: 'none'; mac: string };
 
 export interface BootSpec {
   /** The VM's name: its hostname and the VMM's guest name. */
@@ -96,6 +113,27 @@ export interface DiskInfo {
   path: string;
   allocatedBytes: number;
   virtualBytes: number;
+}
+
+/** A snapshot's saved state as the daemon recorded it (snapshot.json). */
+export interface SavedState {
+  /** The file `saveSnapshot` wrote. */
+  file: string;
+  /** An open descriptor of `file` that restore reads instead (positional reads: the offset is not moved). */
+  fd?: number;
+  bytes: number;
+  /** Hex sha256 of the file. */
+  sha256: string;
+}
+
+/**
+ * `restore` could not use the snapshot (missing, truncated, corrupt, or not
+ * loadable by this VMM): nothing of the VM runs, and the caller boots cold.
+ */
+export class SnapshotUnusable extends BangerError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('operation_failed', message, 'the snapshot is dropped and made again; this VM boots cold', options);
+  }
 }
 
 /** A host program the driver needs (`banger doctor` checks each). */
@@ -154,6 +192,31 @@ export interface VmmDriver {
 
   /** The VM's disks with their allocated and virtual sizes (vm stats). */
   describeDisks(files: VmFiles): Promise<DiskInfo[]>;
+
+  /**
+   * The VMM's version (e.g. "qemu 7.2.22"): a snapshot made by another
+   * version is not restored (capabilities.snapshots).
+   */
+  version(): Promise<string>;
+
+  /**
+   * Pauses the VM, writes its state to `file` (atomically: a temp file
+   * beside it, renamed when complete) and ends the VMM. The root disk
+   * (`files.overlay` of its boot) is then consistent with that state: the
+   * pair is the snapshot. Resolves with what was written.
+   */
+  saveSnapshot(handle: VmmHandle, file: string, timeoutMs: number): Promise<SavedState>;
+
+  /**
+   * Boots a VM from a snapshot instead of its kernel: `spec` as for `boot`
+   * (same machine shape as the template's; the disks the VM's own), the
+   * guest resumed where the template was saved. The state is checked
+   * against `state` (size, sha256) while it loads, and the guest resumes
+   * only when it matches; the guest is told its disks' sizes, which may
+   * differ from the template's. Throws SnapshotUnusable (nothing left
+   * running) when the snapshot cannot be used.
+   */
+  restore(spec: BootSpec, state: SavedState): Promise<VmmHandle>;
 }
 
 /** The drivers a daemon has: undefined for a VMM this build does not carry. */

@@ -6,11 +6,12 @@
  * way a real driver finds it (findOrphan). Nothing here waits: every wait
  * answers at once from the table.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError } from '../../src/errors/errors.js';
-import type { AccelProbe, BootSpec, DiskInfo, DiskSpec, VmFiles, VmmCapabilities, VmmDriver, VmmHandle } from '../../src/vmm/driver.js';
+import { SnapshotUnusable, type AccelProbe, type BootSpec, type DiskInfo, type DiskSpec, type SavedState, type VmFiles, type VmmCapabilities, type VmmDriver, type VmmHandle } from '../../src/vmm/driver.js';
 import type { AgentSession, GuestOps } from '../../src/daemon/guest-ops.js';
 
 const handleSchema = z.object({ fakeId: z.number().int().positive(), agent: z.string() });
@@ -41,6 +42,8 @@ export interface FakeFaults {
   powerdownFails?: boolean;
   /** Signals the process survives. */
   ignores?: NodeJS.Signals[];
+  /** restore finds the snapshot unusable (nothing left running). */
+  restoreUnusable?: boolean;
 }
 
 export const FAKE_PID_FILE = 'fake-vmm.pid';
@@ -128,6 +131,29 @@ export class FakeDriver implements VmmDriver {
 
   describeDisks(files: VmFiles): Promise<DiskInfo[]> {
     return Promise.resolve([{ name: 'root', path: files.overlay, allocatedBytes: 0, virtualBytes: 0 }]);
+  }
+
+  version(): Promise<string> {
+    return Promise.resolve('fake 1.0.0');
+  }
+
+  /** Writes the "state" (the VM's name), ends the process. */
+  saveSnapshot(handle: VmmHandle, file: string): Promise<SavedState> {
+    this.calls.push('saveSnapshot');
+    const p = this.proc(handle);
+    const data = Buffer.from(`state of ${p?.name ?? '?'}\n`);
+    writeFileSync(file, data);
+    if (p) p.alive = false;
+    return Promise.resolve({ file, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+  }
+
+  restore(spec: BootSpec, state: SavedState): Promise<VmmHandle> {
+    this.calls.push('restore');
+    if (this.faults.restoreUnusable) return Promise.reject(new SnapshotUnusable(`fake: cannot load ${state.file}`));
+    return this.boot(spec).then((h) => {
+      this.calls.pop(); // the boot inside is part of the restore
+      return h;
+    });
   }
 
   /** The processes still running. */

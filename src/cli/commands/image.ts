@@ -1,8 +1,19 @@
-/** banger image build|list|show|delete */
+/** banger image build|list|show|snapshot|delete */
 import { Command } from '@commander-js/extra-typings';
 import { formatSize } from '../../model/sizes.js';
-import { printJson, type CliContext } from '../context.js';
+import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { table, keyValues } from '../style.js';
+
+
+/** "5 min", "3 h", "2 d": how long ago an ISO time was. */
+function age(iso: string): string {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (!Number.isFinite(s)) return '-';
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 129600) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
 
 export function imageCommand(ctx: CliContext): Command {
   const image = new Command('image').description('build and manage VM images');
@@ -47,6 +58,38 @@ export function imageCommand(ctx: CliContext): Command {
         ['created', i.createdAt],
       ];
       process.stdout.write(keyValues(rows) + '\n');
+      if (i.snapshots.length === 0) {
+        process.stdout.write('snapshots: none (made after the first create of a shape, or with `banger image snapshot`)\n');
+        return;
+      }
+      process.stdout.write('snapshots:\n');
+      process.stdout.write(
+        table(
+          ['KEY', 'VCPU', 'MEMORY', 'SIZE', 'AGE', 'STATUS'],
+          i.snapshots.map((s) => [
+            s.key,
+            s.vcpu > 0 ? String(s.vcpu) : '-',
+            s.memoryMib > 0 ? `${s.memoryMib} MiB` : '-',
+            formatSize(s.bytes),
+            s.createdAt ? age(s.createdAt) : '-',
+            s.current ? 'current' : `stale: ${s.reason ?? 'unknown'}`,
+          ]),
+        ) + '\n',
+      );
+    });
+
+  image
+    .command('snapshot')
+    .description('make (or remake) the snapshot new VMs of this image and shape start from as warm clones')
+    .argument('[name]', 'image name', 'bookworm')
+    .option('--vcpu <n>', 'virtual CPUs of the shape (default: vcpu in config)', parseIntFlag('--vcpu'))
+    .option('--memory <mib>', 'memory in MiB of the shape (default: memory_mib in config)', parseIntFlag('--memory'))
+    .option('--json', 'machine-readable output')
+    .action(async (name, opts) => {
+      const started = Date.now();
+      const s = await (await ctx.daemon()).call('image.snapshot', { name, vcpu: opts.vcpu, memoryMib: opts.memory }, (ev) => ctx.progress(ev));
+      if (opts.json) return printJson(s);
+      process.stdout.write(`snapshot ${s.key} of ${name}: ${formatSize(s.bytes)}, made in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
 
   image

@@ -105,11 +105,24 @@ export function vmCommand(ctx: CliContext): Command {
       const started = Date.now();
       const res = await (await ctx.daemon()).call(
         'vm.create',
-        { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, start: opts.start, nat: opts.nat === true, network: opts.network },
+        {
+          name,
+          image: opts.image,
+          vcpu: opts.vcpu,
+          memoryMib: opts.memory,
+          diskBytes: opts.diskSize,
+          start: opts.start,
+          nat: opts.nat === true,
+          network: opts.network,
+          cold: opts.cold === true,
+        },
         (ev) => ctx.progress(ev),
       );
       if (opts.json) return printJson(res.vm);
-      if (opts.start) process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
+      if (opts.start) {
+        const how = res.clonedFrom ? ` (warm clone of snapshot ${res.clonedFrom})` : '';
+        process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s${how}`, process.stderr) + '\n');
+      }
       process.stdout.write(`${name} ${res.vm.state}${opts.start ? `: \`banger vm ssh ${name}\`` : `: \`banger vm start ${name}\``}\n`);
     });
 
@@ -131,6 +144,7 @@ function specOptions<A extends unknown[], O extends OptionValues>(c: Command<A, 
     .option('--disk-size <size>', 'persistent /root work disk size, e.g. 16G, at most 2 TiB (default: disk_size in config)', diskSizeFlag('--disk-size'))
     .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
     .option('--nat', 'let the guest reach the network (default: no route off the host)')
+    .option('--cold', 'boot the kernel even when a snapshot of this image and shape could start a warm clone')
     .addOption(new Option('--network <mode>', 'user (rootless, SSH on a loopback port) or bridge (root helper: own IP, NAME.vm DNS); default: config').choices(NETWORK_MODES));
 }
 
@@ -147,6 +161,7 @@ interface RunOpts extends PrepareFlags {
   rm?: boolean;
   detach?: boolean;
   nat?: boolean;
+  cold?: boolean;
   bootstrap?: boolean;
   network?: NetworkMode;
 }
@@ -232,7 +247,17 @@ export async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Prom
     let announced = false;
     const res = await client.call(
       'vm.create',
-      { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, ephemeral: opts.rm === true, nat: opts.nat === true, network: opts.network },
+      {
+        name,
+        image: opts.image,
+        vcpu: opts.vcpu,
+        memoryMib: opts.memory,
+        diskBytes: opts.diskSize,
+        ephemeral: opts.rm === true,
+        nat: opts.nat === true,
+        network: opts.network,
+        cold: opts.cold === true,
+      },
       (ev) => {
         if (!announced) {
           announced = true;

@@ -71,6 +71,16 @@ export interface QemuSpec {
   restrictNet?: boolean;
   /** Shown by QEMU as the guest name (-name guest=...). */
   name?: string;
+  /**
+   * A snapshot template: eth0 is there but has no network backend (no
+   * -netdev), so the saved state holds none (see VmmDriver BootNetwork 'none').
+   */
+  noNetBackend?: boolean;
+  /**
+   * Start paused, waiting for a saved state (QMP migrate-incoming) instead
+   * of booting the kernel: a clone of a snapshot.
+   */
+  incoming?: boolean;
 }
 
 /** -cpu for each accelerator: `host` passes the real CPU through under KVM; `max` is TCG's richest model. */
@@ -127,11 +137,16 @@ export function qemuArgv(spec: QemuSpec): string[] {
     '-drive', `id=work,if=none,file=${optValue(p.workDisk)},format=raw,cache=writeback,discard=unmap`,
     '-device', 'virtio-blk-device,drive=work',
 
-    // eth0: a tap on banger's bridge, or user networking with SSH forwarded from loopback only
-    '-netdev', spec.tap !== undefined
-      ? `tap,id=net0,ifname=${spec.tap},script=no,downscript=no`
-      : `user,id=net0,${hostfwd}${spec.restrictNet ? ',restrict=on' : ''}`,
-    '-device', `virtio-net-device,netdev=net0,mac=${spec.mac.toLowerCase()}`,
+    // eth0: a tap on banger's bridge, or user networking with SSH forwarded
+    // from loopback only, or (a snapshot template) no backend at all
+    ...(spec.noNetBackend
+      ? ['-device', `virtio-net-device,mac=${spec.mac.toLowerCase()}`]
+      : [
+          '-netdev', spec.tap !== undefined
+            ? `tap,id=net0,ifname=${spec.tap},script=no,downscript=no`
+            : `user,id=net0,${hostfwd}${spec.restrictNet ? ',restrict=on' : ''}`,
+          '-device', `virtio-net-device,netdev=net0,mac=${spec.mac.toLowerCase()}`,
+        ]),
 
     // guest agent channel
     '-chardev', `socket,id=qga0,path=${optValue(p.qgaSocket)},server=on,wait=off`,
@@ -144,6 +159,9 @@ export function qemuArgv(spec: QemuSpec): string[] {
     // serial console -> console.log (truncated at each boot)
     '-chardev', `file,id=console0,path=${optValue(p.consoleLog)}`,
     '-serial', 'chardev:console0',
+
+    // a clone: paused (-S) until its state is loaded and checked
+    ...(spec.incoming ? ['-S', '-incoming', 'defer'] : []),
   ];
   return argv;
 }
@@ -156,7 +174,9 @@ function validateSpec(spec: QemuSpec): void {
   };
   if (!Number.isInteger(spec.vcpu) || spec.vcpu < 1 || spec.vcpu > 255) bad(`vcpu must be 1-255, got ${spec.vcpu}`);
   if (!Number.isInteger(spec.memoryMib) || spec.memoryMib < 64) bad(`memory must be at least 64 MiB, got ${spec.memoryMib}`);
-  if (spec.tap !== undefined) {
+  if (spec.noNetBackend) {
+    if (spec.tap !== undefined) bad('a NIC without a backend cannot have a tap');
+  } else if (spec.tap !== undefined) {
     if (!/^[a-z0-9]{1,15}$/.test(spec.tap)) bad(`tap name ${JSON.stringify(spec.tap)} is not an interface name`);
   } else if (!Number.isInteger(spec.sshHostPort) || spec.sshHostPort < 1 || spec.sshHostPort > 65535) {
     bad(`SSH host port must be 1-65535, got ${spec.sshHostPort}`);

@@ -14,8 +14,8 @@ describe('QemuDriver', () => {
     expect(qemuPaths(p)).toMatchObject({ pidFile: p.pidFile, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, overlay: p.overlay });
   });
 
-  it('capabilities: user and tap networking, a virtio-serial agent channel, qcow2 overlays, no snapshots yet', () => {
-    expect(driver.capabilities).toEqual({ userNetworking: true, tapNetworking: true, agentChannel: 'virtio-serial', qcow2Overlays: true, snapshots: false });
+  it('capabilities: user and tap networking, a virtio-serial agent channel, qcow2 overlays, snapshots', () => {
+    expect(driver.capabilities).toEqual({ userNetworking: true, tapNetworking: true, agentChannel: 'virtio-serial', qcow2Overlays: true, snapshots: true });
     expect(driver.hostTools.map((t) => t.name)).toEqual(['qemu-system-x86_64', 'qemu-img']);
   });
 

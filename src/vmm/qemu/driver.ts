@@ -6,13 +6,15 @@
  * pid (pid + start time) and where its sockets are.
  */
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { BangerError } from '../../errors/errors.js';
+import { BangerError, messageOf } from '../../errors/errors.js';
 import type { Logger } from '../../log/log.js';
 import type { Runner } from '../../system/runner.js';
 import { isSameProcess, killProcess, readCmdline, readPidFile, readStartTime, waitForExit } from '../../system/proc.js';
-import type { BootSpec, DiskInfo, DiskSpec, HostTool, VmFiles, VmmCapabilities, VmmDriver, VmmHandle } from '../driver.js';
+import type { BootSpec, DiskInfo, DiskSpec, HostTool, SavedState, VmFiles, VmmCapabilities, VmmDriver, VmmHandle } from '../driver.js';
+import { SnapshotUnusable } from '../driver.js';
+import { announceDiskSizes, loadState, maxStateBytes, MIGRATE_SOCKET, saveState } from './snapshot.js';
 import type { AccelProbe } from '../accel.js';
 import { hostTscKhz, probeKvm } from './accel.js';
 import { kernelCmdline, qemuArgv, type QemuPaths } from './argv.js';
@@ -59,12 +61,14 @@ export class QemuDriver implements VmmDriver {
     tapNetworking: true,
     agentChannel: 'virtio-serial',
     qcow2Overlays: true,
-    snapshots: false,
+    snapshots: true,
   };
   readonly hostTools: readonly HostTool[] = [
     { name: 'qemu-system-x86_64', argv: ['qemu-system-x86_64', '--version'], pkg: 'qemu-system-x86', why: 'runs the VMs' },
     { name: 'qemu-img', argv: ['qemu-img', '--version'], pkg: 'qemu-utils', why: 'makes per-VM overlays' },
   ];
+
+  private versionText: Promise<string> | undefined;
 
   constructor(private readonly deps: { runner: Runner; log: Logger }) {}
 
@@ -73,13 +77,22 @@ export class QemuDriver implements VmmDriver {
   }
 
   async prepareDisks(spec: DiskSpec): Promise<void> {
+    if (spec.fromSnapshot) {
+      // The copy of the template's overlay: grown to this VM's size (never shrunk; the daemon checks).
+      await this.deps.runner.run(['qemu-img', 'resize', '-q', '-f', 'qcow2', spec.files.overlay, String(spec.rootBytes)], { timeoutMs: 60_000 });
+      return;
+    }
     await this.deps.runner.run(
       ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', spec.baseImage, '-F', 'raw', spec.files.overlay, String(spec.rootBytes)],
       { timeoutMs: 60_000 },
     );
   }
 
-  async boot(spec: BootSpec): Promise<VmmHandle> {
+  boot(spec: BootSpec): Promise<VmmHandle> {
+    return this.start(spec, false);
+  }
+
+  private async start(spec: BootSpec, incoming: boolean): Promise<VmmHandle> {
     const paths = qemuPaths(spec.files);
     const net = spec.network;
     const argv = qemuArgv({
@@ -96,8 +109,10 @@ export class QemuDriver implements VmmDriver {
       mac: net.mac,
       name: spec.name,
       restrictNet: net.mode === 'user' && net.restrict,
+      noNetBackend: net.mode === 'none',
+      incoming,
     });
-    this.deps.log.info({ vm: spec.name, argv }, 'starting qemu');
+    this.deps.log.info({ vm: spec.name, argv }, incoming ? 'starting qemu (from a snapshot)' : 'starting qemu');
     // -daemonize: returns once QEMU is set up (errors on stderr); the VM runs in its own session.
     await this.deps.runner.run(argv, { timeoutMs: 60_000 });
     const pid = readPidFile(paths.pidFile);
@@ -174,6 +189,64 @@ export class QemuDriver implements VmmDriver {
     }
     return disks;
   }
+
+  version(): Promise<string> {
+    this.versionText ??= this.deps.runner.run(['qemu-system-x86_64', '--version'], { timeoutMs: QEMU_IMG_TIMEOUT_MS }).then((r) => {
+      const m = /version\s+(\d+\.\d+\.\d+)/.exec(r.stdout);
+      if (!m) throw new BangerError('operation_failed', 'qemu-system-x86_64 --version printed no version');
+      return `qemu ${m[1]}`;
+    });
+    this.versionText.catch(() => (this.versionText = undefined));
+    return this.versionText;
+  }
+
+  async saveSnapshot(handle: VmmHandle, file: string, timeoutMs: number): Promise<SavedState> {
+    const h = own(handle);
+    const qmp = await QmpClient.connect(h.qmpSocket, { timeoutMs: 5000 });
+    try {
+      const saved = await saveState(qmp, join(dirname(h.qmpSocket), MIGRATE_SOCKET), file, { maxBytes: maxStateBytes(memoryOf(h.pid)), timeoutMs });
+      await qmp.quit();
+      await waitForExit(h.pid, h.pidStartTime, 10_000);
+      return saved;
+    } finally {
+      qmp.close();
+    }
+  }
+
+  async restore(spec: BootSpec, state: SavedState): Promise<VmmHandle> {
+    const handle = await this.start(spec, true);
+    const h = own(handle);
+    try {
+      const qmp = await QmpClient.connect(h.qmpSocket, { timeoutMs: 10_000 }).catch((e: unknown) => {
+        throw new SnapshotUnusable(`QEMU for ${spec.name} did not open its control socket: ${messageOf(e)}`, { cause: e });
+      });
+      try {
+        await loadState(qmp, join(spec.files.socketsDir, MIGRATE_SOCKET), state, {
+          maxBytes: maxStateBytes(spec.memoryMib),
+          timeoutMs: 60_000,
+          isAlive: () => this.isAlive(handle),
+        });
+        // The guest still believes the template's disk sizes: tell it this VM's.
+        await announceDiskSizes(qmp, ['root', 'work']);
+        await qmp.execute('cont', undefined, { timeoutMs: 10_000 });
+      } finally {
+        qmp.close();
+      }
+    } catch (e) {
+      killProcess(h.pid, h.pidStartTime, 'SIGKILL');
+      await waitForExit(h.pid, h.pidStartTime, 5000);
+      throw e;
+    }
+    return handle;
+  }
+}
+
+/** The -m of a running QEMU in MiB (its saved state is bounded by it); unknown: a generous bound. */
+function memoryOf(pid: number): number {
+  const argv = readCmdline(pid) ?? [];
+  const at = argv.indexOf('-m');
+  const mib = at >= 0 ? /^(\d+)M$/.exec(argv[at + 1] ?? '') : null;
+  return mib ? Number(mib[1]) : 1024 * 1024;
 }
 
 /** A handle the daemon passes back: made by boot/findOrphan/parseHandle, so it parses; anything else is a bug. */
