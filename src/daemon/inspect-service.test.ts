@@ -453,6 +453,9 @@ describe('InspectService.stats / ports (fake guest agent)', () => {
     expect(s.vcpu).toBe(2);
     expect(s.cpuPercent).toBeGreaterThanOrEqual(0);
     expect(s.memory).toEqual(parseMeminfo(MEMINFO));
+    // The VMM process here is this test process: its VmRSS, in bytes.
+    expect(s.hostRssBytes).toBeGreaterThan(1024 * 1024);
+    expect(s.hostRssBytes % 1024).toBe(0);
     expect(s.filesystems).toEqual([
       { mount: '/', sizeBytes: 4122705920, usedBytes: 369401856 },
       { mount: '/root', sizeBytes: 10464022528, usedBytes: 24576000 },

@@ -1,6 +1,7 @@
 /**
  * Read-only views of a VM: its serial console (`vm logs`), resource use
- * (`vm stats`) and listening sockets (`vm ports`).
+ * (`vm stats`: the guest's view, plus the VMM process's CPU and resident
+ * memory on the host) and listening sockets (`vm ports`).
  *
  * The console log is a host file and readable whether or not the VM runs.
  * Stats and ports need the running guest: they ask qemu-guest-agent to run a
@@ -18,7 +19,7 @@ import { vmPaths, type Layout } from '../paths/paths.js';
 import type { DiskInfo } from '../vmm/driver.js';
 import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
-import { readProcStat, USER_HZ } from '../system/proc.js';
+import { readProcStat, readVmRss, USER_HZ } from '../system/proc.js';
 import { AgentCommandError, connectAgent, type GuestAgent } from '../guest/agent.js';
 import { clip } from '../model/text.js';
 import type { VmService } from './vm-service.js';
@@ -77,6 +78,8 @@ export class InspectService {
     // Sample the VMM's CPU before talking to the agent: spawning processes in a
     // TCG guest costs QEMU real CPU and would inflate the figure.
     const [cpuPercent, disks] = await Promise.all([this.sampleCpu(vm, vmm), this.hostDisks(vm, vmm)]);
+    // Host RSS before the agent exec too (spawning in the guest touches pages).
+    const hostRssBytes = this.hostRss(vm, vmm);
     const out = await this.guestExec(vm, vmm, STATS_COMMAND);
     if (out.exitCode === null) throw this.guestCommandFailed(vm, STATS_COMMAND, out);
     const cut = out.stdout.indexOf(DF_MARKER);
@@ -91,7 +94,7 @@ export class InspectService {
     }
     // df exits non-zero when one of its paths fails; what it printed still counts.
     const filesystems = parseDf(df).map(({ mount, sizeBytes, usedBytes }) => ({ mount, sizeBytes, usedBytes }));
-    return { name: vm.name, cpuPercent, vcpu: vm.vcpu, memory, filesystems, disks };
+    return { name: vm.name, cpuPercent, vcpu: vm.vcpu, memory, hostRssBytes, filesystems, disks };
   }
 
   async ports(name: string): Promise<VmPort[]> {
@@ -116,6 +119,14 @@ export class InspectService {
     await new Promise((r) => setTimeout(r, this.deps.cpuSampleMs ?? CPU_SAMPLE_MS));
     const b = read();
     return cpuPercent(b.ticks - a.ticks, Number(b.at - a.at) / 1e6);
+  }
+
+  /** The VMM process's resident memory on the host (VmRSS of /proc/PID/status), bytes. */
+  private hostRss(vm: VmView, vmm: BootedVmm): number {
+    const proc = vmm.driver.hostProcess(vmm.handle);
+    const rss = readVmRss(proc.pid, proc.startTime);
+    if (rss === null) throw notRunning(vm.name, 'its VMM process is gone');
+    return rss;
   }
 
   /** The VM's disks as its driver describes them (QEMU: the root overlay per qemu-img, the work disk). */

@@ -35,7 +35,7 @@ export interface NetworkShow {
 }
 
 /** Bump when a method's params or result change shape. */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /**
  * Every param is bounded, so no message can echo a huge input. Names use the
@@ -96,6 +96,8 @@ export interface VmStats {
   cpuPercent: number;
   vcpu: number;
   memory: { totalBytes: number; availableBytes: number; usedBytes: number };
+  /** The VMM process's resident memory on the host (VmRSS of /proc/PID/status), bytes: what the VM costs the host. */
+  hostRssBytes: number;
   /** Guest filesystems (/, /root): size and use as the guest sees them. */
   filesystems: Array<{ mount: string; sizeBytes: number; usedBytes: number }>;
   /** Host disk files: allocated bytes on the host vs virtual size. */

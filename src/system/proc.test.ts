@@ -7,9 +7,11 @@ import {
   isSameProcess,
   killProcess,
   parseStat,
+  parseVmRss,
   readPidFile,
   readProcStat,
   readStartTime,
+  readVmRss,
   waitForExit,
 } from './proc.js';
 
@@ -44,6 +46,29 @@ describe('parseStat', () => {
     expect(parseStat('hello')).toBeNull();
     expect(parseStat('12 (x) S 1 2')).toBeNull();
     expect(parseStat('-1 (x) ' + 'S '.repeat(30))).toBeNull();
+  });
+});
+
+describe('parseVmRss / readVmRss', () => {
+  const status = ['Name:\tqemu-system-x86', 'State:\tS (sleeping)', 'VmHWM:\t  312000 kB', 'VmRSS:\t  301234 kB', 'RssAnon:\t  290000 kB', 'Threads:\t5', ''].join('\n');
+
+  it('reads VmRSS in bytes, not VmHWM or RssAnon', () => {
+    expect(parseVmRss(status)).toBe(301234 * 1024);
+  });
+
+  it('null without a VmRSS line (kernel thread, zombie) or with a malformed one', () => {
+    expect(parseVmRss('Name:\tkthreadd\nState:\tS (sleeping)\n')).toBeNull();
+    expect(parseVmRss('VmRSS:\t  lots kB\n')).toBeNull();
+    expect(parseVmRss('')).toBeNull();
+  });
+
+  it('this process: positive; a wrong start time or a bad pid: null', () => {
+    const rss = readVmRss(process.pid, readStartTime(process.pid)!);
+    expect(rss).toBeGreaterThan(0);
+    expect(readVmRss(process.pid)).toBeGreaterThan(0);
+    expect(readVmRss(process.pid, '1')).toBeNull();
+    expect(readVmRss(0)).toBeNull();
+    expect(readVmRss(-5)).toBeNull();
   });
 });
 

@@ -123,6 +123,30 @@ export async function waitForExit(pid: number, startTime: string, timeoutMs: num
   }
 }
 
+/**
+ * VmRSS from the text of /proc/PID/status, in bytes: the process's resident
+ * memory (anonymous + file + shared). Null when the line is missing (kernel
+ * threads and zombies have none) or malformed.
+ */
+export function parseVmRss(statusText: string): number | null {
+  const m = /^VmRSS:\s+(\d+)\s+kB\s*$/m.exec(statusText);
+  return m ? Number(m[1]) * 1024 : null;
+}
+
+/** VmRSS of `pid` in bytes, or null when it is gone, a zombie, unreadable, or no longer the process that started at `startTime`. */
+export function readVmRss(pid: number, startTime?: string): number | null {
+  if (!isValidPid(pid)) return null;
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return null;
+  }
+  // Checked after the read: a pid reused before it would show a new start time now.
+  if (startTime !== undefined && !isSameProcess(pid, startTime)) return null;
+  return parseVmRss(text);
+}
+
 /** A process's argv from /proc/PID/cmdline; undefined when it is gone or unreadable. */
 export function readCmdline(pid: number): string[] | undefined {
   if (!isValidPid(pid)) return undefined;

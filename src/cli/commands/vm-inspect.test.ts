@@ -67,6 +67,7 @@ describe('vm stats / ports rendering', () => {
     cpuPercent: 12.34,
     vcpu: 2,
     memory: { totalBytes: 1024 ** 3, availableBytes: 768 * 1024 ** 2, usedBytes: 256 * 1024 ** 2 },
+    hostRssBytes: 300 * 1024 ** 2,
     filesystems: [{ mount: '/', sizeBytes: 4 * 1024 ** 3, usedBytes: 1024 ** 3 }],
     disks: [{ name: 'root', path: '/s/vms/abc/root.qcow2', allocatedBytes: 5 * 1024 ** 2, virtualBytes: 4 * 1024 ** 3 }],
   };
@@ -76,8 +77,9 @@ describe('vm stats / ports rendering', () => {
     expect(lines[0]).toMatch(/^RESOURCE\s+USED\s+SIZE\s+USE\s+WHAT$/);
     expect(lines[1]).toMatch(/^cpu\s+12\.3 %\s+2 vCPUs/);
     expect(lines[2]).toMatch(/^memory\s+256 MiB\s+1\.0 GiB\s+25 %/);
-    expect(lines[3]).toMatch(/^fs \/\s+1\.0 GiB\s+4\.0 GiB\s+25 %/);
-    expect(lines[4]).toMatch(/^disk root\s+5\.0 MiB\s+4\.0 GiB\s+0 %.*root\.qcow2$/);
+    expect(lines[3]).toMatch(/^host memory\s+300 MiB\s+QEMU process resident memory on the host \(VmRSS\)$/);
+    expect(lines[4]).toMatch(/^fs \/\s+1\.0 GiB\s+4\.0 GiB\s+25 %/);
+    expect(lines[5]).toMatch(/^disk root\s+5\.0 MiB\s+4\.0 GiB\s+0 %.*root\.qcow2$/);
   });
 
   it('stats --json prints the daemon result as is', async () => {

@@ -59,6 +59,7 @@ export function renderStats(s: VmStats): string {
   const rows: string[][] = [
     ['cpu', `${s.cpuPercent.toFixed(1)} %`, `${s.vcpu} vCPU${s.vcpu === 1 ? '' : 's'}`, '', 'QEMU process, % of one host CPU'],
     ['memory', formatSize(s.memory.usedBytes), formatSize(s.memory.totalBytes), pct(s.memory.usedBytes, s.memory.totalBytes), 'guest, total - available'],
+    ['host memory', formatSize(s.hostRssBytes), '', '', 'QEMU process resident memory on the host (VmRSS)'],
     ...s.filesystems.map((f) => [`fs ${f.mount}`, formatSize(f.usedBytes), formatSize(f.sizeBytes), pct(f.usedBytes, f.sizeBytes), 'guest filesystem']),
     ...s.disks.map((d) => [`disk ${d.name}`, formatSize(d.allocatedBytes), formatSize(d.virtualBytes), pct(d.allocatedBytes, d.virtualBytes), `host file, allocated of virtual: ${d.path}`]),
   ];
