@@ -10,7 +10,7 @@ import { BangerError } from '../../errors/errors.js';
 import { createRunner } from '../../system/runner.js';
 import { freeLoopbackPort } from '../../system/ports.js';
 import { isSameProcess, killProcess, readPidFile, readProcStat, readStartTime, waitForExit } from '../../system/proc.js';
-import { GUEST_AGENT_PORT, MICROVM_MACHINE, kernelCmdline, optValue, qemuArgv, type QemuSpec } from './argv.js';
+import { GUEST_AGENT_PORT, MICROVM_MACHINE, TCG_TB_MIB, kernelCmdline, optValue, qemuArgv, type QemuSpec } from './argv.js';
 import { QmpClient } from './qmp.js';
 
 function pathsIn(dir: string): VmPaths {
@@ -57,7 +57,7 @@ describe('qemuArgv', () => {
     expect(MICROVM_MACHINE).toMatch(/^microvm,/);
     expect(MICROVM_MACHINE).toContain('acpi=on');
     expect(MICROVM_MACHINE).toContain('rtc=on');
-    expect(values(tcg, '-accel')).toEqual(['tcg']);
+    expect(values(tcg, '-accel')).toEqual([`tcg,tb-size=${TCG_TB_MIB}`]);
     expect(values(tcg, '-cpu')).toEqual(['max']);
     const kvm = qemuArgv(spec({ accel: 'kvm' }));
     expect(values(kvm, '-accel')).toEqual(['kvm']);

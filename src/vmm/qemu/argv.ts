@@ -39,6 +39,21 @@ export type QemuAccel = 'kvm' | 'tcg';
  */
 export const MICROVM_MACHINE = 'microvm,acpi=on,rtc=on,pit=on,pic=off,isa-serial=on,x-option-roms=off';
 
+/**
+ * The revision of the machine this file describes (devices, their order and
+ * options). A saved state only loads into the same machine: the driver's
+ * version() carries it, so a snapshot made before a change is made again.
+ */
+export const MACHINE_REVISION = 2;
+
+/**
+ * TCG's translation cache in MiB (QEMU's default is 1 GiB under TCG, and a
+ * booted guest fills much of it: measured here, an idle 1 GiB VM held 765-796
+ * MiB of host RSS with the default, 421 MiB with 128, 303 MiB with 32, while
+ * its guest used ~180 MiB). Unused under KVM.
+ */
+export const TCG_TB_MIB = 64;
+
 /** The guest-agent port name qemu-ga looks for by default. */
 export const GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
 
@@ -107,7 +122,7 @@ export function qemuArgv(spec: QemuSpec): string[] {
     QEMU_SYSTEM_X86_64,
     ...(spec.name !== undefined ? ['-name', `guest=${optValue(spec.name)}`] : []),
     '-M', MICROVM_MACHINE,
-    '-accel', spec.accel,
+    '-accel', spec.accel === 'tcg' ? `tcg,tb-size=${TCG_TB_MIB}` : spec.accel,
     '-cpu', cpuModel(spec.accel),
     '-smp', String(spec.vcpu),
     '-m', `${spec.memoryMib}M`,
@@ -155,6 +170,12 @@ export function qemuArgv(spec: QemuSpec): string[] {
 
     // QMP control socket
     '-qmp', `unix:${optValue(p.qmpSocket)},server=on,wait=off`,
+
+    // virtio-balloon with free page reporting: pages the guest frees (boot
+    // leaves many) go back to the host within seconds (measured: a 300 MiB
+    // allocation freed in the guest left QEMU's RSS where it was before it
+    // within 8 s). Never inflated: it only returns what the guest freed.
+    '-device', 'virtio-balloon-device,free-page-reporting=on',
 
     // serial console -> console.log (truncated at each boot)
     '-chardev', `file,id=console0,path=${optValue(p.consoleLog)}`,

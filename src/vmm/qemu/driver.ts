@@ -17,7 +17,7 @@ import { SnapshotUnusable } from '../driver.js';
 import { announceDiskSizes, loadState, maxStateBytes, MIGRATE_SOCKET, saveState } from './snapshot.js';
 import type { AccelProbe } from '../accel.js';
 import { hostTscKhz, probeKvm } from './accel.js';
-import { kernelCmdline, qemuArgv, type QemuPaths } from './argv.js';
+import { kernelCmdline, MACHINE_REVISION, qemuArgv, type QemuPaths } from './argv.js';
 import { QmpClient } from './qmp.js';
 
 /** QEMU's own files in a VM's directories (the same names src/paths gives them). */
@@ -194,7 +194,7 @@ export class QemuDriver implements VmmDriver {
     this.versionText ??= this.deps.runner.run(['qemu-system-x86_64', '--version'], { timeoutMs: QEMU_IMG_TIMEOUT_MS }).then((r) => {
       const m = /version\s+(\d+\.\d+\.\d+)/.exec(r.stdout);
       if (!m) throw new BangerError('operation_failed', 'qemu-system-x86_64 --version printed no version');
-      return `qemu ${m[1]}`;
+      return `qemu ${m[1]} microvm-r${MACHINE_REVISION}`;
     });
     this.versionText.catch(() => (this.versionText = undefined));
     return this.versionText;
