@@ -6,9 +6,15 @@
  *   plain:  qemu-system-x86_64 by hand + poll `ssh ... true` until it works, then kill
  * It is a benchmark, not a test: it never fails on time.
  * `-- --stop` adds vm stop times; `-- --workspace` runs only the workspace
- * bench (test/bench/workspace.ts).
+ * bench (test/bench/workspace.ts); `-- --warm [--pairs N]` runs only warm
+ * clones against cold boots, `-- --memory [--idle S]` only an idle VM's host
+ * RSS against its guest's used memory (test/bench/warm.ts).
+ * `-- --state DIR` runs against DIR as the state dir (e.g. one holding a
+ * built image: hard-link its images/<name> in) with runtime, config and
+ * cache dirs of the run's own (removed after, with the daemon stopped);
+ * without it the bench uses your banger's dirs.
  */
-import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner } from '../../src/system/runner.js';
@@ -18,16 +24,67 @@ import { createWorkDisk } from '../../src/guest/work-disk.js';
 import { ensureKeypair } from '../../src/guest/keys.js';
 import { freeLoopbackPort } from '../../src/system/ports.js';
 import { killProcess, readPidFile, readStartTime, waitForExit } from '../../src/system/proc.js';
-import { repoRoot } from '../smoke/harness.js';
+import { makeRunDirs, repoRoot } from '../smoke/harness.js';
 import { hostTscKhz, probeKvm, resolveAccel } from '../../src/vmm/qemu/accel.js';
 import { workspaceBench } from './workspace.js';
+import { memoryReport, warmBench } from './warm.js';
+
+interface BenchArgs {
+  runs: number;
+  stop: boolean;
+  workspace: boolean;
+  warm: boolean;
+  memory: boolean;
+  pairs: number;
+  idleSeconds: number;
+  state?: string;
+}
+
+function usage(err?: string): never {
+  if (err) console.error(`bench: ${err}`);
+  console.error('usage: npm run bench -- [--runs=N] [--stop] | --workspace | --warm [--pairs N] | --memory [--idle S]  [--state DIR]');
+  process.exit(err ? 2 : 0);
+}
+
+function parseArgs(argv: string[]): BenchArgs {
+  const a: BenchArgs = { runs: 3, stop: false, workspace: false, warm: false, memory: false, pairs: 7, idleSeconds: 10 };
+  const whole = (flag: string, v: string, min: number) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < min) usage(`${flag} must be a whole number ≥ ${min}, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i]!.startsWith('--') && argv[i]!.includes('=') ? [argv[i]!.slice(0, argv[i]!.indexOf('=')), argv[i]!.slice(argv[i]!.indexOf('=') + 1)] : [argv[i]!, undefined];
+    const value = () => inline ?? argv[++i] ?? usage(`${flag} needs a value`);
+    if (flag === '--runs') a.runs = whole(flag, value(), 1);
+    else if (flag === '--stop') a.stop = true;
+    else if (flag === '--workspace') a.workspace = true;
+    else if (flag === '--warm') a.warm = true;
+    else if (flag === '--memory') a.memory = true;
+    else if (flag === '--pairs') a.pairs = whole(flag, value(), 1);
+    else if (flag === '--idle') a.idleSeconds = whole(flag, value(), 0);
+    else if (flag === '--state') a.state = value();
+    else if (flag === '-h' || flag === '--help') usage();
+    else usage(`unknown argument ${argv[i]}`);
+  }
+  return a;
+}
+
+const args = parseArgs(process.argv.slice(2));
+/** --state DIR: the run's own runtime, config and cache dirs (removed at the end); DIR keeps its images. */
+let runRoot: string | undefined;
+if (args.state) {
+  mkdirSync(args.state, { recursive: true, mode: 0o700 });
+  runRoot = mkdtempSync(join(tmpdir(), 'bench-run-'));
+  Object.assign(process.env, makeRunDirs(runRoot, args.state).env);
+}
 
 /** The plain line uses the accelerator banger would pick here (same probe). */
 let plainAccel: 'kvm' | 'tcg' = 'tcg';
 
 const runner = createRunner();
 const layout = resolveLayout();
-const runs = Number(process.argv.find((a) => a.startsWith('--runs='))?.split('=')[1] ?? 3);
+const runs = args.runs;
 const banger = (args: string[]) => runner.run([process.execPath, join(repoRoot, 'bin', 'banger.js'), ...args], { allowFailure: true, env: { ...process.env, NO_COLOR: '1' } });
 
 async function timeBanger(): Promise<number> {
@@ -99,7 +156,12 @@ async function main(): Promise<void> {
     const b = await banger(['image', 'build']);
     if (b.code !== 0) throw new Error(b.stderr);
   }
-  if (process.argv.includes('--workspace')) return workspaceBench(runs);
+  if (args.workspace) return workspaceBench(runs);
+  if (args.warm || args.memory) {
+    if (args.warm) await warmBench({ layout, pairs: args.pairs });
+    if (args.memory) await memoryReport({ layout, idleMs: args.idleSeconds * 1000 });
+    return;
+  }
   plainAccel = resolveAccel('auto', await probeKvm({ runner }, { kernel: imagePaths(layout, 'bookworm').kernel })).accel;
   console.log(`bench: accelerator ${plainAccel} for both`);
   console.log('bench: warm-up (daemon start + accelerator probe; not counted)…');
@@ -114,7 +176,7 @@ async function main(): Promise<void> {
   }
   console.log(`median banger (vm run --rm -- true): ${(median(b) / 1000).toFixed(2)} s over ${runs}`);
   console.log(`median plain (qemu + ssh poll):      ${(median(p) / 1000).toFixed(2)} s over ${runs}`);
-  if (process.argv.includes('--stop')) await stopTimes();
+  if (args.stop) await stopTimes();
   console.log(`ratio banger/plain: ${(median(b) / median(p)).toFixed(2)}`);
 }
 
@@ -140,4 +202,12 @@ async function stopTimes(): Promise<void> {
   console.log(`median vm stop (idle VM): ${(median(times) / 1000).toFixed(2)} s over ${runs}`);
 }
 
-await main();
+try {
+  await main();
+} finally {
+  if (runRoot) {
+    // The run's daemon lives in runRoot's runtime dir: stop it, then remove the dirs (not --state's).
+    await banger(['daemon', 'stop']);
+    rmSync(runRoot, { recursive: true, force: true });
+  }
+}
