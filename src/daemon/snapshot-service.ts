@@ -220,7 +220,9 @@ export class SnapshotService {
     }
     const abort = new AbortController();
     const onAbort = () => abort.abort();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // A signal that fired already sends no 'abort' event.
+    if (signal?.aborted) abort.abort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     const promise = this.buildNow(imageName, driver, accel, shape, key, progress, abort.signal).finally(() => {
       signal?.removeEventListener('abort', onAbort);
       this.builds.delete(id);

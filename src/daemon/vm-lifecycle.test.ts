@@ -5,22 +5,24 @@
  * NetworkService (user networking), config and work disks (mkfs.ext4) and
  * step runner. No VM, no QEMU.
  */
-import { describe, it, expect } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync } from 'node:fs';
+import { describe, it, expect, vi } from 'vitest';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
-import { DEFAULT_CONFIG } from '../config/config.js';
+import { DEFAULT_CONFIG, type Config } from '../config/config.js';
 import { silentLogger } from '../log/log.js';
 import type { ImageRecord, ProgressEvent } from '../model/types.js';
-import { resolveLayout, vmPaths } from '../paths/paths.js';
+import { resolveLayout, snapshotPaths, vmPaths } from '../paths/paths.js';
 import type { Connection } from '../rpc/server.js';
 import { createRunner, type Runner } from '../system/runner.js';
 import { Store } from '../store/store.js';
 import type { ImageService } from './image-service.js';
-import { NetworkService } from './network-service.js';
+import { NetworkService, type BridgeAttachment } from './network-service.js';
 import { readRuntime } from './runtime-file.js';
 import { VmService } from './vm-service.js';
+import { SnapshotService, snapshotKey } from './snapshot-service.js';
+import { CLONE_SCRIPT } from '../guest/clone-identity.js';
 import { FakeDriver, fakeGuest, type FakeFaults, type FakeGuestBehaviour } from '../../test/support/fake-driver.js';
 
 const MIB = 1024 * 1024;
@@ -35,7 +37,16 @@ interface SetupOptions {
   configDiskFails?: boolean;
   /** Throw as this step (or fault point, e.g. 'qemu-started') starts. */
   failAt?: string;
+  /** Warm clones: the driver has snapshots and VmService a SnapshotService. */
+  snapshots?: boolean;
+  /** Over the test config (user networking, otherwise the defaults). */
+  config?: Partial<Config>;
+  /** Bridge networking through a stand-in for the root helper: every VM gets BRIDGE. */
+  bridge?: boolean;
 }
+
+/** What the stand-in root helper attaches a bridge VM to. */
+const BRIDGE: BridgeAttachment = { tap: 'bgr0t5', ip: '10.77.0.5', mac: '52:54:00:4d:00:05', prefixLength: 24, gateway: '10.77.0.1', dns: ['10.77.0.1'] };
 
 function setup(opts: SetupOptions = {}) {
   const root = mkdtempSync(join(tmpdir(), 'lifecycle-'));
@@ -43,7 +54,7 @@ function setup(opts: SetupOptions = {}) {
   mkdirSync(layout.stateDir, { recursive: true });
   const store = Store.open(layout.dbPath);
   const log = silentLogger();
-  const driver = new FakeDriver();
+  const driver = new FakeDriver({ snapshots: opts.snapshots === true });
   driver.faults = opts.faults ?? {};
   const guest = fakeGuest(driver, opts.guest ?? { agent: 'ok', ssh: 'ok' });
   const real = createRunner();
@@ -60,19 +71,30 @@ function setup(opts: SetupOptions = {}) {
     ensure: () => (opts.imageFails ? Promise.reject(new BangerError('operation_failed', 'fake: image build failed')) : Promise.resolve(image)),
     show: () => image,
   } as unknown as ImageService;
-  const network = new NetworkService({ store, log, helperSocket: join(root, 'no-helper.sock'), configured: 'user', dnsPort: 10053 });
+  const network = opts.bridge
+    ? ({
+        resolveMode: () => Promise.resolve({ mode: 'bridge', why: 'test' }),
+        allocateIp: () => Promise.resolve(BRIDGE.ip),
+        attach: () => Promise.resolve(BRIDGE),
+        detach: () => Promise.resolve(),
+        reconcile: () => Promise.resolve(),
+      } as unknown as NetworkService)
+    : new NetworkService({ store, log, helperSocket: join(root, 'no-helper.sock'), configured: 'user', dnsPort: 10053 });
+  const config: Config = { ...DEFAULT_CONFIG, network: 'user', ...opts.config };
+  const snapshots = opts.snapshots
+    ? new SnapshotService({ layout, runner, log, guest, image: () => image, systemOverlayBytes: config.systemOverlayBytes, bootTimeoutMs: 1000 })
+    : undefined;
   const onStepStart = (name: string) => {
     if (name === opts.failAt) throw new BangerError('operation_failed', `fake: failure at ${name}`);
   };
   const vms = new VmService({
-    store, runner, layout, log, images, network, onStepStart,
-    config: { ...DEFAULT_CONFIG, network: 'user' },
+    store, runner, layout, log, images, network, onStepStart, config, snapshots,
     drivers: (vmm) => (vmm === 'qemu' ? driver : undefined),
     guest,
     bootTimeoutMs: 1000,
   });
   const events: ProgressEvent[] = [];
-  const create = (name: string, extra: { start?: boolean } = {}) =>
+  const create = (name: string, extra: { start?: boolean; cold?: boolean } = {}) =>
     vms.create({ name, diskBytes: 64 * MIB, ...extra }, conn, (ev) => events.push(ev));
   const pathsOf = (name: string) => vmPaths(layout, vms.show(name).id);
   /** Nothing of any VM is left: no row, no VM dir, no sockets dir, no live VMM process. */
@@ -82,8 +104,11 @@ function setup(opts: SetupOptions = {}) {
     expect(existsSync(layout.vmSocketsDir) ? readdirSync(layout.vmSocketsDir) : []).toEqual([]);
     expect(driver.alive()).toEqual([]);
   };
-  return { root, layout, store, driver, guest, vms, events, create, pathsOf, nothingLeft };
+  return { root, layout, store, driver, guest, vms, events, create, pathsOf, nothingLeft, snapshots };
 }
+
+/** The snapshot a VM of the default shape clones (the fake probe says no KVM: TCG). */
+const KEY = snapshotKey('qemu', 'tcg', { vcpu: DEFAULT_CONFIG.vcpu, memoryMib: DEFAULT_CONFIG.memoryMib });
 
 async function failure(p: Promise<unknown>): Promise<BangerError> {
   const e = await p.then(
@@ -318,5 +343,160 @@ describe('lifecycle against a fake driver: a daemon restart (reconcile)', () => 
     expect(vms.show('alive').runtime?.pid).toBe(100_001);
     expect(vms.show('dead').state).toBe('stopped');
     expect(existsSync(pathsOf('dead').runtimeFile)).toBe(false);
+  });
+});
+
+describe('lifecycle against a fake driver: warm clones', () => {
+  type S = ReturnType<typeof setup>;
+  /** Makes the current snapshot of the default shape, then forgets the calls it made. */
+  async function withSnapshot(s: S) {
+    await s.snapshots!.build('bookworm', s.driver, 'tcg', { vcpu: DEFAULT_CONFIG.vcpu, memoryMib: DEFAULT_CONFIG.memoryMib }, () => undefined);
+    const sp = snapshotPaths(s.layout, 'bookworm', KEY);
+    const manifest = JSON.parse(readFileSync(sp.manifest, 'utf8')) as { mac: string; state: { sha256: string }; rootBytes: number };
+    s.driver.calls.length = 0;
+    s.driver.starts.length = 0;
+    s.driver.diskSpecs.length = 0;
+    s.guest.execs.length = 0;
+    return { sp, manifest, root: readFileSync(sp.root) };
+  }
+  const until = (fn: () => void) => vi.waitFor(fn, { timeout: 15_000, interval: 20 });
+  const fds = () => readdirSync('/proc/self/fd').length;
+  const calls = (s: S) => s.driver.calls.map((c) => (c.startsWith('agent.exec ') ? 'agent.exec' : c));
+
+  it('a current snapshot: restore instead of boot, the identity script through the agent, the root disk a verified copy', async () => {
+    const s = setup({ snapshots: true });
+    const { sp, manifest, root } = await withSnapshot(s);
+    const fdsBefore = fds();
+    const t0 = Date.now();
+    const res = await s.create('box');
+    expect(res.vm.state).toBe('running');
+    expect(res.clonedFrom).toBe(KEY);
+    expect(calls(s)).toEqual(['probeAccel', 'prepareDisks', 'restore', 'agent.connect', 'agent.exec', 'agent.wait', 'ssh.wait']);
+    // restore got the VM's own files, user networking with the snapshot's MAC, and the state selected.
+    expect(s.driver.starts).toHaveLength(1);
+    const start = s.driver.starts[0]!;
+    const p = s.pathsOf('box');
+    expect(start.op).toBe('restore');
+    expect(start.spec.files.dir).toBe(p.dir);
+    expect(start.spec.network).toMatchObject({ mode: 'user', mac: manifest.mac, restrict: true });
+    expect(start.state).toMatchObject({ file: sp.state, sha256: manifest.state.sha256 });
+    expect(typeof start.state?.fd).toBe('number');
+    // The clone takes its identity: CLONE_SCRIPT on stdin, fresh args, the MAC it runs with.
+    expect(s.guest.execs).toHaveLength(1);
+    const exec = s.guest.execs[0]!;
+    expect(exec.path).toBe('/bin/sh');
+    expect(exec.input).toBe(CLONE_SCRIPT);
+    expect(exec.args.slice(0, 2)).toEqual(['-s', '--']);
+    expect(exec.args).toHaveLength(6);
+    expect(Number(exec.args[2]) * 1000).toBeGreaterThanOrEqual(Math.floor(t0 / 1000) * 1000);
+    expect(exec.args[5]).toBe(manifest.mac);
+    // The root disk: a copy of the snapshot's, only grown by the driver.
+    expect(readFileSync(p.overlay)).toEqual(root);
+    expect(s.driver.diskSpecs).toEqual([expect.objectContaining({ fromSnapshot: true, rootBytes: DEFAULT_CONFIG.systemOverlayBytes })]);
+    expect(existsSync(p.workDisk)).toBe(true);
+    expect(readRuntime(p.runtimeFile)).toMatchObject({ vmm: 'qemu', accel: 'tcg' });
+    // The snapshot stays, and the selection's descriptors were closed.
+    expect(existsSync(sp.dir)).toBe(true);
+    expect(fds()).toBe(fdsBefore);
+    expect(s.driver.alive()).toHaveLength(1);
+  });
+
+  it('cold: true boots cold even with a current snapshot', async () => {
+    const s = setup({ snapshots: true });
+    const { sp } = await withSnapshot(s);
+    const res = await s.create('box', { cold: true });
+    expect(res.vm.state).toBe('running');
+    expect(res.clonedFrom).toBeNull();
+    expect(s.driver.calls).toContain('boot');
+    expect(s.driver.calls).not.toContain('restore');
+    expect(s.guest.execs).toEqual([]);
+    expect(readFileSync(s.pathsOf('box').overlay, 'utf8')).toMatch(/^overlay of /);
+    expect(existsSync(sp.dir)).toBe(true);
+  });
+
+  it('config warm_clones = false: cold boot, and no snapshot is made after it', async () => {
+    const s = setup({ snapshots: true, config: { warmClones: false } });
+    const res = await s.create('box');
+    expect(res.clonedFrom).toBeNull();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.driver.starts.map((x) => x.op)).toEqual(['boot']);
+    expect(s.driver.calls).not.toContain('saveSnapshot');
+    expect(existsSync(snapshotPaths(s.layout, 'bookworm', KEY).dir)).toBe(false);
+    // And a snapshot that is there is not used.
+    await withSnapshot(s);
+    expect((await s.create('box2')).clonedFrom).toBeNull();
+    expect(s.driver.calls).not.toContain('restore');
+  });
+
+  it('after a cold create the shape\'s snapshot is made in the background; the next create is a clone', async () => {
+    const s = setup({ snapshots: true });
+    const first = await s.create('box');
+    expect(first.clonedFrom).toBeNull();
+    await until(() => expect(existsSync(snapshotPaths(s.layout, 'bookworm', KEY).manifest)).toBe(true));
+    expect(s.driver.calls).toContain('saveSnapshot');
+    expect(s.driver.alive().map((p) => p.name)).toEqual(['box']); // the template is gone
+    const second = await s.create('box2');
+    expect(second.clonedFrom).toBe(KEY);
+    expect(s.driver.starts.map((x) => x.op)).toEqual(['boot', 'boot', 'restore']);
+  });
+
+  const unusable: Array<{ title: string; spoil: (s: S, sp: ReturnType<typeof snapshotPaths>) => void; restored: boolean }> = [
+    { title: 'restore finds it unusable', spoil: (s) => (s.driver.faults = { restoreUnusable: true }), restored: true },
+    { title: 'its state file is corrupt (same size)', spoil: (_s, sp) => writeFileSync(sp.state, Buffer.alloc(readFileSync(sp.state).length, 0x41)), restored: true },
+    { title: 'its root disk is corrupt (copyRoot)', spoil: (_s, sp) => writeFileSync(sp.root, Buffer.alloc(readFileSync(sp.root).length, 0x41)), restored: false },
+  ];
+
+  it.each(unusable)('an unusable snapshot ($title): a warning, the snapshot dropped, a cold boot, no leftover', async ({ spoil, restored }) => {
+    const s = setup({ snapshots: true });
+    const { sp, manifest } = await withSnapshot(s);
+    spoil(s, sp);
+    const res = await s.create('box');
+    expect(res.vm.state).toBe('running');
+    expect(res.clonedFrom).toBeNull();
+    const warn = s.events.find((e) => e.level === 'warn' && e.stage === 'boot');
+    expect(warn?.message).toMatch(new RegExp(`snapshot ${KEY} of bookworm is unusable .*; booting cold`));
+    expect(existsSync(sp.dir)).toBe(false); // dropped (a new one is made in the background)
+    expect(s.driver.starts.map((x) => x.op)).toEqual(restored ? ['restore', 'boot'] : ['boot']);
+    expect(s.guest.execs.filter((e) => e.input === CLONE_SCRIPT)).toEqual([]);
+    const p = s.pathsOf('box');
+    expect(readFileSync(p.overlay, 'utf8')).toMatch(/^overlay of /); // the cold root disk, not the snapshot's
+    expect(readRuntime(p.runtimeFile)?.driver).toMatchObject({ fakeId: s.driver.alive().find((x) => x.name === 'box')!.id });
+    // The background build makes the snapshot again; then only the VM runs.
+    s.driver.faults = {};
+    await until(() => expect(existsSync(sp.manifest)).toBe(true));
+    expect((JSON.parse(readFileSync(sp.manifest, 'utf8')) as { mac: string }).mac).not.toBe(manifest.mac);
+    expect(s.driver.alive().map((x) => x.name)).toEqual(['box']);
+  });
+
+  it('a failure at the identity step rolls back: no process, no VM files, no row (the snapshot stays)', async () => {
+    const s = setup({ snapshots: true });
+    const { sp } = await withSnapshot(s);
+    s.guest.behaviour = { agent: 'ok', ssh: 'ok', exec: (c) => (c.input === CLONE_SCRIPT ? { exitCode: 1, stderr: 'banger-clone: cannot set the clock\n' } : undefined) };
+    const e = await failure(s.create('box'));
+    expect(e.message).toMatch(/could not take its own identity: banger-clone: cannot set the clock/);
+    s.nothingLeft();
+    expect(s.driver.starts.map((x) => x.op)).toEqual(['restore']);
+    expect([...s.driver.processes.values()].find((p) => p.name === 'box')?.signals).toEqual(['SIGTERM']);
+    expect(existsSync(sp.dir)).toBe(true);
+  });
+
+  it('an agent that cannot be reached at the identity step rolls back too', async () => {
+    const s = setup({ snapshots: true });
+    await withSnapshot(s);
+    s.guest.behaviour = { agent: 'down', ssh: 'ok' };
+    const e = await failure(s.create('box'));
+    expect(e.message).toMatch(/agent .* unreachable/);
+    s.nothingLeft();
+  });
+
+  it("bridge networking: the clone runs with the attachment's MAC, not the snapshot's", async () => {
+    const s = setup({ snapshots: true, bridge: true });
+    const { manifest } = await withSnapshot(s);
+    expect(manifest.mac).not.toBe(BRIDGE.mac);
+    const res = await s.create('box');
+    expect(res.clonedFrom).toBe(KEY);
+    expect(s.driver.starts[0]!.spec.network).toEqual({ mode: 'tap', tap: BRIDGE.tap, mac: BRIDGE.mac });
+    expect(s.guest.execs[0]!.args[5]).toBe(BRIDGE.mac);
+    expect(res.ssh).toMatchObject({ host: BRIDGE.ip, port: 22 });
   });
 });

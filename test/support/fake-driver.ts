@@ -7,12 +7,13 @@
  * answers at once from the table.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError } from '../../src/errors/errors.js';
 import { SnapshotUnusable, type AccelProbe, type BootSpec, type DiskInfo, type DiskSpec, type SavedState, type VmFiles, type VmmCapabilities, type VmmDriver, type VmmHandle } from '../../src/vmm/driver.js';
 import type { AgentSession, GuestOps } from '../../src/daemon/guest-ops.js';
+import type { ExecOptions, ExecResult } from '../../src/guest/agent.js';
 
 const handleSchema = z.object({ fakeId: z.number().int().positive(), agent: z.string() });
 type FakeHandle = z.output<typeof handleSchema>;
@@ -44,19 +45,42 @@ export interface FakeFaults {
   ignores?: NodeJS.Signals[];
   /** restore finds the snapshot unusable (nothing left running). */
   restoreUnusable?: boolean;
+  /** saveSnapshot writes part of the state file, then fails; the VMM keeps running (paused). */
+  saveFails?: boolean;
+  /** version() fails. */
+  versionFails?: boolean;
+}
+
+/** One VMM start, as the fake was asked for it. */
+export interface FakeStart {
+  op: 'boot' | 'restore';
+  spec: BootSpec;
+  /** restore: the saved state it was given. */
+  state?: SavedState;
 }
 
 export const FAKE_PID_FILE = 'fake-vmm.pid';
 
 export class FakeDriver implements VmmDriver {
   readonly vmm = 'qemu' as const;
-  readonly capabilities: VmmCapabilities = { userNetworking: true, tapNetworking: true, agentChannel: 'virtio-serial', qcow2Overlays: true, snapshots: false };
+  readonly capabilities: VmmCapabilities;
   readonly hostTools = [];
   readonly processes = new Map<number, FakeProcess>();
   faults: FakeFaults = {};
   /** Every call, in order, shared with the fake guest: the stop chain's order is checked on it. */
   readonly calls: string[] = [];
+  /** Every VMM start (boot or restore) with its spec, in order. */
+  readonly starts: FakeStart[] = [];
+  /** Every prepareDisks spec, in order. */
+  readonly diskSpecs: DiskSpec[] = [];
+  /** What version() answers (a test changes it to make snapshots stale). */
+  vmmVersion = 'fake 1.0.0';
   private nextId = 1;
+
+  /** `snapshots`: the capability (saveSnapshot/restore work either way; the daemon only uses them when it is set). */
+  constructor(opts: { snapshots?: boolean } = {}) {
+    this.capabilities = { userNetworking: true, tapNetworking: true, agentChannel: 'virtio-serial', qcow2Overlays: true, snapshots: opts.snapshots === true };
+  }
 
   probeAccel(): Promise<AccelProbe> {
     this.calls.push('probeAccel');
@@ -66,17 +90,27 @@ export class FakeDriver implements VmmDriver {
 
   prepareDisks(spec: DiskSpec): Promise<void> {
     this.calls.push('prepareDisks');
-    writeFileSync(spec.files.overlay, `overlay of ${spec.baseImage}`);
+    this.diskSpecs.push(spec);
+    if (spec.fromSnapshot) {
+      // As the real driver: the copy the daemon made is only grown, never replaced.
+      if (!existsSync(spec.files.overlay)) return Promise.reject(new BangerError('operation_failed', 'fake: no copy of the snapshot root disk'));
+    } else writeFileSync(spec.files.overlay, `overlay of ${spec.baseImage}`);
     if (this.faults.prepareDisks) return Promise.reject(new BangerError('operation_failed', 'fake: overlay failed'));
     return Promise.resolve();
   }
 
   boot(spec: BootSpec): Promise<VmmHandle> {
     this.calls.push('boot');
+    this.starts.push({ op: 'boot', spec });
+    return this.start(spec);
+  }
+
+  private start(spec: BootSpec): Promise<VmmHandle> {
     if (this.faults.bootBeforeStart) return Promise.reject(new BangerError('operation_failed', 'fake: VMM refused its arguments'));
     const id = this.nextId++;
     this.processes.set(id, { id, name: spec.name, files: spec.files, alive: true, signals: [] });
     writeFileSync(join(spec.files.dir, FAKE_PID_FILE), `${id}\n`);
+    writeFileSync(spec.files.consoleLog, `console of ${spec.name}\n`);
     if (this.faults.bootAfterStart) return Promise.reject(new BangerError('operation_failed', 'fake: VMM started but boot failed'));
     return Promise.resolve(this.handleOf(id, spec.files));
   }
@@ -134,7 +168,8 @@ export class FakeDriver implements VmmDriver {
   }
 
   version(): Promise<string> {
-    return Promise.resolve('fake 1.0.0');
+    if (this.faults.versionFails) return Promise.reject(new BangerError('operation_failed', 'fake: no version'));
+    return Promise.resolve(this.vmmVersion);
   }
 
   /** Writes the "state" (the VM's name), ends the process. */
@@ -142,18 +177,30 @@ export class FakeDriver implements VmmDriver {
     this.calls.push('saveSnapshot');
     const p = this.proc(handle);
     const data = Buffer.from(`state of ${p?.name ?? '?'}\n`);
+    if (this.faults.saveFails) {
+      writeFileSync(file, data.subarray(0, 3));
+      return Promise.reject(new BangerError('operation_failed', 'fake: the migration failed'));
+    }
     writeFileSync(file, data);
     if (p) p.alive = false;
     return Promise.resolve({ file, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
   }
 
+  /** Reads the state as the real one does (the descriptor when given, positionally), refusing one whose size or sha256 is not the recorded one. */
   restore(spec: BootSpec, state: SavedState): Promise<VmmHandle> {
     this.calls.push('restore');
+    this.starts.push({ op: 'restore', spec, state });
     if (this.faults.restoreUnusable) return Promise.reject(new SnapshotUnusable(`fake: cannot load ${state.file}`));
-    return this.boot(spec).then((h) => {
-      this.calls.pop(); // the boot inside is part of the restore
-      return h;
-    });
+    let data: Buffer;
+    try {
+      data = state.fd === undefined ? readFileSync(state.file) : readAt(state.fd);
+    } catch (e) {
+      return Promise.reject(new SnapshotUnusable(`fake: cannot read ${state.file}`, { cause: e }));
+    }
+    if (data.length !== state.bytes || createHash('sha256').update(data).digest('hex') !== state.sha256) {
+      return Promise.reject(new SnapshotUnusable(`fake: ${state.file} does not match its sha256`));
+    }
+    return this.start(spec);
   }
 
   /** The processes still running. */
@@ -181,6 +228,19 @@ function own(handle: VmmHandle): FakeHandle {
   return handleSchema.parse(handle);
 }
 
+/** The whole file behind fd, read positionally (the descriptor's offset is not moved). */
+function readAt(fd: number): Buffer {
+  const parts: Buffer[] = [];
+  let pos = 0;
+  for (;;) {
+    const buf = Buffer.alloc(64 * 1024);
+    const n = readSync(fd, buf, 0, buf.length, pos);
+    if (n === 0) return Buffer.concat(parts);
+    parts.push(buf.subarray(0, n));
+    pos += n;
+  }
+}
+
 /** How the fake guest answers on each channel. */
 export interface FakeGuestBehaviour {
   /** 'ok': answers; 'down': unreachable; 'no-shutdown': syncs but guest-shutdown fails (then exec poweroff works). */
@@ -188,16 +248,33 @@ export interface FakeGuestBehaviour {
   ssh: 'ok' | 'down';
   /** The guest does not power off when asked (agent or SSH): the chain must go on to signals. */
   hangsOnPoweroff?: boolean;
+  /**
+   * What an agent exec returns (default: exit 0, no output); it may wait
+   * (a long script). Only the stop chain's `systemctl poweroff` powers the
+   * guest off.
+   */
+  exec?: (call: FakeExec) => Promise<Partial<ExecResult> | undefined> | Partial<ExecResult> | undefined;
+}
+
+/** One agent exec the fake guest received. */
+export interface FakeExec {
+  socket: string;
+  path: string;
+  args: string[];
+  /** What was fed on its stdin. */
+  input: string | undefined;
 }
 
 /** Guest channels over a FakeDriver's table: what the guest does to its VMM (power off) is reflected there. */
-export function fakeGuest(driver: FakeDriver, behaviour: FakeGuestBehaviour): GuestOps & { behaviour: FakeGuestBehaviour } {
+export function fakeGuest(driver: FakeDriver, behaviour: FakeGuestBehaviour): GuestOps & { behaviour: FakeGuestBehaviour; execs: FakeExec[] } {
   const down = (what: string) => new BangerError('unavailable', `fake: ${what} unreachable`);
   const poweroff = (socket?: string) => {
     if (!ops.behaviour.hangsOnPoweroff) driver.guestPoweredOff(socket);
   };
   const ops = {
     behaviour,
+    /** Every agent exec, in order. */
+    execs: [] as FakeExec[],
     waitForAgent: (socket: string) => {
       driver.calls.push('agent.wait');
       return ops.behaviour.agent === 'down' ? Promise.reject(down(`agent ${socket}`)) : Promise.resolve();
@@ -220,10 +297,14 @@ export function fakeGuest(driver: FakeDriver, behaviour: FakeGuestBehaviour): Gu
           poweroff(socket);
           return Promise.resolve('closed' as const);
         },
-        exec: (path: string, args: string[] = []) => {
+        exec: async (path: string, args: string[] = [], opts: ExecOptions = {}): Promise<ExecResult> => {
           driver.calls.push(`agent.exec ${[path, ...args].join(' ')}`);
-          poweroff(socket);
-          return Promise.resolve({ exitCode: 0, signal: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false });
+          const call: FakeExec = { socket, path, args, input: opts.input === undefined ? undefined : Buffer.from(opts.input).toString() };
+          ops.execs.push(call);
+          const r = (await ops.behaviour.exec?.(call)) ?? {};
+          // The stop chain's fallback (vm-stop.ts): the only exec that powers the guest off.
+          if (path === '/bin/systemctl' && args.includes('poweroff')) poweroff(socket);
+          return { exitCode: 0, signal: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, ...r };
         },
         close: () => undefined,
       };

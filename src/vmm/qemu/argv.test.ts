@@ -113,6 +113,41 @@ describe('qemuArgv', () => {
     expect(() => qemuArgv(spec({ tap: 'bgr0t5,script=/bin/evil' }))).toThrow(/not an interface name/);
   });
 
+  it('a snapshot template (noNetBackend): eth0 with its MAC and no backend, no -netdev, no port forward', () => {
+    const argv = qemuArgv(spec({ noNetBackend: true, sshHostPort: 0, mac: '52:54:00:AB:CD:EF' }));
+    expect(argv).not.toContain('-netdev');
+    const nics = values(argv, '-device').filter((d) => d.startsWith('virtio-net-device'));
+    expect(nics).toEqual(['virtio-net-device,mac=52:54:00:ab:cd:ef']);
+    expect(argv.some((a) => a.includes('hostfwd') || a.includes('netdev='))).toBe(false);
+    // the other devices are where a clone expects them
+    expect(values(argv, '-drive')).toEqual(values(qemuArgv(spec()), '-drive'));
+  });
+
+  it('noNetBackend with a tap is refused', () => {
+    let err: unknown;
+    try {
+      qemuArgv(spec({ noNetBackend: true, tap: 'bgr0t5' }));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BangerError);
+    expect((err as BangerError).code).toBe('bad_request');
+    expect((err as BangerError).message).toMatch(/without a backend cannot have a tap/);
+  });
+
+  it('a clone (incoming) starts paused waiting for its state: -S -incoming defer, once, at the end', () => {
+    const argv = qemuArgv(spec({ incoming: true }));
+    expect(argv.slice(-3)).toEqual(['-S', '-incoming', 'defer']);
+    expect(argv.filter((a) => a === '-S')).toHaveLength(1);
+    expect(values(argv, '-incoming')).toEqual(['defer']);
+    // same machine as a cold boot otherwise (a saved state loads only into the same devices)
+    expect(argv.slice(0, -3)).toEqual(qemuArgv(spec()));
+    const cold = qemuArgv(spec());
+    expect(cold).not.toContain('-S');
+    expect(cold).not.toContain('-incoming');
+    expect(qemuArgv(spec({ incoming: false }))).toEqual(cold);
+  });
+
   it('guest agent on virtio-serial, QMP and the console on their files', () => {
     const argv = qemuArgv(spec());
     const chardevs = values(argv, '-chardev');
