@@ -60,7 +60,12 @@ export class TableClient<T extends MethodTable> {
     o: { table: T; helloMethod: keyof T & string; protocol: number; client: string; peer: string },
   ): Promise<TableClient<T>> {
     const client = new TableClient<T>(await connectSocket(socketPath), o.peer);
-    client.hello = await client.call(o.helloMethod, { protocol: o.protocol, client: o.client } as z.input<T[typeof o.helloMethod]['params']>);
+    try {
+      client.hello = await client.call(o.helloMethod, { protocol: o.protocol, client: o.client } as z.input<T[typeof o.helloMethod]['params']>);
+    } catch (e) {
+      client.close(); // a refused hello (another protocol) must not keep the socket, and the process, alive
+      throw e;
+    }
     return client;
   }
 

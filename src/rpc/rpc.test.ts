@@ -237,3 +237,30 @@ describe('RPC log amplification', () => {
     c.close();
   });
 });
+
+describe('RpcClient.connect against a daemon of another protocol', () => {
+  it('rejects with bad_version and closes its socket (an open socket kept `banger daemon stop` hanging)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rpc-'));
+    const socketPath = join(dir, 's.sock');
+    const { createServer } = await import('node:net');
+    let closed!: () => void;
+    const peerClosed = new Promise<void>((r) => (closed = r));
+    const srv = createServer((sock) => {
+      sock.on('data', () => {
+        sock.write(`${JSON.stringify({ id: 1, error: { code: 'bad_version', message: 'protocol mismatch', hint: 'stop it' } })}\n`);
+      });
+      sock.on('close', () => closed());
+    });
+    await new Promise<void>((r) => srv.listen(socketPath, r));
+    try {
+      const err = await RpcClient.connect(socketPath, 'test').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((err as BangerError).code).toBe('bad_version');
+      await expect(Promise.race([peerClosed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 2000))])).resolves.toBe('closed');
+    } finally {
+      srv.close();
+    }
+  });
+});

@@ -1,6 +1,8 @@
 /** banger daemon status|stop|socket — these never start the daemon. */
 import { Command } from '@commander-js/extra-typings';
 import { tryConnect } from '../connect.js';
+import { isBangerError } from '../../errors/errors.js';
+import { readCmdline, readPidFile } from '../../system/proc.js';
 import { printJson, type CliContext } from '../context.js';
 
 export function daemonCommand(ctx: CliContext): Command {
@@ -36,11 +38,21 @@ export function daemonCommand(ctx: CliContext): Command {
     .command('stop')
     .description('stop bangerd (running VMs keep running and are re-adopted on next start)')
     .action(async () => {
-      const c = await tryConnect(ctx.layout);
-      if (!c) return void process.stdout.write('bangerd is not running\n');
-      const { pid } = await c.call('daemon.status', {});
-      await c.call('daemon.stop', {});
-      c.close();
+      let pid: number;
+      try {
+        const c = await tryConnect(ctx.layout);
+        if (!c) return void process.stdout.write('bangerd is not running\n');
+        pid = (await c.call('daemon.status', {})).pid;
+        await c.call('daemon.stop', {});
+        c.close();
+      } catch (e) {
+        // A daemon of another protocol (an upgrade) refuses every request: it is stopped by its pid file.
+        if (!(isBangerError(e) && e.code === 'bad_version')) throw e;
+        const old = runningDaemonPid(ctx.layout.daemonPidFile);
+        if (old === undefined) throw e;
+        process.kill(old, 'SIGTERM');
+        pid = old;
+      }
       for (let i = 0; i < 100; i++) {
         try {
           process.kill(pid, 0);
@@ -60,4 +72,12 @@ export function daemonCommand(ctx: CliContext): Command {
     });
 
   return daemon;
+}
+
+/** The pid in bangerd's pid file when that process is a running bangerd (its argv names the daemon's main). */
+function runningDaemonPid(pidFile: string): number | undefined {
+  const pid = readPidFile(pidFile);
+  if (pid === undefined) return undefined;
+  const argv = readCmdline(pid) ?? [];
+  return argv.some((a) => /(^|\/)(bangerd(\.js)?|daemon\/main\.js)$/.test(a)) ? pid : undefined;
 }
