@@ -328,7 +328,6 @@ describe('SnapshotService.select', () => {
     { title: 'the image was rebuilt (createdAt)', mutate: (s) => (s.image.createdAt = '2026-02-02T00:00:00.000Z'), reason: /image bookworm was rebuilt/ },
     { title: 'the image was rebuilt (rootfs size)', mutate: (s) => (s.image.rootfsBytes += 1), reason: /image bookworm was rebuilt/ },
     { title: 'the VMM version changed', mutate: (s) => (s.driver.vmmVersion = 'fake 1.0.1'), reason: /made by fake 1\.0\.0, this is fake 1\.0\.1/ },
-    { title: "the VMM's version cannot be read", mutate: (s) => (s.driver.faults = { versionFails: true }), reason: /version is unknown/ },
     {
       title: 'the clone contract changed',
       mutate: (s) => editManifest(s, (m) => (m.contract = 'clone-1-000000000000')),
@@ -351,6 +350,15 @@ describe('SnapshotService.select', () => {
     { title: 'the state file is missing', mutate: (s) => rmSync(s.paths().state), reason: /is incomplete \(ENOENT/ },
     { title: 'the root disk is missing', mutate: (s) => rmSync(s.paths().root), reason: /is incomplete \(ENOENT/ },
   ];
+
+  it("the VMM's version cannot be read now: a cold boot, and the snapshot is kept (it may well be current)", async () => {
+    const s = setup();
+    await s.build();
+    s.driver.faults = { versionFails: true };
+    const r = await s.svc.select(s.vm(), s.driver, 'tcg');
+    expect((r as { reason: string }).reason).toMatch(/version is unknown/);
+    expect(existsSync(s.paths().dir)).toBe(true);
+  });
 
   it.each(stale)('a stale snapshot is dropped with a reason: $title', async ({ mutate, reason }) => {
     const s = setup();

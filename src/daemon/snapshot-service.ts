@@ -163,6 +163,8 @@ export class SnapshotService {
     if (!existsSync(p.dir)) return { reason: `no snapshot ${key} of image ${vm.image}` };
     const m = readManifest(p);
     const version = await driver.version().catch(() => undefined);
+    // Not knowing the VMM's version now (a failed --version) says nothing about the snapshot: keep it.
+    if (version === undefined) return { reason: `the ${driver.vmm} version is unknown; booting cold` };
     const reason = m.ok ? staleReason(m.manifest, this.deps.image(vm.image), driver.vmm, version) : m.reason;
     if (reason !== undefined || !m.ok) {
       this.drop(vm.image, key, reason ?? 'unreadable');

@@ -10,7 +10,7 @@ const MAC = '52:54:00:12:34:56';
 
 /** The contract as clone-identity.ts computes it, from any pair of scripts. */
 function contractOf(prep: string, clone: string): string {
-  return `clone-1-${createHash('sha256').update(prep).update(clone).digest('hex').slice(0, 12)}`;
+  return `clone-1-${createHash('sha256').update(JSON.stringify([prep, clone])).digest('hex').slice(0, 12)}`;
 }
 
 describe('cloneArgs', () => {
@@ -73,7 +73,9 @@ describe('CLONE_CONTRACT', () => {
     const variants = [
       contractOf(TEMPLATE_PREP_SCRIPT + '\n', CLONE_SCRIPT),
       contractOf(TEMPLATE_PREP_SCRIPT.replace('echo 3', 'echo 1'), CLONE_SCRIPT),
-      contractOf(TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT.replace('kill -HUP', 'kill -TERM')),
+      contractOf(TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT.replace('systemctl start ssh.service', 'systemctl start sshd.service')),
+      // text moved across the boundary between the two scripts
+      contractOf(TEMPLATE_PREP_SCRIPT + CLONE_SCRIPT.slice(0, 1), CLONE_SCRIPT.slice(1)),
       contractOf(TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT + ' '),
       contractOf(CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT),
     ];

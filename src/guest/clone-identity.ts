@@ -8,6 +8,7 @@
  * The template, before it is saved (TEMPLATE_PREP_SCRIPT):
  *   - waits until systemd has finished booting (no job left to replay in
  *     every clone);
+ *   - stops sshd: each clone starts it with its own host key;
  *   - unmounts the work disk from /root: each clone mounts its own;
  *   - drops the page cache, so no clone believes it has cached blocks of the
  *     template's config and work disks (and the saved state is smaller).
@@ -35,7 +36,8 @@
  *      a boot: mounts this VM's work disk at /root, reads this VM's config
  *      disk (hostname, authorized_keys, address), makes a new host key, grows
  *      the root filesystem;
- *   6. sshd is told to reload (SIGHUP: it re-executes with the new key).
+ *   6. sshd starts (the template stopped it before it was saved), so the
+ *      first key any client sees under the clone's name is the clone's.
  * What a clone cannot change: the kernel's boot_id and uptime are the
  * template's (they are fixed at kernel boot).
  */
@@ -49,6 +51,10 @@ state=$(systemctl is-system-running --wait 2>/dev/null) || true
 case "$state" in running | degraded) ;; *) echo "system is $state" >&2; exit 1 ;; esac
 if [ -s /run/banger/guest-config.done ]; then read -r st </run/banger/guest-config.done; else st=missing; fi
 [ "$st" = 0 ] || { echo "banger-guest-config status $st" >&2; exit 1; }
+# sshd goes: each clone starts it with its own host key (an sshd that
+# survived into a clone would answer with the template's key until reloaded,
+# and a client could pin that key under the clone's name meanwhile).
+systemctl stop ssh.service || { echo "cannot stop sshd" >&2; exit 1; }
 umount ${WORK_DISK_MOUNT} || { echo "cannot unmount ${WORK_DISK_MOUNT}" >&2; exit 1; }
 sync
 echo 3 >/proc/sys/vm/drop_caches
@@ -75,16 +81,13 @@ if [ -n "$nic" ] && [ "$cur" != "$4" ]; then
 fi
 rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub
 /${GUEST_SCRIPT_PATH} || fail "banger-guest-config failed"
-if [ -s /run/sshd.pid ]; then
-  read -r pid </run/sshd.pid && kill -HUP "$pid" || fail "cannot reload sshd"
-else
-  systemctl restart ssh || fail "cannot restart sshd"
-fi
+# sshd starts only now, with this clone's key (the template stopped it)
+systemctl start ssh.service || fail "cannot start sshd"
 exit $status
 `;
 
 /** Changes whenever what a snapshot's guest was prepared with, or what a clone runs, changes. */
-export const CLONE_CONTRACT = `clone-1-${createHash('sha256').update(TEMPLATE_PREP_SCRIPT).update(CLONE_SCRIPT).digest('hex').slice(0, 12)}`;
+export const CLONE_CONTRACT = `clone-1-${createHash('sha256').update(JSON.stringify([TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT])).digest('hex').slice(0, 12)}`;
 
 /** The clone script's arguments (fresh for every clone; the time is taken last, just before it runs). */
 export function cloneArgs(mac: string, now: () => number = Date.now): string[] {
