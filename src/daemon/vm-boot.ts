@@ -16,7 +16,7 @@ import type { BootSpec, VmmDriver, VmmHandle } from '../vmm/driver.js';
 import { clip } from '../model/text.js';
 import { CLONE_SCRIPT, cloneArgs } from '../guest/clone-identity.js';
 import type { CloneSource } from './snapshot-service.js';
-import { writeConfigDisk } from '../guest/config-disk.js';
+import { writeConfigDisk, type GuestConfig } from '../guest/config-disk.js';
 import { ensureKeypair } from '../guest/keys.js';
 import { removeRuntime, writeRuntime, type RuntimeRecord } from './runtime-file.js';
 import type { GuestOps } from './guest-ops.js';
@@ -83,6 +83,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
   let runtime: RuntimeRecord | undefined;
   let readyBy = 0;
   let attachment: BridgeAttachment | undefined;
+  /** This boot's settings: on the config disk, and given to a clone's identity step. */
+  let guestConfig: GuestConfig | undefined;
 
   const network: Step[] = ctx.bridge
     ? [
@@ -98,6 +100,26 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       ]
     : [];
 
+  /** A clone's identity step: the clone script through the guest agent (clone-identity.ts). */
+  const takeIdentity = async (socket: string | undefined, stop: AbortSignal): Promise<void> => {
+    if (socket === undefined) throw new BangerError('internal', `the ${vmmName} driver restores snapshots but has no agent channel`);
+    const c0 = Date.now();
+    const agent = await ctx.guest.connectAgent(socket, { deadlineMs: readyBy, signal: stop });
+    const connectMs = Date.now() - c0;
+    try {
+      const args = cloneArgs({ config: guestConfig!, keepNetwork: !attachment, growRoot: vm.systemOverlayBytes > ctx.clone!.manifest.rootBytes });
+      const t0 = Date.now();
+      const r = await agent.exec('/bin/sh', ['-s', '--', ...args], { input: CLONE_SCRIPT, timeoutMs: 60_000 });
+      // Where the time went (the script's marks) and what the guest said.
+      log.info({ vm: vm.name, connectMs, ms: Date.now() - t0, exitCode: r.exitCode, out: clip(r.stdout.trim(), 4000) }, 'clone identity');
+      if (r.exitCode !== 0) {
+        throw new BangerError('operation_failed', `the clone could not take its own identity: ${clip(r.stderr.trim(), 500)}`, `console log: ${p.consoleLog}`);
+      }
+    } finally {
+      agent.close();
+    }
+  };
+
   const steps: Step[] = [
     ...network,
     {
@@ -106,18 +128,14 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       run: async () => {
         ensureDir(p.socketsDir);
         const key = await ensureKeypair(runner, layout.sshKey);
-        await writeConfigDisk(
-          runner,
-          p.configDisk,
-          {
-            hostname: vm.name,
-            authorizedKeys: [key.publicKey],
-            network: attachment
-              ? { mac: attachment.mac, address: attachment.ip, prefixLength: attachment.prefixLength, gateway: attachment.gateway, dns: attachment.dns }
-              : { mac: userMac, ...USER_NET },
-          },
-          p.dir,
-        );
+        guestConfig = {
+          hostname: vm.name,
+          authorizedKeys: [key.publicKey],
+          network: attachment
+            ? { mac: attachment.mac, address: attachment.ip, prefixLength: attachment.prefixLength, gateway: attachment.gateway, dns: attachment.dns }
+            : { mac: userMac, ...USER_NET },
+        };
+        await writeConfigDisk(runner, p.configDisk, guestConfig, p.dir);
       },
     },
     {
@@ -176,33 +194,13 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
         removeRuntime(p.runtimeFile);
       },
     },
-    ...(ctx.clone
-      ? [
-          {
-            name: 'identity',
-            message: 'making the clone a VM of its own (clock, machine-id, RNG, MAC, host key, hostname, work disk)',
-            run: async () => {
-              const socket = driver.agentSocket(handle!);
-              if (socket === undefined) throw new BangerError('internal', `the ${vmmName} driver restores snapshots but has no agent channel`);
-              const agent = await ctx.guest.connectAgent(socket, { deadlineMs: readyBy, ...(signal ? { signal } : {}) });
-              try {
-                const mac = attachment ? attachment.mac : userMac;
-                const r = await agent.exec('/bin/sh', ['-s', '--', ...cloneArgs(mac)], { input: CLONE_SCRIPT, timeoutMs: 60_000 });
-                if (r.exitCode !== 0) {
-                  throw new BangerError('operation_failed', `${vm.name}: the clone could not take its own identity: ${clip(r.stderr.trim(), 500)}`, `console log: ${p.consoleLog}`);
-                }
-              } finally {
-                agent.close();
-              }
-            },
-          } satisfies Step,
-        ]
-      : []),
     {
       // Both must answer before the VM is ready; waiting for them side by side
       // saves the seconds one of them comes up after the other.
       name: 'ready',
-      message: 'waiting for the guest agent and SSH',
+      message: ctx.clone
+        ? 'making the clone a VM of its own (clock, machine-id, RNG, host key, hostname, work disk, address) and waiting for SSH'
+        : 'waiting for the guest agent and SSH',
       run: async () => {
         // When one wait fails, the other stops too (no retry loop outlives the boot).
         const peer = new AbortController();
@@ -214,12 +212,20 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
         const booted = { driver, handle: handle! };
         // A VMM without an agent channel: SSH alone says the guest is ready.
         const agentSocket = driver.capabilities.agentChannel === 'none' ? undefined : driver.agentSocket(handle!);
-        const agent = agentSocket === undefined
-          ? Promise.resolve()
-          : guardBoot(vm, p, booted, () => ctx.guest.waitForAgent(agentSocket, readyBy, both)).then(
-              () => progress({ stage: 'agent', message: 'guest agent answered' }),
+        // A clone: its identity step (through the agent) runs while SSH is
+        // waited for; sshd starts only with the clone's own key, so SSH cannot
+        // answer before the clone has one.
+        const agent = ctx.clone
+          ? guardBoot(vm, p, booted, () => takeIdentity(agentSocket, both)).then(
+              () => progress({ stage: 'identity', message: 'the clone has its own identity' }),
               failFast,
-            );
+            )
+          : agentSocket === undefined
+            ? Promise.resolve()
+            : guardBoot(vm, p, booted, () => ctx.guest.waitForAgent(agentSocket, readyBy, both)).then(
+                () => progress({ stage: 'agent', message: 'guest agent answered' }),
+                failFast,
+              );
         const ssh = guardBoot(vm, p, booted, () => ctx.guest.waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal: both })).then(
           () => progress({ stage: 'ssh', message: 'SSH answered' }),
           failFast,

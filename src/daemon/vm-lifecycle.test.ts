@@ -371,7 +371,10 @@ describe('lifecycle against a fake driver: warm clones', () => {
     const res = await s.create('box');
     expect(res.vm.state).toBe('running');
     expect(res.clonedFrom).toBe(KEY);
-    expect(calls(s)).toEqual(['probeAccel', 'prepareDisks', 'restore', 'agent.connect', 'agent.exec', 'agent.wait', 'ssh.wait']);
+    // The identity (agent) and the SSH wait run side by side: SSH can only answer with the clone's own key.
+    expect(calls(s).slice(0, 3)).toEqual(['probeAccel', 'prepareDisks', 'restore']);
+    expect(calls(s).slice(3).sort()).toEqual(['agent.connect', 'agent.exec', 'ssh.wait']);
+    expect(calls(s).indexOf('agent.exec')).toBeGreaterThan(calls(s).indexOf('agent.connect'));
     // restore got the VM's own files, user networking with the snapshot's MAC, and the state selected.
     expect(s.driver.starts).toHaveLength(1);
     const start = s.driver.starts[0]!;
@@ -387,9 +390,11 @@ describe('lifecycle against a fake driver: warm clones', () => {
     expect(exec.path).toBe('/bin/sh');
     expect(exec.input).toBe(CLONE_SCRIPT);
     expect(exec.args.slice(0, 2)).toEqual(['-s', '--']);
-    expect(exec.args).toHaveLength(6);
+    // time machine-id entropy MAC hostname NET GROW key
+    expect(exec.args).toHaveLength(10);
     expect(Number(exec.args[2]) * 1000).toBeGreaterThanOrEqual(Math.floor(t0 / 1000) * 1000);
-    expect(exec.args[5]).toBe(manifest.mac);
+    expect(exec.args.slice(5, 9)).toEqual([manifest.mac, 'box', '-', '0']);
+    expect(exec.args[9]).toMatch(/^ssh-ed25519 /);
     // The root disk: a copy of the snapshot's, only grown by the driver.
     expect(readFileSync(p.overlay)).toEqual(root);
     expect(s.driver.diskSpecs).toEqual([expect.objectContaining({ fromSnapshot: true, rootBytes: DEFAULT_CONFIG.systemOverlayBytes })]);

@@ -2,66 +2,101 @@ import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { onPath } from '../system/which.js';
-import { GUEST_SCRIPT_PATH, SSH_HOST_KEY } from '../images/guest-files.js';
-import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs } from './clone-identity.js';
+import { ROOT_SKEL_PATH, SSH_HOST_KEY } from '../images/guest-files.js';
+import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs, type CloneSettings } from './clone-identity.js';
+import type { GuestConfig } from './config-disk.js';
 import { WORK_DISK_MOUNT } from './work-disk.js';
 
 const MAC = '52:54:00:12:34:56';
+const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyvhhVtILO3c1zbPTVVzVId banger';
 
-/** The contract as clone-identity.ts computes it, from any pair of scripts. */
-function contractOf(prep: string, clone: string): string {
-  return `clone-1-${createHash('sha256').update(JSON.stringify([prep, clone])).digest('hex').slice(0, 12)}`;
+function settings(over: Partial<CloneSettings> = {}, cfg: Partial<GuestConfig> = {}): CloneSettings {
+  return {
+    config: {
+      hostname: 'box',
+      authorizedKeys: [KEY],
+      network: { mac: MAC, address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2', dns: ['10.0.2.3'] },
+      ...cfg,
+    },
+    keepNetwork: true,
+    growRoot: false,
+    ...over,
+  };
 }
 
 describe('cloneArgs', () => {
-  it('is [host time, machine-id, entropy, MAC]: the time now, 32 and 64 hex digits, the MAC as given', () => {
+  it('is [time, machine-id, entropy, MAC, hostname, NET, GROW, keys...]: the time now, 32 and 64 hex digits', () => {
     const before = Date.now();
-    const args = cloneArgs(MAC);
+    const args = cloneArgs(settings());
     const after = Date.now();
-    expect(args).toHaveLength(4);
-    const [time, machineId, entropy, mac] = args;
+    expect(args).toHaveLength(8);
+    const [time, machineId, entropy, mac, host, net, grow, key] = args;
     expect(time).toMatch(/^\d+\.\d{3}$/);
     const ms = Math.round(Number(time) * 1000);
     expect(ms).toBeGreaterThanOrEqual(before);
     expect(ms).toBeLessThanOrEqual(after);
     expect(machineId).toMatch(/^[0-9a-f]{32}$/);
     expect(entropy).toMatch(/^[0-9a-f]{64}$/);
-    expect(mac).toBe(MAC);
+    expect([mac, host, net, grow, key]).toEqual([MAC, 'box', '-', '0', KEY]);
+  });
+
+  it('bridge networking: NET is "address prefix gateway dns..."; a larger root disk: GROW 1; every key its own argument', () => {
+    const args = cloneArgs(
+      settings({ keepNetwork: false, growRoot: true }, {
+        authorizedKeys: [KEY, `${KEY}2`],
+        network: { mac: '52:54:00:0a:00:05', address: '172.30.0.5', prefixLength: 24, gateway: '172.30.0.1', dns: ['172.30.0.1', '9.9.9.9'] },
+      }),
+    );
+    expect(args.slice(3)).toEqual(['52:54:00:0a:00:05', 'box', '172.30.0.5 24 172.30.0.1 172.30.0.1 9.9.9.9', '1', KEY, `${KEY}2`]);
   });
 
   it('gives every clone its own machine-id and entropy', () => {
-    const a = cloneArgs(MAC);
-    const b = cloneArgs(MAC);
+    const a = cloneArgs(settings());
+    const b = cloneArgs(settings());
     expect(a[1]).not.toBe(b[1]);
     expect(a[2]).not.toBe(b[2]);
   });
 
   it('writes the time as seconds with three decimals (date -s @S.mmm)', () => {
-    expect(cloneArgs(MAC, () => 1_700_000_000_005)[0]).toBe('1700000000.005');
-    expect(cloneArgs(MAC, () => 1_700_000_000_999)[0]).toBe('1700000000.999');
-    expect(cloneArgs(MAC, () => 1_700_000_000_000)[0]).toBe('1700000000.000');
-    expect(cloneArgs(MAC, () => 1_700_000_000_120)[0]).toBe('1700000000.120');
+    expect(cloneArgs(settings(), () => 1_700_000_000_005)[0]).toBe('1700000000.005');
+    expect(cloneArgs(settings(), () => 1_700_000_000_999)[0]).toBe('1700000000.999');
+    expect(cloneArgs(settings(), () => 1_700_000_000_000)[0]).toBe('1700000000.000');
+    expect(cloneArgs(settings(), () => 1_700_000_000_120)[0]).toBe('1700000000.120');
   });
 
   it('reads the clock once', () => {
     let calls = 0;
-    cloneArgs(MAC, () => (calls++, 1_700_000_000_000));
+    cloneArgs(settings(), () => (calls++, 1_700_000_000_000));
     expect(calls).toBe(1);
   });
 
-  it('refuses anything that is not a lower-case MAC (it becomes a guest shell argument), before reading the clock', () => {
-    for (const bad of ['', '52:54:00:12:34', '52:54:00:12:34:56:78', '52-54-00-12-34-56', '52:54:00:12:34:5g', '52:54:00:AB:CD:EF', `${MAC}\n`, `${MAC}; reboot`, '$(reboot)', ` ${MAC}`]) {
+  it('refuses settings that would reach the guest shell unchecked (the config disk validation), before reading the clock', () => {
+    const bad: Array<Partial<GuestConfig>> = [
+      { hostname: 'a b' },
+      { hostname: '$(reboot)' },
+      { authorizedKeys: [`${KEY}\nssh-rsa AAAA`] },
+      { authorizedKeys: ['command="reboot" ssh-ed25519 AAAA'] },
+      { network: { mac: `${MAC}; reboot`, address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2', dns: [] } },
+      { network: { mac: MAC, address: '10.0.2.15 ; reboot', prefixLength: 24, gateway: '10.0.2.2', dns: [] } },
+      { network: { mac: MAC, address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2', dns: ['$(reboot)'] } },
+    ];
+    for (const cfg of bad) {
       let read = false;
       expect(() =>
-        cloneArgs(bad, () => {
+        cloneArgs(settings({}, cfg), () => {
           read = true;
           return 0;
         }),
-      ).toThrow(/invalid MAC/);
+      ).toThrow(/invalid guest config/);
       expect(read).toBe(false);
     }
   });
 });
+
+/** The contract as clone-identity.ts computes it, from any pair of scripts. */
+function contractOf(prep: string, clone: string): string {
+  return `clone-1-${createHash('sha256').update(JSON.stringify([prep, clone])).digest('hex').slice(0, 12)}`;
+}
 
 describe('CLONE_CONTRACT', () => {
   it('is clone-1- and 12 hex digits of the sha256 of both scripts', () => {
@@ -72,7 +107,7 @@ describe('CLONE_CONTRACT', () => {
   it('changes when either script changes, by as little as one character', () => {
     const variants = [
       contractOf(TEMPLATE_PREP_SCRIPT + '\n', CLONE_SCRIPT),
-      contractOf(TEMPLATE_PREP_SCRIPT.replace('echo 3', 'echo 1'), CLONE_SCRIPT),
+      contractOf(TEMPLATE_PREP_SCRIPT.replace('blockdev --flushbufs', 'blockdev  --flushbufs'), CLONE_SCRIPT),
       contractOf(TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT.replace('systemctl start ssh.service', 'systemctl start sshd.service')),
       // text moved across the boundary between the two scripts
       contractOf(TEMPLATE_PREP_SCRIPT + CLONE_SCRIPT.slice(0, 1), CLONE_SCRIPT.slice(1)),
@@ -87,18 +122,20 @@ describe('CLONE_CONTRACT', () => {
 describe('the guest scripts', () => {
   const scripts = { TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT };
 
-  it('use what cloneArgs gives: $1 to $4, no more', () => {
+  it('use what cloneArgs gives: $1 to $7, then the keys as "$@" after `shift 7`', () => {
     const used = [...CLONE_SCRIPT.matchAll(/\$\{?(\d)/g)].map((m) => Number(m[1]));
-    expect(Math.max(...used)).toBe(cloneArgs(MAC).length);
-    expect(new Set(used)).toEqual(new Set([1, 2, 3, 4]));
+    expect(new Set(used)).toEqual(new Set([1, 2, 3, 4, 5, 6, 7]));
+    expect(CLONE_SCRIPT).toContain('shift 7\n');
+    expect(CLONE_SCRIPT).toContain('for k in "$@"; do');
     expect(TEMPLATE_PREP_SCRIPT).not.toMatch(/\$\{?\d/);
   });
 
   it('name the files they mean (absolute paths, nothing left uninterpolated)', () => {
-    expect(CLONE_SCRIPT).toContain(`\n/${GUEST_SCRIPT_PATH} || fail`);
     expect(CLONE_SCRIPT).toContain(`rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub\n`);
+    expect(CLONE_SCRIPT).toContain(`cp -a -n /${ROOT_SKEL_PATH}/. ${WORK_DISK_MOUNT}/`);
+    expect(CLONE_SCRIPT).toContain(`${WORK_DISK_MOUNT}/.ssh/authorized_keys`);
     expect(SSH_HOST_KEY.startsWith('/')).toBe(true);
-    expect(GUEST_SCRIPT_PATH.startsWith('/')).toBe(false); // so `/${...}` is one slash
+    expect(ROOT_SKEL_PATH.startsWith('/')).toBe(false); // so `/${...}` is one slash
     expect(TEMPLATE_PREP_SCRIPT).toContain(`umount ${WORK_DISK_MOUNT} ||`);
     for (const s of Object.values(scripts)) {
       expect(s).not.toContain('undefined');

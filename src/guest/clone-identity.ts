@@ -2,48 +2,62 @@
  * What makes a warm clone a VM of its own, and what makes a template ready
  * to be snapshotted: two POSIX sh scripts that the daemon runs through the
  * guest agent (fed on stdin to `/bin/sh -s`), so an image needs nothing new
- * baked in: they use what every banger image has (the guest unit's script,
- * src/images/guest-files.ts, and perl-base, which Debian always has).
+ * baked in: they use what every banger image has (the guest integration of
+ * src/images/guest-files.ts, util-linux, and perl-base, which Debian always
+ * has).
  *
  * The template, before it is saved (TEMPLATE_PREP_SCRIPT):
  *   - waits until systemd has finished booting (no job left to replay in
  *     every clone);
  *   - stops sshd: each clone starts it with its own host key;
  *   - unmounts the work disk from /root: each clone mounts its own;
- *   - drops the page cache, so no clone believes it has cached blocks of the
- *     template's config and work disks (and the saved state is smaller).
+ *   - flushes the config and work disks' buffers, so no clone believes it
+ *     has cached blocks of the template's disks (the root filesystem's page
+ *     cache is kept: it is the clone's root too, and a clone then finds the
+ *     programs it runs in memory).
  *
- * Each clone, right after it resumes (CLONE_SCRIPT, args: host time,
- * machine-id, entropy, MAC):
+ * Each clone, right after it resumes (CLONE_SCRIPT):
  *   1. wall clock: set to the host's (the template's clock stopped when it
  *      was saved);
  *   2. /etc/machine-id: its own (PID 1 and journald keep the template's id
  *      in memory until the next boot);
  *   3. kernel RNG: 256 bits from the host credited (RNDADDENTROPY) and the
- *      CRNG reseeded at once (RNDRESEEDCRNG), so two clones' random streams
- *      diverge from the first read. QEMU's vmgenid device would do this in
- *      the kernel, but the microvm machine has no ACPI table for it (checked
- *      on QEMU 7.2: the device is accepted and the guest never sees it);
- *   4. in bridge networking, eth0 gets the clone's MAC (the template's is in
- *      the saved NIC state) and neighbours are forgotten. In user networking
- *      each VM has a private network of its own, and a clone keeps the
+ *      CRNG reseeded at once (RNDRESEEDCRNG), before anything makes a key,
+ *      so two clones' random streams diverge. QEMU's vmgenid device would do
+ *      this in the kernel, but the microvm machine has no ACPI table for it
+ *      (checked on QEMU 7.2: the device is accepted and the guest never sees
+ *      it);
+ *   4. a new SSH host key (the template's is deleted), then sshd started
+ *      with it (the template stopped sshd before it was saved, so the first
+ *      key any client can see under the clone's name is the clone's), while
+ *      the next steps run;
+ *   5. hostname and /etc/hosts; this VM's work disk at /root (root's
+ *      dotfiles on first use) with root's authorized_keys; the root
+ *      filesystem grown when this VM's root disk is larger than the
+ *      template's — what the guest unit does at a boot, with this VM's
+ *      settings passed in rather than read from its config disk (which holds
+ *      the same settings, for the VM's later cold boots);
+ *   6. in bridge networking, eth0 gets the clone's MAC (the template's is in
+ *      the saved NIC state), address and route, neighbours are forgotten,
+ *      resolv.conf is rewritten. In user networking each VM has a private
+ *      network of its own with the same address, and a clone keeps the
  *      snapshot's MAC until its next cold boot: QEMU's user-mode stack
  *      learns the guest's MAC from the first packets the guest sends after
  *      it resumes and never forgets it, so a MAC changed after that point
  *      made every connection to the guest vanish (measured: SYNs sent to
  *      the old MAC, dropped by the NIC's filter);
- *   5. the SSH host key is deleted, and the guest unit's script runs as at
- *      a boot: mounts this VM's work disk at /root, reads this VM's config
- *      disk (hostname, authorized_keys, address), makes a new host key, grows
- *      the root filesystem;
- *   6. sshd starts (the template stopped it before it was saved), so the
- *      first key any client sees under the clone's name is the clone's.
  * What a clone cannot change: the kernel's boot_id and uptime are the
  * template's (they are fixed at kernel boot).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { GUEST_SCRIPT_PATH, SSH_HOST_KEY } from '../images/guest-files.js';
+import { ROOT_SKEL_PATH, SSH_HOST_KEY, WORK_DISK_MARKER, WORK_DISK_MOUNT_OPTIONS } from '../images/guest-files.js';
+import { validateGuestConfig, type GuestConfig } from './config-disk.js';
 import { WORK_DISK_MOUNT } from './work-disk.js';
+
+/** The disks in the guest (the device order of src/vmm/qemu/argv.ts, part of the guest contract). */
+const ROOT_DEVICE = '/dev/vda';
+const CONFIG_DEVICE = '/dev/vdb';
+const WORK_DEVICE = '/dev/vdc';
 
 export const TEMPLATE_PREP_SCRIPT = `set -u
 # systemd done booting: running, or degraded (a unit failed; the guest still works)
@@ -57,42 +71,129 @@ if [ -s /run/banger/guest-config.done ]; then read -r st </run/banger/guest-conf
 systemctl stop ssh.service || { echo "cannot stop sshd" >&2; exit 1; }
 umount ${WORK_DISK_MOUNT} || { echo "cannot unmount ${WORK_DISK_MOUNT}" >&2; exit 1; }
 sync
-echo 3 >/proc/sys/vm/drop_caches
+# Forget the cached blocks of the config and work disks (each clone has its
+# own); the root filesystem's cache stays: a clone then finds the programs it
+# runs next in memory instead of reading them through its disk (measured
+# under TCG: the identity step took 12.6 s after dropping all caches).
+blockdev --flushbufs ${CONFIG_DEVICE} ${WORK_DEVICE} || { echo "cannot flush the config and work disks' buffers" >&2; exit 1; }
+# The clone script's one program that a boot does not run
+perl -e 1
 `;
 
+/**
+ * Args: TIME MACHINE_ID ENTROPY MAC HOSTNAME NET GROW KEY... where NET is
+ * `-` (user networking: the template's address is the clone's) or
+ * "ADDRESS PREFIX GATEWAY [DNS...]" (bridge), GROW is 1 when the root disk
+ * is larger than the template's, and the KEYs are root's authorized_keys
+ * lines. Every value was validated by the daemon (validateGuestConfig).
+ * The slow parts run side by side: under TCG every process start costs a
+ * tenth of a second or more.
+ */
 export const CLONE_SCRIPT = `set -u
 status=0
 fail() { echo "banger-clone: $*" >&2; status=1; }
+# Seconds since the guest's boot at each step, on stdout (the daemon logs them).
+mark() {
+  read -r up _ </proc/uptime
+  echo "banger-clone: $up $1"
+}
+mark start
 date -u -s "@$1" >/dev/null || fail "cannot set the clock"
 printf '%s\\n' "$2" >/etc/machine-id || fail "cannot write /etc/machine-id"
+# Before anything draws random numbers for a key: every clone resumed with the template's RNG state.
 perl -e 'open(my $f, ">", "/dev/urandom") or die "$!\\n"; my $b = pack("H*", $ARGV[0]);
   ioctl($f, 0x40085203, pack("ii", length($b) * 8, length($b)) . $b) or die "RNDADDENTROPY: $!\\n";
   ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";' "$3" || fail "cannot reseed the RNG"
-nic=''
-for d in /sys/class/net/*; do
-  [ "\${d##*/}" = lo ] && continue
-  nic=\${d##*/}
-  break
-done
-cur=''
-[ -n "$nic" ] && read -r cur <"/sys/class/net/$nic/address"
-if [ -n "$nic" ] && [ "$cur" != "$4" ]; then
-  printf 'link set dev %s down\\nlink set dev %s address %s\\nlink set dev %s up\\nneigh flush dev %s\\n' "$nic" "$nic" "$4" "$nic" "$nic" | ip -batch - || fail "cannot set the MAC of $nic"
-fi
+mark 'clock, machine-id, rng'
+mac=$4 host=$5 net=$6 grow=$7
+shift 7
 rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub
-/${GUEST_SCRIPT_PATH} || fail "banger-guest-config failed"
-# sshd starts only now, with this clone's key (the template stopped it)
-systemctl start ssh.service || fail "cannot start sshd"
+# The host key, then sshd with it (the template stopped sshd: the first key a
+# client can see is this one), side by side with the rest.
+{
+  ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f ${SSH_HOST_KEY} </dev/null >/dev/null || { echo "banger-clone: ssh-keygen failed" >&2; exit 1; }
+  systemctl start ssh.service || { echo "banger-clone: cannot start sshd" >&2; exit 1; }
+} &
+sshd_job=$!
+resize=''
+if [ "$grow" = 1 ]; then
+  resize2fs ${ROOT_DEVICE} >/run/banger/resize.log 2>&1 &
+  resize=$!
+fi
+{ printf '%s\\n' "$host" >/etc/hostname && printf '%s\\n' "$host" >/proc/sys/kernel/hostname; } || fail "cannot set the hostname"
+printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t%s\\n::1\\tlocalhost ip6-localhost ip6-loopback\\nff02::1\\tip6-allnodes\\nff02::2\\tip6-allrouters\\n' "$host" >/etc/hosts
+if mount -t ext4 -o ${WORK_DISK_MOUNT_OPTIONS} ${WORK_DEVICE} ${WORK_DISK_MOUNT}; then
+  if [ ! -e ${WORK_DISK_MARKER} ]; then
+    if { [ ! -d /${ROOT_SKEL_PATH} ] || cp -a -n /${ROOT_SKEL_PATH}/. ${WORK_DISK_MOUNT}/; } &&
+      install -d -m 0700 -o root -g root ${WORK_DISK_MOUNT}; then
+      : >${WORK_DISK_MARKER}
+    else
+      fail "cannot prepare the work disk"
+    fi
+  fi
+  keys=''
+  for k in "$@"; do
+    keys="$keys$k
+"
+  done
+  (umask 077 && mkdir -p ${WORK_DISK_MOUNT}/.ssh && printf '%s' "$keys" >${WORK_DISK_MOUNT}/.ssh/authorized_keys) || fail "cannot write authorized_keys"
+else
+  fail "cannot mount the work disk ${WORK_DEVICE} at ${WORK_DISK_MOUNT}"
+fi
+mark 'hostname, work disk'
+if [ "$net" != - ]; then
+  read -r addr prefix gw dns <<NET
+$net
+NET
+  nic=''
+  for d in /sys/class/net/*; do
+    [ "\${d##*/}" = lo ] && continue
+    nic=\${d##*/}
+    break
+  done
+  if [ -n "$nic" ]; then
+    printf 'link set dev %s down\\nlink set dev %s address %s\\nlink set dev %s up\\naddr flush dev %s\\naddr add %s/%s dev %s\\nroute replace default via %s dev %s\\nneigh flush dev %s\\n' \\
+      "$nic" "$nic" "$mac" "$nic" "$nic" "$addr" "$prefix" "$nic" "$gw" "$nic" "$nic" | ip -4 -batch - || fail "cannot configure $nic"
+  else
+    fail "no network interface"
+  fi
+  resolv=''
+  for d in $dns; do
+    resolv="\${resolv}nameserver $d
+"
+  done
+  [ -L /etc/resolv.conf ] && rm -f /etc/resolv.conf
+  printf '# written by banger when this clone started\\n%s' "$resolv" >/etc/resolv.conf || fail "cannot write /etc/resolv.conf"
+  mark network
+fi
+wait "$sshd_job" || status=1
+if read -r ktype kdata _c <${SSH_HOST_KEY}.pub; then echo "banger-clone: ssh host key $ktype $kdata"; fi
+mark sshd
+if [ -n "$resize" ]; then wait "$resize" || echo "banger-clone: resize2fs ${ROOT_DEVICE} failed (ignored)"; fi
 exit $status
 `;
 
 /** Changes whenever what a snapshot's guest was prepared with, or what a clone runs, changes. */
 export const CLONE_CONTRACT = `clone-1-${createHash('sha256').update(JSON.stringify([TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT])).digest('hex').slice(0, 12)}`;
 
-/** The clone script's arguments (fresh for every clone; the time is taken last, just before it runs). */
-export function cloneArgs(mac: string, now: () => number = Date.now): string[] {
-  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac)) throw new Error(`invalid MAC ${mac}`);
+/** What the clone script is told besides fresh randomness: this VM's settings. */
+export interface CloneSettings {
+  /** The same settings as the VM's config disk (validated the same way). */
+  config: GuestConfig;
+  /** User networking: the template's address, route and resolvers are the clone's; nothing to change. */
+  keepNetwork: boolean;
+  /** The VM's root disk is larger than the template's: grow its filesystem. */
+  growRoot: boolean;
+}
+
+/** The clone script's arguments (fresh randomness for every clone; the time is taken last, just before it runs). */
+export function cloneArgs(settings: CloneSettings, now: () => number = Date.now): string[] {
+  const c = validateGuestConfig(settings.config);
+  const n = c.network;
+  const net = settings.keepNetwork ? '-' : [n.address, String(n.prefixLength), n.gateway, ...n.dns].join(' ');
+  const machineId = randomBytes(16).toString('hex');
+  const entropy = randomBytes(32).toString('hex');
   const ms = now();
   const time = `${Math.floor(ms / 1000)}.${String(ms % 1000).padStart(3, '0')}`;
-  return [time, randomBytes(16).toString('hex'), randomBytes(32).toString('hex'), mac];
+  return [time, machineId, entropy, n.mac, c.hostname, net, settings.growRoot ? '1' : '0', ...c.authorizedKeys];
 }
