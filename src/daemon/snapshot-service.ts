@@ -458,20 +458,33 @@ export function staleReason(m: SnapshotManifest, image: ImageRecord, vmm: string
   return undefined;
 }
 
+/**
+ * Reads the open file `fd` from offset 0 (positional reads: its offset is not
+ * moved) in 1 MiB chunks, hashing them and handing each to `onChunk`; stops
+ * past `maxBytes`. Returns the bytes read and their sha256.
+ */
+function hashFd(fd: number, maxBytes: number, onChunk?: (chunk: Buffer) => void): { bytes: number; sha256: string } {
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  let bytes = 0;
+  for (;;) {
+    const n = readSync(fd, buf, 0, buf.length, bytes);
+    if (n === 0) break;
+    bytes += n;
+    if (bytes > maxBytes) break;
+    const chunk = buf.subarray(0, n);
+    hash.update(chunk);
+    onChunk?.(chunk);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
 function hashFile(path: string, maxBytes: number): { bytes: number; sha256: string } {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    const hash = createHash('sha256');
-    const buf = Buffer.allocUnsafe(1024 * 1024);
-    let bytes = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      bytes += n;
-      if (bytes > maxBytes) throw new BangerError('operation_failed', `${path} is larger than ${maxBytes} bytes`);
-      hash.update(buf.subarray(0, n));
-    }
-    return { bytes, sha256: hash.digest('hex') };
+    const r = hashFd(fd, maxBytes);
+    if (r.bytes > maxBytes) throw new BangerError('operation_failed', `${path} is larger than ${maxBytes} bytes`);
+    return r;
   } finally {
     closeSync(fd);
   }
@@ -485,19 +498,11 @@ function copyVerified(fd: number, dest: string, want: { bytes: number; sha256: s
   const out = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   let ok = false;
   try {
-    const hash = createHash('sha256');
-    const buf = Buffer.allocUnsafe(1024 * 1024);
-    let pos = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      pos += n;
-      if (pos > want.bytes) break;
-      hash.update(buf.subarray(0, n));
+    const got = hashFd(fd, want.bytes, (chunk) => {
       let off = 0;
-      while (off < n) off += writeSync(out, buf, off, n - off);
-    }
-    if (pos !== want.bytes || hash.digest('hex') !== want.sha256) {
+      while (off < chunk.length) off += writeSync(out, chunk, off, chunk.length - off);
+    });
+    if (got.bytes !== want.bytes || got.sha256 !== want.sha256) {
       throw new SnapshotUnusable("the snapshot's root disk does not match its sha256 (corrupt)");
     }
     ok = true;
