@@ -67,14 +67,16 @@ export function bangerFor(dirs: RunDirs, log: (line: string) => void): Banger {
   return b;
 }
 
-/** qemu-system processes whose argv mentions this run's directories. */
-export function qemuProcesses(dirs: RunDirs): number[] {
+/** qemu-system processes whose argv mentions this run's directories (`templates`: only warm-clone template builds). */
+export function qemuProcesses(dirs: RunDirs, which: 'all' | 'templates' = 'all'): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (cmd[0]?.includes('qemu-system') && cmd.some((a) => a.includes(dirs.stateDir) || a.includes(dirs.runtimeDir))) {
+      const ours = cmd.some((a) => a.includes(dirs.stateDir) || a.includes(dirs.runtimeDir));
+      // A template's argv names its build directory (its pid file, disks and console log are in it).
+      if (cmd[0]?.includes('qemu-system') && ours && (which === 'all' || cmd.some((a) => a.includes('/snapshots/.build-')))) {
         pids.push(Number(entry));
       }
     } catch {
@@ -99,9 +101,61 @@ export function liveProcessesMentioning(needle: string): Array<{ pid: number; ar
   return found;
 }
 
-/** The leak census: no qemu, VM directory, VM socket dir or DB row may remain. */
-export async function leakCensus(dirs: RunDirs, banger: Banger): Promise<string[]> {
+/** Warm-clone template builds under way: `images/<image>/snapshots/.build-<id>` directories (each holds a template VM's pid file). */
+export function templateBuilds(dirs: RunDirs): string[] {
+  const images = join(dirs.stateDir, 'images');
+  if (!existsSync(images)) return [];
+  const found: string[] = [];
+  for (const image of readdirSync(images)) {
+    const snaps = join(images, image, 'snapshots');
+    if (!existsSync(snaps)) continue;
+    for (const e of readdirSync(snaps)) if (/^\.build-/.test(e)) found.push(`${image}/snapshots/${e}`);
+  }
+  return found;
+}
+
+/**
+ * Waits (bounded) until the daemon has no template build in flight: a cold
+ * create schedules one in the background, and it is not a leak while it
+ * runs. Quiet must hold twice, a second apart: between two queued builds,
+ * or before a scheduled one has made its directory, there is a moment with
+ * none. Returns the builds still there at the deadline.
+ */
+export async function settleTemplateBuilds(dirs: RunDirs, log?: (line: string) => void, timeoutMs = TEMPLATE_SETTLE_MS): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  let announced = false;
+  let quiet = 0;
+  for (;;) {
+    // Only the directory says a build is under way: a template QEMU whose directory is gone is a leak (the census counts it).
+    const busy = templateBuilds(dirs);
+    quiet = busy.length ? 0 : quiet + 1;
+    if (quiet >= 2) return [];
+    if (busy.length && Date.now() >= deadline) return busy;
+    if (busy.length && !announced && log) {
+      announced = true;
+      const qemu = qemuProcesses(dirs, 'templates');
+      log(`  census: waiting (at most ${Math.round(timeoutMs / 1000)} s) for a template build to finish: ${busy.join(', ')}${qemu.length ? ` (template qemu ${qemu.join(', ')})` : ''}`);
+    }
+    await sleep(1000);
+  }
+}
+
+/** How long the census waits for template builds in flight (a cold template boot and save under TCG, on a busy 2-core host). */
+export const TEMPLATE_SETTLE_MS = 300_000;
+
+/**
+ * The leak census: no qemu, VM directory, VM socket dir or DB row may remain.
+ * A warm-clone template build in flight is waited for first (bounded); after
+ * that no QEMU may run at all (a template left running is a leak), and no
+ * template socket directory may remain. Snapshots (under images/) are the
+ * image's, not a VM's: they are not counted.
+ */
+export async function leakCensus(dirs: RunDirs, banger: Banger, log?: (line: string) => void): Promise<string[]> {
   const leaks: string[] = [];
+  const building = await settleTemplateBuilds(dirs, log);
+  if (building.length) leaks.push(`template build still in flight after ${TEMPLATE_SETTLE_MS / 1000} s (stuck, or left by a daemon that is gone): ${building.join(', ')}`);
+  const tplSockets = join(dirs.runtimeDir, 'templates');
+  if (!building.length && existsSync(tplSockets) && readdirSync(tplSockets).length) leaks.push(`template socket directories left: ${readdirSync(tplSockets).join(', ')}`);
   const q = qemuProcesses(dirs);
   if (q.length) leaks.push(`qemu processes still running: ${q.join(', ')}`);
   const vmsDir = join(dirs.stateDir, 'vms');

@@ -5,9 +5,12 @@
  * Each run gets isolated state/runtime/config/cache directories (under
  * .smoke/run-<time>, or --state DIR to reuse a built image). After each
  * scenario a leak census checks that no qemu process, VM directory, socket
- * directory or DB row is left. With --jobs > 1 scenarios run in parallel and
- * the census runs once at the end (a per-scenario census would see peers);
- * scenarios marked exclusive (they stop and restart the daemon) run alone
+ * directory or DB row is left (a warm-clone template the daemon is building
+ * in the background is waited for first, bounded; then any QEMU is a leak).
+ * With --jobs > 1 scenarios run in parallel and the census runs once at the
+ * end (a per-scenario census would see peers);
+ * scenarios marked exclusive (they stop and restart the daemon, or break a
+ * snapshot peers would clone from) run alone
  * after the pool, each with its census.
  */
 import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
@@ -94,7 +97,7 @@ async function runOne(s: Scenario, census: boolean): Promise<void> {
   try {
     await s.run({ banger, dirs, log });
     if (census) {
-      const leaks = await censusAll(banger);
+      const leaks = await censusAll(banger, log);
       if (leaks.length) throw new AssertionFailed(`leak census: ${leaks.join('; ')}`);
     }
     results.push({ name: s.name, status: 'pass', detail: '', ms: Date.now() - t0 });
@@ -107,10 +110,10 @@ async function runOne(s: Scenario, census: boolean): Promise<void> {
   }
 }
 
-/** VMs, files and rows (harness), plus this run's taps and iptables rules. */
-async function censusAll(banger: ReturnType<typeof bangerFor>): Promise<string[]> {
+/** VMs, files and rows (harness; template builds in flight are waited for), plus this run's taps and iptables rules. */
+async function censusAll(banger: ReturnType<typeof bangerFor>, log?: (line: string) => void): Promise<string[]> {
   const b = runBridge();
-  return [...(await leakCensus(dirs, banger)), ...(b ? bridgeLeaks(b) : [])];
+  return [...(await leakCensus(dirs, banger, log)), ...(b ? bridgeLeaks(b) : [])];
 }
 
 async function main(): Promise<number> {
@@ -158,7 +161,7 @@ async function main(): Promise<number> {
       }),
     );
     for (const s of alone) await runOne(s, true);
-    const leaks = await censusAll(banger);
+    const leaks = await censusAll(banger, say);
     if (leaks.length) {
       say(`FAIL leak census after the parallel pool: ${leaks.join('; ')}`);
       results.push({ name: 'leak_census', status: 'fail', detail: leaks.join('; '), ms: 0 });

@@ -301,7 +301,8 @@ export const lifecycleScenarios: Scenario[] = [
     run: async ({ banger }) => {
       const n = 'smoke-stats';
       try {
-        await ok(banger, ['vm', 'create', '--name', n, '--memory', '768']);
+        // Cold: the `vm logs` check below wants a boot's console, and a warm clone's starts at its restore (no boot in it).
+        await ok(banger, ['vm', 'create', '--name', n, '--memory', '768', '--cold']);
         const s = JSON.parse(await ok(banger, ['vm', 'stats', n, '--json'])) as {
           cpuPercent: number;
           memory: { totalBytes: number; usedBytes: number };

@@ -9,6 +9,7 @@ import { workspaceScenarios } from './scenarios-workspace.js';
 import { networkScenarios } from './scenarios-network.js';
 import { unprivScenarios } from './scenarios-unpriv.js';
 import { faultScenarios } from './scenarios-faults.js';
+import { cloneScenarios } from './scenarios-clones.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -21,7 +22,7 @@ export interface Scenario {
   description: string;
   /** root: needs root and the run's root helper (bridge, taps, iptables); counted as not run without them. */
   needs?: 'root';
-  /** Stops and restarts the daemon: with --jobs > 1 it runs alone, after the parallel pool. */
+  /** Stops and restarts the daemon, or breaks something peers share (a snapshot): with --jobs > 1 it runs alone, after the parallel pool. */
   exclusive?: boolean;
   run: (ctx: ScenarioContext) => Promise<void>;
 }
@@ -156,4 +157,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios];

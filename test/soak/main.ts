@@ -7,7 +7,11 @@
  * cycle a census: qemu processes, files under the state and runtime dirs
  * (against the set after cycle 1), DB rows, known_hosts entries, taps and
  * iptables rules (bridge), and the daemon's pid (it must not change: a crashed
- * and auto-restarted daemon would hide a leak), open fds and RSS.
+ * and auto-restarted daemon would hide a leak), open fds and RSS. The first
+ * cold create has the daemon make a warm-clone snapshot in the background:
+ * the census waits for such a build (bounded) and then counts every QEMU
+ * (snapshots live under state/images, which the file census skips); later
+ * cycles are warm clones.
  * One line per cycle, then a summary; exits 1 when a cycle failed or leaked.
  * Default network: bridge with --nat when root can run a helper of the soak's
  * own (taps and rules are then counted), else user.
@@ -71,7 +75,8 @@ function daemonSample(dirs: RunDirs): DaemonSample | undefined {
 /** Every path under the state and runtime dirs, except the image store and files that only grow or churn (logs, SQLite's WAL). */
 function fileSet(dirs: RunDirs): Set<string> {
   const out = new Set<string>();
-  const skip = /^(state\/images(\/|$)|state\/bangerd\.(log|out)$|state\/state\.db(-wal|-shm)?$|state\/ssh\/known_hosts\.lock$)/;
+  // run/templates: the parent of template builds' socket dirs, made by the first build (whenever that is); leakCensus counts what is in it.
+  const skip = /^(state\/images(\/|$)|state\/bangerd\.(log|out)$|state\/state\.db(-wal|-shm)?$|state\/ssh\/known_hosts\.lock$|run\/templates$)/;
   const walk = (root: string, label: string, dir: string) => {
     if (!existsSync(dir)) return;
     for (const e of readdirSync(dir)) {
