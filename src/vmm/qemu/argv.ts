@@ -40,11 +40,14 @@ export type QemuAccel = 'kvm' | 'tcg';
 export const MICROVM_MACHINE = 'microvm,acpi=on,rtc=on,pit=on,pic=off,isa-serial=on,x-option-roms=off';
 
 /**
- * The revision of the machine this file describes (devices, their order and
- * options). A saved state only loads into the same machine: the driver's
- * version() carries it, so a snapshot made before a change is made again.
+ * The revision of the machine this file and the driver describe (devices,
+ * their order and options, and the kernel command line a template booted
+ * with). A saved state only loads into the same machine, and a clone keeps
+ * the kernel its template booted: the driver's version() carries the
+ * revision, so a snapshot made before a change is made again.
+ * 3: tsc=reliable under TCG.
  */
-export const MACHINE_REVISION = 2;
+export const MACHINE_REVISION = 3;
 
 /**
  * TCG's translation cache in MiB (QEMU's default is 1 GiB under TCG, and a
