@@ -3,14 +3,14 @@
  * config disk → accelerator → the VMM (its driver's boot: detached, own session) → guest agent and SSH (waited for side by side).
  * The disks that persist (root overlay, work disk) are made by create only.
  */
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { BangerError } from '../errors/errors.js';
 import type { Logger } from '../log/log.js';
 import type { ProgressEvent, SshTarget, VmRecord, Vmm } from '../model/types.js';
 import { imagePaths, type Layout, type VmPaths } from '../paths/paths.js';
 import type { Runner } from '../system/runner.js';
 import { tail } from '../system/runner.js';
-import { ensureDir } from '../system/fs.js';
+import { ensureDir, writeFileAtomic } from '../system/fs.js';
 import { freeLoopbackPort } from '../system/ports.js';
 import type { BootSpec, VmmDriver, VmmHandle } from '../vmm/driver.js';
 import { clip } from '../model/text.js';
@@ -112,6 +112,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       const r = await agent.exec('/bin/sh', ['-s', '--', ...args], { input: CLONE_SCRIPT, timeoutMs: 60_000 });
       // Where the time went (the script's marks) and what the guest said.
       log.info({ vm: vm.name, connectMs, ms: Date.now() - t0, exitCode: r.exitCode, out: clip(r.stdout.trim(), 4000) }, 'clone identity');
+      // The identity steps go on the console too (`vm logs`), where a boot's guest unit lines would be.
+      appendFileSync(p.consoleLog, `${clip(r.stdout.trim(), 4000)}\n${r.stderr.trim() ? `${clip(r.stderr.trim(), 2000)}\n` : ''}`);
       if (r.exitCode !== 0) {
         throw new BangerError('operation_failed', `the clone could not take its own identity: ${clip(r.stderr.trim(), 500)}`, `console log: ${p.consoleLog}`);
       }
@@ -168,6 +170,14 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
             : // No route off the host unless the VM was created with --nat.
               { mode: 'user', sshHostPort: port, restrict: !vm.nat, mac: userMac },
         };
+        if (ctx.clone) {
+          // A clone's console shows no boot (it resumed one): say where it came from, for `vm logs`.
+          writeFileAtomic(
+            p.consoleLog,
+            `banger: ${vm.name} resumed from snapshot ${ctx.clone.key} of image ${vm.image} at ${new Date().toISOString()}; ` +
+              `it booted as that snapshot's template (\`banger image show ${vm.image}\`)\n`,
+          );
+        }
         handle = ctx.clone ? await driver.restore(spec, ctx.clone.state) : await driver.boot(spec);
         ctx.clone?.release();
         ctx.onFault?.('qemu-started');

@@ -267,7 +267,8 @@ export async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Prom
       },
     );
     created = true;
-    process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`, process.stderr) + '\n');
+    const how = res.clonedFrom ? ` (warm clone of snapshot ${res.clonedFrom})` : '';
+    process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s${how}`, process.stderr) + '\n');
     if (!res.ssh) throw new BangerError('internal', 'vm.create returned no SSH target for a started VM');
     if (scan) {
       await prepareWorkspace(ctx, client, name, scan.root, opts);

@@ -140,9 +140,12 @@ describe('qemuArgv', () => {
     expect(argv.slice(-3)).toEqual(['-S', '-incoming', 'defer']);
     expect(argv.filter((a) => a === '-S')).toHaveLength(1);
     expect(values(argv, '-incoming')).toEqual(['defer']);
-    // same machine as a cold boot otherwise (a saved state loads only into the same devices)
-    expect(argv.slice(0, -3)).toEqual(qemuArgv(spec()));
+    // same machine as a cold boot otherwise (a saved state loads only into the same devices);
+    // only the console file is appended to (the daemon wrote where the clone came from first)
     const cold = qemuArgv(spec());
+    const consoleAt = cold.findIndex((a) => a.startsWith('file,id=console0,'));
+    expect(argv[consoleAt]).toBe(`${cold[consoleAt]},append=on`);
+    expect(argv.slice(0, -3).filter((_, i) => i !== consoleAt)).toEqual(cold.filter((_, i) => i !== consoleAt));
     expect(cold).not.toContain('-S');
     expect(cold).not.toContain('-incoming');
     expect(qemuArgv(spec({ incoming: false }))).toEqual(cold);

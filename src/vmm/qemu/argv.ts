@@ -181,7 +181,8 @@ export function qemuArgv(spec: QemuSpec): string[] {
     '-device', 'virtio-balloon-device,free-page-reporting=on',
 
     // serial console -> console.log (truncated at each boot)
-    '-chardev', `file,id=console0,path=${optValue(p.consoleLog)}`,
+    // (a clone appends: the daemon starts its console log with where it came from)
+    '-chardev', `file,id=console0,path=${optValue(p.consoleLog)}${spec.incoming ? ',append=on' : ''}`,
     '-serial', 'chardev:console0',
 
     // a clone: paused (-S) until its state is loaded and checked
