@@ -27,10 +27,12 @@
  *      this in the kernel, but the microvm machine has no ACPI table for it
  *      (checked on QEMU 7.2: the device is accepted and the guest never sees
  *      it);
- *   4. a new SSH host key (the template's is deleted), then sshd started
- *      with it (the template stopped sshd before it was saved, so the first
- *      key any client can see under the clone's name is the clone's), while
- *      the next steps run;
+ *   4. a new SSH host key (the template's is deleted), synced to disk with
+ *      the machine-id (a clone killed a moment later boots its disk with
+ *      them; found by the smoke's kill-then-start, which met a host key
+ *      mismatch), then sshd started with it (the template stopped sshd
+ *      before it was saved, so the first key any client can see under the
+ *      clone's name is the clone's), while the next steps run;
  *   5. hostname and /etc/hosts; this VM's work disk at /root (root's
  *      dotfiles on first use) with root's authorized_keys; the root
  *      filesystem grown when this VM's root disk is larger than the
@@ -112,6 +114,9 @@ rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub
 # client can see is this one), side by side with the rest.
 {
   ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f ${SSH_HOST_KEY} </dev/null >/dev/null || { echo "banger-clone: ssh-keygen failed" >&2; exit 1; }
+  # On disk before any client can pin the key: a VM killed right after this
+  # boots its disk again, and must come back with this key and machine-id.
+  sync ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub /etc/machine-id || { echo "banger-clone: cannot sync the host key" >&2; exit 1; }
   systemctl start ssh.service || { echo "banger-clone: cannot start sshd" >&2; exit 1; }
 } &
 sshd_job=$!
