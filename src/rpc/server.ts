@@ -13,6 +13,7 @@ import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
 import type { z } from 'zod';
 import { LineReader, parseJson, type ByteBudget } from '../system/line-reader.js';
+import { drainedOrClosed } from '../system/streams.js';
 import { clip } from '../model/text.js';
 import { CHUNK_BYTES, encode, MAX_REQUEST_BYTES, requestSchema, type RequestMessage, type ServerMessage } from './framing.js';
 import { methods, PROTOCOL_VERSION, type MethodName, type ResultOf, type ValidParamsOf } from './methods.js';
@@ -126,15 +127,7 @@ export async function serveTable<T extends MethodTable>(opts: TableServerOptions
         if (socket.destroyed) throw new BangerError('interrupted', 'the client went away');
         send({ id, chunk: data.subarray(off, off + CHUNK_BYTES).toString('base64') });
         if (socket.writableLength > 4 * CHUNK_BYTES) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              socket.off('drain', done);
-              socket.off('close', done);
-              resolve();
-            };
-            socket.on('drain', done);
-            socket.on('close', done);
-          });
+          await drainedOrClosed(socket);
         }
       }
     };

@@ -76,3 +76,21 @@ export function forwarder(send: (chunk: Buffer) => Promise<void>): Writable & { 
   Object.defineProperties(w, { total: { get: () => total }, failed: { get: () => failed } });
   return w as Writable & { readonly total: number; readonly failed: unknown };
 }
+
+/**
+ * Resolves once `stream` has drained its write buffer ('drain') or closed
+ * ('close'): the wait of a writer that respects backpressure and must not
+ * hang on a peer that went away. Never rejects (the writer checks the
+ * stream's state afterwards).
+ */
+export function drainedOrClosed(stream: NodeJS.EventEmitter): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
+}

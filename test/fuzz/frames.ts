@@ -12,6 +12,7 @@ import { connect, type Socket } from 'node:net';
 
 export { prng } from '../support/hostile.js';
 import { prng } from '../support/hostile.js';
+import { drainedOrClosed } from '../../src/system/streams.js';
 
 export type FrameKind =
   | 'bad_json'
@@ -216,18 +217,9 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzStats> {
   return stats;
 }
 
-function writeAll(s: Socket, data: Buffer): Promise<void> {
-  return new Promise((resolve) => {
-    if (s.destroyed || data.length === 0) return resolve();
-    if (s.write(data)) return resolve();
-    const done = () => {
-      s.off('drain', done);
-      s.off('close', done);
-      resolve();
-    };
-    s.on('drain', done);
-    s.on('close', done);
-  });
+async function writeAll(s: Socket, data: Buffer): Promise<void> {
+  if (s.destroyed || data.length === 0) return;
+  if (!s.write(data)) await drainedOrClosed(s);
 }
 
 /**

@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { BangerError, messageOf } from '../../errors/errors.js';
 import type { SavedState } from '../driver.js';
 import { SnapshotUnusable } from '../driver.js';
+import { drainedOrClosed } from '../../system/streams.js';
 import { QmpClient } from './qmp.js';
 
 /** The socket QEMU's migration stream runs over, in the VM's sockets dir. */
@@ -217,17 +218,7 @@ async function pump(fd: number, sock: Socket, hash: ReturnType<typeof createHash
     total += n;
     const chunk = Buffer.from(buf.subarray(0, n));
     hash.update(chunk);
-    if (!sock.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          sock.off('drain', done);
-          sock.off('close', done);
-          resolve();
-        };
-        sock.on('drain', done);
-        sock.on('close', done);
-      });
-    }
+    if (!sock.write(chunk)) await drainedOrClosed(sock);
   }
 }
 
