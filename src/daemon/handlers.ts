@@ -55,7 +55,7 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
     'vm.workspace.export': async (p, rc) => s.workspaces.export(p.name, p.baseCommit ?? null, rc.sendChunk, abortOnClose(rc.connection)),
     'vm.workspace.status': async (p) => s.workspaces.status(p.name),
     'image.build': async (p, rc) =>
-      s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+      s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, tuned: p.tuned, onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'network.show': async () => s.network.show(),
     'image.list': async () => s.images.list(),
     'image.show': async (p) => s.vms.showImage(p.name),

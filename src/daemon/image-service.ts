@@ -33,6 +33,8 @@ export interface ImageServiceDeps {
 
 export interface BuildOptions {
   force?: boolean;
+  /** Apply the image's boot tuning (default true; src/images/tuning.ts). */
+  tuned?: boolean;
   onProgress?: (ev: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -100,7 +102,7 @@ export class ImageService {
     const m = parsed.data;
     this.deps.store.upsertImage({
       name,
-      source: `mmdebstrap ${m.suite ?? '?'} (${m.mirror ?? '?'}), adopted from ${imagePaths(this.deps.layout, name).dir}`,
+      source: `mmdebstrap ${m.suite ?? '?'} (${m.mirror ?? '?'})${m.tuned === false ? ', without boot tuning' : ''}, adopted from ${imagePaths(this.deps.layout, name).dir}`,
       kernelVersion: m.kernelVersion,
       rootfsBytes: m.rootfsBytes,
       packages: m.packages ?? [],
@@ -169,13 +171,14 @@ export class ImageService {
         outDir: p.dir,
         workDir,
         mirror: this.deps.config.mirror,
+        tuned: opts.tuned !== false,
         signal: opts.signal,
         onProgress: (stage, message) => opts.onProgress?.({ stage: `image:${stage}`, message }),
       },
     );
     const record: ImageRecord = {
       name,
-      source: `mmdebstrap bookworm (${this.deps.config.mirror})`,
+      source: `mmdebstrap bookworm (${this.deps.config.mirror})${opts.tuned === false ? ', without boot tuning' : ''}`,
       kernelVersion: built.kernelVersion,
       rootfsBytes: built.rootfsBytes,
       packages: built.packages,
@@ -196,6 +199,7 @@ const manifestSchema = z.object({
   rootfsBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   packages: z.array(z.string().max(256)).max(10_000).optional(),
   builtAt: z.string().max(64).optional(),
+  tuned: z.boolean().optional(),
 });
 
 function notFoundImage(name: string): BangerError {

@@ -209,7 +209,7 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       // saves the seconds one of them comes up after the other.
       name: 'ready',
       message: ctx.clone
-        ? 'making the clone a VM of its own (clock, machine-id, RNG, host key, hostname, work disk, address) and waiting for SSH'
+        ? 'making the clone a VM of its own (clock, machine-id, RNG, host key, hostname, work disk, address), then waiting for SSH'
         : 'waiting for the guest agent and SSH',
       run: async () => {
         // When one wait fails, the other stops too (no retry loop outlives the boot).
@@ -222,9 +222,12 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
         const booted = { driver, handle: handle! };
         // A VMM without an agent channel: SSH alone says the guest is ready.
         const agentSocket = driver.capabilities.agentChannel === 'none' ? undefined : driver.agentSocket(handle!);
-        // A clone: its identity step (through the agent) runs while SSH is
-        // waited for; sshd starts only with the clone's own key, so SSH cannot
-        // answer before the clone has one.
+        // A clone: its identity step (through the agent) runs first and SSH
+        // is waited for after it. The template's sshd listens in every clone
+        // from the moment it resumes, and only the identity step gives it the
+        // clone's key: waiting after it means the first key SSH can pin under
+        // the clone's name is the clone's, and no attempt spends the guest's
+        // CPU on a session that has no key yet.
         const agent = ctx.clone
           ? guardBoot(vm, p, booted, () => takeIdentity(agentSocket, both)).then(
               () => progress({ stage: 'identity', message: 'the clone has its own identity' }),
@@ -236,10 +239,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
                 () => progress({ stage: 'agent', message: 'guest agent answered' }),
                 failFast,
               );
-        const ssh = guardBoot(vm, p, booted, () => ctx.guest.waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal: both })).then(
-          () => progress({ stage: 'ssh', message: 'SSH answered' }),
-          failFast,
-        );
+        const waitSsh = () => guardBoot(vm, p, booted, () => ctx.guest.waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal: both }));
+        const ssh = (ctx.clone ? agent.then(waitSsh) : waitSsh()).then(() => progress({ stage: 'ssh', message: 'SSH answered' }), failFast);
         const results = await Promise.allSettled([agent, ssh]);
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         // Report the real failure, not the "interrupted" of the peer we stopped.

@@ -9,7 +9,15 @@
  * The template, before it is saved (TEMPLATE_PREP_SCRIPT):
  *   - waits until systemd has finished booting (no job left to replay in
  *     every clone);
- *   - stops sshd: each clone starts it with its own host key;
+ *   - removes its SSH host key, and leaves sshd listening: OpenSSH before
+ *     9.8 (bookworm's 9.2) re-executes sshd for each connection, which
+ *     loads the host key from disk, so a clone's first session already
+ *     serves the clone's key (checked: a key replaced on disk under a
+ *     running sshd is the one the next connection presents). Starting sshd
+ *     in each clone instead cost ~1 s (`systemctl start ssh` with its
+ *     `sshd -t`). Where sshd-session exists (9.8 on, whose listener hands
+ *     its loaded keys to each session), sshd is stopped and each clone
+ *     starts it;
  *   - unmounts the work disk from /root: each clone mounts its own;
  *   - flushes the config and work disks' buffers, so no clone believes it
  *     has cached blocks of the template's disks (the root filesystem's page
@@ -27,12 +35,12 @@
  *      this in the kernel, but the microvm machine has no ACPI table for it
  *      (checked on QEMU 7.2: the device is accepted and the guest never sees
  *      it);
- *   4. a new SSH host key (the template's is deleted), synced to disk with
- *      the machine-id (a clone killed a moment later boots its disk with
- *      them; found by the smoke's kill-then-start, which met a host key
- *      mismatch), then sshd started with it (the template stopped sshd
- *      before it was saved, so the first key any client can see under the
- *      clone's name is the clone's), while the next steps run;
+ *   4. a new SSH host key, synced to disk with the machine-id (a clone
+ *      killed a moment later boots its disk with them; found by the smoke's
+ *      kill-then-start, which met a host key mismatch). Steps 3 and 4 run
+ *      side by side with the next ones. The daemon waits for SSH only once
+ *      this script has finished, so the first key it can pin under the
+ *      clone's name is the clone's;
  *   5. hostname and /etc/hosts; this VM's work disk at /root (root's
  *      dotfiles on first use) with root's authorized_keys; the root
  *      filesystem grown when this VM's root disk is larger than the
@@ -60,6 +68,8 @@ import { WORK_DISK_MOUNT } from './work-disk.js';
 const ROOT_DEVICE = '/dev/vda';
 const CONFIG_DEVICE = '/dev/vdb';
 const WORK_DEVICE = '/dev/vdc';
+/** Left by the template prep when it stopped sshd (OpenSSH 9.8 and later): each clone starts it. */
+const SSHD_STOPPED_MARK = '/run/banger/clone-sshd-stopped';
 
 export const TEMPLATE_PREP_SCRIPT = `set -u
 # systemd done booting: running, or degraded (a unit failed; the guest still works)
@@ -67,10 +77,21 @@ state=$(systemctl is-system-running --wait 2>/dev/null) || true
 case "$state" in running | degraded) ;; *) echo "system is $state" >&2; exit 1 ;; esac
 if [ -s /run/banger/guest-config.done ]; then read -r st </run/banger/guest-config.done; else st=missing; fi
 [ "$st" = 0 ] || { echo "banger-guest-config status $st" >&2; exit 1; }
-# sshd goes: each clone starts it with its own host key (an sshd that
-# survived into a clone would answer with the template's key until reloaded,
-# and a client could pin that key under the clone's name meanwhile).
-systemctl stop ssh.service || { echo "cannot stop sshd" >&2; exit 1; }
+# The template's host key goes: no clone may ever serve it. sshd keeps
+# listening where its sessions load the host key from disk (OpenSSH before
+# 9.8: each connection re-executes sshd, which reads its HostKey files), so
+# a clone's sshd serves the clone's key from its first connection and needs
+# no start. From 9.8 the listener hands the keys it loaded to each
+# sshd-session: there sshd is stopped, and each clone starts it.
+rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub || { echo "cannot remove the template's host key" >&2; exit 1; }
+rm -f ${SSHD_STOPPED_MARK}
+for f in /usr/lib/openssh/sshd-session /usr/libexec/openssh/sshd-session /usr/libexec/sshd-session; do
+  if [ -e "$f" ]; then
+    systemctl stop ssh.service || { echo "cannot stop sshd" >&2; exit 1; }
+    : >${SSHD_STOPPED_MARK}
+    break
+  fi
+done
 umount ${WORK_DISK_MOUNT} || { echo "cannot unmount ${WORK_DISK_MOUNT}" >&2; exit 1; }
 sync
 # Forget the cached blocks of the config and work disks (each clone has its
@@ -102,24 +123,26 @@ mark() {
 mark start
 date -u -s "@$1" >/dev/null || fail "cannot set the clock"
 printf '%s\\n' "$2" >/etc/machine-id || fail "cannot write /etc/machine-id"
-# Before anything draws random numbers for a key: every clone resumed with the template's RNG state.
-perl -e 'open(my $f, ">", "/dev/urandom") or die "$!\\n"; my $b = pack("H*", $ARGV[0]);
-  ioctl($f, 0x40085203, pack("ii", length($b) * 8, length($b)) . $b) or die "RNDADDENTROPY: $!\\n";
-  ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";' "$3" || fail "cannot reseed the RNG"
-mark 'clock, machine-id, rng'
-mac=$4 host=$5 net=$6 grow=$7
+entropy=$3 mac=$4 host=$5 net=$6 grow=$7
 shift 7
 rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub
-# The host key, then sshd with it (the template stopped sshd: the first key a
-# client can see is this one), side by side with the rest.
+# Side by side with the rest: the RNG reseeded (every clone resumed with the
+# template's RNG state; before anything draws random numbers for a key), then
+# the host key, synced with the machine-id (a VM killed right after this
+# boots its disk again, and must come back with this key and machine-id).
+# sshd's next session serves it (or sshd is started, see the template's).
 {
+  perl -e 'open(my $f, ">", "/dev/urandom") or die "$!\\n"; my $b = pack("H*", $ARGV[0]);
+    ioctl($f, 0x40085203, pack("ii", length($b) * 8, length($b)) . $b) or die "RNDADDENTROPY: $!\\n";
+    ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";' "$entropy" || { echo "banger-clone: cannot reseed the RNG" >&2; exit 1; }
+  mark rng
   ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f ${SSH_HOST_KEY} </dev/null >/dev/null || { echo "banger-clone: ssh-keygen failed" >&2; exit 1; }
-  # On disk before any client can pin the key: a VM killed right after this
-  # boots its disk again, and must come back with this key and machine-id.
   sync ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub /etc/machine-id || { echo "banger-clone: cannot sync the host key" >&2; exit 1; }
-  systemctl start ssh.service || { echo "banger-clone: cannot start sshd" >&2; exit 1; }
+  if [ -e ${SSHD_STOPPED_MARK} ]; then
+    systemctl start ssh.service || { echo "banger-clone: cannot start sshd" >&2; exit 1; }
+  fi
 } &
-sshd_job=$!
+key_job=$!
 resize=''
 if [ "$grow" = 1 ]; then
   resize2fs ${ROOT_DEVICE} >/run/banger/resize.log 2>&1 &
@@ -171,9 +194,9 @@ NET
   printf '# written by banger when this clone started\\n%s' "$resolv" >/etc/resolv.conf || fail "cannot write /etc/resolv.conf"
   mark network
 fi
-wait "$sshd_job" || status=1
+wait "$key_job" || status=1
 if read -r ktype kdata _c <${SSH_HOST_KEY}.pub; then echo "banger-clone: ssh host key $ktype $kdata"; fi
-mark sshd
+mark 'host key'
 if [ -n "$resize" ]; then wait "$resize" || echo "banger-clone: resize2fs ${ROOT_DEVICE} failed (ignored)"; fi
 exit $status
 `;

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner, type RunOptions, type RunResult, type Runner } from '../system/runner.js';
 import { BangerError } from '../errors/errors.js';
+import { MASKED_GENERATORS, MODPROBE_BLACKLIST_PATH, SSH_TUNING_DROPIN_PATH } from './tuning.js';
 import {
   IMAGE_PACKAGES,
   INITRD_MODULES,
@@ -55,6 +56,18 @@ afterEach(() => {
 });
 
 /** A tiny stand-in for what mmdebstrap produces (merged /usr, like bookworm). */
+/** Debian bookworm's /etc/pam.d/sshd session lines (abridged). */
+const STOCK_SSHD_PAM = [
+  '@include common-auth',
+  'session    required     pam_loginuid.so',
+  '@include common-session',
+  'session    optional     pam_motd.so  motd=/run/motd.dynamic',
+  'session    optional     pam_motd.so noupdate',
+  'session    optional     pam_mail.so standard noenv # [1]',
+  'session    required     pam_limits.so',
+  '',
+].join('\n');
+
 function fakeRootfs(root: string, kver = KVER): void {
   const mk = (rel: string, text = '', mode = 0o644) => {
     mkdirSync(join(root, rel, '..'), { recursive: true });
@@ -66,6 +79,7 @@ function fakeRootfs(root: string, kver = KVER): void {
   mk(`boot/vmlinuz-${kver}`, 'KERNEL');
   mk(`boot/initrd.img-${kver}`, 'INITRD');
   mk('etc/ssh/sshd_config', '# sshd\n');
+  mk('etc/pam.d/sshd', STOCK_SSHD_PAM);
   for (const t of ['rsa', 'ecdsa', 'ed25519']) {
     mk(`etc/ssh/ssh_host_${t}_key`, 'PRIVATE', 0o600);
     mk(`etc/ssh/ssh_host_${t}_key.pub`, 'PUBLIC');
@@ -181,6 +195,41 @@ describe('customiseRootfs', () => {
     expect(r('etc/initramfs-tools/initramfs.conf')).toMatch(/^MODULES=list$/m);
     expect(r('etc/initramfs-tools/initramfs.conf')).not.toMatch(/MODULES=most/);
     for (const m of INITRD_MODULES) expect(r('etc/initramfs-tools/modules')).toMatch(new RegExp(`^${m}$`, 'm'));
+  });
+
+  it('tunes the boot unless told not to (tuned: false keeps Debian\'s defaults and the guest contract)', () => {
+    fakeRootfs(tmp);
+    customiseRootfs(tmp);
+    const r = (rel: string) => readFileSync(join(tmp, rel), 'utf8');
+    for (const g of MASKED_GENERATORS) expect(readlinkSync(join(tmp, 'etc/systemd/system-generators', g))).toBe('/dev/null');
+    expect(MASKED_GENERATORS).not.toContain('systemd-fstab-generator');
+    expect(MASKED_GENERATORS).not.toContain('systemd-getty-generator');
+    expect(r(SSH_TUNING_DROPIN_PATH)).toMatch(/^ExecStartPre=$/m);
+    expect(r(MODPROBE_BLACKLIST_PATH)).toMatch(/^blacklist kvm_amd$/m);
+    const pam = r('etc/pam.d/sshd');
+    expect(pam).not.toMatch(/^session\s+\S+\s+pam_(motd|mail)/m);
+    expect(pam).toMatch(/^session    required     pam_limits\.so$/m);
+    expect(pam).toMatch(/^session    required     pam_loginuid\.so$/m);
+    expect(pam).toContain('# banger: off (one process per login): session    optional     pam_motd.so noupdate');
+
+    const stock = mkdtempSync(join(tmpdir(), 'banger-stock-'));
+    try {
+      fakeRootfs(stock);
+      customiseRootfs(stock, { tuned: false });
+      const s = (rel: string) => readFileSync(join(stock, rel), 'utf8');
+      expect(s('etc/pam.d/sshd')).toBe(STOCK_SSHD_PAM);
+      expect(existsSync(join(stock, SSH_TUNING_DROPIN_PATH))).toBe(false);
+      expect(existsSync(join(stock, MODPROBE_BLACKLIST_PATH))).toBe(false);
+      expect(existsSync(join(stock, 'etc/systemd/system', MASKED_UNITS[0]!))).toBe(false);
+      expect(existsSync(join(stock, 'etc/systemd/system-generators'))).toBe(false);
+      expect(s('etc/initramfs-tools/initramfs.conf')).toMatch(/^MODULES=most$/m);
+      // the guest contract is there all the same
+      expect(s(GUEST_UNIT_PATH)).toBe(GUEST_UNIT);
+      expect(s(SSH_DROPIN_PATH)).toContain(`After=${GUEST_UNIT_NAME}`);
+      for (const m of INITRD_MODULES) expect(s('etc/initramfs-tools/modules')).toMatch(new RegExp(`^${m}$`, 'm'));
+    } finally {
+      rmSync(stock, { recursive: true, force: true });
+    }
   });
 
   it('is idempotent', () => {

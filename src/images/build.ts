@@ -47,6 +47,7 @@ import {
   SSH_DROPIN_PATH,
   ROOT_SKEL_PATH,
 } from './guest-files.js';
+import { applyBootTuning } from './tuning.js';
 
 export const SUITE = 'bookworm';
 
@@ -73,31 +74,8 @@ export const IMAGE_PACKAGES = [
   'procps',
 ];
 
-/** Units that slow a throwaway VM down or make no sense in one: masked. */
-export const MASKED_UNITS = [
-  'apt-daily.timer',
-  'apt-daily.service',
-  'apt-daily-upgrade.timer',
-  'apt-daily-upgrade.service',
-  'man-db.timer',
-  'man-db.service',
-  'dpkg-db-backup.timer',
-  'dpkg-db-backup.service',
-  'e2scrub_all.timer',
-  'e2scrub_all.service',
-  'e2scrub_reap.service',
-  'fstrim.timer',
-  'logrotate.timer',
-  'systemd-firstboot.service',
-  'systemd-pstore.service',
-  'remote-fs.target',
-  // microvm has no display: the serial console (serial-getty@ttyS0, from
-  // console=ttyS0) is the only terminal.
-  'getty@tty1.service',
-  'modprobe@drm.service',
-  'sys-kernel-debug.mount',
-  'sys-kernel-tracing.mount',
-];
+/** The boot tuning (tuning.ts); re-exported for the image's callers and tests. */
+export { MASKED_UNITS } from './tuning.js';
 
 /**
  * Modules the initrd must carry (unless built in) to mount root on
@@ -120,6 +98,8 @@ export interface BuildOptions {
   /** Scratch directory under layout.buildDir; created here and always removed. */
   workDir: string;
   mirror: string;
+  /** Apply the boot tuning (tuning.ts; default true). False keeps Debian's defaults, for comparing boots. */
+  tuned?: boolean;
   onProgress?: (stage: string, message: string) => void;
   signal?: AbortSignal;
 }
@@ -209,8 +189,12 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
     progress('kernel', `kernel ${kernelVersion}`);
 
     // 3. Customise the rootfs (plain file operations).
-    progress('customise', 'guest config unit, SSH, machine-id, fstab, root skeleton for the work disk, masked units');
-    customiseRootfs(rootDir);
+    const tuned = opts.tuned !== false;
+    progress(
+      'customise',
+      `guest config unit, SSH, machine-id, fstab, root skeleton for the work disk${tuned ? ', boot tuning (masked units and generators, SSH login)' : '; no boot tuning (Debian defaults)'}`,
+    );
+    customiseRootfs(rootDir, { tuned });
 
     // 4. Initrd: small (MODULES=list) and able to mount root on virtio-blk over virtio-mmio.
     await ensureInitrd(run, rootDir, kernelVersion, progress);
@@ -259,6 +243,7 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
           mirror: opts.mirror,
           kernelVersion,
           rootfsBytes,
+          tuned,
           packages: IMAGE_PACKAGES,
           builtAt: new Date().toISOString(),
         },
@@ -358,7 +343,8 @@ function compareVersions(a: string, b: string): number {
 }
 
 /** All rootfs changes, as plain file operations on the directory. */
-export function customiseRootfs(rootDir: string): void {
+export function customiseRootfs(rootDir: string, opts: { tuned?: boolean } = {}): void {
+  const tuned = opts.tuned !== false;
   const p = (rel: string) => join(rootDir, rel);
   const write = (rel: string, text: string, mode = 0o644) => {
     mkdirSync(dirname(p(rel)), { recursive: true, mode: 0o755 });
@@ -443,16 +429,25 @@ export function customiseRootfs(rootDir: string): void {
   }
   chmodSync(skel, 0o700);
 
-  for (const unit of MASKED_UNITS) link('/dev/null', `etc/systemd/system/${unit}`);
+  if (tuned) {
+    applyBootTuning({
+      read: (rel) => (existsSync(p(rel)) ? readFileSync(p(rel), 'utf8') : undefined),
+      write,
+      link,
+    });
+  }
 
-  // A small initrd: only the modules named in /etc/initramfs-tools/modules
+  // A small initrd (tuned): only the modules named in /etc/initramfs-tools/modules
   // (plus what initramfs-tools' hooks add). MODULES=most made a 13 MB initrd
-  // that took 2-3 s longer to unpack and coldplug under TCG.
+  // that took 2-3 s longer to unpack and coldplug under TCG. Untuned keeps
+  // MODULES=most; both list the modules root needs on microvm.
   const confFile = p('etc/initramfs-tools/initramfs.conf');
   const conf = existsSync(confFile) ? readFileSync(confFile, 'utf8') : '';
   write(
     'etc/initramfs-tools/initramfs.conf',
-    /^MODULES=/m.test(conf) ? conf.replace(/^MODULES=.*$/m, 'MODULES=list') : `${conf}${conf.endsWith('\n') || conf === '' ? '' : '\n'}MODULES=list\n`,
+    /^MODULES=/m.test(conf)
+      ? conf.replace(/^MODULES=.*$/m, `MODULES=${tuned ? 'list' : 'most'}`)
+      : `${conf}${conf.endsWith('\n') || conf === '' ? '' : '\n'}MODULES=${tuned ? 'list' : 'most'}\n`,
   );
   const modulesFile = p('etc/initramfs-tools/modules');
   const current = existsSync(modulesFile) ? readFileSync(modulesFile, 'utf8') : '';
@@ -502,7 +497,7 @@ async function ensureInitrd(
     );
     return needed.filter((m) => !names.has(m));
   };
-  progress('initrd', `update-initramfs (MODULES=list: ${INITRD_MODULES.join(', ')})`);
+  progress('initrd', `update-initramfs (root on microvm needs: ${INITRD_MODULES.join(', ')})`);
   await run([toolPath('chroot'), rootDir, 'update-initramfs', '-u', '-k', kernelVersion], {
     timeoutMs: 15 * 60 * 1000,
     env: chrootEnv,

@@ -35,7 +35,7 @@ export interface NetworkShow {
 }
 
 /** Bump when a method's params or result change shape. */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 
 /**
  * Every param is bounded, so no message can echo a huge input. Names use the
@@ -224,7 +224,7 @@ export const methods = {
   'vm.ssh_target': { params: z.object({ name: vmName }).strict(), result: {} as VmSshTarget },
   'network.show': { params: z.object({}).strict(), result: {} as NetworkShow },
   'image.build': {
-    params: z.object({ name: imageName.optional(), force: z.boolean().optional() }).strict(),
+    params: z.object({ name: imageName.optional(), force: z.boolean().optional(), tuned: z.boolean().optional() }).strict(),
     result: {} as ImageRecord,
   },
   'image.list': { params: z.object({}).strict(), result: {} as ImageRecord[] },

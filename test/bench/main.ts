@@ -1,14 +1,16 @@
 /**
- * npm run bench: banger's create-to-exec time against a hand-written QEMU
- * command booting the same kernel, initrd and image, measured alternately in
- * one run (these machines are noisy, so only the ratio means much).
- *   banger: `banger vm run --rm -- true` (create, boot, agent+SSH wait, run, delete)
+ * npm run bench: banger's cold create-to-exec time against a hand-written
+ * QEMU command booting the same kernel, initrd and image, measured
+ * alternately in one run, N pairs (--pairs, default 7; these machines are
+ * noisy, so only the ratio means much).
+ *   banger: `banger vm run --rm --cold -- true` (create, boot, agent+SSH wait, run, delete)
  *   plain:  qemu-system-x86_64 by hand + poll `ssh ... true` until it works, then kill
  * It is a benchmark, not a test: it never fails on time.
  * `-- --stop` adds vm stop times; `-- --workspace` runs only the workspace
  * bench (test/bench/workspace.ts); `-- --warm [--pairs N]` runs only warm
  * clones against cold boots, `-- --memory [--idle S]` only an idle VM's host
- * RSS against its guest's used memory (test/bench/warm.ts).
+ * RSS against its guest's used memory (test/bench/warm.ts), `-- --tuning`
+ * only the tuned default image against an untuned one (test/bench/tuning.ts).
  * `-- --state DIR` runs against DIR as the state dir (e.g. one holding a
  * built image: hard-link its images/<name> in) with runtime, config and
  * cache dirs of the run's own (removed after, with the daemon stopped);
@@ -28,6 +30,8 @@ import { makeRunDirs, repoRoot } from '../smoke/harness.js';
 import { hostTscKhz, probeKvm, resolveAccel } from '../../src/vmm/qemu/accel.js';
 import { workspaceBench } from './workspace.js';
 import { memoryReport, warmBench } from './warm.js';
+import { tuningBench } from './tuning.js';
+import { median, spread } from './stages.js';
 
 interface BenchArgs {
   runs: number;
@@ -35,6 +39,7 @@ interface BenchArgs {
   workspace: boolean;
   warm: boolean;
   memory: boolean;
+  tuning: boolean;
   pairs: number;
   idleSeconds: number;
   state?: string;
@@ -42,12 +47,12 @@ interface BenchArgs {
 
 function usage(err?: string): never {
   if (err) console.error(`bench: ${err}`);
-  console.error('usage: npm run bench -- [--runs=N] [--stop] | --workspace | --warm [--pairs N] | --memory [--idle S]  [--state DIR]');
+  console.error('usage: npm run bench -- [--pairs N] [--stop] | --workspace [--runs N] | --warm [--pairs N] | --tuning [--pairs N] | --memory [--idle S]  [--state DIR]');
   process.exit(err ? 2 : 0);
 }
 
 function parseArgs(argv: string[]): BenchArgs {
-  const a: BenchArgs = { runs: 3, stop: false, workspace: false, warm: false, memory: false, pairs: 7, idleSeconds: 10 };
+  const a: BenchArgs = { runs: 3, stop: false, workspace: false, warm: false, memory: false, tuning: false, pairs: 7, idleSeconds: 10 };
   const whole = (flag: string, v: string, min: number) => {
     const n = Number(v);
     if (!/^\d+$/.test(v) || n < min) usage(`${flag} must be a whole number ≥ ${min}, got ${JSON.stringify(v)}`);
@@ -61,6 +66,7 @@ function parseArgs(argv: string[]): BenchArgs {
     else if (flag === '--workspace') a.workspace = true;
     else if (flag === '--warm') a.warm = true;
     else if (flag === '--memory') a.memory = true;
+    else if (flag === '--tuning') a.tuning = true;
     else if (flag === '--pairs') a.pairs = whole(flag, value(), 1);
     else if (flag === '--idle') a.idleSeconds = whole(flag, value(), 0);
     else if (flag === '--state') a.state = value();
@@ -89,7 +95,7 @@ const banger = (args: string[]) => runner.run([process.execPath, join(repoRoot, 
 
 async function timeBanger(): Promise<number> {
   const t0 = performance.now();
-  const r = await banger(['vm', 'run', '--rm', '--', 'true']);
+  const r = await banger(['vm', 'run', '--rm', '--cold', '--', 'true']);
   const ms = performance.now() - t0;
   if (r.code !== 0) throw new Error(`banger vm run failed: ${r.stderr}`);
   return ms;
@@ -145,11 +151,6 @@ async function timePlain(): Promise<number> {
   }
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
 async function main(): Promise<void> {
   if (!existsSync(imagePaths(layout, 'bookworm').rootfs)) {
     console.log('bench: building the default image first (not timed)…');
@@ -157,6 +158,7 @@ async function main(): Promise<void> {
     if (b.code !== 0) throw new Error(b.stderr);
   }
   if (args.workspace) return workspaceBench(runs);
+  if (args.tuning) return tuningBench({ layout, pairs: args.pairs });
   if (args.warm || args.memory) {
     if (args.warm) await warmBench({ layout, pairs: args.pairs });
     if (args.memory) await memoryReport({ layout, idleMs: args.idleSeconds * 1000 });
@@ -168,16 +170,20 @@ async function main(): Promise<void> {
   await timeBanger();
   const b: number[] = [];
   const p: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    b.push(await timeBanger());
-    console.log(`  run ${i + 1}: banger ${(b.at(-1)! / 1000).toFixed(2)} s`);
-    p.push(await timePlain());
-    console.log(`  run ${i + 1}: plain  ${(p.at(-1)! / 1000).toFixed(2)} s`);
+  const ratios: number[] = [];
+  const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  for (let i = 0; i < args.pairs; i++) {
+    // Alternate which side goes first.
+    const sides = i % 2 === 0 ? ([timeBanger, timePlain] as const) : ([timePlain, timeBanger] as const);
+    for (const side of sides) (side === timeBanger ? b : p).push(await side());
+    ratios.push(b[i]! / p[i]!);
+    console.log(`  pair ${i + 1}: banger ${sec(b[i]!)}  plain ${sec(p[i]!)}  banger/plain ${ratios[i]!.toFixed(2)}`);
   }
-  console.log(`median banger (vm run --rm -- true): ${(median(b) / 1000).toFixed(2)} s over ${runs}`);
-  console.log(`median plain (qemu + ssh poll):      ${(median(p) / 1000).toFixed(2)} s over ${runs}`);
+  console.log(`banger (vm run --rm --cold -- true): ${spread(b, sec)} over ${args.pairs}`);
+  console.log(`plain (qemu + ssh poll):             ${spread(p, sec)} over ${args.pairs}`);
+  console.log(`per-pair ratio banger/plain: ${spread(ratios, (r) => r.toFixed(2))}`);
   if (args.stop) await stopTimes();
-  console.log(`ratio banger/plain: ${(median(b) / median(p)).toFixed(2)}`);
+  console.log(`ratio banger/plain: ${median(ratios).toFixed(2)}`);
 }
 
 /** `vm stop` of an idle VM, start to return, a few times (npm run bench -- --stop). */

@@ -23,9 +23,10 @@ export function imageCommand(ctx: CliContext): Command {
     .description('build the default Debian bookworm image (mmdebstrap, with its own kernel and initrd)')
     .argument('[name]', 'image name', 'bookworm')
     .option('--force', 'rebuild even if it exists')
+    .option('--no-tuning', "keep Debian's stock boot (no masked units or trimmed SSH login): slower; for comparing boots")
     .action(async (name, opts) => {
       const started = Date.now();
-      const img = await (await ctx.daemon()).call('image.build', { name, force: opts.force === true }, (ev) => ctx.progress(ev));
+      const img = await (await ctx.daemon()).call('image.build', { name, force: opts.force === true, tuned: opts.tuning !== false }, (ev) => ctx.progress(ev));
       process.stdout.write(`built ${img.name} (kernel ${img.kernelVersion}, ${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
 
