@@ -178,3 +178,42 @@ export function parseFreeUsedMib(text: string): number | undefined {
   const v = vals[i < 0 ? 1 : i];
   return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 }
+
+/**
+ * A QEMU process's RSS split by /proc/PID/smaps: the guest's RAM (the one
+ * mapping at least `ramBytes` long) and everything else (QEMU itself, its
+ * libraries and heap, and TCG's translation cache). kB values, as smaps has them.
+ */
+export function smapsSplit(text: string, ramBytes: number): { ramKb: number; otherKb: number } | undefined {
+  let ramKb = 0;
+  let otherKb = 0;
+  let size = 0;
+  let found = false;
+  for (const line of text.split('\n')) {
+    const sz = /^Size:\s+(\d+) kB/.exec(line);
+    if (sz) {
+      size = Number(sz[1]) * 1024;
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (!rss) continue;
+    if (size >= ramBytes && !found) {
+      ramKb += Number(rss[1]);
+      found = true;
+    } else {
+      otherKb += Number(rss[1]);
+    }
+  }
+  return found ? { ramKb, otherKb } : undefined;
+}
+
+/** Buffers + Cached from /proc/meminfo text, in MiB. */
+export function meminfoCacheMib(text: string): number | undefined {
+  const kb = (k: string) => {
+    const m = new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text);
+    return m ? Number(m[1]) : undefined;
+  };
+  const b = kb('Buffers');
+  const c = kb('Cached');
+  return b === undefined || c === undefined ? undefined : (b + c) / 1024;
+}

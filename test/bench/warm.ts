@@ -18,7 +18,7 @@
  * Benchmarks: they never fail on time.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRunner } from '../../src/system/runner.js';
 import { imagePaths, snapshotsDir, type Layout } from '../../src/paths/paths.js';
@@ -29,7 +29,7 @@ import { probeKvm, resolveAccel } from '../../src/vmm/qemu/accel.js';
 import type { ImageView, VmView } from '../../src/model/types.js';
 import type { VmStats } from '../../src/rpc/methods.js';
 import { repoRoot } from '../smoke/harness.js';
-import { deleteStartFromLog, LineStamper, median, parseFreeUsedMib, spread, stageBreakdown, STAGES, type StageBreakdown, type Stage } from './stages.js';
+import { deleteStartFromLog, LineStamper, meminfoCacheMib, median, parseFreeUsedMib, smapsSplit, spread, stageBreakdown, STAGES, type StageBreakdown, type Stage } from './stages.js';
 
 const IMAGE = 'bookworm';
 const bangerBin = join(repoRoot, 'bin', 'banger.js');
@@ -228,6 +228,9 @@ interface MemoryReading {
   freeUsedMib: number | undefined;
   meminfoUsedMib: number;
   statsRssMib: number | undefined;
+  /** QEMU's RSS in the guest's RAM mapping, and outside it (QEMU, libraries, heap, TCG's translation cache). */
+  split: { ramMib: number; otherMib: number } | undefined;
+  guestCacheMib: number | undefined;
 }
 
 async function measureIdle(label: string, name: string, cold: boolean, idleMs: number): Promise<MemoryReading> {
@@ -243,9 +246,17 @@ async function measureIdle(label: string, name: string, cold: boolean, idleMs: n
   if (!argv0.includes('qemu')) throw new Error(`${name}: pid ${pid} is not QEMU (${argv0})`);
   const rss = readVmRss(pid);
   if (rss === null) throw new Error(`${name}: no VmRSS for pid ${pid}`);
+  let smaps = '';
+  try {
+    smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    /* no split then */
+  }
+  const sp = smapsSplit(smaps, vm.memoryMib * 2 ** 20);
   // The guest, after the host figure (an exec touches guest pages too).
   const free = await ok(['vm', 'exec', name, '--', 'free', '-m']);
-  const meminfo = parseMeminfo(await ok(['vm', 'exec', name, '--', 'cat', '/proc/meminfo']));
+  const meminfoText = await ok(['vm', 'exec', name, '--', 'cat', '/proc/meminfo']);
+  const meminfo = parseMeminfo(meminfoText);
   const stats = await banger(['vm', 'stats', name, '--json']);
   const statsRss = stats.code === 0 ? (JSON.parse(stats.stdout) as Partial<VmStats>).hostRssBytes : undefined;
   return {
@@ -255,6 +266,8 @@ async function measureIdle(label: string, name: string, cold: boolean, idleMs: n
     freeUsedMib: parseFreeUsedMib(free),
     meminfoUsedMib: mib(meminfo.usedBytes),
     statsRssMib: typeof statsRss === 'number' ? mib(statsRss) : undefined,
+    split: sp ? { ramMib: sp.ramKb / 1024, otherMib: sp.otherKb / 1024 } : undefined,
+    guestCacheMib: meminfoCacheMib(meminfoText),
   };
 }
 
@@ -278,6 +291,14 @@ export async function memoryReport({ layout, idleMs }: { layout: Layout; idleMs:
   for (const r of readings) {
     const used = r.freeUsedMib ?? r.meminfoUsedMib;
     console.log(`  ${r.label.padEnd(40)} ${f(r.rssMib).padStart(10)} ${f(r.freeUsedMib).padStart(15)} ${f(r.meminfoUsedMib).padStart(19)} ${sign(r.rssMib - used).padStart(11)} ${f(r.statsRssMib).padStart(13)}`);
+  }
+  console.log('  where the host RSS is (smaps): the guest RAM mapping (used + page cache + pages touched and not yet returned) and the rest (QEMU, libraries, heap, TCG translation cache):');
+  for (const r of readings) {
+    const used = r.freeUsedMib ?? r.meminfoUsedMib;
+    const untouched = r.split && r.guestCacheMib !== undefined ? r.split.ramMib - used - r.guestCacheMib : undefined;
+    console.log(
+      `  ${r.label.padEnd(40)} guest RAM ${f(r.split?.ramMib)} (used ${f(used)}, page cache ${f(r.guestCacheMib)}, other ${untouched === undefined ? '?' : sign(untouched)}); outside guest RAM ${f(r.split?.otherMib)}`,
+    );
   }
   const [c, w] = readings as [MemoryReading, MemoryReading];
   console.log(`warm - cold: host RSS ${sign(w.rssMib - c.rssMib)}, guest used (free -m) ${c.freeUsedMib !== undefined && w.freeUsedMib !== undefined ? sign(w.freeUsedMib - c.freeUsedMib) : '?'}, guest used (total-avail) ${sign(w.meminfoUsedMib - c.meminfoUsedMib)}`);

@@ -1,6 +1,6 @@
 /** The warm bench's stage split (test/bench/stages.ts): parsed from progress lines, never timed here. */
 import { describe, it, expect } from 'vitest';
-import { cleanLine, deleteStartFromLog, LineStamper, median, parseFreeUsedMib, stageBreakdown, type TimedLine } from '../bench/stages.js';
+import { cleanLine, deleteStartFromLog, LineStamper, median, meminfoCacheMib, parseFreeUsedMib, smapsSplit, stageBreakdown, type TimedLine } from '../bench/stages.js';
 
 const lines = (xs: Array<[number, string]>): TimedLine[] => xs.map(([at, text]) => ({ at, text }));
 
@@ -136,5 +136,21 @@ describe('parseFreeUsedMib / median', () => {
     expect(median([3, 1, 2])).toBe(2);
     expect(median([4, 1, 3, 2])).toBe(2.5);
     expect(median([])).toBeNaN();
+  });
+});
+
+describe('smapsSplit and meminfoCacheMib (the memory bench\'s breakdown)', () => {
+  const map = (sizeKb: number, rssKb: number) => `7f0000000000-7f0000001000 rw-p 00000000 00:00 0\nSize:           ${sizeKb} kB\nKernelPageSize:        4 kB\nRss:            ${rssKb} kB\nPss:            ${rssKb} kB\n`;
+  it('puts the one mapping as large as the guest RAM apart from the rest', () => {
+    const text = map(2048, 1024) + map(1048576 + 2048, 180_000) + map(65536, 40_000) + map(1048576 + 2048, 5);
+    expect(smapsSplit(text, 1024 * 2 ** 20)).toEqual({ ramKb: 180_000, otherKb: 1024 + 40_000 + 5 });
+  });
+  it('has no split when no mapping is as large as the guest RAM', () => {
+    expect(smapsSplit(map(2048, 1024), 1024 * 2 ** 20)).toBeUndefined();
+    expect(smapsSplit('', 1)).toBeUndefined();
+  });
+  it('reads Buffers + Cached in MiB', () => {
+    expect(meminfoCacheMib('MemTotal:  1000000 kB\nBuffers:    2048 kB\nCached:   100352 kB\nSwapCached: 0 kB\n')).toBe(100);
+    expect(meminfoCacheMib('MemTotal: 1 kB\n')).toBeUndefined();
   });
 });
