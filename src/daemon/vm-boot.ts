@@ -205,8 +205,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       },
     },
     {
-      // Both must answer before the VM is ready; waiting for them side by side
-      // saves the seconds one of them comes up after the other.
+      // Both must answer before the VM is ready: the agent (a clone: its
+      // identity step) first, then SSH.
       name: 'ready',
       message: ctx.clone
         ? 'making the clone a VM of its own (clock, machine-id, RNG, host key, hostname, work disk, address), then waiting for SSH'
@@ -239,8 +239,15 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
                 () => progress({ stage: 'agent', message: 'guest agent answered' }),
                 failFast,
               );
+        // A cold boot: SSH is waited for once the agent answers too. The agent
+        // starts before sshd (sshd waits for the guest unit, which sets up the
+        // network), and an SSH attempt made through QEMU's user-mode network
+        // before the guest's network is up hangs in slirp's SYN backoff (the
+        // guest never answers that SYN): SSH then answered 2.5 s after sshd
+        // listened (journal stamps). Once the network is up an early attempt
+        // is refused at once and the next one follows 250 ms later.
         const waitSsh = () => guardBoot(vm, p, booted, () => ctx.guest.waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal: both }));
-        const ssh = (ctx.clone ? agent.then(waitSsh) : waitSsh()).then(() => progress({ stage: 'ssh', message: 'SSH answered' }), failFast);
+        const ssh = (agentSocket === undefined ? waitSsh() : agent.then(waitSsh)).then(() => progress({ stage: 'ssh', message: 'SSH answered' }), failFast);
         const results = await Promise.allSettled([agent, ssh]);
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         // Report the real failure, not the "interrupted" of the peer we stopped.

@@ -57,7 +57,7 @@ export interface WaitForSshOptions {
    */
   deadlineMs: number;
   signal?: AbortSignal;
-  /** Pause between attempts (default 500 ms). */
+  /** Pause between attempts (default 250 ms: an attempt before sshd listens is refused at once). */
   intervalMs?: number;
 }
 
@@ -316,7 +316,7 @@ export async function waitForSsh(target: SshTarget, opts: WaitForSshOptions): Pr
   validateAlias(target.hostKeyAlias);
   const started = Date.now();
   const deadline = opts.deadlineMs > 1e12 ? opts.deadlineMs : started + opts.deadlineMs;
-  const interval = opts.intervalMs ?? 500;
+  const interval = opts.intervalMs ?? 250;
   const privateKey = readPrivateKey(target.privateKeyPath);
   let lastSeen = 'no attempt finished';
   let lastInformative: string | undefined;

@@ -8,12 +8,13 @@
  * The untuned image is built first when missing (`banger image build
  * bookworm-stock --no-tuning`; not timed) and kept for later runs. Prints
  * each side's min/median/max and last `ratio tuned/untuned: X.XX` (median of
- * the per-pair ratios). A benchmark: it never fails on time.
+ * the per-pair ratios). Before each sample it waits until no template build
+ * runs (see quiet). A benchmark: it never fails on time.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRunner } from '../../src/system/runner.js';
-import { imagePaths, type Layout } from '../../src/paths/paths.js';
+import { imagePaths, snapshotsDir, type Layout } from '../../src/paths/paths.js';
 import { repoRoot } from '../smoke/harness.js';
 import { median, spread } from './stages.js';
 
@@ -24,7 +25,26 @@ const bangerBin = join(repoRoot, 'bin', 'banger.js');
 const banger = (args: string[]) => runner.run([process.execPath, bangerBin, ...args], { allowFailure: true, env: { ...process.env, NO_COLOR: '1' } });
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-async function coldRun(image: string): Promise<number> {
+/**
+ * Waits until neither image has a template build running: the first cold
+ * create of a shape without a snapshot starts one in the background, and it
+ * would share the CPUs with the next samples.
+ */
+async function quiet(layout: Layout): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const busy = [TUNED, UNTUNED].some((img) => {
+      const dir = snapshotsDir(layout, img);
+      return existsSync(dir) && readdirSync(dir).some((e) => e.startsWith('.build-'));
+    });
+    if (!busy) return;
+    if (Date.now() - t0 > 600_000) throw new Error('a template build is still running after 600 s');
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function coldRun(layout: Layout, image: string): Promise<number> {
+  await quiet(layout);
   const t0 = performance.now();
   const r = await banger(['vm', 'run', '--rm', '--cold', '--image', image, '--', 'true']);
   const ms = performance.now() - t0;
@@ -40,18 +60,18 @@ export async function tuningBench({ layout, pairs }: { layout: Layout; pairs: nu
     if (b.code !== 0) throw new Error(`image build ${UNTUNED}: ${b.stderr.trim().split('\n').slice(-4).join(' | ')}`);
   }
   console.log('bench: warm-up, one of each (page cache; not counted)…');
-  for (const img of [TUNED, UNTUNED]) console.log(`  warm-up ${img}: ${s(await coldRun(img))}`);
+  for (const img of [TUNED, UNTUNED]) console.log(`  warm-up ${img}: ${s(await coldRun(layout, img))}`);
   const tuned: number[] = [];
   const untuned: number[] = [];
   const ratios: number[] = [];
   for (let i = 0; i < pairs; i++) {
     // Alternate which side goes first, so neither always follows the other's teardown.
     if (i % 2 === 0) {
-      tuned.push(await coldRun(TUNED));
-      untuned.push(await coldRun(UNTUNED));
+      tuned.push(await coldRun(layout, TUNED));
+      untuned.push(await coldRun(layout, UNTUNED));
     } else {
-      untuned.push(await coldRun(UNTUNED));
-      tuned.push(await coldRun(TUNED));
+      untuned.push(await coldRun(layout, UNTUNED));
+      tuned.push(await coldRun(layout, TUNED));
     }
     ratios.push(tuned[i]! / untuned[i]!);
     console.log(`  pair ${i + 1}: tuned ${s(tuned[i]!)}  untuned ${s(untuned[i]!)}  tuned/untuned ${ratios[i]!.toFixed(2)}`);
