@@ -23,7 +23,7 @@ import { readRuntime } from './runtime-file.js';
 import { VmService } from './vm-service.js';
 import { SnapshotService, snapshotKey } from './snapshot-service.js';
 import { CLONE_SCRIPT } from '../guest/clone-identity.js';
-import { FakeDriver, fakeGuest, type FakeFaults, type FakeGuestBehaviour } from '../../test/support/fake-driver.js';
+import { FAKE_CLONE_KEY, FakeDriver, fakeGuest, type FakeFaults, type FakeGuestBehaviour } from '../../test/support/fake-driver.js';
 
 const MIB = 1024 * 1024;
 const conn: Connection = { id: 'c', closed: false, onClose: () => undefined };
@@ -371,8 +371,9 @@ describe('lifecycle against a fake driver: warm clones', () => {
     const res = await s.create('box');
     expect(res.vm.state).toBe('running');
     expect(res.clonedFrom).toBe(KEY);
-    // The identity (agent) first, SSH after it: the first key SSH can pin is the clone's own.
-    expect(calls(s)).toEqual(['probeAccel', 'prepareDisks', 'restore', 'agent.connect', 'agent.exec', 'ssh.wait']);
+    // The identity (agent), and no SSH wait: the key the clone reported is pinned under its name.
+    expect(calls(s)).toEqual(['probeAccel', 'prepareDisks', 'restore', 'agent.connect', 'agent.exec']);
+    expect(readFileSync(s.layout.knownHosts, 'utf8')).toBe(`box.vm ssh-ed25519 ${FAKE_CLONE_KEY}\n`);
     // restore got the VM's own files, user networking with the snapshot's MAC, and the state selected.
     expect(s.driver.starts).toHaveLength(1);
     const start = s.driver.starts[0]!;
@@ -481,6 +482,20 @@ describe('lifecycle against a fake driver: warm clones', () => {
     expect(s.driver.starts.map((x) => x.op)).toEqual(['restore']);
     expect([...s.driver.processes.values()].find((p) => p.name === 'box')?.signals).toEqual(['SIGTERM']);
     expect(existsSync(sp.dir)).toBe(true);
+  });
+
+  it.each([
+    { title: 'no host key line', stdout: 'banger-clone: 1.00 start\n', error: /did not report its new SSH host key/ },
+    { title: 'two host key lines', stdout: `banger-clone: ssh host key ssh-ed25519 ${FAKE_CLONE_KEY}\nbanger-clone: ssh host key ssh-ed25519 ${FAKE_CLONE_KEY}\n`, error: /did not report its new SSH host key/ },
+    { title: 'a key whose blob is of another type', stdout: `banger-clone: ssh host key ssh-rsa ${FAKE_CLONE_KEY}\n`, error: /invalid host key/ },
+  ])('a clone that reports $title (the guest writes that line) is refused and rolled back, nothing pinned', async ({ stdout, error }) => {
+    const s = setup({ snapshots: true });
+    await withSnapshot(s);
+    s.guest.behaviour = { agent: 'ok', ssh: 'ok', exec: (c) => (c.input === CLONE_SCRIPT ? { stdout } : undefined) };
+    const e = await failure(s.create('box'));
+    expect(e.message).toMatch(error);
+    s.nothingLeft();
+    expect(existsSync(s.layout.knownHosts) ? readFileSync(s.layout.knownHosts, 'utf8') : '').toBe('');
   });
 
   it('an agent that cannot be reached at the identity step rolls back too', async () => {

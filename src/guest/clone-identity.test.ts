@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { onPath } from '../system/which.js';
 import { ROOT_SKEL_PATH, SSH_HOST_KEY } from '../images/guest-files.js';
-import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs, type CloneSettings } from './clone-identity.js';
+import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs, cloneHostKey, type CloneSettings } from './clone-identity.js';
 import type { GuestConfig } from './config-disk.js';
 import { WORK_DISK_MOUNT } from './work-disk.js';
 
@@ -171,5 +171,17 @@ describe('the guest scripts', () => {
       expect(r.error).toBeUndefined();
       expect({ name, out: r.stdout.trim(), status: r.status }).toEqual({ name, out: '', status: 0 });
     }
+  });
+});
+
+describe('cloneHostKey', () => {
+  it('takes the one host key line of the script\'s output', () => {
+    expect(cloneHostKey('banger-clone: 1.0 start\nbanger-clone: ssh host key ssh-ed25519 AAAAC3Nz\nbanger-clone: 1.2 host key\n')).toEqual({ keyType: 'ssh-ed25519', keyBase64: 'AAAAC3Nz' });
+  });
+  it('has none when there is none, or more than one', () => {
+    expect(cloneHostKey('')).toBeUndefined();
+    expect(cloneHostKey('banger-clone: ssh host key ssh-ed25519\n')).toBeUndefined();
+    expect(cloneHostKey('banger-clone: ssh host key a b\nbanger-clone: ssh host key c d\n')).toBeUndefined();
+    expect(cloneHostKey('banger-clone: ssh host key a b c\n')).toBeUndefined();
   });
 });

@@ -85,13 +85,19 @@ if [ -s /run/banger/guest-config.done ]; then read -r st </run/banger/guest-conf
 # sshd-session: there sshd is stopped, and each clone starts it.
 rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub || { echo "cannot remove the template's host key" >&2; exit 1; }
 rm -f ${SSHD_STOPPED_MARK}
+stopped=''
 for f in /usr/lib/openssh/sshd-session /usr/libexec/openssh/sshd-session /usr/libexec/sshd-session; do
   if [ -e "$f" ]; then
     systemctl stop ssh.service || { echo "cannot stop sshd" >&2; exit 1; }
     : >${SSHD_STOPPED_MARK}
+    stopped=1
     break
   fi
 done
+# Each clone relies on this sshd (it is not waited for over SSH).
+if [ -z "$stopped" ]; then
+  systemctl is-active --quiet ssh.service || { echo "sshd is not running in the template" >&2; exit 1; }
+fi
 umount ${WORK_DISK_MOUNT} || { echo "cannot unmount ${WORK_DISK_MOUNT}" >&2; exit 1; }
 sync
 # Forget the cached blocks of the config and work disks (each clone has its
@@ -195,7 +201,10 @@ NET
   mark network
 fi
 wait "$key_job" || status=1
-if read -r ktype kdata _c <${SSH_HOST_KEY}.pub; then echo "banger-clone: ssh host key $ktype $kdata"; fi
+# The daemon pins this key under the clone's name from this line (ready
+# without an SSH round trip): sshd is the template's, listening.
+if read -r ktype kdata _c <${SSH_HOST_KEY}.pub; then echo "banger-clone: ssh host key $ktype $kdata"; else fail "no host key"; fi
+if read -r spid _ </run/sshd.pid && kill -0 "$spid" 2>/dev/null; then :; else fail "sshd is not running"; fi
 mark 'host key'
 if [ -n "$resize" ]; then wait "$resize" || echo "banger-clone: resize2fs ${ROOT_DEVICE} failed (ignored)"; fi
 exit $status
@@ -224,4 +233,14 @@ export function cloneArgs(settings: CloneSettings, now: () => number = Date.now)
   const ms = now();
   const time = `${Math.floor(ms / 1000)}.${String(ms % 1000).padStart(3, '0')}`;
   return [time, machineId, entropy, n.mac, c.hostname, net, settings.growRoot ? '1' : '0', ...c.authorizedKeys];
+}
+
+/** The host key the clone script reports (`banger-clone: ssh host key TYPE BASE64`); undefined when it reports none or several. */
+export function cloneHostKey(stdout: string): { keyType: string; keyBase64: string } | undefined {
+  const keys = stdout
+    .split('\n')
+    .map((l) => /^banger-clone: ssh host key (\S+) (\S+)$/.exec(l.trim()))
+    .filter((m): m is RegExpExecArray => m !== null);
+  if (keys.length !== 1) return undefined;
+  return { keyType: keys[0]![1]!, keyBase64: keys[0]![2]! };
 }

@@ -14,6 +14,11 @@ import { BangerError } from '../../src/errors/errors.js';
 import { SnapshotUnusable, type AccelProbe, type BootSpec, type DiskInfo, type DiskSpec, type SavedState, type VmFiles, type VmmCapabilities, type VmmDriver, type VmmHandle } from '../../src/vmm/driver.js';
 import type { AgentSession, GuestOps } from '../../src/daemon/guest-ops.js';
 import type { ExecOptions, ExecResult } from '../../src/guest/agent.js';
+import { CLONE_SCRIPT } from '../../src/guest/clone-identity.js';
+
+/** What a fake clone's identity script prints: its step marks and the host key it made (a valid ed25519 key blob). */
+export const FAKE_CLONE_KEY = 'AAAAC3NzaC1lZDI1NTE5AAAAIF5oI44ZWbG9v+093kmhWplEwisDjxnqlbsepEg2dspq';
+const FAKE_CLONE_STDOUT = `banger-clone: 1.00 start\nbanger-clone: 1.10 rng\nbanger-clone: ssh host key ssh-ed25519 ${FAKE_CLONE_KEY}\nbanger-clone: 1.20 host key\n`;
 
 const handleSchema = z.object({ fakeId: z.number().int().positive(), agent: z.string() });
 type FakeHandle = z.output<typeof handleSchema>;
@@ -304,7 +309,8 @@ export function fakeGuest(driver: FakeDriver, behaviour: FakeGuestBehaviour): Gu
           const r = (await ops.behaviour.exec?.(call)) ?? {};
           // The stop chain's fallback (vm-stop.ts): the only exec that powers the guest off.
           if (path === '/bin/systemctl' && args.includes('poweroff')) poweroff(socket);
-          return { exitCode: 0, signal: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, ...r };
+          const stdout = call.input === CLONE_SCRIPT ? FAKE_CLONE_STDOUT : '';
+          return { exitCode: 0, signal: null, stdout, stderr: '', stdoutTruncated: false, stderrTruncated: false, ...r };
         },
         close: () => undefined,
       };
