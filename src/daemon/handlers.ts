@@ -63,7 +63,7 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
       s.vms.snapshotImage(p.name, { vcpu: p.vcpu, memoryMib: p.memoryMib }, rc.progress, abortOnClose(rc.connection)),
     'image.delete': async (p) => {
       // Its snapshots go with its directory; a template being made for it is stopped first.
-      await s.snapshots.abortBuilds(p.name);
+      await s.snapshots.abortBuilds(p.name, `image ${p.name} is being deleted`);
       await s.images.delete(p.name);
       return { deleted: p.name };
     },

@@ -101,7 +101,7 @@ async function runDaemon(layout: Layout): Promise<void> {
     let stopping = false;
     const cleanup = async () => {
       // A template being built is stopped and its files removed (a snapshot is whole or absent).
-      await services.snapshots.abortBuilds();
+      await services.snapshots.abortBuilds(undefined, 'the daemon is stopping');
       await server.close().catch(() => undefined);
       services.network.close();
       store?.close();

@@ -263,17 +263,18 @@ describe('SnapshotService.build', () => {
     const p = s.build();
     const settled = p.then(
       () => 'built',
-      (e: unknown) => (e instanceof BangerError ? e.code : 'other'),
+      (e: unknown) => (e instanceof BangerError ? `${e.code}: ${e.message}` : 'other'),
     );
-    await s.svc.abortBuilds(IMAGE);
-    expect(await settled).toBe('interrupted');
+    await s.svc.abortBuilds(IMAGE, `image ${IMAGE} is being deleted`);
+    // The error says why, whatever step the build was in.
+    expect(await settled).toBe(`interrupted: the snapshot ${KEY} of ${IMAGE} was not made: image ${IMAGE} is being deleted`);
     s.nothingLeft();
   });
 
   it('abortBuilds of another image leaves a build alone', async () => {
     const s = setup();
     const p = s.build();
-    await s.svc.abortBuilds('other-image');
+    await s.svc.abortBuilds('other-image', 'image other-image is being deleted');
     await p;
     expect(s.entries()).toEqual([KEY]);
   });
@@ -284,6 +285,7 @@ describe('SnapshotService.build', () => {
     ac.abort();
     const e = await failure(s.build(SHAPE, ac.signal));
     expect(e.code).toBe('interrupted');
+    expect(e.message).toMatch(/was not made: the client that asked for it went away$/);
     expect(s.driver.starts).toEqual([]);
     s.nothingLeft();
   });

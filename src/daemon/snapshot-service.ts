@@ -109,6 +109,9 @@ export function snapshotKey(vmm: string, accel: 'kvm' | 'tcg', shape: Shape): st
   return `${vmm}-${accel}-${shape.vcpu}c-${shape.memoryMib}m`;
 }
 
+/** Why a build stops when the client that asked for it goes away (abortBuilds gives its own reasons). */
+const CLIENT_GONE = 'the client that asked for it went away';
+
 export class SnapshotService {
   /** Builds in flight, by image/key (one per key; `build` joins it). */
   private readonly builds = new Map<string, { promise: Promise<SnapshotInfo>; abort: AbortController; image: string }>();
@@ -221,9 +224,9 @@ export class SnapshotService {
       return running.promise;
     }
     const abort = new AbortController();
-    const onAbort = () => abort.abort();
+    const onAbort = () => abort.abort(CLIENT_GONE);
     // A signal that fired already sends no 'abort' event.
-    if (signal?.aborted) abort.abort();
+    if (signal?.aborted) abort.abort(CLIENT_GONE);
     else signal?.addEventListener('abort', onAbort, { once: true });
     const promise = this.buildNow(imageName, driver, accel, shape, key, progress, abort.signal).finally(() => {
       signal?.removeEventListener('abort', onAbort);
@@ -256,9 +259,10 @@ export class SnapshotService {
   }
 
   /** Stops the builds of an image (it is being deleted) and waits for them to end. */
-  async abortBuilds(imageName?: string): Promise<void> {
+  /** Stops the template builds of `imageName` (all: undefined), saying why in the error each build ends with. */
+  async abortBuilds(imageName: string | undefined, why: string): Promise<void> {
     const ending = [...this.builds.values()].filter((b) => imageName === undefined || b.image === imageName);
-    for (const b of ending) b.abort.abort();
+    for (const b of ending) b.abort.abort(why);
     await Promise.allSettled(ending.map((b) => b.promise));
   }
 
@@ -321,8 +325,10 @@ export class SnapshotService {
     const files = this.templateFiles(p, buildId);
     const mac = macFor(buildId);
     let handle: VmmHandle | undefined;
+    const stopped = () =>
+      new BangerError('interrupted', `the snapshot ${key} of ${imageName} was not made: ${typeof signal.reason === 'string' ? signal.reason : CLIENT_GONE}`);
     const checkAbort = () => {
-      if (signal.aborted) throw new BangerError('interrupted', `the snapshot ${key} of ${imageName} was interrupted`);
+      if (signal.aborted) throw stopped();
     };
     try {
       const version = await driver.version();
@@ -395,6 +401,8 @@ export class SnapshotService {
     } catch (e) {
       const orphan = handle ?? driver.findOrphan(files);
       if (orphan) await forceStop(log, TEMPLATE_HOSTNAME, { driver, handle: orphan }, 'SIGKILL');
+      // Stopped from outside: say why, not what the step in progress saw.
+      if (signal.aborted) throw stopped();
       throw e;
     } finally {
       if (existsSync(p.dir)) removeTreeUnder(layout.imagesDir, p.dir);
