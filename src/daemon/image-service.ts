@@ -102,7 +102,7 @@ export class ImageService {
     const m = parsed.data;
     this.deps.store.upsertImage({
       name,
-      source: `mmdebstrap ${m.suite ?? '?'} (${m.mirror ?? '?'})${m.tuned === false ? ', without boot tuning' : ''}, adopted from ${imagePaths(this.deps.layout, name).dir}`,
+      source: `mmdebstrap ${m.suite ?? '?'} (${m.mirror ?? '?'})${untunedNote(m.tuned)}, adopted from ${imagePaths(this.deps.layout, name).dir}`,
       kernelVersion: m.kernelVersion,
       rootfsBytes: m.rootfsBytes,
       packages: m.packages ?? [],
@@ -178,7 +178,7 @@ export class ImageService {
     );
     const record: ImageRecord = {
       name,
-      source: `mmdebstrap bookworm (${this.deps.config.mirror})${opts.tuned === false ? ', without boot tuning' : ''}`,
+      source: `mmdebstrap bookworm (${this.deps.config.mirror})${untunedNote(opts.tuned)}`,
       kernelVersion: built.kernelVersion,
       rootfsBytes: built.rootfsBytes,
       packages: built.packages,
@@ -201,6 +201,11 @@ const manifestSchema = z.object({
   builtAt: z.string().max(64).optional(),
   tuned: z.boolean().optional(),
 });
+
+/** What an image's source says when it was built without the boot tuning (`image build --no-tuning`). */
+function untunedNote(tuned: boolean | undefined): string {
+  return tuned === false ? ', without boot tuning' : '';
+}
 
 function notFoundImage(name: string): BangerError {
   return new BangerError(

@@ -263,17 +263,23 @@ export function cpuPercent(deltaTicks: number, elapsedMs: number): number {
   return Math.round(((deltaTicks / USER_HZ) * 1000 * 100 * 10) / elapsedMs) / 10;
 }
 
+/** /proc/meminfo's `Name: N [kB]` lines as a map (values as written: kB for sizes). */
+export function meminfoFields(text: string): Map<string, number> {
+  const kb = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^([A-Za-z0-9_()]+):\s+(\d+)(?:\s+kB)?\s*$/.exec(line.trim());
+    if (m) kb.set(m[1]!, Number(m[2]));
+  }
+  return kb;
+}
+
 /**
  * /proc/meminfo → bytes. "used" is what the guest cannot give to new
  * programs: MemTotal - MemAvailable (before Linux 3.14 there is no
  * MemAvailable: MemFree + Buffers + Cached stands in for it).
  */
 export function parseMeminfo(text: string): VmStats['memory'] {
-  const kb = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z0-9_()]+):\s+(\d+)(?:\s+kB)?\s*$/.exec(line.trim());
-    if (m) kb.set(m[1]!, Number(m[2]));
-  }
+  const kb = meminfoFields(text);
   const total = kb.get('MemTotal');
   if (total === undefined) throw new BangerError('operation_failed', '/proc/meminfo in the guest has no MemTotal line');
   const available = kb.get('MemAvailable') ?? (kb.get('MemFree') ?? 0) + (kb.get('Buffers') ?? 0) + (kb.get('Cached') ?? 0);

@@ -258,8 +258,7 @@ export class SnapshotService {
     });
   }
 
-  /** Stops the builds of an image (it is being deleted) and waits for them to end. */
-  /** Stops the template builds of `imageName` (all: undefined), saying why in the error each build ends with. */
+  /** Stops the template builds of `imageName` (all: undefined), saying why in the error each build ends with, and waits for them to end. */
   async abortBuilds(imageName: string | undefined, why: string): Promise<void> {
     const ending = [...this.builds.values()].filter((b) => imageName === undefined || b.image === imageName);
     for (const b of ending) b.abort.abort(why);

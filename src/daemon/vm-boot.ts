@@ -217,11 +217,10 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       },
     },
     {
-      // Both must answer before the VM is ready: the agent (a clone: its
-      // identity step) first, then SSH.
+      // The agent answers, then SSH (a clone: its identity step alone).
       name: 'ready',
       message: ctx.clone
-        ? 'making the clone a VM of its own (clock, machine-id, RNG, host key, hostname, work disk, address), then waiting for SSH'
+        ? 'making the clone a VM of its own (clock, machine-id, RNG, host key, hostname, work disk, address)'
         : 'waiting for the guest agent and SSH',
       run: async () => {
         // When one wait fails, the other stops too (no retry loop outlives the boot).
@@ -258,7 +257,7 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
         // is refused at once and the next one follows 250 ms later.
         const waitSsh = () => guardBoot(vm, p, booted, () => ctx.guest.waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal: both }));
         const ssh = ctx.clone
-          ? agent
+          ? Promise.resolve()
           : (agentSocket === undefined ? waitSsh() : agent.then(waitSsh)).then(() => progress({ stage: 'ssh', message: 'SSH answered' }), failFast);
         const results = await Promise.allSettled([agent, ssh]);
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

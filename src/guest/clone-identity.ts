@@ -38,9 +38,9 @@
  *   4. a new SSH host key, synced to disk with the machine-id (a clone
  *      killed a moment later boots its disk with them; found by the smoke's
  *      kill-then-start, which met a host key mismatch). Steps 3 and 4 run
- *      side by side with the next ones. The daemon waits for SSH only once
- *      this script has finished, so the first key it can pin under the
- *      clone's name is the clone's;
+ *      side by side with the next ones. The script ends by checking that
+ *      sshd runs and printing the key, which the daemon pins under the
+ *      clone's name (no SSH round trip: cloneHostKey);
  *   5. hostname and /etc/hosts; this VM's work disk at /root (root's
  *      dotfiles on first use) with root's authorized_keys; the root
  *      filesystem grown when this VM's root disk is larger than the

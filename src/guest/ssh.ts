@@ -329,20 +329,20 @@ export async function waitForSsh(target: SshTarget, opts: WaitForSshOptions): Pr
     if (remaining <= 0) break;
     attempts++;
     const budget = Math.min(remaining, WAIT_ATTEMPT_CAP_MS, WAIT_FIRST_ATTEMPT_MS + 2_000 * cutOff);
-    // One stuck attempt (e.g. `true` that never finishes) is cut off at its budget.
+    // One stuck attempt (e.g. a handshake that never finishes) is cut off at its budget.
     const attempt = new AbortController();
     const timer = setTimeout(() => attempt.abort(), budget);
     const forward = () => attempt.abort();
     opts.signal?.addEventListener('abort', forward, { once: true });
     try {
-      const r = await execWithKey(target, privateKey, null, {
+      // Logged in (no command runs: the result is always exit 0).
+      await execWithKey(target, privateKey, null, {
         stdout: sink(),
         stderr: sink(),
         signal: attempt.signal,
         connectTimeoutMs: budget,
       });
-      if (r.exitCode === 0) return;
-      lastSeen = lastInformative = `\`true\` exited with ${r.exitCode}`;
+      return;
     } catch (e) {
       if (opts.signal?.aborted) throw interrupted(target);
       if (isBangerError(e) && (e.code === 'host_key_mismatch' || e.code === 'bad_request')) throw e;

@@ -443,11 +443,10 @@ export function customiseRootfs(rootDir: string, opts: { tuned?: boolean } = {})
   // MODULES=most; both list the modules root needs on microvm.
   const confFile = p('etc/initramfs-tools/initramfs.conf');
   const conf = existsSync(confFile) ? readFileSync(confFile, 'utf8') : '';
+  const modulesLine = `MODULES=${tuned ? 'list' : 'most'}`;
   write(
     'etc/initramfs-tools/initramfs.conf',
-    /^MODULES=/m.test(conf)
-      ? conf.replace(/^MODULES=.*$/m, `MODULES=${tuned ? 'list' : 'most'}`)
-      : `${conf}${conf.endsWith('\n') || conf === '' ? '' : '\n'}MODULES=${tuned ? 'list' : 'most'}\n`,
+    /^MODULES=/m.test(conf) ? conf.replace(/^MODULES=.*$/m, modulesLine) : `${conf}${conf.endsWith('\n') || conf === '' ? '' : '\n'}${modulesLine}\n`,
   );
   const modulesFile = p('etc/initramfs-tools/modules');
   const current = existsSync(modulesFile) ? readFileSync(modulesFile, 'utf8') : '';

@@ -31,7 +31,7 @@ import { hostTscKhz, probeKvm, resolveAccel } from '../../src/vmm/qemu/accel.js'
 import { workspaceBench } from './workspace.js';
 import { memoryReport, warmBench } from './warm.js';
 import { tuningBench } from './tuning.js';
-import { median, spread } from './stages.js';
+import { alternatePairs, median, spread } from './stages.js';
 
 interface BenchArgs {
   runs: number;
@@ -168,17 +168,8 @@ async function main(): Promise<void> {
   console.log(`bench: accelerator ${plainAccel} for both`);
   console.log('bench: warm-up (daemon start + accelerator probe; not counted)…');
   await timeBanger();
-  const b: number[] = [];
-  const p: number[] = [];
-  const ratios: number[] = [];
+  const { a: b, b: p, ratios } = await alternatePairs(args.pairs, { label: 'banger', run: timeBanger }, { label: 'plain', run: timePlain });
   const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-  for (let i = 0; i < args.pairs; i++) {
-    // Alternate which side goes first.
-    const sides = i % 2 === 0 ? ([timeBanger, timePlain] as const) : ([timePlain, timeBanger] as const);
-    for (const side of sides) (side === timeBanger ? b : p).push(await side());
-    ratios.push(b[i]! / p[i]!);
-    console.log(`  pair ${i + 1}: banger ${sec(b[i]!)}  plain ${sec(p[i]!)}  banger/plain ${ratios[i]!.toFixed(2)}`);
-  }
   console.log(`banger (vm run --rm --cold -- true): ${spread(b, sec)} over ${args.pairs}`);
   console.log(`plain (qemu + ssh poll):             ${spread(p, sec)} over ${args.pairs}`);
   console.log(`per-pair ratio banger/plain: ${spread(ratios, (r) => r.toFixed(2))}`);

@@ -4,11 +4,13 @@
  *   setup     spawn → "starting QEMU[ from snapshot KEY]" (CLI, daemon, image, disks)
  *   restore   → "QEMU running (pid …)" (warm: the saved state is loaded; cold: QEMU starts)
  *   identity  → the line after "making the clone a VM of its own" (warm only)
- *   agent+SSH → "NAME ready in X s" (both waits, side by side; the cold guest boots here)
+ *   agent+SSH → "NAME ready in X s" (cold: the agent, then SSH; the guest boots here. Warm: nothing, ready follows the identity step)
  *   exec      → vm.delete begins (the command over SSH)
  *   delete    → the CLI exits
  * Pure functions: test/unit/bench-stages.test.ts pins them.
  */
+
+import { meminfoFields } from '../../src/daemon/inspect-service.js';
 
 export const STAGES = ['setup', 'restore', 'identity', 'agent+SSH', 'exec', 'delete'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -209,11 +211,36 @@ export function smapsSplit(text: string, ramBytes: number): { ramKb: number; oth
 
 /** Buffers + Cached from /proc/meminfo text, in MiB. */
 export function meminfoCacheMib(text: string): number | undefined {
-  const kb = (k: string) => {
-    const m = new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text);
-    return m ? Number(m[1]) : undefined;
-  };
-  const b = kb('Buffers');
-  const c = kb('Cached');
+  const kb = meminfoFields(text);
+  const b = kb.get('Buffers');
+  const c = kb.get('Cached');
   return b === undefined || c === undefined ? undefined : (b + c) / 1024;
+}
+
+/**
+ * Runs `pairs` pairs of two samples, alternating which goes first (neither
+ * always follows the other's teardown), and logs each pair as
+ * `pair N: A x  B y  A/B r`. Returns both sides' times and the per-pair
+ * ratios a/b. (Not pure: it runs the samples.)
+ */
+export async function alternatePairs(
+  pairs: number,
+  a: { label: string; run: () => Promise<number> },
+  b: { label: string; run: () => Promise<number> },
+  log: (line: string) => void = console.log,
+): Promise<{ a: number[]; b: number[]; ratios: number[] }> {
+  const out = { a: [] as number[], b: [] as number[], ratios: [] as number[] };
+  const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  for (let i = 0; i < pairs; i++) {
+    if (i % 2 === 0) {
+      out.a.push(await a.run());
+      out.b.push(await b.run());
+    } else {
+      out.b.push(await b.run());
+      out.a.push(await a.run());
+    }
+    out.ratios.push(out.a[i]! / out.b[i]!);
+    log(`  pair ${i + 1}: ${a.label} ${sec(out.a[i]!)}  ${b.label} ${sec(out.b[i]!)}  ${a.label}/${b.label} ${out.ratios[i]!.toFixed(2)}`);
+  }
+  return out;
 }

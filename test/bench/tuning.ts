@@ -9,14 +9,16 @@
  * bookworm-stock --no-tuning`; not timed) and kept for later runs. Prints
  * each side's min/median/max and last `ratio tuned/untuned: X.XX` (median of
  * the per-pair ratios). Before each sample it waits until no template build
- * runs (see quiet). A benchmark: it never fails on time.
+ * runs (the first cold create of a shape without a snapshot starts one in
+ * the background, and it would share the CPUs). A benchmark: it never fails on time.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRunner } from '../../src/system/runner.js';
-import { imagePaths, snapshotsDir, type Layout } from '../../src/paths/paths.js';
+import { imagePaths, type Layout } from '../../src/paths/paths.js';
 import { repoRoot } from '../smoke/harness.js';
-import { median, spread } from './stages.js';
+import { alternatePairs, median, spread } from './stages.js';
+import { waitNoTemplateBuild } from './warm.js';
 
 const TUNED = 'bookworm';
 const UNTUNED = 'bookworm-stock';
@@ -25,26 +27,8 @@ const bangerBin = join(repoRoot, 'bin', 'banger.js');
 const banger = (args: string[]) => runner.run([process.execPath, bangerBin, ...args], { allowFailure: true, env: { ...process.env, NO_COLOR: '1' } });
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-/**
- * Waits until neither image has a template build running: the first cold
- * create of a shape without a snapshot starts one in the background, and it
- * would share the CPUs with the next samples.
- */
-async function quiet(layout: Layout): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    const busy = [TUNED, UNTUNED].some((img) => {
-      const dir = snapshotsDir(layout, img);
-      return existsSync(dir) && readdirSync(dir).some((e) => e.startsWith('.build-'));
-    });
-    if (!busy) return;
-    if (Date.now() - t0 > 600_000) throw new Error('a template build is still running after 600 s');
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-}
-
 async function coldRun(layout: Layout, image: string): Promise<number> {
-  await quiet(layout);
+  await waitNoTemplateBuild(layout);
   const t0 = performance.now();
   const r = await banger(['vm', 'run', '--rm', '--cold', '--image', image, '--', 'true']);
   const ms = performance.now() - t0;
@@ -61,21 +45,11 @@ export async function tuningBench({ layout, pairs }: { layout: Layout; pairs: nu
   }
   console.log('bench: warm-up, one of each (page cache; not counted)…');
   for (const img of [TUNED, UNTUNED]) console.log(`  warm-up ${img}: ${s(await coldRun(layout, img))}`);
-  const tuned: number[] = [];
-  const untuned: number[] = [];
-  const ratios: number[] = [];
-  for (let i = 0; i < pairs; i++) {
-    // Alternate which side goes first, so neither always follows the other's teardown.
-    if (i % 2 === 0) {
-      tuned.push(await coldRun(layout, TUNED));
-      untuned.push(await coldRun(layout, UNTUNED));
-    } else {
-      untuned.push(await coldRun(layout, UNTUNED));
-      tuned.push(await coldRun(layout, TUNED));
-    }
-    ratios.push(tuned[i]! / untuned[i]!);
-    console.log(`  pair ${i + 1}: tuned ${s(tuned[i]!)}  untuned ${s(untuned[i]!)}  tuned/untuned ${ratios[i]!.toFixed(2)}`);
-  }
+  const { a: tuned, b: untuned, ratios } = await alternatePairs(
+    pairs,
+    { label: 'tuned', run: () => coldRun(layout, TUNED) },
+    { label: 'untuned', run: () => coldRun(layout, UNTUNED) },
+  );
   console.log(`tuned (${TUNED}): ${spread(tuned, s)} over ${pairs}`);
   console.log(`untuned (${UNTUNED}): ${spread(untuned, s)} over ${pairs}`);
   console.log(`per-pair ratio tuned/untuned: ${spread(ratios, (r) => r.toFixed(2))}`);

@@ -18,17 +18,17 @@
  * Benchmarks: they never fail on time.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRunner } from '../../src/system/runner.js';
-import { imagePaths, snapshotsDir, type Layout } from '../../src/paths/paths.js';
+import { imagePaths, type Layout } from '../../src/paths/paths.js';
 import { loadConfig } from '../../src/config/config.js';
 import { readCmdline, readVmRss } from '../../src/system/proc.js';
 import { parseMeminfo } from '../../src/daemon/inspect-service.js';
 import { probeKvm, resolveAccel } from '../../src/vmm/qemu/accel.js';
 import type { ImageView, VmView } from '../../src/model/types.js';
 import type { VmStats } from '../../src/rpc/methods.js';
-import { repoRoot } from '../smoke/harness.js';
+import { repoRoot, templateBuilds as harnessTemplateBuilds } from '../smoke/harness.js';
 import { deleteStartFromLog, LineStamper, meminfoCacheMib, median, parseFreeUsedMib, smapsSplit, spread, stageBreakdown, STAGES, type StageBreakdown, type Stage } from './stages.js';
 
 const IMAGE = 'bookworm';
@@ -45,14 +45,11 @@ async function ok(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** Template builds under way: `.build-*` directories beside the image's snapshots. */
-function templateBuilds(layout: Layout): string[] {
-  const dir = snapshotsDir(layout, IMAGE);
-  return existsSync(dir) ? readdirSync(dir).filter((e) => e.startsWith('.build-')) : [];
-}
+/** Template builds under way, of any image (each shares the CPUs with a sample). */
+const templateBuilds = (layout: Layout) => harnessTemplateBuilds({ stateDir: layout.stateDir });
 
 /** Waits until no template build runs (none seen twice, half a second apart); returns how long it waited. */
-async function waitNoTemplateBuild(layout: Layout, timeoutMs = 600_000): Promise<number> {
+export async function waitNoTemplateBuild(layout: Layout, timeoutMs = 600_000): Promise<number> {
   const t0 = Date.now();
   let quiet = 0;
   let said = false;

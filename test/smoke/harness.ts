@@ -102,7 +102,7 @@ export function liveProcessesMentioning(needle: string): Array<{ pid: number; ar
 }
 
 /** Warm-clone template builds under way: `images/<image>/snapshots/.build-<id>` directories (each holds a template VM's pid file). */
-export function templateBuilds(dirs: RunDirs): string[] {
+export function templateBuilds(dirs: Pick<RunDirs, 'stateDir'>): string[] {
   const images = join(dirs.stateDir, 'images');
   if (!existsSync(images)) return [];
   const found: string[] = [];

@@ -1,6 +1,6 @@
 /** The warm bench's stage split (test/bench/stages.ts): parsed from progress lines, never timed here. */
 import { describe, it, expect } from 'vitest';
-import { cleanLine, deleteStartFromLog, LineStamper, median, meminfoCacheMib, parseFreeUsedMib, smapsSplit, stageBreakdown, type TimedLine } from '../bench/stages.js';
+import { alternatePairs, cleanLine, deleteStartFromLog, LineStamper, median, meminfoCacheMib, parseFreeUsedMib, smapsSplit, stageBreakdown, type TimedLine } from '../bench/stages.js';
 
 const lines = (xs: Array<[number, string]>): TimedLine[] => xs.map(([at, text]) => ({ at, text }));
 
@@ -152,5 +152,20 @@ describe('smapsSplit and meminfoCacheMib (the memory bench\'s breakdown)', () =>
   it('reads Buffers + Cached in MiB', () => {
     expect(meminfoCacheMib('MemTotal:  1000000 kB\nBuffers:    2048 kB\nCached:   100352 kB\nSwapCached: 0 kB\n')).toBe(100);
     expect(meminfoCacheMib('MemTotal: 1 kB\n')).toBeUndefined();
+  });
+});
+
+describe('alternatePairs', () => {
+  it('alternates which side runs first, pairs the samples and logs each pair', async () => {
+    const order: string[] = [];
+    let n = 0;
+    const side = (label: string, ms: number) => ({ label, run: async () => (order.push(label), ms + n++) });
+    const lines: string[] = [];
+    const r = await alternatePairs(3, side('x', 1000), side('y', 2000), (l) => lines.push(l));
+    expect(order).toEqual(['x', 'y', 'y', 'x', 'x', 'y']);
+    expect(r.a).toEqual([1000, 1003, 1004]);
+    expect(r.b).toEqual([2001, 2002, 2005]);
+    expect(r.ratios).toEqual([1000 / 2001, 1003 / 2002, 1004 / 2005]);
+    expect(lines[1]).toBe('  pair 2: x 1.00 s  y 2.00 s  x/y 0.50');
   });
 });
