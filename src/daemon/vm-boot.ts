@@ -14,7 +14,7 @@ import { ensureDir, writeFileAtomic } from '../system/fs.js';
 import { freeLoopbackPort } from '../system/ports.js';
 import type { BootSpec, VmmDriver, VmmHandle } from '../vmm/driver.js';
 import { clip } from '../model/text.js';
-import { CLONE_SCRIPT, cloneArgs, cloneHostKey } from '../guest/clone-identity.js';
+import { CLONE_SCRIPT, cloneArgs, newHostKey } from '../guest/clone-identity.js';
 import { verifyOrPin } from '../guest/known-hosts.js';
 import type { CloneSource } from './snapshot-service.js';
 import { writeConfigDisk, type GuestConfig } from '../guest/config-disk.js';
@@ -108,7 +108,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
     const agent = await ctx.guest.connectAgent(socket, { deadlineMs: readyBy, signal: stop });
     const connectMs = Date.now() - c0;
     try {
-      const args = cloneArgs({ config: guestConfig!, keepNetwork: !attachment, growRoot: vm.systemOverlayBytes > ctx.clone!.manifest.rootBytes });
+      const hostKey = newHostKey(vm.name);
+      const args = cloneArgs({ config: guestConfig!, keepNetwork: !attachment, growRoot: vm.systemOverlayBytes > ctx.clone!.manifest.rootBytes, hostKey });
       const t0 = Date.now();
       const r = await agent.exec('/bin/sh', ['-s', '--', ...args], { input: CLONE_SCRIPT, timeoutMs: 60_000 });
       // Where the time went (the script's marks) and what the guest said.
@@ -118,17 +119,12 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       if (r.exitCode !== 0) {
         throw new BangerError('operation_failed', `the clone could not take its own identity: ${clip(r.stderr.trim(), 500)}`, `console log: ${p.consoleLog}`);
       }
-      // The key the clone made, pinned under its name now (validated by
-      // verifyOrPin: the guest wrote this line). The clone's sshd is the
-      // template's and listening (the script checked), so the VM is ready
-      // without an SSH round trip (~1.2 s under TCG); the first connection
-      // is checked against this pin like any later one.
-      const key = cloneHostKey(r.stdout);
-      if (key === undefined) {
-        throw new BangerError('operation_failed', 'the clone did not report its new SSH host key', `console log: ${p.consoleLog}`);
-      }
+      // The clone's host key, pinned under its name now. The clone's sshd
+      // is the template's and listening (the script checked), so the VM is
+      // ready without an SSH round trip (~1.2 s under TCG); the first
+      // connection is checked against this pin like any later one.
       const target = ctx.targetFor(runtime!);
-      verifyOrPin(target.knownHostsPath, target.hostKeyAlias, key.keyType, key.keyBase64);
+      verifyOrPin(target.knownHostsPath, target.hostKeyAlias, hostKey.keyType, hostKey.keyBase64);
     } finally {
       agent.close();
     }

@@ -253,7 +253,9 @@ export class GuestAgent {
         );
       }
       await sleep(pollMs);
-      pollMs = Math.min(250, Math.round(pollMs * 1.5));
+      // At most 100 ms between polls: a clone's identity step (~1 s) is waited
+      // on by every warm create, and a poll costs the guest agent little.
+      pollMs = Math.min(100, Math.round(pollMs * 1.5));
     }
   }
 

@@ -3,12 +3,14 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { onPath } from '../system/which.js';
 import { ROOT_SKEL_PATH, SSH_HOST_KEY } from '../images/guest-files.js';
-import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs, cloneHostKey, type CloneSettings } from './clone-identity.js';
+import ssh2 from 'ssh2';
+import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs, newHostKey, type CloneSettings } from './clone-identity.js';
 import type { GuestConfig } from './config-disk.js';
 import { WORK_DISK_MOUNT } from './work-disk.js';
 
 const MAC = '52:54:00:12:34:56';
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyvhhVtILO3c1zbPTVVzVId banger';
+const HOST_KEY = newHostKey('box');
 
 function settings(over: Partial<CloneSettings> = {}, cfg: Partial<GuestConfig> = {}): CloneSettings {
   return {
@@ -20,17 +22,19 @@ function settings(over: Partial<CloneSettings> = {}, cfg: Partial<GuestConfig> =
     },
     keepNetwork: true,
     growRoot: false,
+    hostKey: HOST_KEY,
     ...over,
   };
 }
 
 describe('cloneArgs', () => {
-  it('is [time, machine-id, entropy, MAC, hostname, NET, GROW, keys...]: the time now, 32 and 64 hex digits', () => {
+  it('is [time, machine-id, entropy, MAC, hostname, NET, GROW, HOSTKEY, HOSTKEY_PUB, keys...]: the time now, 32 and 64 hex digits', () => {
     const before = Date.now();
     const args = cloneArgs(settings());
     const after = Date.now();
-    expect(args).toHaveLength(8);
-    const [time, machineId, entropy, mac, host, net, grow, key] = args;
+    expect(args).toHaveLength(10);
+    const [time, machineId, entropy, mac, host, net, grow, hostKey, hostPub, key] = args;
+    expect([hostKey, hostPub]).toEqual([HOST_KEY.privateKey, HOST_KEY.publicLine]);
     expect(time).toMatch(/^\d+\.\d{3}$/);
     const ms = Math.round(Number(time) * 1000);
     expect(ms).toBeGreaterThanOrEqual(before);
@@ -47,7 +51,7 @@ describe('cloneArgs', () => {
         network: { mac: '52:54:00:0a:00:05', address: '172.30.0.5', prefixLength: 24, gateway: '172.30.0.1', dns: ['172.30.0.1', '9.9.9.9'] },
       }),
     );
-    expect(args.slice(3)).toEqual(['52:54:00:0a:00:05', 'box', '172.30.0.5 24 172.30.0.1 172.30.0.1 9.9.9.9', '1', KEY, `${KEY}2`]);
+    expect(args.slice(3)).toEqual(['52:54:00:0a:00:05', 'box', '172.30.0.5 24 172.30.0.1 172.30.0.1 9.9.9.9', '1', HOST_KEY.privateKey, HOST_KEY.publicLine, KEY, `${KEY}2`]);
   });
 
   it('gives every clone its own machine-id and entropy', () => {
@@ -122,16 +126,19 @@ describe('CLONE_CONTRACT', () => {
 describe('the guest scripts', () => {
   const scripts = { TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT };
 
-  it('use what cloneArgs gives: $1 to $7, then the keys as "$@" after `shift 7`', () => {
+  it('use what cloneArgs gives: $1 to $9, then the keys as "$@" after `shift 9`', () => {
     const used = [...CLONE_SCRIPT.matchAll(/\$\{?(\d)/g)].map((m) => Number(m[1]));
-    expect(new Set(used)).toEqual(new Set([1, 2, 3, 4, 5, 6, 7]));
-    expect(CLONE_SCRIPT).toContain('shift 7\n');
+    expect(new Set(used)).toEqual(new Set([1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    expect(CLONE_SCRIPT).toContain('shift 9\n');
+    // every positional parameter is used before the shift
+    expect(Math.max(...[...CLONE_SCRIPT.matchAll(/\$\{?\d/g)].map((m) => m.index))).toBeLessThan(CLONE_SCRIPT.indexOf('shift 9'));
     expect(CLONE_SCRIPT).toContain('for k in "$@"; do');
     expect(TEMPLATE_PREP_SCRIPT).not.toMatch(/\$\{?\d/);
   });
 
   it('name the files they mean (absolute paths, nothing left uninterpolated)', () => {
-    expect(CLONE_SCRIPT).toContain(`rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub\n`);
+    expect(CLONE_SCRIPT).toContain(`printf '%s\\n' "$8" >${SSH_HOST_KEY} ||`);
+    expect(CLONE_SCRIPT).toContain(`printf '%s\\n' "$9" >${SSH_HOST_KEY}.pub ||`);
     expect(CLONE_SCRIPT).toContain(`cp -a -n /${ROOT_SKEL_PATH}/. ${WORK_DISK_MOUNT}/`);
     expect(CLONE_SCRIPT).toContain(`${WORK_DISK_MOUNT}/.ssh/authorized_keys`);
     expect(SSH_HOST_KEY.startsWith('/')).toBe(true);
@@ -174,14 +181,26 @@ describe('the guest scripts', () => {
   });
 });
 
-describe('cloneHostKey', () => {
-  it('takes the one host key line of the script\'s output', () => {
-    expect(cloneHostKey('banger-clone: 1.0 start\nbanger-clone: ssh host key ssh-ed25519 AAAAC3Nz\nbanger-clone: 1.2 host key\n')).toEqual({ keyType: 'ssh-ed25519', keyBase64: 'AAAAC3Nz' });
+describe('newHostKey', () => {
+  it('makes an ed25519 key pair that ssh2 parses, private and public halves matching, named root@HOST', () => {
+    const k = newHostKey('box-1');
+    expect(k.keyType).toBe('ssh-ed25519');
+    expect(k.publicLine).toBe(`ssh-ed25519 ${k.keyBase64} root@box-1`);
+    const priv = ssh2.utils.parseKey(k.privateKey);
+    expect(priv).not.toBeInstanceOf(Error);
+    const p = priv as ssh2.ParsedKey;
+    expect(p.type).toBe('ssh-ed25519');
+    expect(p.getPublicSSH().toString('base64')).toBe(k.keyBase64);
+    const data = Buffer.from('banger');
+    expect(p.verify(data, p.sign(data))).toBe(true);
   });
-  it('has none when there is none, or more than one', () => {
-    expect(cloneHostKey('')).toBeUndefined();
-    expect(cloneHostKey('banger-clone: ssh host key ssh-ed25519\n')).toBeUndefined();
-    expect(cloneHostKey('banger-clone: ssh host key a b\nbanger-clone: ssh host key c d\n')).toBeUndefined();
-    expect(cloneHostKey('banger-clone: ssh host key a b c\n')).toBeUndefined();
+
+  it('is new every time', () => {
+    expect(newHostKey('a').keyBase64).not.toBe(newHostKey('a').keyBase64);
+  });
+
+  it('cloneArgs refuses a host key that is not of newHostKey\'s shape', () => {
+    expect(() => cloneArgs(settings({ hostKey: { ...HOST_KEY, privateKey: 'x' } }))).toThrow(/host key/);
+    expect(() => cloneArgs(settings({ hostKey: { ...HOST_KEY, publicLine: `${HOST_KEY.publicLine}\nssh-rsa AAAA` } }))).toThrow(/host key/);
   });
 });

@@ -30,17 +30,19 @@
  *   2. /etc/machine-id: its own (PID 1 and journald keep the template's id
  *      in memory until the next boot);
  *   3. kernel RNG: 256 bits from the host credited (RNDADDENTROPY) and the
- *      CRNG reseeded at once (RNDRESEEDCRNG), before anything makes a key,
- *      so two clones' random streams diverge. QEMU's vmgenid device would do
- *      this in the kernel, but the microvm machine has no ACPI table for it
- *      (checked on QEMU 7.2: the device is accepted and the guest never sees
- *      it);
- *   4. a new SSH host key, synced to disk with the machine-id (a clone
- *      killed a moment later boots its disk with them; found by the smoke's
- *      kill-then-start, which met a host key mismatch). Steps 3 and 4 run
- *      side by side with the next ones. The script ends by checking that
- *      sshd runs and printing the key, which the daemon pins under the
- *      clone's name (no SSH round trip: cloneHostKey);
+ *      CRNG reseeded at once (RNDRESEEDCRNG), so two clones' random streams
+ *      diverge. QEMU's vmgenid device would do this in the kernel, but the
+ *      microvm machine has no ACPI table for it (checked on QEMU 7.2: the
+ *      device is accepted and the guest never sees it);
+ *   4. a new SSH host key, made by the daemon (newHostKey: from the host's
+ *      RNG, with no guest process to start; ssh-keygen under TCG took
+ *      ~0.4 s) and written by the script, synced to disk with the
+ *      machine-id (a clone killed a moment later boots its disk with them;
+ *      found by the smoke's kill-then-start, which met a host key
+ *      mismatch). The daemon pins it under the clone's name once the script
+ *      succeeded, so the clone is ready with no SSH round trip. The script
+ *      ends by checking that sshd runs (sshd's sessions load the key, see
+ *      the template's);
  *   5. hostname and /etc/hosts; this VM's work disk at /root (root's
  *      dotfiles on first use) with root's authorized_keys; the root
  *      filesystem grown when this VM's root disk is larger than the
@@ -60,6 +62,7 @@
  * template's (they are fixed at kernel boot).
  */
 import { createHash, randomBytes } from 'node:crypto';
+import ssh2 from 'ssh2';
 import { ROOT_SKEL_PATH, SSH_HOST_KEY, WORK_DISK_MARKER, WORK_DISK_MOUNT_OPTIONS } from '../images/guest-files.js';
 import { validateGuestConfig, type GuestConfig } from './config-disk.js';
 import { WORK_DISK_MOUNT } from './work-disk.js';
@@ -110,13 +113,17 @@ perl -e 1
 `;
 
 /**
- * Args: TIME MACHINE_ID ENTROPY MAC HOSTNAME NET GROW KEY... where NET is
- * `-` (user networking: the template's address is the clone's) or
- * "ADDRESS PREFIX GATEWAY [DNS...]" (bridge), GROW is 1 when the root disk
- * is larger than the template's, and the KEYs are root's authorized_keys
- * lines. Every value was validated by the daemon (validateGuestConfig).
- * The slow parts run side by side: under TCG every process start costs a
- * tenth of a second or more.
+ * Args: TIME MACHINE_ID ENTROPY MAC HOSTNAME NET GROW HOSTKEY HOSTKEY_PUB
+ * KEY... where NET is `-` (user networking: the template's address is the
+ * clone's) or "ADDRESS PREFIX GATEWAY [DNS...]" (bridge), GROW is 1 when the
+ * root disk is larger than the template's, HOSTKEY and HOSTKEY_PUB are the
+ * clone's SSH host key (made by the daemon, see newHostKey) and the KEYs are
+ * root's authorized_keys lines. Every value was validated by the daemon.
+ *
+ * Under TCG every process start costs 0.1–0.2 s (measured: /bin/true), so
+ * the script starts as few as it can, and side by side: the clock, the RNG
+ * reseed and the sync of the new files run as background jobs beside the
+ * work disk and the network; files are written with shell builtins.
  */
 export const CLONE_SCRIPT = `set -u
 status=0
@@ -126,29 +133,29 @@ mark() {
   read -r up _ </proc/uptime
   echo "banger-clone: $up $1"
 }
+# The host key the daemon made (the template's was removed): sshd's next
+# session serves it. No session is opened before this script has ended (and
+# the RNG below was reseeded).
+umask 077
+printf '%s\\n' "$8" >${SSH_HOST_KEY} || fail "cannot write the host key"
+umask 022
+printf '%s\\n' "$9" >${SSH_HOST_KEY}.pub || fail "cannot write the host key"
 mark start
-date -u -s "@$1" >/dev/null || fail "cannot set the clock"
-printf '%s\\n' "$2" >/etc/machine-id || fail "cannot write /etc/machine-id"
 entropy=$3 mac=$4 host=$5 net=$6 grow=$7
-shift 7
-rm -f ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub
-# Side by side with the rest: the RNG reseeded (every clone resumed with the
-# template's RNG state; before anything draws random numbers for a key), then
-# the host key, synced with the machine-id (a VM killed right after this
-# boots its disk again, and must come back with this key and machine-id).
-# sshd's next session serves it (or sshd is started, see the template's).
-{
-  perl -e 'open(my $f, ">", "/dev/urandom") or die "$!\\n"; my $b = pack("H*", $ARGV[0]);
-    ioctl($f, 0x40085203, pack("ii", length($b) * 8, length($b)) . $b) or die "RNDADDENTROPY: $!\\n";
-    ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";' "$entropy" || { echo "banger-clone: cannot reseed the RNG" >&2; exit 1; }
-  mark rng
-  ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f ${SSH_HOST_KEY} </dev/null >/dev/null || { echo "banger-clone: ssh-keygen failed" >&2; exit 1; }
-  sync ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub /etc/machine-id || { echo "banger-clone: cannot sync the host key" >&2; exit 1; }
-  if [ -e ${SSHD_STOPPED_MARK} ]; then
-    systemctl start ssh.service || { echo "banger-clone: cannot start sshd" >&2; exit 1; }
-  fi
-} &
-key_job=$!
+date -u -s "@$1" >/dev/null &
+clock_job=$!
+# The RNG reseeded: every clone resumed with the template's RNG state, so
+# without this two clones' random streams would be the same.
+perl -e 'open(my $f, ">", "/dev/urandom") or die "$!\\n"; my $b = pack("H*", $ARGV[0]);
+  ioctl($f, 0x40085203, pack("ii", length($b) * 8, length($b)) . $b) or die "RNDADDENTROPY: $!\\n";
+  ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";' "$entropy" &
+rng_job=$!
+# The machine-id, and both synced with the host key: a VM killed right after
+# this boots its disk again, and must come back with the same ones.
+printf '%s\\n' "$2" >/etc/machine-id || fail "cannot write /etc/machine-id"
+shift 9
+sync ${SSH_HOST_KEY} ${SSH_HOST_KEY}.pub /etc/machine-id &
+sync_job=$!
 resize=''
 if [ "$grow" = 1 ]; then
   resize2fs ${ROOT_DEVICE} >/run/banger/resize.log 2>&1 &
@@ -158,19 +165,22 @@ fi
 printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t%s\\n::1\\tlocalhost ip6-localhost ip6-loopback\\nff02::1\\tip6-allnodes\\nff02::2\\tip6-allrouters\\n' "$host" >/etc/hosts
 if mount -t ext4 -o ${WORK_DISK_MOUNT_OPTIONS} ${WORK_DEVICE} ${WORK_DISK_MOUNT}; then
   if [ ! -e ${WORK_DISK_MARKER} ]; then
-    if { [ ! -d /${ROOT_SKEL_PATH} ] || cp -a -n /${ROOT_SKEL_PATH}/. ${WORK_DISK_MOUNT}/; } &&
-      install -d -m 0700 -o root -g root ${WORK_DISK_MOUNT}; then
-      : >${WORK_DISK_MARKER}
+    # The skeleton is root's and 0700 (the image build made it so, with
+    # ~/.ssh in it), and cp -a gives /root its mode and owner: one process.
+    if [ -d /${ROOT_SKEL_PATH} ]; then
+      cp -a -n /${ROOT_SKEL_PATH}/. ${WORK_DISK_MOUNT}/
     else
-      fail "cannot prepare the work disk"
-    fi
+      install -d -m 0700 -o root -g root ${WORK_DISK_MOUNT}
+    fi && : >${WORK_DISK_MARKER} || fail "cannot prepare the work disk"
   fi
   keys=''
   for k in "$@"; do
     keys="$keys$k
 "
   done
-  (umask 077 && mkdir -p ${WORK_DISK_MOUNT}/.ssh && printf '%s' "$keys" >${WORK_DISK_MOUNT}/.ssh/authorized_keys) || fail "cannot write authorized_keys"
+  umask 077
+  { [ -d ${WORK_DISK_MOUNT}/.ssh ] || mkdir ${WORK_DISK_MOUNT}/.ssh; } && printf '%s' "$keys" >${WORK_DISK_MOUNT}/.ssh/authorized_keys || fail "cannot write authorized_keys"
+  umask 022
 else
   fail "cannot mount the work disk ${WORK_DEVICE} at ${WORK_DISK_MOUNT}"
 fi
@@ -200,18 +210,43 @@ NET
   printf '# written by banger when this clone started\\n%s' "$resolv" >/etc/resolv.conf || fail "cannot write /etc/resolv.conf"
   mark network
 fi
-wait "$key_job" || status=1
-# The daemon pins this key under the clone's name from this line (ready
-# without an SSH round trip): sshd is the template's, listening.
-if read -r ktype kdata _c <${SSH_HOST_KEY}.pub; then echo "banger-clone: ssh host key $ktype $kdata"; else fail "no host key"; fi
+wait "$clock_job" || fail "cannot set the clock"
+wait "$rng_job" || fail "cannot reseed the RNG"
+wait "$sync_job" || fail "cannot sync the host key and machine-id"
+mark 'clock, RNG, sync'
+# sshd (the template's, listening) serves the new key from its next
+# session; where the template stopped it (see there), it starts now, after
+# the reseed: its random numbers must be this clone's own.
+if [ -e ${SSHD_STOPPED_MARK} ]; then
+  systemctl start ssh.service || fail "cannot start sshd"
+fi
 if read -r spid _ </run/sshd.pid && kill -0 "$spid" 2>/dev/null; then :; else fail "sshd is not running"; fi
-mark 'host key'
 if [ -n "$resize" ]; then wait "$resize" || echo "banger-clone: resize2fs ${ROOT_DEVICE} failed (ignored)"; fi
 exit $status
 `;
 
 /** Changes whenever what a snapshot's guest was prepared with, or what a clone runs, changes. */
 export const CLONE_CONTRACT = `clone-1-${createHash('sha256').update(JSON.stringify([TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT])).digest('hex').slice(0, 12)}`;
+
+/** A clone's SSH host key, made by the daemon. */
+export interface HostKey {
+  /** OpenSSH private key file (PEM, no passphrase). */
+  privateKey: string;
+  /** One line: `ssh-ed25519 BASE64 root@HOSTNAME`. */
+  publicLine: string;
+  keyType: string;
+  keyBase64: string;
+}
+
+const PRIVATE_KEY_SHAPE = /^-----BEGIN OPENSSH PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END OPENSSH PRIVATE KEY-----\n?$/;
+
+/** A fresh ed25519 host key (from the host's RNG) for the clone called `hostname`. */
+export function newHostKey(hostname: string): HostKey {
+  const k = ssh2.utils.generateKeyPairSync('ed25519', { comment: `root@${hostname}` });
+  const m = /^(ssh-ed25519) ([A-Za-z0-9+/]+={0,2}) /.exec(k.public);
+  if (!m || !PRIVATE_KEY_SHAPE.test(k.private)) throw new Error('ssh2 made a host key of an unexpected shape');
+  return { privateKey: k.private.trimEnd(), publicLine: k.public.trim(), keyType: m[1]!, keyBase64: m[2]! };
+}
 
 /** What the clone script is told besides fresh randomness: this VM's settings. */
 export interface CloneSettings {
@@ -221,6 +256,8 @@ export interface CloneSettings {
   keepNetwork: boolean;
   /** The VM's root disk is larger than the template's: grow its filesystem. */
   growRoot: boolean;
+  /** The clone's SSH host key (newHostKey). */
+  hostKey: HostKey;
 }
 
 /** The clone script's arguments (fresh randomness for every clone; the time is taken last, just before it runs). */
@@ -228,19 +265,13 @@ export function cloneArgs(settings: CloneSettings, now: () => number = Date.now)
   const c = validateGuestConfig(settings.config);
   const n = c.network;
   const net = settings.keepNetwork ? '-' : [n.address, String(n.prefixLength), n.gateway, ...n.dns].join(' ');
+  const { privateKey, publicLine } = settings.hostKey;
+  if (!PRIVATE_KEY_SHAPE.test(privateKey) || !/^ssh-ed25519 [A-Za-z0-9+/]+={0,2} root@\S+$/.test(publicLine)) {
+    throw new Error('cloneArgs: the host key is not one newHostKey made');
+  }
   const machineId = randomBytes(16).toString('hex');
   const entropy = randomBytes(32).toString('hex');
   const ms = now();
   const time = `${Math.floor(ms / 1000)}.${String(ms % 1000).padStart(3, '0')}`;
-  return [time, machineId, entropy, n.mac, c.hostname, net, settings.growRoot ? '1' : '0', ...c.authorizedKeys];
-}
-
-/** The host key the clone script reports (`banger-clone: ssh host key TYPE BASE64`); undefined when it reports none or several. */
-export function cloneHostKey(stdout: string): { keyType: string; keyBase64: string } | undefined {
-  const keys = stdout
-    .split('\n')
-    .map((l) => /^banger-clone: ssh host key (\S+) (\S+)$/.exec(l.trim()))
-    .filter((m): m is RegExpExecArray => m !== null);
-  if (keys.length !== 1) return undefined;
-  return { keyType: keys[0]![1]!, keyBase64: keys[0]![2]! };
+  return [time, machineId, entropy, n.mac, c.hostname, net, settings.growRoot ? '1' : '0', privateKey, publicLine, ...c.authorizedKeys];
 }

@@ -239,7 +239,9 @@ describe('customiseRootfs', () => {
     const shadow = readFileSync(join(tmp, 'etc/shadow'), 'utf8');
     writeFileSync(join(tmp, 'root/.bashrc'), '# changed\n');
     customiseRootfs(tmp);
-    expect(readdirSync(join(tmp, ROOT_SKEL_PATH)).sort()).toEqual(['.bashrc', '.profile']);
+    expect(readdirSync(join(tmp, ROOT_SKEL_PATH)).sort()).toEqual(['.bashrc', '.profile', '.ssh']);
+    expect(statSync(join(tmp, ROOT_SKEL_PATH)).mode & 0o777).toBe(0o700);
+    expect(statSync(join(tmp, ROOT_SKEL_PATH, '.ssh')).mode & 0o777).toBe(0o700);
     expect(readFileSync(join(tmp, ROOT_SKEL_PATH, '.bashrc'), 'utf8')).toBe('# changed\n');
     expect(readFileSync(join(tmp, 'etc/initramfs-tools/modules'), 'utf8')).toBe(modules);
     expect(readFileSync(join(tmp, 'etc/shadow'), 'utf8')).toBe(shadow);

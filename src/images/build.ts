@@ -428,6 +428,9 @@ export function customiseRootfs(rootDir: string, opts: { tuned?: boolean } = {})
     mkdirSync(skel);
   }
   chmodSync(skel, 0o700);
+  // With ~/.ssh in it, a clone's copy of the skeleton makes the directory
+  // that authorized_keys goes in (one process less under TCG, ~0.15 s).
+  if (!existsSync(join(skel, '.ssh'))) mkdirSync(join(skel, '.ssh'), { mode: 0o700 });
 
   if (tuned) {
     applyBootTuning({

@@ -17,8 +17,7 @@ import type { ExecOptions, ExecResult } from '../../src/guest/agent.js';
 import { CLONE_SCRIPT } from '../../src/guest/clone-identity.js';
 
 /** What a fake clone's identity script prints: its step marks and the host key it made (a valid ed25519 key blob). */
-export const FAKE_CLONE_KEY = 'AAAAC3NzaC1lZDI1NTE5AAAAIF5oI44ZWbG9v+093kmhWplEwisDjxnqlbsepEg2dspq';
-const FAKE_CLONE_STDOUT = `banger-clone: 1.00 start\nbanger-clone: 1.10 rng\nbanger-clone: ssh host key ssh-ed25519 ${FAKE_CLONE_KEY}\nbanger-clone: 1.20 host key\n`;
+const FAKE_CLONE_STDOUT = 'banger-clone: 1.00 start\nbanger-clone: 1.10 hostname, work disk\nbanger-clone: 1.20 clock, RNG, sync\n';
 
 const handleSchema = z.object({ fakeId: z.number().int().positive(), agent: z.string() });
 type FakeHandle = z.output<typeof handleSchema>;
