@@ -7,6 +7,7 @@
  */
 import { connectAgent, waitForAgent, type GuestAgent, type WaitForAgentOptions } from '../guest/agent.js';
 import { sshExec, waitForSsh, type SshExecIo, type SshExecResult, type WaitForSshOptions } from '../guest/ssh.js';
+import { waitForSshd, type SshdReadiness } from '../guest/sshd-ready.js';
 import type { SshTarget } from '../model/types.js';
 
 /** What the stop chain does with a connected agent. */
@@ -16,8 +17,10 @@ export interface GuestOps {
   /** Resolves once the agent on socketPath answers a ping. */
   waitForAgent(socketPath: string, deadlineMs: number, signal?: AbortSignal): Promise<void>;
   waitForSsh(target: SshTarget, opts: WaitForSshOptions): Promise<void>;
+  /** Through the agent: sshd listens after the guest unit succeeded, and the host key it serves (sshd-ready.ts). */
+  waitForSshd(socketPath: string, opts: WaitForAgentOptions): Promise<SshdReadiness>;
   connectAgent(socketPath: string, opts: WaitForAgentOptions): Promise<AgentSession>;
   sshExec(target: SshTarget, command: string, io: SshExecIo): Promise<SshExecResult>;
 }
 
-export const realGuestOps: GuestOps = { waitForAgent, waitForSsh, connectAgent, sshExec };
+export const realGuestOps: GuestOps = { waitForAgent, waitForSsh, waitForSshd, connectAgent, sshExec };

@@ -244,17 +244,32 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
                 () => progress({ stage: 'agent', message: 'guest agent answered' }),
                 failFast,
               );
-        // A cold boot: SSH is waited for once the agent answers too. The agent
-        // starts before sshd (sshd waits for the guest unit, which sets up the
-        // network), and an SSH attempt made through QEMU's user-mode network
-        // before the guest's network is up hangs in slirp's SYN backoff (the
-        // guest never answers that SYN): SSH then answered 2.5 s after sshd
-        // listened (journal stamps). Once the network is up an early attempt
-        // is refused at once and the next one follows 250 ms later.
+        // A cold boot: once the agent answers, the agent tells when sshd
+        // listens after the guest unit succeeded, and which host key it
+        // serves; the daemon pins that key (sshd-ready.ts). An SSH login
+        // proved the same ~2 s later under TCG (key exchange and
+        // authentication in a guest still booting). When the agent cannot
+        // tell (the unit failed, the agent misbehaved) or the VMM has no
+        // agent channel, SSH is waited for: attempts 250 ms apart, started
+        // only after the agent answers — an attempt made through QEMU's
+        // user-mode network before the guest's network is up hangs in
+        // slirp's SYN backoff (SSH then answered 2.5 s after sshd listened).
         const waitSsh = () => guardBoot(vm, p, booted, () => ctx.guest.waitForSsh(ctx.targetFor(runtime!), { deadlineMs: readyBy, signal: both }));
+        const viaAgent = async (): Promise<void> => {
+          const r = await guardBoot(vm, p, booted, () => ctx.guest.waitForSshd(agentSocket!, { deadlineMs: readyBy, signal: both }));
+          if (r.kind === 'listening') {
+            const target = ctx.targetFor(runtime!);
+            verifyOrPin(target.knownHostsPath, target.hostKeyAlias, r.hostKey.keyType, r.hostKey.keyBase64);
+            progress({ stage: 'ssh', message: 'sshd listening (host key pinned)' });
+            return;
+          }
+          log.info({ vm: vm.name, reason: r.reason }, 'sshd readiness through the agent unsure; waiting for an SSH login');
+          await waitSsh();
+          progress({ stage: 'ssh', message: 'SSH answered' });
+        };
         const ssh = ctx.clone
           ? Promise.resolve()
-          : (agentSocket === undefined ? waitSsh() : agent.then(waitSsh)).then(() => progress({ stage: 'ssh', message: 'SSH answered' }), failFast);
+          : (agentSocket === undefined ? waitSsh().then(() => progress({ stage: 'ssh', message: 'SSH answered' })) : agent.then(viaAgent)).then(() => undefined, failFast);
         const results = await Promise.allSettled([agent, ssh]);
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         // Report the real failure, not the "interrupted" of the peer we stopped.
@@ -278,9 +293,9 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
 }
 
 /** Runs a readiness wait; if it fails, say whether the VMM died and show the console tail. */
-async function guardBoot(vm: VmRecord, p: VmPaths, booted: { driver: VmmDriver; handle: VmmHandle }, wait: () => Promise<void>): Promise<void> {
+async function guardBoot<T>(vm: VmRecord, p: VmPaths, booted: { driver: VmmDriver; handle: VmmHandle }, wait: () => Promise<T>): Promise<T> {
   try {
-    await wait();
+    return await wait();
   } catch (e) {
     if (!(e instanceof BangerError) || e.code === 'interrupted' || e.code === 'host_key_mismatch') throw e;
     const alive = booted.driver.isAlive(booted.handle);

@@ -23,7 +23,7 @@ import { readRuntime } from './runtime-file.js';
 import { VmService } from './vm-service.js';
 import { SnapshotService, snapshotKey } from './snapshot-service.js';
 import { CLONE_SCRIPT } from '../guest/clone-identity.js';
-import { FakeDriver, fakeGuest, type FakeFaults, type FakeGuestBehaviour } from '../../test/support/fake-driver.js';
+import { FAKE_HOST_KEY, FakeDriver, fakeGuest, type FakeFaults, type FakeGuestBehaviour } from '../../test/support/fake-driver.js';
 
 const MIB = 1024 * 1024;
 const conn: Connection = { id: 'c', closed: false, onClose: () => undefined };
@@ -121,7 +121,7 @@ async function failure(p: Promise<unknown>): Promise<BangerError> {
 
 describe('lifecycle against a fake driver: create and start', () => {
   it('create runs image → disks → config → accel → boot → ready, and persists the driver handle in runtime.json', async () => {
-    const { vms, driver, events, create, pathsOf } = setup();
+    const { vms, driver, events, create, pathsOf, layout } = setup();
     const res = await create('box');
     expect(res.vm.state).toBe('running');
     expect(events.filter((e) => e.level !== 'warn').map((e) => e.stage).filter((s, i, a) => a.indexOf(s) === i)).toEqual(
@@ -131,7 +131,9 @@ describe('lifecycle against a fake driver: create and start', () => {
     expect(stages.indexOf('disks')).toBeLessThan(stages.indexOf('config'));
     expect(stages.indexOf('accel')).toBeLessThan(stages.indexOf('boot'));
     expect(stages.indexOf('boot')).toBeLessThan(stages.indexOf('ready'));
-    expect(driver.calls).toEqual(['prepareDisks', 'probeAccel', 'boot', 'agent.wait', 'ssh.wait']);
+    // Ready: the agent answers, then tells that sshd listens (no SSH login); its host key is pinned.
+    expect(driver.calls).toEqual(['prepareDisks', 'probeAccel', 'boot', 'agent.wait', 'sshd.wait']);
+    expect(readFileSync(layout.knownHosts, 'utf8')).toBe(`box.vm ssh-ed25519 ${FAKE_HOST_KEY}\n`);
     // The fake probe says no KVM: auto falls back to TCG with a warning.
     expect(events.some((e) => e.stage === 'accel' && e.level === 'warn')).toBe(true);
     const p = pathsOf('box');
@@ -318,8 +320,18 @@ describe('lifecycle against a fake driver: a failed create rolls back everything
     { at: 'boot, after the VMM started (found through the driver: findOrphan)', opts: { faults: { bootAfterStart: true } }, message: /started but boot failed/, signalled: true },
     { at: 'qemu-started (the VMM runs, runtime.json not written yet)', opts: { failAt: 'qemu-started' }, message: /failure at qemu-started/, signalled: true },
     { at: 'ready: the guest agent never answers', opts: { guest: { agent: 'down', ssh: 'ok' } }, message: /agent .* unreachable/, signalled: true },
-    { at: 'ready: SSH never answers', opts: { guest: { agent: 'ok', ssh: 'down' } }, message: /ssh unreachable/, signalled: true },
+    { at: 'ready: the agent cannot tell about sshd, and SSH never answers', opts: { guest: { agent: 'ok', sshd: 'unsure', ssh: 'down' } }, message: /ssh unreachable/, signalled: true },
+    { at: 'ready: the look at sshd through the agent fails', opts: { guest: { agent: 'ok', sshd: 'down', ssh: 'ok' } }, message: /agent .* unreachable/, signalled: true },
   ];
+
+  it('ready: when the agent cannot tell about sshd (the guest unit failed), an SSH login decides', async () => {
+    const { driver, create, layout } = setup({ guest: { agent: 'ok', sshd: 'unsure', ssh: 'ok' } });
+    const res = await create('box');
+    expect(res.vm.state).toBe('running');
+    expect(driver.calls.slice(-3)).toEqual(['agent.wait', 'sshd.wait', 'ssh.wait']);
+    // Nothing pinned from the agent (the login pins, as ssh.ts does).
+    expect(existsSync(layout.knownHosts) ? readFileSync(layout.knownHosts, 'utf8') : '').toBe('');
+  });
 
   it.each(cases)('$at: no row, no file, no process', async ({ opts, message, signalled }) => {
     const { driver, create, nothingLeft } = setup(opts);

@@ -110,6 +110,12 @@ const execStatus = z.object({
 });
 /** A result nobody reads but that must be an object (guest-ping answers {}). */
 const emptyResult = z.object({});
+/** guest-file-open's result: a handle. */
+const fileHandle = z.int().nonnegative();
+/** guest-file-read's result. */
+const fileRead = z.object({ count: z.int().nonnegative(), 'buf-b64': z.string(), eof: z.boolean() });
+/** Bytes asked for per guest-file-read. */
+const FILE_READ_CHUNK = 64 * 1024;
 
 interface SyncWait {
   id: number;
@@ -256,6 +262,33 @@ export class GuestAgent {
       // At most 100 ms between polls: a clone's identity step (~1 s) is waited
       // on by every warm create, and a poll costs the guest agent little.
       pollMs = Math.min(100, Math.round(pollMs * 1.5));
+    }
+  }
+
+  /**
+   * A small file's bytes, read through the agent's file commands (no
+   * process starts in the guest). A file larger than maxBytes, or a read
+   * that returns more than it was asked for, fails with a coded error; a
+   * missing file fails with the agent's error (AgentCommandError).
+   */
+  async readFile(path: string, maxBytes = FILE_READ_CHUNK): Promise<Buffer> {
+    const handle = await this.execute('guest-file-open', { path, mode: 'r' }, { result: fileHandle });
+    try {
+      const parts: Buffer[] = [];
+      let total = 0;
+      for (;;) {
+        const r = await this.execute('guest-file-read', { handle, count: FILE_READ_CHUNK }, { result: fileRead });
+        const buf = Buffer.from(r['buf-b64'], 'base64');
+        if (buf.length > FILE_READ_CHUNK) {
+          throw new BangerError('operation_failed', `the guest agent returned ${buf.length} bytes of ${clip(path)} for a read of ${FILE_READ_CHUNK}`);
+        }
+        total += buf.length;
+        if (total > maxBytes) throw new BangerError('operation_failed', `${clip(path)} in the guest is larger than ${maxBytes} bytes`);
+        parts.push(buf);
+        if (r.eof || buf.length === 0) return Buffer.concat(parts);
+      }
+    } finally {
+      await this.execute('guest-file-close', { handle }, { result: emptyResult }).catch(() => undefined);
     }
   }
 

@@ -14,9 +14,12 @@ import { BangerError } from '../../src/errors/errors.js';
 import { SnapshotUnusable, type AccelProbe, type BootSpec, type DiskInfo, type DiskSpec, type SavedState, type VmFiles, type VmmCapabilities, type VmmDriver, type VmmHandle } from '../../src/vmm/driver.js';
 import type { AgentSession, GuestOps } from '../../src/daemon/guest-ops.js';
 import type { ExecOptions, ExecResult } from '../../src/guest/agent.js';
+import type { SshdReadiness } from '../../src/guest/sshd-ready.js';
 import { CLONE_SCRIPT } from '../../src/guest/clone-identity.js';
 
 /** What a fake clone's identity script prints: its step marks and the host key it made (a valid ed25519 key blob). */
+/** The host key a fake cold-booted guest's sshd serves. */
+export const FAKE_HOST_KEY = 'AAAAC3NzaC1lZDI1NTE5AAAAIF5oI44ZWbG9v+093kmhWplEwisDjxnqlbsepEg2dspq';
 const FAKE_CLONE_STDOUT = 'banger-clone: 1.00 start\nbanger-clone: 1.10 hostname, work disk\nbanger-clone: 1.20 clock, RNG, sync\n';
 
 const handleSchema = z.object({ fakeId: z.number().int().positive(), agent: z.string() });
@@ -250,6 +253,8 @@ export interface FakeGuestBehaviour {
   /** 'ok': answers; 'down': unreachable; 'no-shutdown': syncs but guest-shutdown fails (then exec poweroff works). */
   agent: 'ok' | 'down' | 'no-shutdown';
   ssh: 'ok' | 'down';
+  /** What the agent's look at sshd finds on a cold boot (default 'listening', with FAKE_HOST_KEY). */
+  sshd?: 'listening' | 'unsure' | 'down';
   /** The guest does not power off when asked (agent or SSH): the chain must go on to signals. */
   hangsOnPoweroff?: boolean;
   /**
@@ -286,6 +291,12 @@ export function fakeGuest(driver: FakeDriver, behaviour: FakeGuestBehaviour): Gu
     waitForSsh: () => {
       driver.calls.push('ssh.wait');
       return ops.behaviour.ssh === 'down' ? Promise.reject(down('ssh')) : Promise.resolve();
+    },
+    waitForSshd: (socket: string): Promise<SshdReadiness> => {
+      driver.calls.push('sshd.wait');
+      if (ops.behaviour.agent === 'down' || ops.behaviour.sshd === 'down') return Promise.reject(down(`agent ${socket}`));
+      if (ops.behaviour.sshd === 'unsure') return Promise.resolve({ kind: 'unsure', reason: 'fake: banger-guest-config ended with status 1' });
+      return Promise.resolve({ kind: 'listening', hostKey: { keyType: 'ssh-ed25519', keyBase64: FAKE_HOST_KEY } });
     },
     connectAgent: (socket: string): Promise<AgentSession> => {
       driver.calls.push('agent.connect');
