@@ -14,7 +14,8 @@ import { ensureDir, writeFileAtomic } from '../system/fs.js';
 import { freeLoopbackPort } from '../system/ports.js';
 import type { BootSpec, VmmDriver, VmmHandle } from '../vmm/driver.js';
 import { clip } from '../model/text.js';
-import { CLONE_SCRIPT, cloneArgs, newHostKey } from '../guest/clone-identity.js';
+import { CLONE_SCRIPT, cloneArgs } from '../guest/clone-identity.js';
+import { newHostKey } from '../guest/host-key.js';
 import { verifyOrPin } from '../guest/known-hosts.js';
 import type { CloneSource } from './snapshot-service.js';
 import { writeConfigDisk, type GuestConfig } from '../guest/config-disk.js';
@@ -45,6 +46,8 @@ export interface BootContext {
   /** Ports handed out but not yet bound by QEMU (shared across boots). */
   reservedPorts: Set<number>;
   targetFor: (rt: Pick<RuntimeRecord, 'sshHost' | 'sshPort'>) => SshTarget;
+  /** banger's known_hosts pins a key for this VM (it booted before): no host key goes on its config disk. */
+  hostKeyPinned: () => boolean;
   /** Bridge networking: gets the VM its tap (and NAT) from the root helper; undone by detach. */
   bridge?: { attach: () => Promise<BridgeAttachment>; detach: () => Promise<void> };
   /**
@@ -145,7 +148,10 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
             ? { mac: attachment.mac, address: attachment.ip, prefixLength: attachment.prefixLength, gateway: attachment.gateway, dns: attachment.dns }
             : { mac: userMac, ...USER_NET },
         };
-        await writeConfigDisk(runner, p.configDisk, guestConfig, p.dir);
+        // A VM's first cold boot gets its host key from here (later boots
+        // keep the guest's; a clone's identity step writes its own).
+        const firstKey = !ctx.clone && !ctx.hostKeyPinned() ? newHostKey(vm.name) : undefined;
+        await writeConfigDisk(runner, p.configDisk, firstKey ? { ...guestConfig, hostKey: firstKey } : guestConfig, p.dir);
       },
     },
     {

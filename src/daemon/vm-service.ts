@@ -22,7 +22,7 @@ import type { Logger } from '../log/log.js';
 import { MIN_MEMORY_MIB, type Config } from '../config/config.js';
 import { resolveAccel, type AccelChoice } from '../vmm/accel.js';
 import { SnapshotUnusable, type DriverRegistry, type VmmDriver, type VmmHandle } from '../vmm/driver.js';
-import { removeHost } from '../guest/known-hosts.js';
+import { lookupHost, removeHost } from '../guest/known-hosts.js';
 import { createWorkDisk, growWorkDisk } from '../guest/work-disk.js';
 import { KILL_SIGNALS, type VmSshTarget as SshTarget, type VmCreateResult } from '../rpc/methods.js';
 import type { Connection } from '../rpc/server.js';
@@ -571,6 +571,7 @@ export class VmService {
       chooseAccel: (kernel) => this.chooseAccel(this.requireDriver(vm.vmm), this.deps.config.accel, kernel),
       reservedPorts: this.reservedPorts,
       targetFor: (rt) => this.targetFor(vm, rt),
+      hostKeyPinned: () => lookupHost(this.deps.layout.knownHosts, hostKeyAlias(vm.name)).length > 0,
       onFault: this.deps.onStepStart,
       bridge: vm.network === 'bridge' ? { attach: () => this.deps.network.attach(vm), detach: () => this.deps.network.detach(vm) } : undefined,
     });

@@ -3,8 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { onPath } from '../system/which.js';
 import { ROOT_SKEL_PATH, SSH_HOST_KEY } from '../images/guest-files.js';
-import ssh2 from 'ssh2';
-import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs, newHostKey, type CloneSettings } from './clone-identity.js';
+import { CLONE_CONTRACT, CLONE_SCRIPT, TEMPLATE_PREP_SCRIPT, cloneArgs, type CloneSettings } from './clone-identity.js';
+import { newHostKey } from './host-key.js';
 import type { GuestConfig } from './config-disk.js';
 import { WORK_DISK_MOUNT } from './work-disk.js';
 
@@ -181,24 +181,7 @@ describe('the guest scripts', () => {
   });
 });
 
-describe('newHostKey', () => {
-  it('makes an ed25519 key pair that ssh2 parses, private and public halves matching, named root@HOST', () => {
-    const k = newHostKey('box-1');
-    expect(k.keyType).toBe('ssh-ed25519');
-    expect(k.publicLine).toBe(`ssh-ed25519 ${k.keyBase64} root@box-1`);
-    const priv = ssh2.utils.parseKey(k.privateKey);
-    expect(priv).not.toBeInstanceOf(Error);
-    const p = priv as ssh2.ParsedKey;
-    expect(p.type).toBe('ssh-ed25519');
-    expect(p.getPublicSSH().toString('base64')).toBe(k.keyBase64);
-    const data = Buffer.from('banger');
-    expect(p.verify(data, p.sign(data))).toBe(true);
-  });
-
-  it('is new every time', () => {
-    expect(newHostKey('a').keyBase64).not.toBe(newHostKey('a').keyBase64);
-  });
-
+describe('cloneArgs and the host key', () => {
   it('cloneArgs refuses a host key that is not of newHostKey\'s shape', () => {
     expect(() => cloneArgs(settings({ hostKey: { ...HOST_KEY, privateKey: 'x' } }))).toThrow(/host key/);
     expect(() => cloneArgs(settings({ hostKey: { ...HOST_KEY, publicLine: `${HOST_KEY.publicLine}\nssh-rsa AAAA` } }))).toThrow(/host key/);

@@ -62,9 +62,9 @@
  * template's (they are fixed at kernel boot).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import ssh2 from 'ssh2';
 import { ROOT_SKEL_PATH, SSH_HOST_KEY, WORK_DISK_MARKER, WORK_DISK_MOUNT_OPTIONS } from '../images/guest-files.js';
 import { validateGuestConfig, type GuestConfig } from './config-disk.js';
+import { isHostKey, type HostKey } from './host-key.js';
 import { WORK_DISK_MOUNT } from './work-disk.js';
 
 /** The disks in the guest (the device order of src/vmm/qemu/argv.ts, part of the guest contract). */
@@ -117,7 +117,7 @@ perl -e 1
  * KEY... where NET is `-` (user networking: the template's address is the
  * clone's) or "ADDRESS PREFIX GATEWAY [DNS...]" (bridge), GROW is 1 when the
  * root disk is larger than the template's, HOSTKEY and HOSTKEY_PUB are the
- * clone's SSH host key (made by the daemon, see newHostKey) and the KEYs are
+ * clone's SSH host key (made by the daemon: host-key.ts) and the KEYs are
  * root's authorized_keys lines. Every value was validated by the daemon.
  *
  * Under TCG every process start costs 0.1–0.2 s (measured: /bin/true), so
@@ -228,26 +228,6 @@ exit $status
 /** Changes whenever what a snapshot's guest was prepared with, or what a clone runs, changes. */
 export const CLONE_CONTRACT = `clone-1-${createHash('sha256').update(JSON.stringify([TEMPLATE_PREP_SCRIPT, CLONE_SCRIPT])).digest('hex').slice(0, 12)}`;
 
-/** A clone's SSH host key, made by the daemon. */
-export interface HostKey {
-  /** OpenSSH private key file (PEM, no passphrase). */
-  privateKey: string;
-  /** One line: `ssh-ed25519 BASE64 root@HOSTNAME`. */
-  publicLine: string;
-  keyType: string;
-  keyBase64: string;
-}
-
-const PRIVATE_KEY_SHAPE = /^-----BEGIN OPENSSH PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END OPENSSH PRIVATE KEY-----\n?$/;
-
-/** A fresh ed25519 host key (from the host's RNG) for the clone called `hostname`. */
-export function newHostKey(hostname: string): HostKey {
-  const k = ssh2.utils.generateKeyPairSync('ed25519', { comment: `root@${hostname}` });
-  const m = /^(ssh-ed25519) ([A-Za-z0-9+/]+={0,2}) /.exec(k.public);
-  if (!m || !PRIVATE_KEY_SHAPE.test(k.private)) throw new Error('ssh2 made a host key of an unexpected shape');
-  return { privateKey: k.private.trimEnd(), publicLine: k.public.trim(), keyType: m[1]!, keyBase64: m[2]! };
-}
-
 /** What the clone script is told besides fresh randomness: this VM's settings. */
 export interface CloneSettings {
   /** The same settings as the VM's config disk (validated the same way). */
@@ -256,7 +236,7 @@ export interface CloneSettings {
   keepNetwork: boolean;
   /** The VM's root disk is larger than the template's: grow its filesystem. */
   growRoot: boolean;
-  /** The clone's SSH host key (newHostKey). */
+  /** The clone's SSH host key (host-key.ts: newHostKey). */
   hostKey: HostKey;
 }
 
@@ -266,7 +246,7 @@ export function cloneArgs(settings: CloneSettings, now: () => number = Date.now)
   const n = c.network;
   const net = settings.keepNetwork ? '-' : [n.address, String(n.prefixLength), n.gateway, ...n.dns].join(' ');
   const { privateKey, publicLine } = settings.hostKey;
-  if (!PRIVATE_KEY_SHAPE.test(privateKey) || !/^ssh-ed25519 [A-Za-z0-9+/]+={0,2} root@\S+$/.test(publicLine)) {
+  if (!isHostKey(settings.hostKey)) {
     throw new Error('cloneArgs: the host key is not one newHostKey made');
   }
   const machineId = randomBytes(16).toString('hex');

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createRunner } from '../system/runner.js';
 import { toolPath } from '../system/which.js';
 import { BangerError } from '../errors/errors.js';
+import { newHostKey } from './host-key.js';
 import {
   CONFIG_DISK_BYTES,
   CONFIG_DISK_LABEL,
@@ -129,6 +130,27 @@ describe('configDiskFiles', () => {
     );
   });
 
+  it('carries the host key the daemon made (first boot only): private key and .pub, each ending in a newline', () => {
+    const hostKey = newHostKey('amber-badger-1a2b');
+    const files = configDiskFiles({ ...good(), hostKey });
+    expect(Object.keys(files).sort()).toEqual(['authorized_keys', 'hostname', 'network.env', 'ssh_host_ed25519_key', 'ssh_host_ed25519_key.pub', 'version']);
+    expect(files['ssh_host_ed25519_key']).toBe(`${hostKey.privateKey}\n`);
+    expect(files['ssh_host_ed25519_key.pub']).toBe(`${hostKey.publicLine}\n`);
+  });
+
+  it('refuses a host key of another shape, without echoing the private key', () => {
+    const hostKey = newHostKey('box');
+    let err: unknown;
+    try {
+      configDiskFiles({ ...good(), hostKey: { ...hostKey, privateKey: `${hostKey.privateKey}\nX` } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BangerError);
+    expect((err as BangerError).message).toMatch(/hostKey .* is not a host key banger made/);
+    expect((err as BangerError).message).not.toContain('PRIVATE KEY');
+  });
+
   it('joins several keys and DNS servers', () => {
     const c = good();
     c.authorizedKeys = [KEY, KEY.replace('user@host', 'other')];
@@ -173,6 +195,16 @@ describe.skipIf(!haveTools)('writeConfigDisk (real mkfs.ext4)', () => {
     // scratch space is cleaned, and no temp image is left beside the output
     expect(readdirSync(scratch)).toEqual([]);
     expect(readdirSync(dir).sort()).toEqual(['config.img', 'scratch']);
+  });
+
+  it('writes the host key\'s private half with mode 0600', async () => {
+    const img = join(dir, 'key.img');
+    const hostKey = newHostKey('box');
+    await writeConfigDisk(runner, img, { ...good(), hostKey }, join(dir, 'scratch'));
+    expect(await cat(img, 'ssh_host_ed25519_key')).toBe(`${hostKey.privateKey}\n`);
+    const st = await runner.run([toolPath('debugfs'), '-R', 'stat /ssh_host_ed25519_key', img], { timeoutMs: 10_000 });
+    expect(st.stdout).toMatch(/Mode:\s+0600/);
+    rmSync(img);
   });
 
   it('replaces an existing image', async () => {

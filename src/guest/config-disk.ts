@@ -10,6 +10,10 @@
  *   /hostname         one DNS label
  *   /authorized_keys  OpenSSH public keys, one per line
  *   /network.env      KEY=value lines: MAC, ADDRESS, PREFIX, GATEWAY, DNS
+ *   /ssh_host_ed25519_key(.pub)  only at a VM's first boot: the SSH host key
+ *                     the daemon made for it (host-key.ts), which the guest
+ *                     unit installs instead of running ssh-keygen (0.8 s
+ *                     under TCG); later boots keep the one on the root disk
  */
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, renameSync, truncateSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -17,6 +21,7 @@ import { toolPath } from '../system/which.js';
 import { randomBytes } from 'node:crypto';
 import { badRequest } from '../errors/errors.js';
 import type { Runner } from '../system/runner.js';
+import { isHostKey, type HostKey } from './host-key.js';
 
 export const CONFIG_DISK_LABEL = 'BANGERCFG';
 export const CONFIG_DISK_VERSION = 1;
@@ -25,6 +30,8 @@ export const CONFIG_DISK_FILES = {
   hostname: 'hostname',
   authorizedKeys: 'authorized_keys',
   network: 'network.env',
+  hostKey: 'ssh_host_ed25519_key',
+  hostKeyPub: 'ssh_host_ed25519_key.pub',
 } as const;
 /** Size of the config disk image (sparse; a few KiB are used). */
 export const CONFIG_DISK_BYTES = 4 * 1024 * 1024;
@@ -43,6 +50,8 @@ export interface GuestConfig {
   hostname: string;
   authorizedKeys: string[];
   network: GuestNetwork;
+  /** The SSH host key the guest is to use (a VM's first boot; host-key.ts). */
+  hostKey?: HostKey;
 }
 
 const LABEL_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
@@ -87,7 +96,7 @@ function problem(field: string, value: unknown, why: string): Error {
  */
 export function validateGuestConfig(cfg: GuestConfig): GuestConfig {
   if (typeof cfg !== 'object' || cfg === null) throw problem('config', cfg, 'is not an object');
-  const { hostname, authorizedKeys, network } = cfg;
+  const { hostname, authorizedKeys, network, hostKey } = cfg;
   if (typeof hostname !== 'string' || !LABEL_RE.test(hostname)) {
     throw problem('hostname', hostname, 'is not a DNS label (1-63 of a-z, 0-9, "-", not starting or ending with "-")');
   }
@@ -128,10 +137,14 @@ export function validateGuestConfig(cfg: GuestConfig): GuestConfig {
   dns.forEach((d, i) => {
     if (parseIpv4(d) === undefined) throw problem(`network.dns[${i}]`, d, 'is not an IPv4 address');
   });
+  if (hostKey !== undefined && (typeof hostKey !== 'object' || hostKey === null || !isHostKey(hostKey))) {
+    throw problem('hostKey', hostKey && typeof hostKey === 'object' ? hostKey.publicLine : hostKey, 'is not a host key banger made');
+  }
   return {
     hostname,
     authorizedKeys: keys,
     network: { mac: mac.toLowerCase(), address, prefixLength, gateway, dns: [...dns] },
+    ...(hostKey ? { hostKey } : {}),
   };
 }
 
@@ -147,6 +160,7 @@ export function configDiskFiles(cfg: GuestConfig): Record<string, string> {
       [`MAC=${n.mac}`, `ADDRESS=${n.address}`, `PREFIX=${n.prefixLength}`, `GATEWAY=${n.gateway}`, `DNS=${n.dns.join(' ')}`].join(
         '\n',
       ) + '\n',
+    ...(c.hostKey ? { [CONFIG_DISK_FILES.hostKey]: `${c.hostKey.privateKey}\n`, [CONFIG_DISK_FILES.hostKeyPub]: `${c.hostKey.publicLine}\n` } : {}),
   };
 }
 
@@ -165,7 +179,7 @@ export async function writeConfigDisk(runner: Runner, path: string, cfg: GuestCo
     const root = join(scratch, 'root');
     mkdirSync(root, { mode: 0o755 });
     for (const [name, text] of Object.entries(files)) {
-      writeFileSync(join(root, name), text, { mode: 0o644 });
+      writeFileSync(join(root, name), text, { mode: name === CONFIG_DISK_FILES.hostKey ? 0o600 : 0o644 });
     }
     writeFileSync(tmpImage, '', { mode: 0o600 });
     truncateSync(tmpImage, CONFIG_DISK_BYTES);

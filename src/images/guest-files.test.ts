@@ -265,3 +265,76 @@ describe.skipIf(!haveDash || !isRoot)('work disk step (in dash)', () => {
     expect(r.out).toContain('already mounted');
   });
 });
+
+/** The config disk's host key install (step 1), cut out and run in dash against temporary files. */
+describe.skipIf(!haveDash)('host key from the config disk (in dash)', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'banger-hostkey-step-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  function snippet(): string {
+    const start = GUEST_SCRIPT.indexOf("    # The SSH host key the daemon made");
+    const end = GUEST_SCRIPT.indexOf('    umount "$MNT"', start);
+    expect(start).toBeGreaterThan(0);
+    expect(end).toBeGreaterThan(start);
+    return GUEST_SCRIPT.slice(start, end);
+  }
+
+  async function run(mnt: string, hostkey: string): Promise<{ code: number | null; out: string }> {
+    const script = [
+      'set -u',
+      "log() { printf 'banger-guest-config: %s\\n' \"$*\"; }",
+      "fail() { printf 'banger-guest-config: ERROR: %s\\n' \"$*\"; status=1; }",
+      'status=0',
+      'umask 022',
+      `MNT='${mnt}'`,
+      `HOSTKEY='${hostkey}'`,
+      snippet(),
+      'exit "$status"',
+    ].join('\n');
+    const r = await runner.run(['/bin/dash', '-c', script], { allowFailure: true, timeoutMs: 10_000 });
+    return { code: r.code, out: r.stdout + r.stderr };
+  }
+
+  it('installs both halves byte for byte, the private one 0600, and says so', async () => {
+    const mnt = join(dir, 'mnt');
+    mkdirSync(mnt, { recursive: true });
+    const priv = '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ==\n-----END OPENSSH PRIVATE KEY-----\n';
+    writeFileSync(join(mnt, CONFIG_DISK_FILES.hostKey), priv);
+    // A .pub without its final newline still arrives whole.
+    writeFileSync(join(mnt, CONFIG_DISK_FILES.hostKeyPub), 'ssh-ed25519 AAAAC3Nz root@box');
+    const key = join(dir, 'ssh_host_ed25519_key');
+    const r = await run(mnt, key);
+    expect(r).toEqual({ code: 0, out: 'banger-guest-config: ssh host key from the config disk\n' });
+    expect(readFileSync(key, 'utf8')).toBe(priv);
+    expect(statSync(key).mode & 0o777).toBe(0o600);
+    expect(readFileSync(`${key}.pub`, 'utf8')).toBe('ssh-ed25519 AAAAC3Nz root@box\n');
+    expect(statSync(`${key}.pub`).mode & 0o777).toBe(0o644);
+  });
+
+  it('a key it cannot write is a failure, and no half is left', async () => {
+    const mnt = join(dir, 'mnt2');
+    mkdirSync(mnt, { recursive: true });
+    writeFileSync(join(mnt, CONFIG_DISK_FILES.hostKey), 'k\n');
+    writeFileSync(join(mnt, CONFIG_DISK_FILES.hostKeyPub), 'p\n');
+    // The .pub cannot be written (a directory is in its way); the private half must go too.
+    const key = join(dir, 'half_key');
+    mkdirSync(`${key}.pub`);
+    const r = await run(mnt, key);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/ERROR: cannot install the ssh host key from the config disk/);
+    expect(existsSync(key)).toBe(false);
+  });
+
+  it('leaves the key alone when the config disk has none', async () => {
+    const mnt = join(dir, 'empty');
+    mkdirSync(mnt, { recursive: true });
+    const key = join(dir, 'kept_key');
+    writeFileSync(key, 'old\n', { mode: 0o600 });
+    const r = await run(mnt, key);
+    expect(r).toEqual({ code: 0, out: '' });
+    expect(readFileSync(key, 'utf8')).toBe('old\n');
+  });
+});
