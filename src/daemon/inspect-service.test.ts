@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import type { Store } from '../store/store.js';
 import type { VmRuntime, VmView } from '../model/types.js';
 import type { VmService } from './vm-service.js';
 import { QemuDriver, type QemuHandle } from '../vmm/qemu/driver.js';
+import { serveAgentChannel } from '../../test/support/fake-qga.js';
 import {
   InspectService,
   LOG_CHUNK_BYTES,
@@ -246,58 +247,40 @@ describe('console log reading', () => {
 
 // ---- the service, with fake VMs, a fake runner and a fake guest agent ----
 
-type Cmd = { execute: string; arguments?: Record<string, unknown>; id?: string };
-
-/** A qemu-guest-agent stand-in: answers sync and ping, and runs `exec` for guest-exec. */
-function fakeAgent(dir: string, exec: (path: string, args: string[]) => { exitcode: number; out: string; err?: string } | 'hang'): Promise<{ path: string; calls: string[][] }> {
+/** A qemu-guest-agent stand-in: answers ping, and runs `exec` for guest-exec. */
+async function fakeAgent(dir: string, exec: (path: string, args: string[]) => { exitcode: number; out: string; err?: string } | 'hang'): Promise<{ path: string; calls: string[][] }> {
   const path = join(dir, 'qga.sock');
   const calls: string[][] = [];
   const results = new Map<number, { exitcode: number; out: string; err?: string }>();
   let nextPid = 100;
-  const server = createServer((sock) => {
-    sockets.push(sock);
-    sock.on('error', () => undefined);
-    let buf = Buffer.alloc(0);
-    sock.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      for (;;) {
-        const ff = buf.indexOf(0xff);
-        const nl = buf.indexOf(0x0a);
-        if (ff >= 0 && (nl < 0 || ff < nl)) {
-          buf = buf.subarray(ff + 1);
-          continue;
-        }
-        if (nl < 0) break;
-        const cmd = JSON.parse(buf.subarray(0, nl).toString()) as Cmd;
-        buf = buf.subarray(nl + 1);
-        const reply = (value: unknown) => sock.write(JSON.stringify({ return: value, id: cmd.id }) + '\n');
-        if (cmd.execute === 'guest-sync-delimited') {
-          sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(JSON.stringify({ return: cmd.arguments!.id }) + '\n')]));
-        } else if (cmd.execute === 'guest-ping') {
-          reply({});
-        } else if (cmd.execute === 'guest-exec') {
-          const a = cmd.arguments as { path: string; arg: string[] };
-          calls.push([a.path, ...a.arg]);
-          const r = exec(a.path, a.arg);
-          const pid = nextPid++;
-          if (r !== 'hang') results.set(pid, r);
-          reply({ pid });
-        } else if (cmd.execute === 'guest-exec-status') {
-          const r = results.get((cmd.arguments as { pid: number }).pid);
-          if (!r) reply({ exited: false });
-          else
-            reply({
-              exited: true,
-              exitcode: r.exitcode,
-              'out-data': Buffer.from(r.out).toString('base64'),
-              ...(r.err ? { 'err-data': Buffer.from(r.err).toString('base64') } : {}),
-            });
-        }
+  const server = await serveAgentChannel(
+    path,
+    (cmd, reply) => {
+      if (cmd.execute === 'guest-ping') {
+        reply.ok({});
+      } else if (cmd.execute === 'guest-exec') {
+        const a = cmd.arguments as { path: string; arg: string[] };
+        calls.push([a.path, ...a.arg]);
+        const r = exec(a.path, a.arg);
+        const pid = nextPid++;
+        if (r !== 'hang') results.set(pid, r);
+        reply.ok({ pid });
+      } else if (cmd.execute === 'guest-exec-status') {
+        const r = results.get((cmd.arguments as { pid: number }).pid);
+        if (!r) reply.ok({ exited: false });
+        else
+          reply.ok({
+            exited: true,
+            exitcode: r.exitcode,
+            'out-data': Buffer.from(r.out).toString('base64'),
+            ...(r.err ? { 'err-data': Buffer.from(r.err).toString('base64') } : {}),
+          });
       }
-    });
-  });
+    },
+    { sockets },
+  );
   servers.push(server);
-  return new Promise((resolve) => server.listen(path, () => resolve({ path, calls })));
+  return { path, calls };
 }
 
 function fakeRunner(calls: string[][]): Runner {

@@ -8,6 +8,7 @@ import { createRunner } from '../system/runner.js';
 import { isSameProcess, killProcess, readStartTime, waitForExit } from '../system/proc.js';
 import { AGENT_MAX_LINE_BYTES, AgentCommandError, GuestAgent, connectAgent, waitForAgent } from './agent.js';
 import { prng, watchCrashes } from '../../test/support/hostile.js';
+import { serveAgentChannel, type AgentCmd } from '../../test/support/fake-qga.js';
 
 const tmpDirs: string[] = [];
 function tmp(): string {
@@ -24,43 +25,16 @@ afterEach(async () => {
   for (const d of tmpDirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-type Cmd = { execute: string; arguments?: Record<string, unknown>; id?: string };
+type Cmd = AgentCmd;
 
 /**
  * A scripted stand-in for the agent's end of the channel. `onConnect` may
  * write stale bytes first; `respond` answers each command after the sync.
  */
-function fakeAgent(opts: { onConnect?: (s: Socket) => void; respond: (cmd: Cmd, s: Socket) => void }): Promise<string> {
+async function fakeAgent(opts: { onConnect?: (s: Socket) => void; respond: (cmd: Cmd, s: Socket) => void }): Promise<string> {
   const path = join(tmp(), 'qga.sock');
-  const server = createServer((sock) => {
-    sockets.push(sock);
-    sock.on('error', () => undefined);
-    opts.onConnect?.(sock);
-    let buf = Buffer.alloc(0);
-    sock.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      for (;;) {
-        const ff = buf.indexOf(0xff);
-        const nl = buf.indexOf(0x0a);
-        if (ff >= 0 && (nl < 0 || ff < nl)) {
-          // what qemu-ga does with the 0xFF: a parse error reply, parser reset
-          sock.write('{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\uFFFD\'"}}\n');
-          buf = buf.subarray(ff + 1);
-          continue;
-        }
-        if (nl < 0) break;
-        const cmd = JSON.parse(buf.subarray(0, nl).toString()) as Cmd;
-        buf = buf.subarray(nl + 1);
-        if (cmd.execute === 'guest-sync-delimited') {
-          sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(JSON.stringify({ return: cmd.arguments!.id }) + '\n')]));
-        } else {
-          opts.respond(cmd, sock);
-        }
-      }
-    });
-  });
-  servers.push(server);
-  return new Promise((resolve) => server.listen(path, () => resolve(path)));
+  servers.push(await serveAgentChannel(path, (cmd, r) => opts.respond(cmd, r.sock), { ...(opts.onConnect ? { onConnect: opts.onConnect } : {}), parseErrorOnDelimiter: true, sockets }));
+  return path;
 }
 
 const reply = (s: Socket, cmd: Cmd, value: unknown) => s.write(JSON.stringify({ return: value, id: cmd.id }) + '\n');

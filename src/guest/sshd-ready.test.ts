@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { BangerError } from '../errors/errors.js';
 import { GUEST_DONE_FILE, SSH_HOST_KEY } from '../images/guest-files.js';
 import { GuestAgent } from './agent.js';
 import { listensOn, parsePublicKey, waitForSshd } from './sshd-ready.js';
+import { serveAgentChannel } from '../../test/support/fake-qga.js';
 
 const HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
 const LISTEN_22 = '   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 100 0 0 10 0';
@@ -60,57 +61,40 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-function fakeAgent(fs: FakeFiles): Promise<string> {
+async function fakeAgent(fs: FakeFiles): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'banger-sshd-'));
   dirs.push(dir);
   const path = join(dir, 'qga.sock');
   let nextHandle = 1000;
   const open = new Map<number, { data: Buffer; pos: number }>();
-  const server = createServer((sock) => {
-    sockets.push(sock);
-    sock.on('error', () => undefined);
-    let buf = Buffer.alloc(0);
-    sock.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      for (;;) {
-        const ff = buf.indexOf(0xff);
-        const nl = buf.indexOf(0x0a);
-        if (ff >= 0 && (nl < 0 || ff < nl)) {
-          buf = buf.subarray(ff + 1);
-          continue;
+  const server = await serveAgentChannel(
+    path,
+    (cmd, r) => {
+      const a = cmd.arguments ?? {};
+      if (cmd.execute === 'guest-ping') r.ok({});
+      else if (cmd.execute === 'guest-file-open') {
+        const data = fs.files.get(String(a.path));
+        if (!data) r.error(`failed to open file '${String(a.path)}': No such file or directory`);
+        else {
+          fs.opened++;
+          open.set(++nextHandle, { data, pos: 0 });
+          r.ok(nextHandle);
         }
-        if (nl < 0) break;
-        const cmd = JSON.parse(buf.subarray(0, nl).toString()) as { execute: string; arguments?: Record<string, unknown>; id?: string };
-        buf = buf.subarray(nl + 1);
-        const a = cmd.arguments ?? {};
-        const reply = (v: unknown) => sock.write(JSON.stringify({ return: v, id: cmd.id }) + '\n');
-        const error = (desc: string) => sock.write(JSON.stringify({ error: { class: 'GenericError', desc }, id: cmd.id }) + '\n');
-        if (cmd.execute === 'guest-sync-delimited') sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(JSON.stringify({ return: a.id }) + '\n')]));
-        else if (cmd.execute === 'guest-ping') reply({});
-        else if (cmd.execute === 'guest-file-open') {
-          const data = fs.files.get(String(a.path));
-          if (!data) error(`failed to open file '${String(a.path)}': No such file or directory`);
-          else {
-            fs.opened++;
-            open.set(++nextHandle, { data, pos: 0 });
-            reply(nextHandle);
-          }
-        } else if (cmd.execute === 'guest-file-read') {
-          const f = open.get(Number(a.handle))!;
-          const n = fs.chunk ?? Number(a.count);
-          const part = f.data.subarray(f.pos, f.pos + n);
-          f.pos += part.length;
-          reply({ count: part.length, 'buf-b64': part.toString('base64'), eof: f.pos >= f.data.length });
-        } else if (cmd.execute === 'guest-file-close') {
-          fs.closed++;
-          open.delete(Number(a.handle));
-          reply({});
-        } else error(`unknown command ${cmd.execute}`);
-      }
-    });
-  });
+      } else if (cmd.execute === 'guest-file-read') {
+        const f = open.get(Number(a.handle))!;
+        const part = f.data.subarray(f.pos, f.pos + (fs.chunk ?? Number(a.count)));
+        f.pos += part.length;
+        r.ok({ count: part.length, 'buf-b64': part.toString('base64'), eof: f.pos >= f.data.length });
+      } else if (cmd.execute === 'guest-file-close') {
+        fs.closed++;
+        open.delete(Number(a.handle));
+        r.ok({});
+      } else r.error(`unknown command ${cmd.execute}`);
+    },
+    { sockets },
+  );
   servers.push(server);
-  return new Promise((resolve) => server.listen(path, () => resolve(path)));
+  return path;
 }
 
 function files(entries: Record<string, string>): FakeFiles {
