@@ -23,7 +23,6 @@ import { constants as osConstants } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { sink } from '../system/streams.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import ssh2 from 'ssh2';
 import type { ClientChannel } from 'ssh2';
 import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import { shellJoin } from '../model/quote.js';
@@ -80,6 +79,17 @@ const KEEPALIVE_COUNT_MAX = 3;
 
 // ------------------------------------------------------------------ exec
 
+let ssh2Module: Promise<typeof import('ssh2')> | undefined;
+/**
+ * ssh2, loaded on first use (~40-90 ms of module loading that `vm list` and
+ * the like never need). `vm run` calls this before it asks the daemon for
+ * the VM, so the loading overlaps the boot.
+ */
+export function loadSsh2(): Promise<typeof import('ssh2')> {
+  ssh2Module ??= import('ssh2');
+  return ssh2Module;
+}
+
 export async function sshExec(target: SshTarget, command: string, io: SshExecIo): Promise<SshExecResult> {
   validateAlias(target.hostKeyAlias);
   const privateKey = readPrivateKey(target.privateKeyPath);
@@ -107,13 +117,14 @@ function interrupted(t: SshTarget): BangerError {
 }
 
 /** `command` null: authenticate and disconnect, running nothing (the readiness probe). */
-function execWithKey(target: SshTarget, privateKey: Buffer, command: string | null, io: SshExecIo): Promise<SshExecResult> {
+async function execWithKey(target: SshTarget, privateKey: Buffer, command: string | null, io: SshExecIo): Promise<SshExecResult> {
+  const { Client } = await loadSsh2();
   return new Promise<SshExecResult>((resolve, reject) => {
     if (io.signal?.aborted) {
       reject(interrupted(target));
       return;
     }
-    const client = new ssh2.Client();
+    const client = new Client();
     let settled = false;
     let hostKeyError: BangerError | undefined;
     let provisional: { keyType: string; keyBase64: string } | undefined;

@@ -1,6 +1,5 @@
 /** banger doctor: PASS/WARN/FAIL per check; exit code non-zero only on FAIL. */
 import { Command } from '@commander-js/extra-typings';
-import { runChecks } from '../../doctor/checks.js';
 import { tryConnect } from '../connect.js';
 import { printJson, type CliContext } from '../context.js';
 import { style } from '../style.js';
@@ -10,6 +9,8 @@ export function doctorCommand(ctx: CliContext): Command {
     .description('check that this host can run banger VMs')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
+      // Loaded when doctor runs: its checks pull in the VMM drivers and the logger.
+      const { runChecks } = await import('../../doctor/checks.js');
       const checks = await runChecks(
         { runner: ctx.runner, layout: ctx.layout },
         {

@@ -14,6 +14,7 @@ import { bootstrapMise, hasMiseConfig } from './bootstrap.js';
 import { addSshProxyCommand } from './ssh-config.js';
 import { scanRepo, type RepoScan } from '../../workspace/scan.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
+import { loadSsh2 } from '../../guest/ssh.js';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { addLifecycleCommands, diskSizeFlag } from './vm-lifecycle.js';
@@ -227,6 +228,8 @@ export async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Prom
     );
   }
   const client = await ctx.daemon();
+  // The command runs over SSH once the VM is up: load the SSH client while it boots.
+  if (!opts.detach) loadSsh2().catch(() => undefined);
   const exec = new AbortController();
   let interrupted = false;
   let created = false;
