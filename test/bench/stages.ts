@@ -54,7 +54,7 @@ const RE = {
   running: /^\S+ running \(pid \d+/,
   identity: /^making the clone a VM of its own\b/,
   agent: /^guest agent answered\s*$/,
-  ssh: /^SSH answered\s*$/,
+  ssh: /^(SSH answered|sshd listening \(host key pinned\))\s*$/,
   ready: /^\S+ ready in [\d.]+ s\b/,
 };
 

@@ -200,7 +200,7 @@ function printStages(warm: Sample[], cold: Sample[]): void {
     const v = xs.map((x) => x.stages[k]).filter((n): n is number => n !== undefined);
     return v.length ? s(median(v)) : 'no line';
   };
-  console.log(`  within agent+SSH: guest agent answered at +${answered(warm, 'agentAnsweredMs')} warm, +${answered(cold, 'agentAnsweredMs')} cold; SSH at +${answered(warm, 'sshAnsweredMs')} warm, +${answered(cold, 'sshAnsweredMs')} cold`);
+  console.log(`  within agent+SSH: guest agent answered at +${answered(warm, 'agentAnsweredMs')} warm, +${answered(cold, 'agentAnsweredMs')} cold; SSH ready at +${answered(warm, 'sshAnsweredMs')} warm, +${answered(cold, 'sshAnsweredMs')} cold`);
   for (const [side, xs] of [['warm', warm], ['cold', cold]] as const) {
     const combined = xs.map((x) => x.stages.execAndDeleteMs).filter((n): n is number => n !== undefined);
     if (combined.length) console.log(`  ${side}: exec and delete together (no vm.delete in the daemon log): ${s(median(combined))} in ${combined.length} sample(s)`);

@@ -52,14 +52,15 @@ export const MACHINE_REVISION = 3;
 /**
  * TCG's translation cache in MiB (QEMU's default under TCG is 1 GiB; unused
  * under KVM). It trades boot speed for host memory: a full cache is flushed
- * whole, and everything is translated again. One cold boot of the default
- * image to ready (QMP `info jit`, measured here): 64 MiB flushed 10 times
- * and generated ~683 MiB of code, 128 MiB 3 times (~461 MiB), 256 MiB once
- * (~373 MiB); 5 alternating cold creates, 64 against 256 MiB: median 26.4 s
- * against 22.2 s. The cache's pages stay in QEMU's RSS once touched (an idle
- * 1 GiB VM held 765-796 MiB with the default, 303 MiB with 32).
+ * whole and everything is translated again, and the pages it touched stay in
+ * QEMU's RSS. One cold boot of the default image to ready (QMP `info jit`,
+ * measured here): 64 MiB flushed 10 times and generated ~683 MiB of code,
+ * 128 MiB 3 times (~461 MiB), 256 MiB once (~373 MiB); 5 alternating cold
+ * creates, 64 against 256 MiB: median 26.4 s against 22.2 s. An idle cold VM
+ * held 327 MiB of host RSS with 64 and 519 MiB with 256. 128 takes most of
+ * the speed for half the memory.
  */
-export const TCG_TB_MIB = 256;
+export const TCG_TB_MIB = 128;
 
 /** The guest-agent port name qemu-ga looks for by default. */
 export const GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
