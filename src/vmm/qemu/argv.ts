@@ -57,8 +57,10 @@ export const MACHINE_REVISION = 3;
  * measured here): 64 MiB flushed 10 times and generated ~683 MiB of code,
  * 128 MiB 3 times (~461 MiB), 256 MiB once (~373 MiB); 5 alternating cold
  * creates, 64 against 256 MiB: median 26.4 s against 22.2 s. An idle cold VM
- * held 327 MiB of host RSS with 64 and 519 MiB with 256. 128 takes most of
- * the speed for half the memory.
+ * held 327 MiB of host RSS with 64, 388 with 128 and 519 with 256. 7
+ * alternating cold creates, 128 against 256 MiB: median 24.1 s against
+ * 24.7 s (no difference beyond the noise), so 128: 256's speed for less
+ * memory.
  */
 export const TCG_TB_MIB = 128;
 
