@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
-import type { ImageRecord, ProgressEvent } from '../model/types.js';
+import { IMAGE_SOURCE_KINDS, type ImageRecord, type ImageSourceKind, type ProgressEvent } from '../model/types.js';
 import { imageNameSchema, validateImageName } from '../model/names.js';
 import { imagePaths, within, type Layout } from '../paths/paths.js';
 import { invalidRowError, type Store } from '../store/store.js';
@@ -100,9 +100,13 @@ export class ImageService {
       return;
     }
     const m = parsed.data;
+    const kind = m.source?.kind ?? 'debian';
+    const ref = m.source?.ref ?? `${m.suite ?? '?'} (${m.mirror ?? '?'})`;
     this.deps.store.upsertImage({
       name,
-      source: `mmdebstrap ${m.suite ?? '?'} (${m.mirror ?? '?'})${untunedNote(m.tuned)}, adopted from ${imagePaths(this.deps.layout, name).dir}`,
+      source: `${describeSource(kind, ref)}${untunedNote(m.tuned)}, adopted from ${imagePaths(this.deps.layout, name).dir}`,
+      sourceKind: kind,
+      sourceRef: ref,
       kernelVersion: m.kernelVersion,
       rootfsBytes: m.rootfsBytes,
       packages: m.packages ?? [],
@@ -176,9 +180,12 @@ export class ImageService {
         onProgress: (stage, message) => opts.onProgress?.({ stage: `image:${stage}`, message }),
       },
     );
+    const ref = `bookworm (${this.deps.config.mirror})`;
     const record: ImageRecord = {
       name,
-      source: `mmdebstrap bookworm (${this.deps.config.mirror})${untunedNote(opts.tuned)}`,
+      source: `${describeSource('debian', ref)}${untunedNote(opts.tuned)}`,
+      sourceKind: 'debian',
+      sourceRef: ref,
       kernelVersion: built.kernelVersion,
       rootfsBytes: built.rootfsBytes,
       packages: built.packages,
@@ -200,7 +207,22 @@ const manifestSchema = z.object({
   packages: z.array(z.string().max(256)).max(10_000).optional(),
   builtAt: z.string().max(64).optional(),
   tuned: z.boolean().optional(),
+  source: z.object({ kind: z.enum(IMAGE_SOURCE_KINDS), ref: z.string().max(4096) }).optional(),
 });
+
+/** An image's source in words, for image list/show. */
+export function describeSource(kind: ImageSourceKind, ref: string): string {
+  switch (kind) {
+    case 'debian':
+      return `mmdebstrap ${ref}`;
+    case 'oci':
+      return `pulled ${ref}`;
+    case 'oci-archive':
+      return `imported ${ref}`;
+    case 'vm':
+      return `committed from ${ref}`;
+  }
+}
 
 /** What an image's source says when it was built without the boot tuning (`image build --no-tuning`). */
 function untunedNote(tuned: boolean | undefined): string {

@@ -65,7 +65,7 @@ function setup(opts: SetupOptions = {}) {
         ? Promise.reject(new BangerError('operation_failed', 'fake: mkfs.ext4 of the config disk failed'))
         : real.run(argv, o),
   };
-  const image: ImageRecord = { name: 'bookworm', source: 'test', kernelVersion: '6.1', rootfsBytes: 1, packages: [], createdAt: 'now' };
+  const image: ImageRecord = { name: 'bookworm', source: 'test', sourceKind: 'debian', sourceRef: 'test', kernelVersion: '6.1', rootfsBytes: 1, packages: [], createdAt: 'now' };
   // Only what VmService asks of images: ensure (the image step) and show.
   const images = {
     ensure: () => (opts.imageFails ? Promise.reject(new BangerError('operation_failed', 'fake: image build failed')) : Promise.resolve(image)),

@@ -79,10 +79,18 @@ export interface WorkspaceRecord {
   preparedAt: string;
 }
 
+/** Where an image's root tree came from (src/images/pipeline.ts). */
+export const IMAGE_SOURCE_KINDS = ['debian', 'oci', 'oci-archive', 'vm'] as const;
+export type ImageSourceKind = (typeof IMAGE_SOURCE_KINDS)[number];
+
 export interface ImageRecord {
   name: string;
-  /** How it was made, e.g. "mmdebstrap bookworm". */
+  /** How it was made, in words, e.g. "mmdebstrap bookworm (http://deb.debian.org/debian)". */
   source: string;
+  /** debian (mmdebstrap), oci (a registry), oci-archive (image import), vm (vm commit). */
+  sourceKind: ImageSourceKind;
+  /** The source's reference: suite and mirror, image reference with its digest, archive file, VM. */
+  sourceRef: string;
   kernelVersion: string;
   rootfsBytes: number;
   packages: string[];

@@ -72,4 +72,13 @@ export const MIGRATIONS: Migration[] = [
       CREATE UNIQUE INDEX vms_ip ON vms(ip) WHERE ip IS NOT NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'image source kind and reference',
+    sql: `
+      ALTER TABLE images ADD COLUMN source_kind TEXT NOT NULL DEFAULT 'debian';
+      ALTER TABLE images ADD COLUMN source_ref TEXT NOT NULL DEFAULT '';
+      UPDATE images SET source_ref = source WHERE source_ref = '';
+    `,
+  },
 ];

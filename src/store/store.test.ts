@@ -55,6 +55,14 @@ describe('migrations', () => {
     expect(() => migrate(db)).toThrow(/newer than this banger/);
   });
 
+  it('5 gives an image made before it the kind debian and its source text as reference', () => {
+    const db = new Database(':memory:');
+    migrate(db, MIGRATIONS.slice(0, 4));
+    db.prepare(`INSERT INTO images (name, source, kernel_version, rootfs_bytes, packages, created_at) VALUES ('bookworm', 'mmdebstrap bookworm (http://m)', '6.1', 1, '[]', 'now')`).run();
+    migrate(db);
+    expect(db.prepare('SELECT source_kind, source_ref FROM images').get()).toEqual({ source_kind: 'debian', source_ref: 'mmdebstrap bookworm (http://m)' });
+  });
+
   it('rolls back a failing migration entirely', () => {
     const db = new Database(':memory:');
     migrate(db);
@@ -92,12 +100,22 @@ describe('Store', () => {
 
   it('stores images', () => {
     const s = open();
-    s.upsertImage({ name: 'bookworm', source: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
+    s.upsertImage({ name: 'bookworm', source: 'x', sourceKind: 'debian', sourceRef: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
     expect(s.findImage('bookworm')?.packages).toEqual(['git']);
     s.insertVm(vm());
     expect(s.vmsUsingImage('bookworm')).toEqual(['box']);
     s.deleteImage('bookworm');
     expect(s.listImages()).toEqual([]);
+  });
+
+  it("stores an image's source kind and reference; an unknown kind makes the row invalid", () => {
+    const s = open();
+    const ref = 'docker.io/library/debian:bookworm@sha256:' + 'a'.repeat(64);
+    s.upsertImage({ name: 'debian-bookworm', source: `pulled ${ref}`, sourceKind: 'oci', sourceRef: ref, kernelVersion: '6.1', rootfsBytes: 10, packages: [], createdAt: 'now' });
+    expect(s.findImage('debian-bookworm')).toMatchObject({ sourceKind: 'oci', sourceRef: ref });
+    s.db.prepare("UPDATE images SET source_kind = 'ftp' WHERE name = 'debian-bookworm'").run();
+    expect(s.findImage('debian-bookworm')).toBeUndefined();
+    expect(s.scanImages().invalid[0]?.problem).toMatch(/source_kind/);
   });
 });
 
@@ -146,7 +164,7 @@ describe('Store: rows are validated on read', () => {
 
   it('an image row with packages that are not JSON is skipped, not thrown', () => {
     const s = open();
-    s.upsertImage({ name: 'bookworm', source: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
+    s.upsertImage({ name: 'bookworm', source: 'x', sourceKind: 'debian', sourceRef: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
     s.db.prepare("UPDATE images SET packages = '{not json'").run();
     expect(() => s.listImages()).not.toThrow();
     expect(s.listImages()).toEqual([]);

@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3';
 import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
-import { NETWORK_MODES, VM_STATES, VMMS, WORKSPACE_MODES, type ImageRecord, type VmRecord, type VmState, type WorkspaceRecord } from '../model/types.js';
+import { IMAGE_SOURCE_KINDS, NETWORK_MODES, VM_STATES, VMMS, WORKSPACE_MODES, type ImageRecord, type VmRecord, type VmState, type WorkspaceRecord } from '../model/types.js';
 import { imageNameSchema, quoteInput, vmIdSchema, vmNameSchema } from '../model/names.js';
 import { MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
@@ -151,6 +151,8 @@ const imageRowSchema = z
   .object({
     name: imageNameSchema,
     source: text(4096),
+    source_kind: z.enum(IMAGE_SOURCE_KINDS),
+    source_ref: text(4096),
     kernel_version: text(256),
     rootfs_bytes: count,
     packages: text(1024 * 1024).transform((t, ctx): string[] => {
@@ -174,6 +176,8 @@ const imageRowSchema = z
     (r): ImageRecord => ({
       name: r.name,
       source: r.source,
+      sourceKind: r.source_kind,
+      sourceRef: r.source_ref,
       kernelVersion: r.kernel_version,
       rootfsBytes: r.rootfs_bytes,
       packages: r.packages,
@@ -312,9 +316,9 @@ export class Store {
   upsertImage(img: ImageRecord): void {
     this.db
       .prepare(
-        `INSERT INTO images (name, source, kernel_version, rootfs_bytes, packages, created_at)
-         VALUES (@name, @source, @kernelVersion, @rootfsBytes, @packages, @createdAt)
-         ON CONFLICT(name) DO UPDATE SET source=excluded.source, kernel_version=excluded.kernel_version,
+        `INSERT INTO images (name, source, source_kind, source_ref, kernel_version, rootfs_bytes, packages, created_at)
+         VALUES (@name, @source, @sourceKind, @sourceRef, @kernelVersion, @rootfsBytes, @packages, @createdAt)
+         ON CONFLICT(name) DO UPDATE SET source=excluded.source, source_kind=excluded.source_kind, source_ref=excluded.source_ref, kernel_version=excluded.kernel_version,
            rootfs_bytes=excluded.rootfs_bytes, packages=excluded.packages, created_at=excluded.created_at`,
       )
       .run({ ...img, packages: JSON.stringify(img.packages) });

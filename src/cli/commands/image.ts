@@ -4,7 +4,6 @@ import { formatSize } from '../../model/sizes.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { table, keyValues } from '../style.js';
 
-
 /** "5 min", "3 h", "2 d": how long ago an ISO time was. */
 function age(iso: string): string {
   const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -13,6 +12,11 @@ function age(iso: string): string {
   if (s < 5400) return `${Math.round(s / 60)} min`;
   if (s < 129600) return `${Math.round(s / 3600)} h`;
   return `${Math.round(s / 86400)} d`;
+}
+
+/** A reference short enough for a table: a digest is cut to 12 hex digits (image show has it whole). */
+function shortRef(ref: string): string {
+  return ref.replace(/@sha256:([0-9a-f]{12})[0-9a-f]{52}/, '@sha256:$1');
 }
 
 export function imageCommand(ctx: CliContext): Command {
@@ -39,7 +43,12 @@ export function imageCommand(ctx: CliContext): Command {
       const imgs = await (await ctx.daemon()).call('image.list', {});
       if (opts.json) return printJson(imgs);
       if (imgs.length === 0) return void process.stdout.write('no images (the default one is built on first `banger vm run`, or with `banger image build`)\n');
-      process.stdout.write(table(['NAME', 'KERNEL', 'SIZE', 'CREATED'], imgs.map((i) => [i.name, i.kernelVersion, formatSize(i.rootfsBytes), i.createdAt])) + '\n');
+      process.stdout.write(
+        table(
+          ['NAME', 'SOURCE', 'REFERENCE', 'KERNEL', 'SIZE', 'CREATED'],
+          imgs.map((i) => [i.name, i.sourceKind, shortRef(i.sourceRef), i.kernelVersion, formatSize(i.rootfsBytes), i.createdAt]),
+        ) + '\n',
+      );
     });
 
   image
@@ -53,6 +62,8 @@ export function imageCommand(ctx: CliContext): Command {
       const rows: Array<[string, string]> = [
         ['name', i.name],
         ['source', i.source],
+        ['source kind', i.sourceKind],
+        ['reference', i.sourceRef],
         ['kernel', i.kernelVersion],
         ['size', formatSize(i.rootfsBytes)],
         ['packages', i.packages.join(', ')],
