@@ -152,6 +152,33 @@ describe('findKernelVersion', () => {
 });
 
 describe('customiseRootfs', () => {
+  it("never writes, reads or deletes outside a hostile tree whose links point at the host", () => {
+    const root = join(tmp, 'root');
+    const host = join(tmp, 'host');
+    mkdirSync(join(host, 'log/apt'), { recursive: true });
+    writeFileSync(join(host, 'hostname'), 'the host\n');
+    writeFileSync(join(host, 'log/dpkg.log'), 'host log');
+    mkdirSync(join(host, 'local'));
+    writeFileSync(join(host, 'local/keep'), 'keep');
+    fakeRootfs(root);
+    rmSync(join(root, 'etc/hostname'));
+    symlinkSync(join(host, 'hostname'), join(root, 'etc/hostname')); // last component: replaced
+    rmSync(join(root, 'var/log'), { recursive: true, force: true });
+    symlinkSync(join(host, 'log'), join(root, 'var/log')); // intermediate: resolved inside the tree
+    mkdirSync(join(root, 'usr'), { recursive: true });
+    symlinkSync(join(host, 'local'), join(root, 'usr/local')); // where the guest script goes
+    rmSync(join(root, 'root'), { recursive: true, force: true });
+    symlinkSync('/', join(root, 'root')); // the root skeleton's source
+    customiseRootfs(root);
+    expect(readFileSync(join(host, 'hostname'), 'utf8')).toBe('the host\n');
+    expect(readFileSync(join(host, 'log/dpkg.log'), 'utf8')).toBe('host log');
+    expect(readdirSync(join(host, 'local'))).toEqual(['keep']);
+    expect(lstatSync(join(root, 'etc/hostname')).isFile()).toBe(true);
+    expect(readFileSync(join(root, 'etc/hostname'), 'utf8')).toBe('banger\n');
+    // the script landed where the guest will find it: /usr/local resolves to <root><host>/local
+    expect(existsSync(join(root, host.slice(1), 'local', GUEST_SCRIPT_PATH.slice('usr/local/'.length)))).toBe(true);
+  });
+
   it('makes the rootfs a per-VM-configurable banger guest', () => {
     fakeRootfs(tmp);
     customiseRootfs(tmp);

@@ -6,7 +6,7 @@
  * (tuned) the boot tuning. Plain file operations on the root tree; nothing
  * in the tree is run.
  */
-import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import {
@@ -23,30 +23,38 @@ import {
 } from './guest-files.js';
 import { INITRD_MODULES } from './kernel.js';
 import { applyBootTuning } from './tuning.js';
+import { readInRoot, resolveInRoot } from './tree.js';
 
 /** All rootfs changes, as plain file operations on the directory. */
 export function customiseRootfs(rootDir: string, opts: { tuned?: boolean; initramfs?: boolean } = {}): void {
   const tuned = opts.tuned !== false;
-  const p = (rel: string) => join(rootDir, rel);
+  // Every path is resolved inside the tree (tree.ts): a pulled image's
+  // `etc` may be a symlink to the host's /etc. A last component that is a
+  // symlink is replaced, never written through.
+  const p = (rel: string) => resolveInRoot(rootDir, rel);
+  const dir = (rel: string) => resolveInRoot(rootDir, rel, { followLast: true });
+  const read = (rel: string) => readInRoot(rootDir, rel);
   const write = (rel: string, text: string, mode = 0o644) => {
-    mkdirSync(dirname(p(rel)), { recursive: true, mode: 0o755 });
+    const path = p(rel);
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     // Keep the owner of a file we replace (/etc/shadow is root:shadow).
     let owner: { uid: number; gid: number } | undefined;
     try {
-      const st = lstatSync(p(rel));
+      const st = lstatSync(path);
       if (st.isFile()) owner = { uid: st.uid, gid: st.gid };
     } catch {
       /* new file */
     }
-    rmSync(p(rel), { force: true });
-    writeFileSync(p(rel), text, { mode });
-    chmodSync(p(rel), mode);
-    if (owner) chownSync(p(rel), owner.uid, owner.gid);
+    rmSync(path, { force: true, recursive: true });
+    writeFileSync(path, text, { mode, flag: 'wx' });
+    chmodSync(path, mode);
+    if (owner) chownSync(path, owner.uid, owner.gid);
   };
   const link = (target: string, rel: string) => {
-    mkdirSync(dirname(p(rel)), { recursive: true, mode: 0o755 });
-    rmSync(p(rel), { force: true });
-    symlinkSync(target, p(rel));
+    const path = p(rel);
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    rmSync(path, { force: true, recursive: true });
+    symlinkSync(target, path);
   };
 
   // Guest config unit + script, enabled, and ssh waits for it.
@@ -57,13 +65,13 @@ export function customiseRootfs(rootDir: string, opts: { tuned?: boolean; initra
   write(SSHD_CONFIG_PATH, SSHD_CONFIG);
 
   // Each VM generates its own SSH host keys (the guest unit runs ssh-keygen -A).
-  const sshDir = p('etc/ssh');
-  for (const f of readdirSync(sshDir)) {
+  const sshDir = dir('etc/ssh');
+  for (const f of existsSync(sshDir) ? readdirSync(sshDir) : []) {
     if (/^ssh_host_.*_key(\.pub)?$/.test(f)) rmSync(join(sshDir, f), { force: true });
   }
 
   // root: no password login (key-only SSH; the serial console shows logs).
-  const shadow = readFileSync(p('etc/shadow'), 'utf8');
+  const shadow = read('etc/shadow') ?? '';
   const locked = shadow
     .split('\n')
     .map((l) => {
@@ -104,8 +112,10 @@ export function customiseRootfs(rootDir: string, opts: { tuned?: boolean; initra
   const skel = p(ROOT_SKEL_PATH);
   rmSync(skel, { recursive: true, force: true });
   mkdirSync(dirname(skel), { recursive: true, mode: 0o755 });
-  if (existsSync(p('root'))) {
-    cpSync(p('root'), skel, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+  // Only a real directory: an image whose /root is a link (to / even) starts with an empty skeleton.
+  const home = p('root');
+  if (existsSync(home) && lstatSync(home).isDirectory()) {
+    cpSync(home, skel, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
   } else {
     mkdirSync(skel);
   }
@@ -116,7 +126,7 @@ export function customiseRootfs(rootDir: string, opts: { tuned?: boolean; initra
 
   if (tuned) {
     applyBootTuning({
-      read: (rel) => (existsSync(p(rel)) ? readFileSync(p(rel), 'utf8') : undefined),
+      read,
       write,
       link,
     });
@@ -128,15 +138,13 @@ export function customiseRootfs(rootDir: string, opts: { tuned?: boolean; initra
     // (plus what initramfs-tools' hooks add). MODULES=most made a 13 MB initrd
     // that took 2-3 s longer to unpack and coldplug under TCG. Untuned keeps
     // MODULES=most; both list the modules root needs on microvm.
-    const confFile = p('etc/initramfs-tools/initramfs.conf');
-    const conf = existsSync(confFile) ? readFileSync(confFile, 'utf8') : '';
+    const conf = read('etc/initramfs-tools/initramfs.conf') ?? '';
     const modulesLine = `MODULES=${tuned ? 'list' : 'most'}`;
     write(
       'etc/initramfs-tools/initramfs.conf',
       /^MODULES=/m.test(conf) ? conf.replace(/^MODULES=.*$/m, modulesLine) : `${conf}${conf.endsWith('\n') || conf === '' ? '' : '\n'}${modulesLine}\n`,
     );
-    const modulesFile = p('etc/initramfs-tools/modules');
-    const current = existsSync(modulesFile) ? readFileSync(modulesFile, 'utf8') : '';
+    const current = read('etc/initramfs-tools/modules') ?? '';
     const have = new Set(current.split('\n').map((l) => l.trim().split(/\s+/)[0]));
     const missing = INITRD_MODULES.filter((m) => !have.has(m));
     if (missing.length > 0) {
@@ -149,8 +157,7 @@ export function customiseRootfs(rootDir: string, opts: { tuned?: boolean; initra
 
   // Caches and logs of the build itself.
   for (const f of ['var/cache/apt/pkgcache.bin', 'var/cache/apt/srcpkgcache.bin']) rmSync(p(f), { force: true });
-  const logDir = p('var/log');
   for (const f of ['apt/eipp.log.xz', 'apt/history.log', 'apt/term.log', 'dpkg.log', 'alternatives.log', 'bootstrap.log']) {
-    rmSync(join(logDir, f), { force: true });
+    rmSync(p(`var/log/${f}`), { force: true });
   }
 }
