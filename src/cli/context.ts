@@ -18,6 +18,8 @@ export function createContext(): CliContext {
   const layout = resolveLayout();
   const runner = createRunner();
   let client: Promise<RpcClient> | undefined;
+  /** A transient progress line is on the terminal (cleared before the next line). */
+  let transientShown = false;
   return {
     layout,
     runner,
@@ -27,6 +29,17 @@ export function createContext(): CliContext {
     },
     progress(ev) {
       const err = process.stderr;
+      const tty = err.isTTY === true;
+      if (ev.transient) {
+        if (!tty) return;
+        err.write(`\r\x1b[K${style.dim(`• ${ev.message.slice(0, Math.max(20, (err.columns || 80) - 3))}`, err)}`);
+        transientShown = true;
+        return;
+      }
+      if (transientShown) {
+        err.write('\r\x1b[K');
+        transientShown = false;
+      }
       if (ev.level === 'warn') err.write(`${style.warn('warning:', err)} ${ev.message}\n`);
       else err.write(style.dim(`• ${ev.message}`, err) + '\n');
     },

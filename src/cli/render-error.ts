@@ -40,11 +40,16 @@ const FIELD_FLAGS: Record<string, string> = {
   path: 'PATH',
   includeUntracked: '--include-untracked',
   ephemeral: '--rm',
+  suite: '--suite',
+  packages: '--packages',
+  platform: '--platform',
+  ref: 'REF',
 };
 
 const COMMAND_FIELDS: Record<string, Record<string, string>> = {
   'vm run': { name: '--name' },
   'vm create': { name: '--name' },
+  'image pull': { name: '--name' },
 };
 
 /** The flag (or argument) of `command` ("vm run") that carries RPC param `field`; the field itself when unknown. */

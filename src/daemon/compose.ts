@@ -8,6 +8,7 @@ import type { Layout } from '../paths/paths.js';
 import type { Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { buildDebianImage } from '../images/build.js';
+import { pullOciImage } from '../images/pull.js';
 import { builtinDrivers } from '../vmm/drivers.js';
 import type { DriverRegistry } from '../vmm/driver.js';
 import { SnapshotService } from './snapshot-service.js';
@@ -30,7 +31,7 @@ export interface Services {
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
-  const images = new ImageService({ ...deps, buildImage: buildDebianImage });
+  const images = new ImageService({ ...deps, buildImage: buildDebianImage, pullImage: pullOciImage });
   const bootTimeoutMs = Number(process.env.BANGER_BOOT_TIMEOUT_S ?? 300) * 1000;
   const network = new NetworkService({
     store: deps.store,

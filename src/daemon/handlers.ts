@@ -3,7 +3,7 @@ import type { Connection, Handlers } from '../rpc/server.js';
 import type { Layout } from '../paths/paths.js';
 import { PROTOCOL_VERSION } from '../rpc/methods.js';
 import { VERSION } from '../version.js';
-import { DEFAULT_IMAGE } from './image-service.js';
+import { DEFAULT_IMAGE, recipeOf } from './image-service.js';
 import type { Services } from './compose.js';
 
 /** A signal that fires when the client goes away (its work is then pointless). */
@@ -55,8 +55,16 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
     'vm.workspace.export': async (p, rc) => s.workspaces.export(p.name, p.baseCommit ?? null, rc.sendChunk, abortOnClose(rc.connection)),
     'vm.workspace.status': async (p) => s.workspaces.status(p.name),
     'image.build': async (p, rc) =>
-      s.images.build(p.name ?? DEFAULT_IMAGE, { force: p.force, tuned: p.tuned, onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+      s.images.build(p.name ?? DEFAULT_IMAGE, {
+        force: p.force,
+        tuned: p.tuned,
+        recipe: p.suite !== undefined || p.minimal !== undefined || p.packages !== undefined ? recipeOf(p) : undefined,
+        onProgress: rc.progress,
+        signal: abortOnClose(rc.connection),
+      }),
     'network.show': async () => s.network.show(),
+    'image.pull': async (p, rc) => s.images.pull(p, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+    'image.prune': async () => s.images.pruneBlobs(),
     'image.list': async () => s.images.list(),
     'image.show': async (p) => s.vms.showImage(p.name),
     'image.snapshot': async (p, rc) =>

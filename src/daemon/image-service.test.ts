@@ -8,8 +8,9 @@ import { DEFAULT_CONFIG } from '../config/config.js';
 import { silentLogger } from '../log/log.js';
 import { createRunner } from '../system/runner.js';
 import { BangerError } from '../errors/errors.js';
-import { ImageService } from './image-service.js';
+import { ImageService, type ImageServiceDeps } from './image-service.js';
 import type { VmRecord } from '../model/types.js';
+import type { PullOptions } from '../images/pull.js';
 
 /** A fake build that writes the three files after a delay and counts its calls. */
 function setup() {
@@ -18,7 +19,21 @@ function setup() {
   mkdirSync(layout.stateDir, { recursive: true });
   const store = Store.open(layout.dbPath);
   let builds = 0;
+  const pulls: PullOptions[] = [];
+  let pullFails: Error | undefined;
+  let pullGate: Promise<void> = Promise.resolve();
+  const pullImage: ImageServiceDeps['pullImage'] = async (_deps, opts) => {
+    pulls.push(opts);
+    if (pullFails) throw pullFails;
+    mkdirSync(opts.outDir, { recursive: true });
+    for (const f of ['rootfs.ext4', 'vmlinuz', 'initrd.img']) writeFileSync(join(opts.outDir, f), 'pulled');
+    writeFileSync(join(opts.outDir, 'image.json'), JSON.stringify({ oci: { layers: [`sha256:${'1'.repeat(64)}`] } }));
+    await pullGate;
+    const ref = `docker.io/library/debian:bookworm@sha256:${'b'.repeat(64)}`;
+    return { kernelVersion: opts.kernel.kernelVersion, rootfsBytes: 2, packages: [], sourceKind: 'oci', sourceRef: ref, stats: { downloaded: 1, layers: 1, cachedLayers: 0 } };
+  };
   const svc = new ImageService({
+    pullImage,
     store,
     runner: createRunner(),
     layout,
@@ -29,7 +44,7 @@ function setup() {
       await new Promise((r) => setTimeout(r, 50));
       mkdirSync(opts.outDir, { recursive: true });
       for (const f of ['rootfs.ext4', 'vmlinuz', 'initrd.img']) writeFileSync(join(opts.outDir, f), 'x');
-      return { kernelVersion: '6.1.0-test', rootfsBytes: 1, packages: ['git'] };
+      return { kernelVersion: '6.1.0-test', rootfsBytes: 1, packages: ['git'], sourceRef: `${opts.recipe?.suite ?? '?'} (test)` };
     },
   });
   let seq = 0;
@@ -37,7 +52,10 @@ function setup() {
     id: (++seq).toString(16).padStart(12, '0'), name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
     state: 'creating', ephemeral: false, nat: false, ip: null, lastError: null, createdAt: 'now', updatedAt: 'now',
   });
-  return { root, svc, store, layout, vmRow, builds: () => builds };
+  return { root, svc, store, layout, vmRow, builds: () => builds, pulls, failPulls: (e?: Error) => (pullFails = e), gatePulls: (g: Promise<void>) => {
+      pullGate = g;
+    },
+  };
 }
 
 describe('ImageService', () => {
@@ -167,5 +185,72 @@ describe('ImageService: names and paths from outside', () => {
     expect(e.code).toBe('conflict');
     expect(e.message).toMatch(/invalid row \d+/);
     expect(svc.isComplete('bookworm')).toBe(true);
+  });
+
+  describe('pull', () => {
+    it('names the image from the reference, builds the default image first for its kernel, and records the source', async () => {
+      const { svc, pulls, builds, layout } = setup();
+      const img = await svc.pull({ ref: 'debian:bookworm' });
+      expect(builds()).toBe(1);
+      expect(img).toMatchObject({ name: 'debian-bookworm', sourceKind: 'oci', kernelVersion: '6.1.0-test' });
+      expect(img.sourceRef).toMatch(/^docker\.io\/library\/debian:bookworm@sha256:b{64}$/);
+      expect(svc.show('debian-bookworm').sourceKind).toBe('oci');
+      expect(pulls[0]).toMatchObject({ name: 'debian-bookworm', insecure: false, platform: { os: 'linux', architecture: 'amd64' }, blobsDir: layout.blobsDir });
+      expect(pulls[0]!.kernel.dir).toBe(join(layout.imagesDir, 'bookworm'));
+    });
+
+    it('refuses a bad reference, a bad platform and the default image\'s name before any work', async () => {
+      const { svc, pulls, builds } = setup();
+      await expect(svc.pull({ ref: 'Debian:../x' })).rejects.toMatchObject({ code: 'bad_request' });
+      await expect(svc.pull({ ref: 'debian', platform: 'linux' })).rejects.toBeInstanceOf(BangerError);
+      await expect(svc.pull({ ref: 'debian', name: 'bookworm' })).rejects.toMatchObject({ code: 'conflict', field: 'name' });
+      await expect(svc.pull({ ref: 'debian', name: '../x' })).rejects.toMatchObject({ code: 'bad_request' });
+      expect(pulls).toHaveLength(0);
+      expect(builds()).toBe(0);
+    });
+
+    it('an existing image needs force; one in use is never replaced', async () => {
+      const { svc, store, vmRow, pulls } = setup();
+      await svc.pull({ ref: 'debian:bookworm', name: 'deb' });
+      await expect(svc.pull({ ref: 'debian:bookworm', name: 'deb' })).rejects.toMatchObject({ code: 'already_exists' });
+      await svc.pull({ ref: 'debian:bookworm', name: 'deb', force: true });
+      expect(pulls).toHaveLength(2);
+      store.insertVm({ ...vmRow('user'), image: 'deb' });
+      await expect(svc.pull({ ref: 'debian:bookworm', name: 'deb', force: true })).rejects.toMatchObject({ code: 'conflict' });
+      expect(pulls).toHaveLength(2);
+    });
+
+    it('a failed pull leaves no row, and a forced one that fails keeps the image it would have replaced', async () => {
+      const { svc, store, failPulls, layout } = setup();
+      failPulls(new BangerError('operation_failed', 'registry said no'));
+      await expect(svc.pull({ ref: 'debian:bookworm' })).rejects.toThrow(/registry said no/);
+      expect(store.findImage('debian-bookworm')).toBeUndefined();
+      failPulls(undefined);
+      await svc.pull({ ref: 'debian:bookworm' });
+      failPulls(new BangerError('operation_failed', 'cut off'));
+      await expect(svc.pull({ ref: 'debian:bookworm', force: true })).rejects.toThrow(/cut off/);
+      expect(store.findImage('debian-bookworm')?.sourceKind).toBe('oci');
+      expect(readFileSync(join(layout.imagesDir, 'debian-bookworm', 'rootfs.ext4'), 'utf8')).toBe('pulled');
+    });
+
+    it('image prune drops the blobs no pulled image names, and waits for no running pull', async () => {
+      const { svc, layout, gatePulls } = setup();
+      await svc.pull({ ref: 'debian:bookworm' });
+      const dir = join(layout.blobsDir, 'sha256');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, '1'.repeat(64)), 'kept');
+      writeFileSync(join(dir, '2'.repeat(64)), 'unreferenced');
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      gatePulls(gate);
+      const running = svc.pull({ ref: 'debian:trixie' });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(() => svc.pruneBlobs()).toThrow(expect.objectContaining({ code: 'conflict' }));
+      open();
+      await running;
+      expect(svc.pruneBlobs()).toEqual({ removed: 1, bytes: 'unreferenced'.length, kept: 1 });
+      expect(existsSync(join(dir, '1'.repeat(64)))).toBe(true);
+      expect(existsSync(join(dir, '2'.repeat(64)))).toBe(false);
+    });
   });
 });

@@ -17,10 +17,20 @@ import { exists, readJsonFile } from '../system/fs.js';
 import { removeTreeUnder } from './safe-remove.js';
 import type { Logger } from '../log/log.js';
 import type { Config } from '../config/config.js';
-import type { buildDebianImage } from '../images/build.js';
+import { DEFAULT_RECIPE, MINIMAL_RECIPE, checkRecipe, type DebianRecipe, type buildDebianImage } from '../images/build.js';
+import type { Suite } from '../images/source-debian.js';
+import type { pullOciImage } from '../images/pull.js';
+import { defaultImageName, formatImageRef, parseImageRef, type ImageRef } from '../images/oci-ref.js';
+import { DEFAULT_PLATFORM, parsePlatform, type Platform } from '../images/oci/manifest.js';
+import { BlobStore } from '../images/oci/blob-store.js';
 import { KeyedMutex } from './locks.js';
 
 export const DEFAULT_IMAGE = 'bookworm';
+/** The guest contract's packages only (no compilers or tools): built on first use like the default. */
+export const MINIMAL_IMAGE = 'minimal';
+
+/** The recipes of the images `ensure` builds on first use. */
+const BUILTIN_RECIPES: Record<string, DebianRecipe> = { [DEFAULT_IMAGE]: DEFAULT_RECIPE, [MINIMAL_IMAGE]: MINIMAL_RECIPE };
 
 export interface ImageServiceDeps {
   store: Store;
@@ -29,12 +39,24 @@ export interface ImageServiceDeps {
   config: Config;
   log: Logger;
   buildImage: typeof buildDebianImage;
+  pullImage: typeof pullOciImage;
+}
+
+export interface PullParams {
+  ref: string;
+  name?: string;
+  /** os/arch[/variant]; default linux/amd64. */
+  platform?: string;
+  insecure?: boolean;
+  force?: boolean;
 }
 
 export interface BuildOptions {
   force?: boolean;
   /** Apply the image's boot tuning (default true; src/images/tuning.ts). */
   tuned?: boolean;
+  /** Suite and packages (default: the image's built-in recipe, else the default one). */
+  recipe?: DebianRecipe;
   onProgress?: (ev: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -42,6 +64,8 @@ export interface BuildOptions {
 export class ImageService {
   private readonly locks = new KeyedMutex();
   private readonly warned = new Set<number>();
+  /** Pulls running now: a blob prune waits for none (a pull's layers are unreferenced until it publishes). */
+  private activePulls = 0;
 
   constructor(private readonly deps: ImageServiceDeps) {}
 
@@ -134,13 +158,109 @@ export class ImageService {
   async ensure(name: string, opts: BuildOptions = {}): Promise<ImageRecord> {
     validateImageName(name);
     if (this.isComplete(name)) return this.show(name);
-    if (name !== DEFAULT_IMAGE) throw notFoundImage(name);
+    const recipe = BUILTIN_RECIPES[name];
+    if (!recipe) throw notFoundImage(name);
     return this.locks.run(name, async () => {
       // A peer may have built it while we waited for the lock.
       if (this.isComplete(name)) return this.show(name);
       opts.onProgress?.({ stage: 'image', message: `image ${name} not found; building it (first use only)` });
-      return this.buildLocked(name, opts);
+      return this.buildLocked(name, { ...opts, recipe });
     });
+  }
+
+  /**
+   * Pulls an OCI image and makes it an image named `p.name` (default: from
+   * the reference). It boots banger's kernel, taken from the default image,
+   * which is built first when missing. An image of that name is replaced
+   * only with `force`, and only once the new one is complete.
+   */
+  async pull(p: PullParams, opts: Omit<BuildOptions, 'force' | 'tuned'> = {}): Promise<ImageRecord> {
+    const ref = parseImageRef(p.ref);
+    const platform = p.platform === undefined ? DEFAULT_PLATFORM : parsePlatform(p.platform);
+    const name = p.name ?? defaultImageName(ref);
+    validateImageName(name);
+    if (name === DEFAULT_IMAGE) {
+      throw new BangerError('conflict', `${DEFAULT_IMAGE} is banger's default image (its kernel boots pulled images)`, 'choose another name with --name', { field: 'name' });
+    }
+    // Before this image's lock: the default image has its own.
+    const kernelImage = await this.ensure(DEFAULT_IMAGE, opts);
+    this.activePulls++;
+    try {
+      return await this.pullLocked(name, p, ref, platform, kernelImage, opts);
+    } finally {
+      this.activePulls--;
+    }
+  }
+
+  private async pullLocked(
+    name: string,
+    p: PullParams,
+    ref: ImageRef,
+    platform: Platform,
+    kernelImage: ImageRecord,
+    opts: Omit<BuildOptions, 'force' | 'tuned'>,
+  ): Promise<ImageRecord> {
+    return this.locks.run(name, async () => {
+      if (this.isComplete(name) && !p.force) {
+        throw new BangerError('already_exists', `image ${name} already exists`, `use it, delete it first, or replace it with \`banger image pull ${p.ref} --name ${name} --force\``);
+      }
+      const users = this.deps.store.vmsUsingImage(name);
+      if (users.length > 0) {
+        throw new BangerError('conflict', `image ${name} is in use by ${users.join(', ')}`, 'delete those VMs before replacing it');
+      }
+      const paths = imagePaths(this.deps.layout, name);
+      const workDir = within(this.deps.layout.buildDir, `${name}-${randomBytes(4).toString('hex')}`);
+      const started = Date.now();
+      const pulled = await this.deps.pullImage(
+        { runner: this.deps.runner, log: (m) => this.deps.log.info({ image: name }, m) },
+        {
+          name,
+          ref,
+          platform,
+          insecure: p.insecure === true,
+          outDir: paths.dir,
+          workDir,
+          blobsDir: this.deps.layout.blobsDir,
+          kernel: { dir: imagePaths(this.deps.layout, DEFAULT_IMAGE).dir, kernelVersion: kernelImage.kernelVersion },
+          signal: opts.signal,
+          onProgress: opts.onProgress,
+        },
+      );
+      const record: ImageRecord = {
+        name,
+        source: describeSource('oci', pulled.sourceRef),
+        sourceKind: 'oci',
+        sourceRef: pulled.sourceRef,
+        kernelVersion: pulled.kernelVersion,
+        rootfsBytes: pulled.rootfsBytes,
+        packages: pulled.packages,
+        createdAt: new Date().toISOString(),
+      };
+      this.deps.store.upsertImage(record);
+      this.deps.log.info({ image: name, ref: formatImageRef(ref), ms: Date.now() - started, downloaded: pulled.stats.downloaded }, 'image pulled');
+      return record;
+    });
+  }
+
+  /**
+   * Drops the cached OCI blobs no pulled image names (`image prune`). The
+   * images themselves never need their blobs (each is a complete ext4); the
+   * cache only makes a second pull of the same layers free. Refused while a
+   * pull runs: its layers are not referenced until it publishes.
+   */
+  pruneBlobs(): { removed: number; bytes: number; kept: number } {
+    if (this.activePulls > 0) {
+      throw new BangerError('conflict', `${this.activePulls} image pull(s) running`, 'prune once they have finished');
+    }
+    const keep = new Set<string>();
+    for (const img of this.list()) {
+      if (img.sourceKind !== 'oci') continue;
+      const m = pulledLayersSchema.safeParse(readJsonFile<unknown>(imagePaths(this.deps.layout, img.name).manifest));
+      if (m.success) for (const d of m.data.oci.layers) keep.add(d);
+    }
+    const r = new BlobStore(this.deps.layout.blobsDir).prune(keep);
+    this.deps.log.info({ ...r, kept: keep.size }, 'blob cache pruned');
+    return { ...r, kept: keep.size };
   }
 
   async delete(name: string): Promise<void> {
@@ -175,12 +295,13 @@ export class ImageService {
         outDir: p.dir,
         workDir,
         mirror: this.deps.config.mirror,
+        recipe: opts.recipe ?? BUILTIN_RECIPES[name] ?? DEFAULT_RECIPE,
         tuned: opts.tuned !== false,
         signal: opts.signal,
         onProgress: (stage, message) => opts.onProgress?.({ stage: `image:${stage}`, message }),
       },
     );
-    const ref = `bookworm (${this.deps.config.mirror})`;
+    const ref = built.sourceRef;
     const record: ImageRecord = {
       name,
       source: `${describeSource('debian', ref)}${untunedNote(opts.tuned)}`,
@@ -209,6 +330,16 @@ const manifestSchema = z.object({
   tuned: z.boolean().optional(),
   source: z.object({ kind: z.enum(IMAGE_SOURCE_KINDS), ref: z.string().max(4096) }).optional(),
 });
+
+/** The recipe `image build --suite/--minimal/--packages` asks for, checked (a bad suite or package name is a bad_request naming it). */
+export function recipeOf(p: { suite?: string; minimal?: boolean; packages?: string[] }): DebianRecipe {
+  const r = { suite: (p.suite ?? DEFAULT_RECIPE.suite) as Suite, dev: p.minimal !== true, packages: p.packages ?? [] };
+  checkRecipe(r);
+  return r;
+}
+
+/** The layers a pulled image's manifest names (source-oci.ts writes them). */
+const pulledLayersSchema = z.object({ oci: z.object({ layers: z.array(z.string().regex(/^sha256:[0-9a-f]{64}$/)).max(512) }) });
 
 /** An image's source in words, for image list/show. */
 export function describeSource(kind: ImageSourceKind, ref: string): string {

@@ -32,7 +32,7 @@ function setup() {
   mkdirSync(layout.stateDir, { recursive: true });
   const store = Store.open(layout.dbPath);
   const log = silentLogger();
-  const images = new ImageService({ store, runner, layout, config: DEFAULT_CONFIG, log, buildImage: async () => Promise.reject(new Error('no builds in this test')) });
+  const images = new ImageService({ store, runner, layout, config: DEFAULT_CONFIG, log, buildImage: async () => Promise.reject(new Error('no builds in this test')), pullImage: async () => Promise.reject(new Error('no pulls in this test')) });
   // No root helper here: user networking (reconcile has no bridge VMs to look after).
   const network = new NetworkService({ store, log, helperSocket: join(root, 'no-helper.sock'), configured: 'user', dnsPort: 10053 });
   const vms = new VmService({ store, runner, layout, config: DEFAULT_CONFIG, log, images, network, drivers: builtinDrivers({ runner, log }), bootTimeoutMs: 1000 });

@@ -20,6 +20,8 @@ import { BangerError } from '../errors/errors.js';
 import { MASKED_GENERATORS, MODPROBE_BLACKLIST_PATH, SSH_TUNING_DROPIN_PATH } from './tuning.js';
 import {
   IMAGE_PACKAGES,
+  DEV_PACKAGES,
+  checkRecipe,
   INITRD_MODULES,
   MASKED_UNITS,
   _internal,
@@ -112,7 +114,9 @@ describe('mmdebstrapArgv', () => {
     for (const p of ['systemd', 'systemd-sysv', 'udev', 'openssh-server', 'qemu-guest-agent', 'git', 'ca-certificates', 'iproute2', 'linux-image-cloud-amd64', 'initramfs-tools', 'e2fsprogs', 'dbus']) {
       expect(pkgs).toContain(p);
     }
-    expect(pkgs).toEqual(IMAGE_PACKAGES);
+    // the default image is a development sandbox
+    expect(pkgs).toEqual([...IMAGE_PACKAGES, ...DEV_PACKAGES]);
+    for (const p of ['build-essential', 'make', 'python3', 'curl']) expect(pkgs).toContain(p);
     const i = argv.indexOf('bookworm');
     expect(argv.slice(i)).toEqual([
       'bookworm',
@@ -120,6 +124,22 @@ describe('mmdebstrapArgv', () => {
       'deb http://deb.debian.org/debian bookworm main',
       'deb http://deb.debian.org/debian bookworm-updates main',
     ]);
+  });
+
+  it('takes the suite, minimal and extra packages of a recipe (no repeats)', () => {
+    const argv = mmdebstrapArgv('/w/rootfs', 'http://m/debian', { suite: 'trixie', dev: false, packages: ['ripgrep', 'git'] });
+    const pkgs = argv.find((a) => a.startsWith('--include='))!.slice('--include='.length).split(',');
+    expect(pkgs).toEqual([...IMAGE_PACKAGES, 'ripgrep']);
+    expect(argv.slice(-4)).toEqual(['trixie', '/w/rootfs', 'deb http://m/debian trixie main', 'deb http://m/debian trixie-updates main']);
+  });
+
+  it('a recipe with an unknown suite or a package name that is not one is refused, naming the field', () => {
+    expect(() => checkRecipe({ suite: 'sid' as never, dev: true, packages: [] })).toThrow(expect.objectContaining({ code: 'bad_request', field: 'suite' }));
+    for (const bad of ['--allow-unauthenticated', 'a', 'Foo', 'x y', 'p;rm', '../x']) {
+      expect(() => checkRecipe({ suite: 'bookworm', dev: true, packages: [bad] })).toThrow(expect.objectContaining({ code: 'bad_request', field: 'packages' }));
+    }
+    expect(() => checkRecipe({ suite: 'bookworm', dev: true, packages: Array.from({ length: 201 }, (_, i) => `p${i}`) })).toThrow(/at most 200/);
+    expect(() => checkRecipe({ suite: 'trixie', dev: false, packages: ['g++', 'libc6-dev', 'python3.11'] })).not.toThrow();
   });
 });
 
@@ -399,7 +419,7 @@ describe.skipIf(!isRoot)('buildDebianImage (scripted runner)', () => {
     );
     expect(res.kernelVersion).toBe(KVER);
     expect(res.rootfsBytes).toBe(1024 * MiB);
-    expect(res.packages).toEqual(IMAGE_PACKAGES);
+    expect(res.packages).toEqual([...IMAGE_PACKAGES, ...DEV_PACKAGES]);
     expect(readdirSync(outDir).sort()).toEqual(['image.json', 'initrd.img', 'rootfs.ext4', 'vmlinuz']);
     expect(readFileSync(join(outDir, 'vmlinuz'), 'utf8')).toBe('KERNEL');
     expect(readFileSync(join(outDir, 'initrd.img'), 'utf8')).toBe('INITRD');

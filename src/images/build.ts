@@ -10,11 +10,11 @@ import { BangerError } from '../errors/errors.js';
 import type { Runner } from '../system/runner.js';
 import { compareVersions, treeKernel } from './kernel.js';
 import { runPipeline } from './pipeline.js';
-import { debianSource } from './source-debian.js';
+import { DEFAULT_RECIPE, MAX_EXTRA_PACKAGES, PACKAGE_NAME, SUITES, debianSource, type DebianRecipe } from './source-debian.js';
 import { lineSplitter } from './work-dir.js';
 
 export { MASKED_UNITS } from './tuning.js';
-export { IMAGE_PACKAGES, SUITE, mmdebstrapArgv } from './source-debian.js';
+export { DEFAULT_RECIPE, DEV_PACKAGES, IMAGE_PACKAGES, MINIMAL_RECIPE, SUITE, SUITES, mmdebstrapArgv, recipePackages, type DebianRecipe } from './source-debian.js';
 export { INITRD_MODULES, findKernelVersion } from './kernel.js';
 export { ROOTFS_LABEL, diskUsage, rootfsSize } from './ext4.js';
 export { customiseRootfs } from './integrate.js';
@@ -32,6 +32,8 @@ export interface BuildOptions {
   /** Scratch directory under layout.buildDir; created here and always removed. */
   workDir: string;
   mirror: string;
+  /** Suite and packages (default: bookworm with the development packages). */
+  recipe?: DebianRecipe;
   /** Apply the boot tuning (tuning.ts; default true). False keeps Debian's defaults, for comparing boots. */
   tuned?: boolean;
   onProgress?: (stage: string, message: string) => void;
@@ -42,6 +44,8 @@ export interface BuildResult {
   kernelVersion: string;
   rootfsBytes: number;
   packages: string[];
+  /** The recipe in words, with the mirror (the image's source reference). */
+  sourceRef: string;
 }
 
 export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Promise<BuildResult> {
@@ -55,8 +59,24 @@ export async function buildDebianImage(deps: BuildDeps, opts: BuildOptions): Pro
   if (!/^https?:\/\/[^\s]+$/.test(opts.mirror)) {
     throw new BangerError('bad_request', `mirror must be an http(s) URL, got ${JSON.stringify(opts.mirror)}`);
   }
-  const r = await runPipeline(deps, { ...opts, source: debianSource(opts.mirror), kernel: treeKernel() });
-  return { kernelVersion: r.kernelVersion, rootfsBytes: r.rootfsBytes, packages: r.packages };
+  const recipe = opts.recipe ?? DEFAULT_RECIPE;
+  checkRecipe(recipe);
+  const r = await runPipeline(deps, { ...opts, source: debianSource(opts.mirror, recipe), kernel: treeKernel() });
+  return { kernelVersion: r.kernelVersion, rootfsBytes: r.rootfsBytes, packages: r.packages, sourceRef: r.sourceRef };
+}
+
+/** A recipe from outside (RPC params are checked too; this guards every caller). */
+export function checkRecipe(r: DebianRecipe): void {
+  if (!(SUITES as readonly string[]).includes(r.suite)) {
+    throw new BangerError('bad_request', `suite must be one of ${SUITES.join(', ')}, got ${JSON.stringify(r.suite).slice(0, 40)}`, undefined, { field: 'suite' });
+  }
+  if (r.packages.length > MAX_EXTRA_PACKAGES) {
+    throw new BangerError('bad_request', `at most ${MAX_EXTRA_PACKAGES} extra packages, got ${r.packages.length}`, undefined, { field: 'packages' });
+  }
+  const bad = r.packages.find((p) => !PACKAGE_NAME.test(p));
+  if (bad !== undefined) {
+    throw new BangerError('bad_request', `${JSON.stringify(bad).slice(0, 110)} is not a Debian package name (lower-case letters, digits, + - .)`, 'list packages as p1,p2', { field: 'packages' });
+  }
 }
 
 // Exported for tests.

@@ -2,7 +2,7 @@
  * The ext4 stage: the root tree becomes a sparse ext4 image with
  * `mkfs.ext4 -d` (which copies owners, modes and xattrs from the tree).
  */
-import { lstatSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunOptions, RunResult } from '../system/runner.js';
 import { toolPath } from '../system/which.js';
@@ -49,4 +49,50 @@ export async function makeExt4(run: (argv: string[], opts?: RunOptions) => Promi
   await run([toolPath('mkfs.ext4'), '-q', '-F', '-t', 'ext4', '-L', ROOTFS_LABEL, '-m', '0', '-i', '8192', '-d', rootDir, imgPath], {
     timeoutMs: 30 * 60 * 1000,
   });
+}
+
+/** An extended attribute of a file in the tree (file capabilities above all), by path relative to the root. */
+export interface Xattr {
+  path: string;
+  name: string;
+  value: Buffer;
+}
+
+/** Names debugfs may set: file capabilities, SELinux/IMA labels, user and trusted attributes, POSIX ACLs (debugfs converts them to ext4's format). */
+const XATTR_NAME = /^((security|trusted|user)\.[A-Za-z0-9._-]{1,200}|system\.posix_acl_(access|default))$/;
+/** Paths that can be quoted in a debugfs command: no control characters, quotes or backslashes. */
+const DEBUGFS_PATH = /^[^\x00-\x1f\x7f"\\]{1,4000}$/;
+
+/**
+ * Sets xattrs on the files of an ext4 image with `debugfs -w` (ea_set from
+ * value files): the tree was extracted without them (Node cannot set
+ * xattrs), and this needs no mount and no root. The image's paths and
+ * names come from a layer, so they are checked before they are written
+ * into debugfs's command file: one that cannot be quoted safely is skipped
+ * and reported, never passed on. Returns the warnings.
+ */
+export async function applyXattrs(run: (argv: string[], opts?: RunOptions) => Promise<RunResult>, imgPath: string, xattrs: Xattr[], scratchDir: string): Promise<string[]> {
+  const warnings: string[] = [];
+  const lines: string[] = [];
+  mkdirSync(scratchDir, { recursive: true, mode: 0o700 });
+  xattrs.forEach((x, i) => {
+    const path = '/' + x.path.split('/').filter((c) => c !== '' && c !== '.').join('/');
+    if (!XATTR_NAME.test(x.name) || !DEBUGFS_PATH.test(path) || path.split('/').includes('..') || x.value.length > 64 * 1024) {
+      warnings.push(`xattr ${JSON.stringify(x.name).slice(0, 80)} on ${JSON.stringify(path).slice(0, 200)} not kept (a name or path banger does not set)`);
+      return;
+    }
+    const valueFile = join(scratchDir, `xattr-${i}`);
+    writeFileSync(valueFile, x.value, { mode: 0o600 });
+    lines.push(`ea_set -f ${valueFile} "${path}" ${x.name}`);
+  });
+  if (lines.length === 0) return warnings;
+  const cmds = join(scratchDir, 'xattrs.debugfs');
+  writeFileSync(cmds, lines.join('\n') + '\n', { mode: 0o600 });
+  const r = await run([toolPath('debugfs'), '-w', '-f', cmds, imgPath], { timeoutMs: 10 * 60 * 1000 });
+  // debugfs exits 0 even when a command fails; its complaints come on stderr.
+  for (const line of r.stderr.split('\n')) {
+    const t = line.trim();
+    if (t && !t.startsWith('debugfs ')) warnings.push(`debugfs: ${t.slice(0, 300)}`);
+  }
+  return warnings;
 }

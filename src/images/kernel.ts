@@ -3,12 +3,13 @@
  * small initrd (MODULES=list) that can mount root on virtio-blk over
  * virtio-mmio (QEMU microvm).
  */
-import { copyFileSync, existsSync, lstatSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import type { RunOptions, RunResult } from '../system/runner.js';
 import { toolPath } from '../system/which.js';
 import type { KernelStage, StageContext } from './pipeline.js';
+import { resolveInRoot } from './tree.js';
 
 /**
  * Modules the initrd must carry (unless built in) to mount root on
@@ -129,6 +130,42 @@ export function treeKernel(): KernelStage {
       copyFileSync(join(ctx.rootDir, 'boot', `vmlinuz-${kernelVersion}`), join(ctx.stageDir, 'vmlinuz'));
       copyFileSync(join(ctx.rootDir, 'boot', `initrd.img-${kernelVersion}`), join(ctx.stageDir, 'initrd.img'));
       return kernelVersion;
+    },
+  };
+}
+
+/** A kernel version as banger accepts it (it ends up in paths and in a debugfs command). */
+const KERNEL_VERSION = /^[0-9][A-Za-z0-9._+-]{0,127}$/;
+
+/**
+ * banger's kernel, for an image without one of its own (pulled, imported):
+ * vmlinuz and initrd.img copied from an image banger built (the default
+ * one), and that kernel's /lib/modules copied from its rootfs (debugfs
+ * rdump: no mount, no root needed) into the tree, so udev in the guest
+ * finds virtio_console, virtio_net and the rest.
+ */
+export function bangerKernel(from: { dir: string; kernelVersion: string }): KernelStage {
+  return {
+    kind: 'banger',
+    async install(ctx: StageContext): Promise<string> {
+      const kver = from.kernelVersion;
+      if (!KERNEL_VERSION.test(kver)) throw new BangerError('internal', `kernel version ${JSON.stringify(kver)} is not valid`);
+      ctx.progress('kernel', `banger's kernel ${kver} (from ${from.dir}), its modules added to the image`);
+      copyFileSync(join(from.dir, 'vmlinuz'), join(ctx.stageDir, 'vmlinuz'));
+      copyFileSync(join(from.dir, 'initrd.img'), join(ctx.stageDir, 'initrd.img'));
+      const target = resolveInRoot(ctx.rootDir, `lib/modules/${kver}`);
+      rmSync(target, { recursive: true, force: true });
+      mkdirSync(dirname(target), { recursive: true, mode: 0o755 });
+      const rootfs = join(from.dir, 'rootfs.ext4');
+      // debugfs reports a missing path on stderr and still exits 0: look for the result.
+      for (const src of [`/usr/lib/modules/${kver}`, `/lib/modules/${kver}`]) {
+        await ctx.run([toolPath('debugfs'), '-R', `rdump ${src} ${dirname(target)}`, rootfs], { timeoutMs: 10 * 60 * 1000 });
+        if (existsSync(join(target, 'modules.dep'))) break;
+      }
+      if (!existsSync(join(target, 'modules.dep'))) {
+        throw new BangerError('operation_failed', `the modules of kernel ${kver} are not in ${rootfs}`, `rebuild the default image (\`banger image build --force\`) and pull again`);
+      }
+      return kver;
     },
   };
 }

@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { BangerError, messageOf } from '../errors/errors.js';
 import type { ImageSourceKind } from '../model/types.js';
 import type { RunOptions, RunResult, Runner } from '../system/runner.js';
-import { diskUsage, makeExt4, rootfsSize } from './ext4.js';
+import { applyXattrs, diskUsage, makeExt4, rootfsSize, type Xattr } from './ext4.js';
 import { customiseRootfs } from './integrate.js';
 import { publishDir } from './publish.js';
 import { cleanupWorkDir, isInside, killBuildProcesses, settledOrAbandoned } from './work-dir.js';
@@ -47,6 +47,10 @@ export interface SourceResult {
   packages: string[];
   /** Source-specific manifest fields (suite and mirror, digest, ...). */
   manifest?: Record<string, unknown>;
+  /** The reference once it is known in full (a tag resolved to its digest); default the source's `ref`. */
+  ref?: string;
+  /** Extended attributes the tree could not carry (set on the ext4 image afterwards). */
+  xattrs?: Xattr[];
 }
 
 /** Where the root tree comes from. */
@@ -168,6 +172,12 @@ export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Pr
     );
     await makeExt4(run, ctx.rootDir, join(ctx.stageDir, 'rootfs.ext4'), rootfsBytes);
     checkAbort();
+    if (filled.xattrs && filled.xattrs.length > 0) {
+      progress('rootfs', `${filled.xattrs.length} extended attribute(s) (file capabilities) set with debugfs`);
+      for (const w of await applyXattrs(run, join(ctx.stageDir, 'rootfs.ext4'), filled.xattrs, join(workDir, 'xattrs'))) progress('rootfs', `warning: ${w}`);
+      checkAbort();
+    }
+    const ref = filled.ref ?? opts.source.ref;
 
     // 5. Manifest.
     writeFileSync(
@@ -176,7 +186,7 @@ export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Pr
         {
           name: opts.name,
           ...filled.manifest,
-          source: { kind: opts.source.kind, ref: opts.source.ref },
+          source: { kind: opts.source.kind, ref },
           kernelVersion,
           rootfsBytes,
           tuned,
@@ -194,7 +204,7 @@ export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Pr
     progress('install', `installing into ${outDir}`);
     await publishDir(run, ctx.stageDir, outDir);
     progress('done', `image ${opts.name}: kernel ${kernelVersion}, rootfs ${(rootfsBytes / MiB).toFixed(0)} MiB`);
-    return { kernelVersion, rootfsBytes, packages: filled.packages, sourceKind: opts.source.kind, sourceRef: opts.source.ref };
+    return { kernelVersion, rootfsBytes, packages: filled.packages, sourceKind: opts.source.kind, sourceRef: ref };
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     try {

@@ -5,9 +5,17 @@
 import type { ImageSource, SourceResult, StageContext } from './pipeline.js';
 import { lineSplitter } from './work-dir.js';
 
+/** The suite of the default image. */
 export const SUITE = 'bookworm';
+/** Suites `image build --suite` takes (their kernel, initramfs-tools and systemd are what the guest integration expects). */
+export const SUITES = ['bookworm', 'trixie'] as const;
+export type Suite = (typeof SUITES)[number];
 
-/** Packages named on mmdebstrap's --include (their dependencies come along). */
+/** A Debian package name as policy allows it (it ends up in mmdebstrap's argv). */
+export const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]{1,99}$/;
+export const MAX_EXTRA_PACKAGES = 200;
+
+/** The guest contract's packages, in every Debian image (their dependencies come along). */
 export const IMAGE_PACKAGES = [
   'systemd',
   'systemd-sysv',
@@ -30,14 +38,46 @@ export const IMAGE_PACKAGES = [
   'procps',
 ];
 
+/**
+ * What a typical repo's tests need, in the default image (a development
+ * sandbox); `image build --minimal` and the `minimal` image leave them out.
+ */
+export const DEV_PACKAGES = ['build-essential', 'make', 'python3', 'curl', 'wget', 'pkg-config', 'unzip', 'xz-utils', 'file', 'less', 'jq'];
 
-export function mmdebstrapArgv(rootDir: string, mirror: string): string[] {
+/** What a Debian image is made of. */
+export interface DebianRecipe {
+  suite: Suite;
+  /** Include DEV_PACKAGES (the default image); false: only the guest contract's packages. */
+  dev: boolean;
+  /** More packages (`image build --packages`). */
+  packages: string[];
+}
+
+export const DEFAULT_RECIPE: DebianRecipe = { suite: SUITE, dev: true, packages: [] };
+export const MINIMAL_RECIPE: DebianRecipe = { suite: SUITE, dev: false, packages: [] };
+
+/** Every package named on mmdebstrap's --include for a recipe, without repeats. */
+export function recipePackages(r: DebianRecipe): string[] {
+  return [...new Set([...IMAGE_PACKAGES, ...(r.dev ? DEV_PACKAGES : []), ...r.packages])];
+}
+
+/** The recipe in words, for the image's source: `bookworm (mirror)`, `trixie, minimal, +jq,ripgrep (mirror)`. */
+export function recipeRef(r: DebianRecipe, mirror: string): string {
+  const parts: string[] = [r.suite];
+  if (!r.dev) parts.push('minimal');
+  if (r.packages.length > 0) parts.push(`+${r.packages.join(',')}`);
+  return `${parts.join(', ')} (${mirror})`;
+}
+
+
+export function mmdebstrapArgv(rootDir: string, mirror: string, recipe: DebianRecipe = DEFAULT_RECIPE): string[] {
+  const suite = recipe.suite;
   return [
     'mmdebstrap',
     '--mode=root',
     '--variant=apt',
     '--format=directory',
-    `--include=${IMAGE_PACKAGES.join(',')}`,
+    `--include=${recipePackages(recipe).join(',')}`,
     // Keep the image small: no manuals, docs (but licences) or translations.
     '--dpkgopt=path-exclude=/usr/share/man/*',
     '--dpkgopt=path-exclude=/usr/share/doc/*',
@@ -48,25 +88,25 @@ export function mmdebstrapArgv(rootDir: string, mirror: string): string[] {
     '--aptopt=Acquire::Retries "3"',
     // The work dir is private (0700), so apt cannot drop to its _apt user.
     '--aptopt=APT::Sandbox::User "root"',
-    SUITE,
+    suite,
     rootDir,
-    `deb ${mirror} ${SUITE} main`,
-    `deb ${mirror} ${SUITE}-updates main`,
+    `deb ${mirror} ${suite} main`,
+    `deb ${mirror} ${suite}-updates main`,
   ];
 }
 
 /** The Debian source: mmdebstrap fills the tree (root mode: the files must be root's). */
-export function debianSource(mirror: string): ImageSource {
+export function debianSource(mirror: string, recipe: DebianRecipe = DEFAULT_RECIPE): ImageSource {
   return {
     kind: 'debian',
-    ref: `${SUITE} (${mirror})`,
+    ref: recipeRef(recipe, mirror),
     async fill(ctx: StageContext): Promise<SourceResult> {
       const started = Date.now();
-      ctx.progress('bootstrap', `mmdebstrap ${SUITE} from ${mirror}`);
+      ctx.progress('bootstrap', `mmdebstrap ${recipeRef(recipe, mirror)}`);
       const outLines = lineSplitter((line) => ctx.progress('bootstrap', line));
       const errLines = lineSplitter((line) => ctx.progress('bootstrap', line));
       try {
-        await ctx.run(mmdebstrapArgv(ctx.rootDir, mirror), {
+        await ctx.run(mmdebstrapArgv(ctx.rootDir, mirror, recipe), {
           cwd: ctx.workDir,
           env: { ...process.env, LC_ALL: 'C.UTF-8', DEBIAN_FRONTEND: 'noninteractive' },
           timeoutMs: 60 * 60 * 1000,
@@ -80,7 +120,7 @@ export function debianSource(mirror: string): ImageSource {
       }
       ctx.checkAbort();
       ctx.progress('bootstrap', `rootfs bootstrapped in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      return { packages: [...IMAGE_PACKAGES], manifest: { suite: SUITE, mirror } };
+      return { packages: recipePackages(recipe), manifest: { suite: recipe.suite, mirror, dev: recipe.dev, extraPackages: recipe.packages } };
     },
   };
 }

@@ -125,6 +125,12 @@ export interface ProgressEvent {
   message: string;
   /** 'warn' lines are always shown; 'info' lines are progress. */
   level?: 'info' | 'warn';
+  /**
+   * A running count (bytes of a layer, a rate): on a terminal it replaces
+   * the previous transient line; elsewhere it is not shown (the step's own
+   * line follows when it ends).
+   */
+  transient?: boolean;
 }
 
 /** How to reach a guest's sshd: used by the daemon (readiness) and the CLI (exec, ssh). */

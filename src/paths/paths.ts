@@ -31,6 +31,8 @@ export interface Layout {
   vmsDir: string;
   vmSocketsDir: string;
   buildDir: string;
+  /** Content-addressed OCI blobs (layers), shared by every pulled image: `sha256/<hex>`. */
+  blobsDir: string;
 }
 
 export interface VmPaths {
@@ -84,6 +86,7 @@ export function resolveLayout(env: NodeJS.ProcessEnv = process.env, uid = proces
     vmsDir: join(stateDir, 'vms'),
     vmSocketsDir: join(runtimeDir, 'vms'),
     buildDir: join(cacheDir, 'build'),
+    blobsDir: join(cacheDir, 'blobs'),
   };
 }
 

@@ -53,6 +53,7 @@ const progressSchema = z.object({
   stage: z.string().max(256),
   message: z.string().max(64 * 1024),
   level: z.enum(['info', 'warn']).optional(),
+  transient: z.boolean().optional(),
 });
 
 /** What the client accepts from the server (id -1: an error about no particular request). */

@@ -224,9 +224,36 @@ export const methods = {
   'vm.ssh_target': { params: z.object({ name: vmName }).strict(), result: {} as VmSshTarget },
   'network.show': { params: z.object({}).strict(), result: {} as NetworkShow },
   'image.build': {
-    params: z.object({ name: imageName.optional(), force: z.boolean().optional(), tuned: z.boolean().optional() }).strict(),
+    params: z
+      .object({
+        name: imageName.optional(),
+        force: z.boolean().optional(),
+        tuned: z.boolean().optional(),
+        /** Debian suite (bookworm, trixie); checked again by the build. */
+        suite: z.string().min(1).max(32).optional(),
+        /** Leave out the development packages (compilers, make, python3, curl). */
+        minimal: z.boolean().optional(),
+        /** More Debian packages. */
+        packages: z.array(z.string().min(1).max(100)).max(200).optional(),
+      })
+      .strict(),
     result: {} as ImageRecord,
   },
+  /** Pulls an OCI image from a registry and makes it a banger image (src/images/pull.ts). */
+  'image.pull': {
+    params: z
+      .object({
+        ref: z.string().min(1).max(512),
+        name: imageName.optional(),
+        platform: z.string().regex(/^[a-z0-9]{1,32}\/[a-z0-9_]{1,32}(\/[a-z0-9]{1,16})?$/, 'must look like linux/amd64 or linux/arm64/v8').optional(),
+        insecure: z.boolean().optional(),
+        force: z.boolean().optional(),
+      })
+      .strict(),
+    result: {} as ImageRecord,
+  },
+  /** Drops cached OCI blobs no pulled image names. */
+  'image.prune': { params: z.object({}).strict(), result: {} as { removed: number; bytes: number; kept: number } },
   'image.list': { params: z.object({}).strict(), result: {} as ImageRecord[] },
   'image.show': { params: z.object({ name: imageName }).strict(), result: {} as ImageView },
   /** Makes (or remakes) the warm-clone snapshot of an image for a machine shape (default: config's). */

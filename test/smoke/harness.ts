@@ -162,6 +162,8 @@ export async function leakCensus(dirs: RunDirs, banger: Banger, log?: (line: str
   if (existsSync(vmsDir) && readdirSync(vmsDir).length) leaks.push(`VM directories left: ${readdirSync(vmsDir).join(', ')}`);
   const sockDir = join(dirs.runtimeDir, 'vms');
   if (existsSync(sockDir) && readdirSync(sockDir).length) leaks.push(`VM socket directories left: ${readdirSync(sockDir).join(', ')}`);
+  const build = join(dirs.root, 'cache', 'build');
+  if (existsSync(build) && readdirSync(build).length) leaks.push(`image build/pull work directories left: ${readdirSync(build).join(', ')}`);
   const tmp = join(dirs.root, 'cache', 'tmp');
   if (existsSync(tmp) && readdirSync(tmp).length) leaks.push(`workspace temp files left: ${readdirSync(tmp).join(', ')}`);
   const list = await banger(['vm', 'list', '--json']);

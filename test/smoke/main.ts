@@ -16,6 +16,7 @@
 import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bangerFor, leakCensus, makeRunDirs, repoRoot, AssertionFailed } from './harness.js';
+import { stopImageFixtures } from './scenarios-images.js';
 import { bridgeLeaks, bridgeUnavailable, runBridge, startBridge, stopBridge } from './bridge.js';
 import { FIRST_USE, scenarios, type Scenario } from './scenarios.js';
 
@@ -172,6 +173,9 @@ async function main(): Promise<number> {
 
 async function finish(banger: ReturnType<typeof bangerFor>): Promise<number> {
   await banger(['daemon', 'stop']);
+  await stopImageFixtures();
+  // The test images and the registry's storage (hundreds of MiB); the blob cache goes with the run's cache dir.
+  rmSync(join(runRoot, 'oci'), { recursive: true, force: true });
   await stopBridge().catch((e: unknown) => say(`setup: removing the run's bridge failed: ${String(e)}`));
   if (!args.keep && !args.state) rmSync(join(runRoot, 'state'), { recursive: true, force: true });
   rmSync(dirs.runtimeDir, { recursive: true, force: true });

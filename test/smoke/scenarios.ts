@@ -10,6 +10,7 @@ import { networkScenarios } from './scenarios-network.js';
 import { unprivScenarios } from './scenarios-unpriv.js';
 import { faultScenarios } from './scenarios-faults.js';
 import { cloneScenarios } from './scenarios-clones.js';
+import { imageScenarios } from './scenarios-images.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -157,4 +158,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios];

@@ -1,4 +1,4 @@
-/** banger image build|list|show|snapshot|delete */
+/** banger image build|pull|list|show|snapshot|delete */
 import { Command } from '@commander-js/extra-typings';
 import { formatSize } from '../../model/sizes.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
@@ -24,14 +24,54 @@ export function imageCommand(ctx: CliContext): Command {
 
   image
     .command('build')
-    .description('build the default Debian bookworm image (mmdebstrap, with its own kernel and initrd)')
+    .description('build a Debian image (mmdebstrap, with its own kernel and initrd): by default bookworm with development tools')
     .argument('[name]', 'image name', 'bookworm')
     .option('--force', 'rebuild even if it exists')
     .option('--no-tuning', "keep Debian's stock boot (no masked units or trimmed SSH login): slower; for comparing boots")
+    .option('--suite <suite>', 'Debian suite: bookworm (default) or trixie')
+    .option('--packages <list>', 'more Debian packages, comma-separated (e.g. ripgrep,postgresql-client)')
+    .option('--minimal', 'only what banger needs in a guest: no compilers, make, python3, curl (the `minimal` image)')
+    .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
       const started = Date.now();
-      const img = await (await ctx.daemon()).call('image.build', { name, force: opts.force === true, tuned: opts.tuning !== false }, (ev) => ctx.progress(ev));
+      const packages = opts.packages === undefined ? undefined : opts.packages.split(',').map((p) => p.trim()).filter((p) => p !== '');
+      const img = await (await ctx.daemon()).call(
+        'image.build',
+        { name, force: opts.force === true, tuned: opts.tuning !== false, suite: opts.suite, minimal: opts.minimal === true ? true : undefined, packages },
+        (ev) => ctx.progress(ev),
+      );
+      if (opts.json) return printJson(img);
       process.stdout.write(`built ${img.name} (kernel ${img.kernelVersion}, ${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    });
+
+  image
+    .command('pull')
+    .description('pull an OCI image from a registry (Docker Hub, ghcr.io, a private or local one) and make it a banger image')
+    .argument('<ref>', 'image reference, e.g. debian:bookworm, docker.io/library/ubuntu:24.04, 127.0.0.1:5000/team/app:1.2')
+    .option('--name <name>', 'image name (default: from the reference, debian:bookworm → debian-bookworm)')
+    .option('--platform <os/arch>', 'platform to pick from a multi-platform image', 'linux/amd64')
+    .option('--insecure', 'allow plain HTTP to a registry that is not on a loopback address')
+    .option('--force', 'replace an image of that name')
+    .option('--json', 'machine-readable output')
+    .action(async (ref, opts) => {
+      const started = Date.now();
+      const img = await (await ctx.daemon()).call(
+        'image.pull',
+        { ref, name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true },
+        (ev) => ctx.progress(ev),
+      );
+      if (opts.json) return printJson(img);
+      process.stdout.write(`pulled ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    });
+
+  image
+    .command('prune')
+    .description('drop cached layers (OCI blobs) that no pulled image names; images themselves are untouched')
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const r = await (await ctx.daemon()).call('image.prune', {});
+      if (opts.json) return printJson(r);
+      process.stdout.write(`removed ${r.removed} cached blob(s), ${formatSize(r.bytes)}; ${r.kept} kept for pulled images\n`);
     });
 
   image

@@ -1,0 +1,99 @@
+/**
+ * The OCI registry source of `banger image pull`: resolves the reference to
+ * one platform's image (registry.ts), fetches its layers into the shared,
+ * content-addressed blob cache (blob-store.ts: verified, resumable; a layer
+ * already there is not downloaded again), and applies them in order onto
+ * the tree (layers.ts). The image's reference becomes `REF@DIGEST`, the
+ * digest of the platform's manifest.
+ */
+import { formatSize } from '../model/sizes.js';
+import type { ProgressEvent } from '../model/types.js';
+import { formatImageRef, type ImageRef } from './oci-ref.js';
+import type { BlobStore } from './oci/blob-store.js';
+import type { CredentialLookup } from './oci/docker-config.js';
+import { applyLayers } from './oci/layers.js';
+import { formatPlatform, type Platform } from './oci/manifest.js';
+import { RegistryClient, type ResolvedImage } from './oci/registry.js';
+import type { ImageSource, SourceResult, StageContext } from './pipeline.js';
+import { mkdirSync } from 'node:fs';
+
+export interface OciSourceOptions {
+  ref: ImageRef;
+  platform: Platform;
+  insecure: boolean;
+  blobs: BlobStore;
+  auth?: CredentialLookup;
+  /** Running counts (bytes of a layer) for a terminal. */
+  onTransient?: (ev: ProgressEvent) => void;
+}
+
+/** What a pull did besides filling the tree (for the pull's summary and the bench). */
+export interface PullStats {
+  resolved?: ResolvedImage;
+  /** Bytes downloaded (0 when every layer was in the cache). */
+  downloaded: number;
+  layers: number;
+  cachedLayers: number;
+}
+
+export function ociSource(opts: OciSourceOptions, stats: PullStats = { downloaded: 0, layers: 0, cachedLayers: 0 }): ImageSource {
+  const where = formatImageRef(opts.ref);
+  return {
+    kind: 'oci',
+    ref: where,
+    async fill(ctx: StageContext): Promise<SourceResult> {
+      const client = new RegistryClient(opts.ref, { insecure: opts.insecure, auth: opts.auth, platform: opts.platform, signal: ctx.signal });
+      try {
+        ctx.progress('pull', `resolving ${where} (${formatPlatform(opts.platform)})`);
+        const img = await client.resolve();
+        stats.resolved = img;
+        const total = img.layers.reduce((n, l) => n + l.size, 0);
+        ctx.progress('pull', `manifest ${img.manifestDigest}: ${img.layers.length} layer(s), ${formatSize(total)}`);
+        opts.blobs.ensureDir();
+        for (const [i, layer] of img.layers.entries()) {
+          const label = `layer ${i + 1}/${img.layers.length} ${layer.digest.slice(7, 19)}`;
+          const started = Date.now();
+          const r = await client.fetchBlob(layer, opts.blobs, (done, size) => {
+            const s = Math.max(0.001, (Date.now() - started) / 1000);
+            opts.onTransient?.({ stage: 'pull', message: `${label}: ${formatSize(done)} / ${formatSize(size)}, ${formatSize(done / s)}/s`, transient: true });
+          });
+          ctx.checkAbort();
+          stats.layers++;
+          stats.downloaded += r.downloaded;
+          if (r.downloaded === 0) {
+            stats.cachedLayers++;
+            ctx.progress('pull', `${label}: in the cache (${formatSize(layer.size)})`);
+          } else {
+            const s = Math.max(0.001, (Date.now() - started) / 1000);
+            ctx.progress('pull', `${label}: ${formatSize(r.downloaded)} in ${s.toFixed(1)} s (${formatSize(r.downloaded / s)}/s)`);
+          }
+        }
+        ctx.progress('layers', `applying ${img.layers.length} layer(s)`);
+        mkdirSync(ctx.rootDir, { mode: 0o755 });
+        const applied = await applyLayers(
+          ctx.rootDir,
+          img.layers.map((l) => ({ path: opts.blobs.path(l.digest), mediaType: l.mediaType, digest: l.digest })),
+          { signal: ctx.signal },
+        );
+        for (const w of applied.warnings) ctx.progress('layers', `warning: ${w}`);
+        ctx.progress('layers', `${applied.entries} entries, ${formatSize(applied.bytes)}`);
+        return {
+          packages: [],
+          ref: `${where.replace(/@sha256:[0-9a-f]{64}$/, '')}@${img.manifestDigest}`,
+          xattrs: applied.xattrs,
+          manifest: {
+            oci: {
+              manifestDigest: img.manifestDigest,
+              indexDigest: img.indexDigest,
+              configDigest: img.configDigest,
+              platform: formatPlatform(img.platform),
+              layers: img.layers.map((l) => l.digest),
+            },
+          },
+        };
+      } finally {
+        await client.close();
+      }
+    },
+  };
+}
