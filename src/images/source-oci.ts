@@ -16,6 +16,25 @@ import { formatPlatform, type Platform } from './oci/manifest.js';
 import { RegistryClient, type ResolvedImage } from './oci/registry.js';
 import type { ImageSource, SourceResult, StageContext } from './pipeline.js';
 import { mkdirSync } from 'node:fs';
+import { requireGuestContract } from './guest-contract.js';
+
+/**
+ * The applier's warnings, with the device nodes and FIFOs a base layer
+ * carries (mmdebstrap's /dev) folded into one line.
+ */
+export function summarise(warnings: string[]): string[] {
+  const devices: string[] = [];
+  const rest: string[] = [];
+  for (const w of warnings) {
+    const m = /skipped "([^"]{1,200})", a (device node|FIFO)/.exec(w);
+    if (m) devices.push(m[1]!);
+    else rest.push(w);
+  }
+  if (devices.length > 0) {
+    rest.unshift(`skipped ${devices.length} device node(s) and FIFO(s) (${devices.slice(0, 4).join(', ')}${devices.length > 4 ? ', …' : ''}): the guest's /dev is a devtmpfs`);
+  }
+  return rest;
+}
 
 export interface OciSourceOptions {
   ref: ImageRef;
@@ -75,8 +94,10 @@ export function ociSource(opts: OciSourceOptions, stats: PullStats = { downloade
           img.layers.map((l) => ({ path: opts.blobs.path(l.digest), mediaType: l.mediaType, digest: l.digest })),
           { signal: ctx.signal },
         );
-        for (const w of applied.warnings) ctx.progress('layers', `warning: ${w}`);
+        for (const w of summarise(applied.warnings)) ctx.progress('layers', `warning: ${w}`);
         ctx.progress('layers', `${applied.entries} entries, ${formatSize(applied.bytes)}`);
+        const contract = requireGuestContract(ctx.rootDir, `image ${where}`);
+        ctx.progress('integrate', `${contract.osRelease?.prettyName ?? contract.osRelease?.id ?? 'unknown distribution'}: systemd, sshd and qemu-guest-agent present`);
         return {
           packages: [],
           ref: `${where.replace(/@sha256:[0-9a-f]{64}$/, '')}@${img.manifestDigest}`,

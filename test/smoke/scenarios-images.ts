@@ -16,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { check, ok, type Banger, type RunDirs } from './harness.js';
 import type { Scenario } from './scenarios.js';
 import { startRegistry, type Registry } from '../support/registry.js';
-import { pushLayout } from '../support/oci-layout.js';
+import { pushLayout, writeOciLayout } from '../support/oci-layout.js';
 import { CONTRACT_PACKAGES, HOSTILE_KINDS, LINKS, WHITEOUT, hostileImage, linksImage, mmdebstrapTar, whiteoutImage } from '../support/test-images.js';
 
 interface Fixture {
@@ -148,6 +148,25 @@ export const imageScenarios: Scenario[] = [
       } finally {
         await banger(['image', 'delete', 'smoke-links']);
       }
+    },
+  },
+  {
+    name: 'image_pull_not_a_guest',
+    description: 'an image without systemd, sshd or the agent is refused with what it lacks and how its distribution installs it; nothing published',
+    run: async ({ banger, dirs, log }) => {
+      const fx = await fixture(dirs, log);
+      const tree = join(fx.dir, 'bare-tree');
+      mkdirSync(join(tree, 'etc'), { recursive: true });
+      writeFileSync(join(tree, 'etc/os-release'), 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n');
+      writeFileSync(join(tree, 'etc/shadow'), 'root:*:19000:0:99999:7:::\n');
+      await writeOciLayout(join(fx.dir, 'bare'), { layers: [{ path: tree, names: 'dot' }], tag: '1' });
+      await pushLayout(join(fx.dir, 'bare'), fx.registry.url, 'smoke/bare:1');
+      const r = await banger(['image', 'pull', `${fx.registry.url}/smoke/bare:1`, '--name', 'smoke-bare']);
+      check(r.code !== 0, 'an image without sshd or the agent was accepted');
+      check(/cannot boot as a banger guest: it lacks systemd \(as \/sbin\/init\), an SSH server \(sshd\), qemu-guest-agent/.test(r.stderr), `unclear refusal: ${r.stderr.slice(-600)}`);
+      check(/apt-get install -y --no-install-recommends .*openssh-server/.test(r.stderr), `no install hint: ${r.stderr.slice(-600)}`);
+      check((await imageRow(banger, 'smoke-bare')) === undefined, 'image listed after a refused pull');
+      check(!existsSync(join(dirs.stateDir, 'images', 'smoke-bare')), 'image directory left behind');
     },
   },
   {

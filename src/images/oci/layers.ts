@@ -56,12 +56,9 @@ export interface LayerBlob {
   digest: string;
 }
 
-/** An extended attribute to set on `path` (relative to the root; '.' is the root) once the tree is an ext4 image. */
-export interface Xattr {
-  path: string;
-  name: string;
-  value: Buffer;
-}
+/** An extended attribute to set on `path` (relative to the root; '.' is the root) once the tree is an ext4 image (ext4.ts sets them). */
+export type { Xattr } from '../ext4.js';
+import type { Xattr } from '../ext4.js';
 
 export interface LayerEntryInfo {
   digest: string;
