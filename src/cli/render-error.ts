@@ -50,6 +50,8 @@ const COMMAND_FIELDS: Record<string, Record<string, string>> = {
   'vm run': { name: '--name' },
   'vm create': { name: '--name' },
   'image pull': { name: '--name' },
+  'image import': { name: '--name', path: 'FILE' },
+  'vm commit': { image: 'IMAGE', name: 'NAME' },
 };
 
 /** The flag (or argument) of `command` ("vm run") that carries RPC param `field`; the field itself when unknown. */

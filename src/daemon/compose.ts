@@ -14,6 +14,7 @@ import type { DriverRegistry } from '../vmm/driver.js';
 import { SnapshotService } from './snapshot-service.js';
 import { realGuestOps } from './guest-ops.js';
 import { ImageService } from './image-service.js';
+import { guestInstaller } from './guest-install.js';
 import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
 import { WorkspaceService } from './workspace-service.js';
@@ -53,6 +54,7 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
     bootTimeoutMs,
   });
   const vms = new VmService({ ...deps, images, network, drivers, snapshots, bootTimeoutMs, onStepStart });
+  images.setInstaller(guestInstaller({ vms, guest: realGuestOps, log: deps.log }));
   const inspect = new InspectService({ ...deps, vms });
   const workspaces = new WorkspaceService({ ...deps, vms });
   return { images, vms, inspect, workspaces, network, snapshots, drivers };

@@ -64,8 +64,11 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
       }),
     'network.show': async () => s.network.show(),
     'image.pull': async (p, rc) => s.images.pull(p, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+    'image.import': async (p, rc) =>
+      s.images.pull({ ref: p.path, archive: p.path, name: p.name, platform: p.platform, force: p.force }, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'image.prune': async () => s.images.pruneBlobs(),
     'image.list': async () => s.images.list(),
+    'vm.commit': async (p, rc) => s.vms.commit(p.name, p.image, { force: p.force }, rc.progress),
     'image.show': async (p) => s.vms.showImage(p.name),
     'image.snapshot': async (p, rc) =>
       s.vms.snapshotImage(p.name, { vcpu: p.vcpu, memoryMib: p.memoryMib }, rc.progress, abortOnClose(rc.connection)),

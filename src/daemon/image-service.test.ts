@@ -195,8 +195,17 @@ describe('ImageService: names and paths from outside', () => {
       expect(img).toMatchObject({ name: 'debian-bookworm', sourceKind: 'oci', kernelVersion: '6.1.0-test' });
       expect(img.sourceRef).toMatch(/^docker\.io\/library\/debian:bookworm@sha256:b{64}$/);
       expect(svc.show('debian-bookworm').sourceKind).toBe('oci');
-      expect(pulls[0]).toMatchObject({ name: 'debian-bookworm', insecure: false, platform: { os: 'linux', architecture: 'amd64' }, blobsDir: layout.blobsDir });
+      expect(pulls[0]).toMatchObject({ name: 'debian-bookworm', from: { insecure: false, ref: { repository: 'library/debian' } }, platform: { os: 'linux', architecture: 'amd64' }, blobsDir: layout.blobsDir });
       expect(pulls[0]!.kernel.dir).toBe(join(layout.imagesDir, 'bookworm'));
+    });
+
+    it('image import: the archive goes to the same pipeline; the default name is the file name without extensions', async () => {
+      const { svc, pulls } = setup();
+      const img = await svc.pull({ ref: '/tmp/x/App.Tar.GZ', archive: '/tmp/x/App.Tar.GZ' });
+      expect(img.name).toBe('app');
+      expect(pulls[0]!.from).toEqual({ archive: '/tmp/x/App.Tar.GZ' });
+      await expect(svc.pull({ ref: '/tmp/x/-.tar', archive: '/tmp/x/-.tar' })).rejects.toMatchObject({ code: 'bad_request', field: 'name' });
+      await expect(svc.pull({ ref: '/tmp/minimal.tar', archive: '/tmp/minimal.tar' })).rejects.toMatchObject({ code: 'conflict' });
     });
 
     it('refuses a bad reference, a bad platform and the default image\'s name before any work', async () => {

@@ -5,12 +5,13 @@
  * dir, renamed into place), so no torn image is ever visible.
  */
 import { randomBytes } from 'node:crypto';
+import { basename } from 'node:path';
 import { readdirSync } from 'node:fs';
 import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import { IMAGE_SOURCE_KINDS, type ImageRecord, type ImageSourceKind, type ProgressEvent } from '../model/types.js';
-import { imageNameSchema, validateImageName } from '../model/names.js';
-import { imagePaths, within, type Layout } from '../paths/paths.js';
+import { imageNameSchema, quoteInput, validateImageName } from '../model/names.js';
+import { imagePaths, within, type ImagePaths, type Layout } from '../paths/paths.js';
 import { invalidRowError, type Store } from '../store/store.js';
 import type { Runner } from '../system/runner.js';
 import { exists, readJsonFile } from '../system/fs.js';
@@ -20,6 +21,7 @@ import type { Config } from '../config/config.js';
 import { DEFAULT_RECIPE, MINIMAL_RECIPE, checkRecipe, type DebianRecipe, type buildDebianImage } from '../images/build.js';
 import type { Suite } from '../images/source-debian.js';
 import type { pullOciImage } from '../images/pull.js';
+import type { GuestInstaller } from '../images/pipeline.js';
 import { defaultImageName, formatImageRef, parseImageRef, type ImageRef } from '../images/oci-ref.js';
 import { DEFAULT_PLATFORM, parsePlatform, type Platform } from '../images/oci/manifest.js';
 import { BlobStore } from '../images/oci/blob-store.js';
@@ -43,7 +45,10 @@ export interface ImageServiceDeps {
 }
 
 export interface PullParams {
+  /** A registry reference; or, with `archive`, only what the image is called in messages. */
   ref: string;
+  /** image import: an OCI layout or docker save archive (absolute path) instead of a registry. */
+  archive?: string;
   name?: string;
   /** os/arch[/variant]; default linux/amd64. */
   platform?: string;
@@ -66,8 +71,14 @@ export class ImageService {
   private readonly warned = new Set<number>();
   /** Pulls running now: a blob prune waits for none (a pull's layers are unreferenced until it publishes). */
   private activePulls = 0;
+  /** Installs what a pulled image lacks, in a build VM (set by the composition root once VMs can be made). */
+  private installer: GuestInstaller | undefined;
 
   constructor(private readonly deps: ImageServiceDeps) {}
+
+  setInstaller(installer: GuestInstaller): void {
+    this.installer = installer;
+  }
 
   /** The valid images; an invalid row is skipped with a warning in the log (once per row per daemon). */
   list(): ImageRecord[] {
@@ -175,12 +186,12 @@ export class ImageService {
    * only with `force`, and only once the new one is complete.
    */
   async pull(p: PullParams, opts: Omit<BuildOptions, 'force' | 'tuned'> = {}): Promise<ImageRecord> {
-    const ref = parseImageRef(p.ref);
+    const ref = p.archive === undefined ? parseImageRef(p.ref) : undefined;
     const platform = p.platform === undefined ? DEFAULT_PLATFORM : parsePlatform(p.platform);
-    const name = p.name ?? defaultImageName(ref);
+    const name = p.name ?? (ref ? defaultImageName(ref) : archiveImageName(p.archive!));
     validateImageName(name);
-    if (name === DEFAULT_IMAGE) {
-      throw new BangerError('conflict', `${DEFAULT_IMAGE} is banger's default image (its kernel boots pulled images)`, 'choose another name with --name', { field: 'name' });
+    if (BUILTIN_RECIPES[name]) {
+      throw new BangerError('conflict', `${name} is one of banger's built-in images (${DEFAULT_IMAGE}'s kernel boots pulled images)`, 'choose another name with --name', { field: 'name' });
     }
     // Before this image's lock: the default image has its own.
     const kernelImage = await this.ensure(DEFAULT_IMAGE, opts);
@@ -195,14 +206,14 @@ export class ImageService {
   private async pullLocked(
     name: string,
     p: PullParams,
-    ref: ImageRef,
+    ref: ImageRef | undefined,
     platform: Platform,
     kernelImage: ImageRecord,
     opts: Omit<BuildOptions, 'force' | 'tuned'>,
   ): Promise<ImageRecord> {
     return this.locks.run(name, async () => {
       if (this.isComplete(name) && !p.force) {
-        throw new BangerError('already_exists', `image ${name} already exists`, `use it, delete it first, or replace it with \`banger image pull ${p.ref} --name ${name} --force\``);
+        throw new BangerError('already_exists', `image ${name} already exists`, `use it, delete it first, or replace it with --force`);
       }
       const users = this.deps.store.vmsUsingImage(name);
       if (users.length > 0) {
@@ -215,21 +226,21 @@ export class ImageService {
         { runner: this.deps.runner, log: (m) => this.deps.log.info({ image: name }, m) },
         {
           name,
-          ref,
+          from: ref ? { ref, insecure: p.insecure === true } : { archive: p.archive! },
           platform,
-          insecure: p.insecure === true,
           outDir: paths.dir,
           workDir,
           blobsDir: this.deps.layout.blobsDir,
           kernel: { dir: imagePaths(this.deps.layout, DEFAULT_IMAGE).dir, kernelVersion: kernelImage.kernelVersion },
+          installer: this.installer,
           signal: opts.signal,
           onProgress: opts.onProgress,
         },
       );
       const record: ImageRecord = {
         name,
-        source: describeSource('oci', pulled.sourceRef),
-        sourceKind: 'oci',
+        source: describeSource(pulled.sourceKind, pulled.sourceRef),
+        sourceKind: pulled.sourceKind,
         sourceRef: pulled.sourceRef,
         kernelVersion: pulled.kernelVersion,
         rootfsBytes: pulled.rootfsBytes,
@@ -237,7 +248,7 @@ export class ImageService {
         createdAt: new Date().toISOString(),
       };
       this.deps.store.upsertImage(record);
-      this.deps.log.info({ image: name, ref: formatImageRef(ref), ms: Date.now() - started, downloaded: pulled.stats.downloaded }, 'image pulled');
+      this.deps.log.info({ image: name, ref: ref ? formatImageRef(ref) : p.archive, ms: Date.now() - started, downloaded: pulled.stats.downloaded }, ref ? 'image pulled' : 'image imported');
       return record;
     });
   }
@@ -261,6 +272,29 @@ export class ImageService {
     const r = new BlobStore(this.deps.layout.blobsDir).prune(keep);
     this.deps.log.info({ ...r, kept: keep.size }, 'blob cache pruned');
     return { ...r, kept: keep.size };
+  }
+
+  /**
+   * Makes image `name` with `make` (vm commit, image import): under the
+   * image's lock, refused when it exists (unless `force`) or a VM uses it;
+   * `make` publishes the directory atomically into `paths.dir` from a work
+   * dir under the build dir, and returns the row, which is stored once it has.
+   */
+  async create(name: string, force: boolean, make: (paths: ImagePaths, workDir: string) => Promise<ImageRecord>): Promise<ImageRecord> {
+    validateImageName(name);
+    if (BUILTIN_RECIPES[name]) {
+      throw new BangerError('conflict', `${name} is the name of a built-in image (banger builds it on first use)`, 'choose another name', { field: 'image' });
+    }
+    return this.locks.run(name, async () => {
+      if (this.isComplete(name) && !force) {
+        throw new BangerError('already_exists', `image ${name} already exists`, 'choose another name, delete it first, or replace it with --force');
+      }
+      const users = this.deps.store.vmsUsingImage(name);
+      if (users.length > 0) throw new BangerError('conflict', `image ${name} is in use by ${users.join(', ')}`, 'delete those VMs before replacing it');
+      const record = await make(imagePaths(this.deps.layout, name), within(this.deps.layout.buildDir, `${name}-${randomBytes(4).toString('hex')}`));
+      this.deps.store.upsertImage(record);
+      return record;
+    });
   }
 
   async delete(name: string): Promise<void> {
@@ -336,6 +370,16 @@ export function recipeOf(p: { suite?: string; minimal?: boolean; packages?: stri
   const r = { suite: (p.suite ?? DEFAULT_RECIPE.suite) as Suite, dev: p.minimal !== true, packages: p.packages ?? [] };
   checkRecipe(r);
   return r;
+}
+
+/** The default name of an imported image: the archive's file name without its extensions (`app.tar.gz` → `app`). */
+export function archiveImageName(path: string): string {
+  const base = basename(path).replace(/(\.(tar|tgz|gz|zst|oci|docker))+$/i, '').toLowerCase();
+  const problem = imageNameSchema.safeParse(base);
+  if (!problem.success) {
+    throw new BangerError('bad_request', `no image name can be made from the file name ${quoteInput(basename(path))}`, 'give the image a name with --name', { field: 'name' });
+  }
+  return base;
 }
 
 /** The layers a pulled image's manifest names (source-oci.ts writes them). */

@@ -9,11 +9,12 @@ import { describe, it, expect, vi } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { BangerError } from '../errors/errors.js';
 import { DEFAULT_CONFIG, type Config } from '../config/config.js';
 import { silentLogger } from '../log/log.js';
 import type { ImageRecord, ProgressEvent } from '../model/types.js';
-import { resolveLayout, snapshotPaths, vmPaths } from '../paths/paths.js';
+import { imagePaths, resolveLayout, snapshotPaths, vmPaths, type ImagePaths } from '../paths/paths.js';
 import type { Connection } from '../rpc/server.js';
 import { createRunner, type Runner } from '../system/runner.js';
 import { Store } from '../store/store.js';
@@ -67,9 +68,16 @@ function setup(opts: SetupOptions = {}) {
   };
   const image: ImageRecord = { name: 'bookworm', source: 'test', sourceKind: 'debian', sourceRef: 'test', kernelVersion: '6.1', rootfsBytes: 1, packages: [], createdAt: 'now' };
   // Only what VmService asks of images: ensure (the image step) and show.
+  const created: ImageRecord[] = [];
   const images = {
     ensure: () => (opts.imageFails ? Promise.reject(new BangerError('operation_failed', 'fake: image build failed')) : Promise.resolve(image)),
     show: () => image,
+    // vm commit: the real lock and checks are ImageService's (image-service.test.ts); here make() runs as it would.
+    create: async (name: string, _force: boolean, make: (paths: ImagePaths, workDir: string) => Promise<ImageRecord>) => {
+      const r = await make(imagePaths(layout, name), join(layout.buildDir, `${name}-work`));
+      created.push(r);
+      return r;
+    },
   } as unknown as ImageService;
   const network = opts.bridge
     ? ({
@@ -104,7 +112,7 @@ function setup(opts: SetupOptions = {}) {
     expect(existsSync(layout.vmSocketsDir) ? readdirSync(layout.vmSocketsDir) : []).toEqual([]);
     expect(driver.alive()).toEqual([]);
   };
-  return { root, layout, store, driver, guest, vms, events, create, pathsOf, nothingLeft, snapshots };
+  return { root, layout, store, driver, guest, vms, events, create, pathsOf, nothingLeft, snapshots, created };
 }
 
 /** The snapshot a VM of the default shape clones (the fake probe says no KVM: TCG). */
@@ -531,5 +539,32 @@ describe('lifecycle against a fake driver: warm clones', () => {
     expect(s.driver.starts[0]!.spec.network).toEqual({ mode: 'tap', tap: BRIDGE.tap, mac: BRIDGE.mac });
     expect(s.guest.execs[0]!.args[5]).toBe(BRIDGE.mac);
     expect(res.ssh).toMatchObject({ host: BRIDGE.ip, port: 22 });
+  });
+});
+
+describe('vm commit', () => {
+  it("a stopped VM's root disk becomes an image with its identity scrubbed; a running VM is refused", async () => {
+    const { vms, create, layout, created, driver } = setup();
+    const noop = () => undefined;
+    const base = join(layout.imagesDir, 'bookworm');
+    mkdirSync(base, { recursive: true });
+    for (const f of ['vmlinuz', 'initrd.img']) writeFileSync(join(base, f), f);
+    await create('box');
+    await expect(vms.commit('box', 'mine', {}, noop)).rejects.toMatchObject({ code: 'conflict', message: expect.stringMatching(/stopped VM/) });
+    expect(driver.calls).not.toContain('exportRootDisk');
+    await vms.stop('box');
+    const img = await vms.commit('box', 'mine', {}, noop);
+    expect(img).toMatchObject({ name: 'mine', sourceKind: 'vm', sourceRef: 'box (image bookworm)', kernelVersion: '6.1' });
+    expect(created).toHaveLength(1);
+    const dir = join(layout.imagesDir, 'mine');
+    expect(readdirSync(dir).sort()).toEqual(['image.json', 'initrd.img', 'rootfs.ext4', 'vmlinuz']);
+    const debugfs = (cmd: string) => spawnSync('debugfs', ['-R', cmd, join(dir, 'rootfs.ext4')], { encoding: 'utf8' });
+    expect(debugfs('ls /etc/ssh').stdout).not.toMatch(/ssh_host_/);
+    expect(debugfs('cat /etc/machine-id').stdout).toBe('');
+    expect(debugfs('stat /etc/machine-id').stdout).toMatch(/Mode:\s+0444/);
+    expect(debugfs('stat /var/lib/systemd/random-seed').stderr).toMatch(/not found/i);
+    expect(debugfs('cat /etc/overlay-was').stdout).toMatch(/overlay of/); // the VM's own root disk, not the image
+    expect(existsSync(join(layout.buildDir, 'mine-work'))).toBe(false);
+    expect(vms.show('box').state).toBe('stopped'); // the VM is kept as it was
   });
 });

@@ -7,10 +7,11 @@
  * signalled). Operations on one VM are serialised by its lock; different VMs
  * proceed in parallel.
  */
+import { isAbsolute, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { BangerError, messageOf } from '../errors/errors.js';
-import type { Accel, ImageView, NetworkMode, ProgressEvent, SnapshotInfo, SshTarget as GuestSshTarget, Vmm, VmRecord, VmRuntime, VmView } from '../model/types.js';
+import type { Accel, ImageRecord, ImageView, NetworkMode, ProgressEvent, SnapshotInfo, SshTarget as GuestSshTarget, Vmm, VmRecord, VmRuntime, VmView } from '../model/types.js';
 import { generateVmId, generateVmName, validateImageName, validateVmName } from '../model/names.js';
 import { formatSize } from '../model/sizes.js';
 import { DISK_SIZE_HINT, diskSizeProblem } from '../model/limits.js';
@@ -26,7 +27,8 @@ import { lookupHost, removeHost } from '../guest/known-hosts.js';
 import { createWorkDisk, growWorkDisk } from '../guest/work-disk.js';
 import { KILL_SIGNALS, type VmSshTarget as SshTarget, type VmCreateResult } from '../rpc/methods.js';
 import type { Connection } from '../rpc/server.js';
-import { DEFAULT_IMAGE, type ImageService } from './image-service.js';
+import { DEFAULT_IMAGE, describeSource, type ImageService } from './image-service.js';
+import { commitVmImage } from '../images/commit.js';
 import type { NetworkService } from './network-service.js';
 import { KeyedMutex } from './locks.js';
 import { readRuntime, removeRuntime, type RuntimeRecord } from './runtime-file.js';
@@ -72,6 +74,12 @@ export interface CreateParams {
   network?: NetworkMode;
   /** Boot cold even when a current snapshot of this shape exists. */
   cold?: boolean;
+  /**
+   * Internal (no RPC param carries it): raw disks attached after the work
+   * disk, for the image pipeline's build VM. Files under the build dir only;
+   * such a VM always boots cold.
+   */
+  extraDisks?: string[];
 }
 
 export interface SetParams {
@@ -178,6 +186,9 @@ export class VmService {
       throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
     }
     if (imageName !== DEFAULT_IMAGE) this.deps.images.show(imageName); // not_found before any side effect
+    for (const d of params.extraDisks ?? []) {
+      if (!isAbsolute(d) || !d.startsWith(this.deps.layout.buildDir + sep)) throw new BangerError('internal', `extra disk ${d} is not under ${this.deps.layout.buildDir}`);
+    }
     const name = params.name !== undefined ? validateVmName(params.name, 'name') : this.uniqueName();
     const start = params.start !== false;
     if (!start && params.ephemeral) throw new BangerError('bad_request', 'an ephemeral VM (deleted when its client goes) must be started', 'create it started, or keep it', { field: 'ephemeral' });
@@ -232,7 +243,7 @@ export class VmService {
     }
 
     const started = Date.now();
-    const p = vmPaths(this.deps.layout, vm.id);
+    const p = { ...vmPaths(this.deps.layout, vm.id), ...(params.extraDisks?.length ? { extraDisks: params.extraDisks } : {}) };
     let clonedFrom: string | null = null;
     try {
       const rt = await this.locks.run(vm.id, async () => {
@@ -252,7 +263,7 @@ export class VmService {
           store.setVmState(vm.id, 'stopped');
           return null;
         }
-        const clone = params.cold === true || !config.warmClones ? undefined : await this.pickClone(vm, driver);
+        const clone = params.cold === true || params.extraDisks?.length || !config.warmClones ? undefined : await this.pickClone(vm, driver);
         try {
           const booted = await this.createBoot(vm, p, driver, clone, progress, abort.signal);
           clonedFrom = clone?.key ?? null;
@@ -476,6 +487,54 @@ export class VmService {
       }
       this.deps.store.updateVmResources(vm.id, next);
       return this.view(this.current(vm));
+    });
+  }
+
+  // ---- commit --------------------------------------------------------
+
+  /**
+   * A stopped VM's root disk becomes image `imageName` (src/images/commit.ts):
+   * its work disk stays out, per-VM identity is scrubbed, its image's kernel
+   * comes along. The VM is kept and untouched.
+   */
+  async commit(name: string, imageName: string, opts: { force?: boolean }, progress: Progress): Promise<ImageRecord> {
+    validateImageName(imageName, 'image');
+    const vm0 = this.find(name);
+    return this.locks.run(vm0.id, async () => {
+      const vm = this.current(vm0);
+      if (this.liveRuntime(vm) || vm.state !== 'stopped') {
+        throw new BangerError('conflict', `VM ${vm.name} is ${vm.state}; vm commit takes a stopped VM`, `stop it first: \`banger vm stop ${vm.name}\``);
+      }
+      const driver = this.deps.drivers(vm.vmm);
+      if (!driver) throw new BangerError('unavailable', `VM ${vm.name} runs on ${vm.vmm}, which this build does not carry`);
+      const base = this.deps.images.show(vm.image);
+      const files = vmPaths(this.deps.layout, vm.id);
+      return this.deps.images.create(imageName, opts.force === true, async (paths, workDir) => {
+        const r = await commitVmImage(
+          { runner: this.deps.runner, log: (m) => this.deps.log.info({ vm: vm.name, image: imageName }, m) },
+          {
+            name: imageName,
+            vmRef: `${vm.name} (image ${vm.image})`,
+            baseDir: imagePaths(this.deps.layout, vm.image).dir,
+            kernelVersion: base.kernelVersion,
+            packages: base.packages,
+            outDir: paths.dir,
+            workDir,
+            exportRoot: (out) => driver.exportRootDisk(files, out),
+            onProgress: (stage, message) => progress({ stage: `image:${stage}`, message }),
+          },
+        );
+        return {
+          name: imageName,
+          source: describeSource('vm', r.sourceRef),
+          sourceKind: 'vm',
+          sourceRef: r.sourceRef,
+          kernelVersion: base.kernelVersion,
+          rootfsBytes: r.rootfsBytes,
+          packages: base.packages,
+          createdAt: new Date().toISOString(),
+        };
+      });
     });
   }
 

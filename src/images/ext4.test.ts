@@ -1,9 +1,9 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, lchownSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRunner } from '../system/runner.js';
-import { applyXattrs, makeExt4 } from './ext4.js';
+import { applyXattrs, makeExt4, setOwners } from './ext4.js';
 
 const runner = createRunner();
 const run = (argv: string[]) => runner.run(argv);
@@ -68,5 +68,41 @@ describe('applyXattrs', () => {
     expect(warnings.some((w) => w.startsWith('debugfs:') && /missing|not found/i.test(w))).toBe(true);
     expect(await xattrsOf(img, '/f')).not.toMatch(/user\./);
     expect(() => rmSync(outside)).toThrow();
+  });
+});
+
+describe('setOwners (an image made without root)', () => {
+  it("gives the layers' owners and modes where known and root's everywhere else, once per hard-linked inode", async () => {
+    const tree = join(tmp, 'tree');
+    mkdirSync(join(tree, 'srv/sub'), { recursive: true });
+    writeFileSync(join(tree, 'srv/app'), 'x');
+    writeFileSync(join(tree, 'srv/sub/mod.ko'), 'x');
+    linkSync(join(tree, 'srv/app'), join(tree, 'srv/app-link'));
+    symlinkSync('app', join(tree, 'srv/rel'));
+    // As the daemon user would have made them: everything theirs, no setgid.
+    for (const p of ['', 'srv', 'srv/sub', 'srv/app', 'srv/sub/mod.ko']) chownSync(join(tree, p), 1000, 1000);
+    lchownSync(join(tree, 'srv/rel'), 1000, 1000);
+    const img = join(tmp, 'img');
+    await makeExt4(run, tree, img, 64 * 1024 * 1024);
+    const warnings = await setOwners(
+      run,
+      img,
+      tree,
+      [
+        { path: 'srv/app', uid: 1234, gid: 2345, mode: 0o2755 },
+        { path: 'srv', uid: 0, gid: 50, mode: 0o1777 },
+      ],
+      join(tmp, 'scratch'),
+    );
+    expect(warnings).toEqual([]);
+    const stat = async (p: string) => (await runner.run(['debugfs', '-R', `stat "${p}"`, img])).stdout;
+    expect(await stat('/srv/app')).toMatch(/User:\s+1234\s+Group:\s+2345/);
+    expect(await stat('/srv/app')).toMatch(/Mode:\s+02755/);
+    expect(await stat('/srv/app-link')).toMatch(/User:\s+1234/); // the same inode
+    expect(await stat('/srv')).toMatch(/User:\s+0\s+Group:\s+50/);
+    expect(await stat('/srv')).toMatch(/Mode:\s+01777/);
+    expect(await stat('/srv/sub/mod.ko')).toMatch(/User:\s+0\s+Group:\s+0/); // not from a layer: root's
+    expect(await stat('/srv/rel')).toMatch(/User:\s+0\s+Group:\s+0/);
+    expect(await stat('/')).toMatch(/User:\s+0\s+Group:\s+0/);
   });
 });

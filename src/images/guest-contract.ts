@@ -53,9 +53,35 @@ export function inspectTree(rootDir: string): ContractReport {
   return { osRelease, family, missing, blocking: missing.filter((n) => REQUIRED.includes(n)) };
 }
 
+/** What a pulled image needs installed before it can boot as a guest (a build VM runs the plan). */
+export interface GuestInstall {
+  family: Family;
+  argv: string[][];
+  env: Record<string, string>;
+  packages: string[];
+  /** What is missing, in words, for progress. */
+  lacks: string;
+}
+
+/**
+ * The tree as a guest: nothing to do, a package install (when `canInstall`
+ * and its distribution has a plan), or a BangerError naming what it lacks.
+ */
+export function planGuestContract(rootDir: string, what: string, canInstall: boolean): { report: ContractReport; install?: GuestInstall } {
+  const report = inspectTree(rootDir);
+  if (report.blocking.length === 0) return { report };
+  if (canInstall && report.family) {
+    const plan = installPlan(report.family, report.missing);
+    if (plan.ok) {
+      return { report, install: { family: plan.family, argv: plan.argv, env: plan.env, packages: plan.packages, lacks: report.missing.map((n) => NEED_NAMES[n]).join(', ') } };
+    }
+  }
+  return { report: requireGuestContract(rootDir, what, report) };
+}
+
 /** The report when the tree can boot as a guest; a BangerError naming what is missing otherwise. */
-export function requireGuestContract(rootDir: string, what: string): ContractReport {
-  const r = inspectTree(rootDir);
+export function requireGuestContract(rootDir: string, what: string, inspected?: ContractReport): ContractReport {
+  const r = inspected ?? inspectTree(rootDir);
   if (r.blocking.length === 0) return r;
   const distro = r.osRelease ? (r.osRelease.prettyName ?? r.osRelease.id) : 'an unknown distribution (no /etc/os-release)';
   const lacks = r.blocking.map((n) => NEED_NAMES[n]).join(', ');

@@ -15,10 +15,13 @@
  */
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { toolPath } from '../system/which.js';
+import type { GuestInstall } from './guest-contract.js';
 import { BangerError, messageOf } from '../errors/errors.js';
 import type { ImageSourceKind } from '../model/types.js';
 import type { RunOptions, RunResult, Runner } from '../system/runner.js';
-import { applyXattrs, diskUsage, makeExt4, rootfsSize, type Xattr } from './ext4.js';
+import { applyXattrs, diskUsage, makeExt4, rootfsSize, setOwners, type OwnerMeta, type Xattr } from './ext4.js';
 import { customiseRootfs } from './integrate.js';
 import { publishDir } from './publish.js';
 import { cleanupWorkDir, isInside, killBuildProcesses, settledOrAbandoned } from './work-dir.js';
@@ -51,7 +54,18 @@ export interface SourceResult {
   ref?: string;
   /** Extended attributes the tree could not carry (set on the ext4 image afterwards). */
   xattrs?: Xattr[];
+  /** Owners and modes the tree could not carry (made without root): set on the ext4 with debugfs. */
+  owners?: OwnerMeta[];
+  /** Packages the tree needs before it can boot as a guest: installed into the ext4 by the pipeline's installer. */
+  install?: GuestInstall;
 }
+
+/**
+ * Installs a guest install's packages into the image file `image` (ext4,
+ * labelled `label` while it is worked on) — in a throwaway build VM: only
+ * the daemon can boot one, so it hands this in.
+ */
+export type GuestInstaller = (req: { image: string; label: string; install: GuestInstall; what: string }, ctx: StageContext) => Promise<void>;
 
 /** Where the root tree comes from. */
 export interface ImageSource {
@@ -83,6 +97,8 @@ export interface PipelineOptions {
   kernel: KernelStage;
   /** Apply the boot tuning (tuning.ts; default true). */
   tuned?: boolean;
+  /** For sources whose tree lacks the guest contract's packages. */
+  installer?: GuestInstaller;
   onProgress?: (stage: string, message: string) => void;
   signal?: AbortSignal;
 }
@@ -96,6 +112,8 @@ export interface PipelineResult {
 }
 
 const MiB = 1024 * 1024;
+/** Extra ext4 room for a guest install's packages. */
+const INSTALL_HEADROOM = 512 * MiB;
 
 export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Promise<PipelineResult> {
   const { runner } = deps;
@@ -165,16 +183,33 @@ export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Pr
 
     // 4. ext4.
     const usage = diskUsage(ctx.rootDir);
-    const rootfsBytes = rootfsSize(usage.bytes);
+    // Room for the packages a guest install adds (systemd, sshd and friends: ~150-250 MiB).
+    const rootfsBytes = rootfsSize(usage.bytes + (filled.install ? INSTALL_HEADROOM : 0));
     progress(
       'rootfs',
       `mkfs.ext4 -d: ${(usage.bytes / MiB).toFixed(0)} MiB in ${usage.inodes} files → ${(rootfsBytes / MiB).toFixed(0)} MiB image`,
     );
-    await makeExt4(run, ctx.rootDir, join(ctx.stageDir, 'rootfs.ext4'), rootfsBytes);
+    const img = join(ctx.stageDir, 'rootfs.ext4');
+    await makeExt4(run, ctx.rootDir, img, rootfsBytes);
     checkAbort();
+    if (filled.owners) {
+      progress('rootfs', `owners and modes of ${filled.owners.length} entries set with debugfs (made without root)`);
+      for (const w of await setOwners(run, img, ctx.rootDir, filled.owners, join(workDir, 'owners'))) progress('rootfs', `warning: ${w}`);
+      checkAbort();
+    }
+    let packages = filled.packages;
+    if (filled.install) {
+      if (!opts.installer) throw new BangerError('internal', `image ${opts.name} needs packages installed and no installer was given`);
+      const label = `bgi-${randomBytes(4).toString('hex')}`;
+      await run([toolPath('tune2fs'), '-L', label, img], { timeoutMs: 60_000 });
+      progress('integrate', `installing ${filled.install.packages.join(' ')} (missing: ${filled.install.lacks}) in a build VM`);
+      await opts.installer({ image: img, label, install: filled.install, what: `image ${opts.name}` }, ctx);
+      checkAbort();
+      packages = [...packages, ...filled.install.packages];
+    }
     if (filled.xattrs && filled.xattrs.length > 0) {
       progress('rootfs', `${filled.xattrs.length} extended attribute(s) (file capabilities) set with debugfs`);
-      for (const w of await applyXattrs(run, join(ctx.stageDir, 'rootfs.ext4'), filled.xattrs, join(workDir, 'xattrs'))) progress('rootfs', `warning: ${w}`);
+      for (const w of await applyXattrs(run, img, filled.xattrs, join(workDir, 'xattrs'))) progress('rootfs', `warning: ${w}`);
       checkAbort();
     }
     const ref = filled.ref ?? opts.source.ref;
@@ -190,7 +225,7 @@ export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Pr
           kernelVersion,
           rootfsBytes,
           tuned,
-          packages: filled.packages,
+          packages,
           builtAt: new Date().toISOString(),
         },
         null,
@@ -204,7 +239,7 @@ export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Pr
     progress('install', `installing into ${outDir}`);
     await publishDir(run, ctx.stageDir, outDir);
     progress('done', `image ${opts.name}: kernel ${kernelVersion}, rootfs ${(rootfsBytes / MiB).toFixed(0)} MiB`);
-    return { kernelVersion, rootfsBytes, packages: filled.packages, sourceKind: opts.source.kind, sourceRef: ref };
+    return { kernelVersion, rootfsBytes, packages, sourceKind: opts.source.kind, sourceRef: ref };
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     try {

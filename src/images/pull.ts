@@ -1,6 +1,7 @@
 /**
- * `banger image pull`: an OCI image from a registry through the image
- * pipeline — the registry source (source-oci.ts), guest integration, and
+ * `banger image pull` and `image import`: an OCI image from a registry
+ * (source-oci.ts) or an archive (source-archive.ts) through the image
+ * pipeline — the source, guest integration (and install), and
  * banger's kernel (its modules added to the tree), then ext4 and an atomic
  * publish.
  */
@@ -11,8 +12,9 @@ import type { ImageRef } from './oci-ref.js';
 import { BlobStore } from './oci/blob-store.js';
 import { credentialsFor } from './oci/docker-config.js';
 import type { Platform } from './oci/manifest.js';
-import { runPipeline, type PipelineResult } from './pipeline.js';
+import { runPipeline, type GuestInstaller, type PipelineResult } from './pipeline.js';
 import { ociSource, type PullStats } from './source-oci.js';
+import { archiveSource } from './source-archive.js';
 
 export interface PullDeps {
   runner: Runner;
@@ -21,10 +23,9 @@ export interface PullDeps {
 
 export interface PullOptions {
   name: string;
-  ref: ImageRef;
+  /** A registry reference, or an archive file (image import). */
+  from: { ref: ImageRef; insecure: boolean } | { archive: string };
   platform: Platform;
-  /** Plain HTTP to a registry that is not on loopback. */
-  insecure: boolean;
   /** Final image directory; must not overlap workDir. */
   outDir: string;
   workDir: string;
@@ -33,6 +34,8 @@ export interface PullOptions {
   /** banger's kernel: an image banger built (the default one). */
   kernel: { dir: string; kernelVersion: string };
   tuned?: boolean;
+  /** Installs what an image lacks of the guest contract, in a build VM (the daemon's); without it such an image is refused. */
+  installer?: GuestInstaller;
   onProgress?: (ev: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -43,17 +46,23 @@ export interface PullResult extends PipelineResult {
 
 export async function pullOciImage(deps: PullDeps, opts: PullOptions): Promise<PullResult> {
   const stats: PullStats = { downloaded: 0, layers: 0, cachedLayers: 0 };
-  const source = ociSource(
-    {
-      ref: opts.ref,
-      platform: opts.platform,
-      insecure: opts.insecure,
-      blobs: new BlobStore(opts.blobsDir),
-      auth: credentialsFor(opts.ref.registry),
-      onTransient: opts.onProgress,
-    },
-    stats,
-  );
+  const blobs = new BlobStore(opts.blobsDir);
+  const canInstall = opts.installer !== undefined;
+  const source =
+    'archive' in opts.from
+      ? archiveSource({ path: opts.from.archive, platform: opts.platform, blobs, canInstall })
+      : ociSource(
+          {
+            ref: opts.from.ref,
+            platform: opts.platform,
+            insecure: opts.from.insecure,
+            blobs,
+            auth: credentialsFor(opts.from.ref.registry),
+            onTransient: opts.onProgress,
+            canInstall,
+          },
+          stats,
+        );
   const r = await runPipeline(deps, {
     name: opts.name,
     outDir: opts.outDir,
@@ -61,6 +70,7 @@ export async function pullOciImage(deps: PullDeps, opts: PullOptions): Promise<P
     source,
     kernel: bangerKernel(opts.kernel),
     tuned: opts.tuned,
+    installer: opts.installer,
     signal: opts.signal,
     onProgress: (stage, message) => opts.onProgress?.({ stage: `image:${stage}`, message }),
   });

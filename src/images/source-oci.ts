@@ -16,7 +16,7 @@ import { formatPlatform, type Platform } from './oci/manifest.js';
 import { RegistryClient, type ResolvedImage } from './oci/registry.js';
 import type { ImageSource, SourceResult, StageContext } from './pipeline.js';
 import { mkdirSync } from 'node:fs';
-import { requireGuestContract } from './guest-contract.js';
+import { planGuestContract } from './guest-contract.js';
 
 /**
  * The applier's warnings, with the device nodes and FIFOs a base layer
@@ -42,6 +42,8 @@ export interface OciSourceOptions {
   insecure: boolean;
   blobs: BlobStore;
   auth?: CredentialLookup;
+  /** A tree that lacks the guest contract's packages may have them installed (the pipeline has an installer). */
+  canInstall?: boolean;
   /** Running counts (bytes of a layer) for a terminal. */
   onTransient?: (ev: ProgressEvent) => void;
 }
@@ -87,34 +89,49 @@ export function ociSource(opts: OciSourceOptions, stats: PullStats = { downloade
             ctx.progress('pull', `${label}: ${formatSize(r.downloaded)} in ${s.toFixed(1)} s (${formatSize(r.downloaded / s)}/s)`);
           }
         }
-        ctx.progress('layers', `applying ${img.layers.length} layer(s)`);
-        mkdirSync(ctx.rootDir, { mode: 0o755 });
-        const applied = await applyLayers(
-          ctx.rootDir,
-          img.layers.map((l) => ({ path: opts.blobs.path(l.digest), mediaType: l.mediaType, digest: l.digest })),
-          { signal: ctx.signal },
-        );
-        for (const w of summarise(applied.warnings)) ctx.progress('layers', `warning: ${w}`);
-        ctx.progress('layers', `${applied.entries} entries, ${formatSize(applied.bytes)}`);
-        const contract = requireGuestContract(ctx.rootDir, `image ${where}`);
-        ctx.progress('integrate', `${contract.osRelease?.prettyName ?? contract.osRelease?.id ?? 'unknown distribution'}: systemd, sshd and qemu-guest-agent present`);
-        return {
-          packages: [],
+        return await treeFromLayers(ctx, {
+          what: `image ${where}`,
+          layers: img.layers,
+          blobs: opts.blobs,
+          canInstall: opts.canInstall === true,
           ref: `${where.replace(/@sha256:[0-9a-f]{64}$/, '')}@${img.manifestDigest}`,
-          xattrs: applied.xattrs,
-          manifest: {
-            oci: {
-              manifestDigest: img.manifestDigest,
-              indexDigest: img.indexDigest,
-              configDigest: img.configDigest,
-              platform: formatPlatform(img.platform),
-              layers: img.layers.map((l) => l.digest),
-            },
-          },
-        };
+          oci: { manifestDigest: img.manifestDigest, indexDigest: img.indexDigest, configDigest: img.configDigest, platform: formatPlatform(img.platform) },
+        });
       } finally {
         await client.close();
       }
     },
+  };
+}
+
+/**
+ * The part of a registry pull and an archive import that is the same once
+ * the layers are in the blob cache: apply them onto the tree, check the
+ * guest contract (planning the install of what is missing), and say what
+ * the pipeline must carry on to the ext4.
+ */
+export async function treeFromLayers(
+  ctx: StageContext,
+  from: { what: string; layers: Array<{ digest: string; mediaType: string }>; blobs: BlobStore; canInstall: boolean; ref: string; oci: Record<string, unknown> },
+): Promise<SourceResult> {
+  ctx.progress('layers', `applying ${from.layers.length} layer(s)`);
+  mkdirSync(ctx.rootDir, { mode: 0o755 });
+  const applied = await applyLayers(
+    ctx.rootDir,
+    from.layers.map((l) => ({ path: from.blobs.path(l.digest), mediaType: l.mediaType, digest: l.digest })),
+    { signal: ctx.signal },
+  );
+  for (const w of summarise(applied.warnings)) ctx.progress('layers', `warning: ${w}`);
+  ctx.progress('layers', `${applied.entries} entries, ${formatSize(applied.bytes)}`);
+  const { report, install } = planGuestContract(ctx.rootDir, from.what, from.canInstall);
+  const distro = report.osRelease?.prettyName ?? report.osRelease?.id ?? 'unknown distribution';
+  ctx.progress('integrate', install ? `${distro}: lacks ${install.lacks}; installed at pull time` : `${distro}: systemd, sshd and qemu-guest-agent present`);
+  return {
+    packages: [],
+    ref: from.ref,
+    xattrs: applied.xattrs,
+    ...(applied.owners ? { owners: applied.owners } : {}),
+    ...(install ? { install } : {}),
+    manifest: { oci: { ...from.oci, layers: from.layers.map((l) => l.digest) } },
   };
 }

@@ -252,9 +252,23 @@ export const methods = {
       .strict(),
     result: {} as ImageRecord,
   },
+  /** Imports an OCI image layout or a docker save archive (a directory or a tar) through the same pipeline as a pull. */
+  'image.import': {
+    params: z
+      .object({
+        path: z.string().min(2).max(4096).startsWith('/', 'must be an absolute path'),
+        name: imageName.optional(),
+        platform: z.string().regex(/^[a-z0-9]{1,32}\/[a-z0-9_]{1,32}(\/[a-z0-9]{1,16})?$/, 'must look like linux/amd64 or linux/arm64/v8').optional(),
+        force: z.boolean().optional(),
+      })
+      .strict(),
+    result: {} as ImageRecord,
+  },
   /** Drops cached OCI blobs no pulled image names. */
   'image.prune': { params: z.object({}).strict(), result: {} as { removed: number; bytes: number; kept: number } },
   'image.list': { params: z.object({}).strict(), result: {} as ImageRecord[] },
+  /** A stopped VM's root disk becomes an image (its work disk excluded). */
+  'vm.commit': { params: z.object({ name: vmName, image: imageName, force: z.boolean().optional() }).strict(), result: {} as ImageRecord },
   'image.show': { params: z.object({ name: imageName }).strict(), result: {} as ImageView },
   /** Makes (or remakes) the warm-clone snapshot of an image for a machine shape (default: config's). */
   'image.snapshot': {

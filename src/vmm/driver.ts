@@ -65,6 +65,12 @@ export interface VmFiles {
   workDisk: string;
   /** The serial console, written by the VMM. */
   consoleLog: string;
+  /**
+   * Raw disks attached read-write after the work disk (/dev/vdd, …): only a
+   * throwaway build VM has them (the image pipeline's package install into
+   * a pulled image). Such a VM is never a snapshot template or a clone.
+   */
+  extraDisks?: string[];
 }
 
 export interface DiskSpec {
@@ -192,6 +198,12 @@ export interface VmmDriver {
 
   /** The VM's disks with their allocated and virtual sizes (vm stats). */
   describeDisks(files: VmFiles): Promise<DiskInfo[]>;
+
+  /**
+   * Writes a stopped VM's root disk (its overlay with the image under it)
+   * as one raw, sparse file at `out` (vm commit: the new image's rootfs).
+   */
+  exportRootDisk(files: VmFiles, out: string): Promise<void>;
 
   /**
    * The VMM's version (e.g. "qemu 7.2.22"): a snapshot made by another

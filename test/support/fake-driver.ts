@@ -7,7 +7,9 @@
  * answers at once from the table.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError } from '../../src/errors/errors.js';
@@ -168,6 +170,26 @@ export class FakeDriver implements VmmDriver {
 
   hostProcess(handle: VmmHandle): { pid: number; startTime: string } {
     return { pid: 100_000 + own(handle).fakeId, startTime: '1' };
+  }
+
+  /** A small real ext4 (so debugfs can work on it) with a VM's identity in it: host keys, machine-id, random seed. */
+  exportRootDisk(files: VmFiles, out: string): Promise<void> {
+    this.calls.push('exportRootDisk');
+    const tree = mkdtempSync(join(tmpdir(), 'fake-root-'));
+    try {
+      mkdirSync(join(tree, 'etc/ssh'), { recursive: true });
+      mkdirSync(join(tree, 'var/lib/systemd'), { recursive: true });
+      writeFileSync(join(tree, 'etc/ssh/ssh_host_ed25519_key'), 'PRIVATE', { mode: 0o600 });
+      writeFileSync(join(tree, 'etc/ssh/ssh_host_ed25519_key.pub'), 'PUBLIC');
+      writeFileSync(join(tree, 'etc/machine-id'), '0123456789abcdef0123456789abcdef\n');
+      writeFileSync(join(tree, 'var/lib/systemd/random-seed'), 'SEED');
+      writeFileSync(join(tree, 'etc/overlay-was'), readFileSync(files.overlay, 'utf8'));
+      const r = spawnSync('mkfs.ext4', ['-q', '-F', '-d', tree, out, '8M']);
+      if (r.status !== 0) return Promise.reject(new BangerError('operation_failed', `fake: mkfs.ext4: ${r.stderr.toString()}`));
+    } finally {
+      rmSync(tree, { recursive: true, force: true });
+    }
+    return Promise.resolve();
   }
 
   describeDisks(files: VmFiles): Promise<DiskInfo[]> {

@@ -1,5 +1,6 @@
-/** banger image build|pull|list|show|snapshot|delete */
+/** banger image build|pull|import|prune|list|show|snapshot|delete */
 import { Command } from '@commander-js/extra-typings';
+import { resolve } from 'node:path';
 import { formatSize } from '../../model/sizes.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { table, keyValues } from '../style.js';
@@ -62,6 +63,25 @@ export function imageCommand(ctx: CliContext): Command {
       );
       if (opts.json) return printJson(img);
       process.stdout.write(`pulled ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    });
+
+  image
+    .command('import')
+    .description('import an OCI image layout or a `docker save` archive (directory or tar, gzip or zstd) without a registry')
+    .argument('<file>', 'e.g. app.tar from `docker save app -o app.tar`, or an `skopeo copy ... oci-archive:` file')
+    .option('--name <name>', 'image name (default: the file name without its extensions)')
+    .option('--platform <os/arch>', 'platform to pick from a multi-platform archive', 'linux/amd64')
+    .option('--force', 'replace an image of that name')
+    .option('--json', 'machine-readable output')
+    .action(async (file, opts) => {
+      const started = Date.now();
+      const img = await (await ctx.daemon()).call(
+        'image.import',
+        { path: resolve(file), name: opts.name, platform: opts.platform, force: opts.force === true },
+        (ev) => ctx.progress(ev),
+      );
+      if (opts.json) return printJson(img);
+      process.stdout.write(`imported ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
 
   image

@@ -1,4 +1,4 @@
-/** banger vm start|stop|restart|kill|set|prune */
+/** banger vm start|stop|restart|kill|set|commit|prune */
 import { Command, Option } from '@commander-js/extra-typings';
 import { createInterface } from 'node:readline/promises';
 import { BangerError } from '../../errors/errors.js';
@@ -76,6 +76,19 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
       const v = await (await ctx.daemon()).call('vm.set', { name, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize });
       if (opts.json) return printJson(v);
       process.stdout.write(`${name}: ${v.vcpu} vCPU, ${v.memoryMib} MiB, work disk ${v.diskBytes} bytes\n`);
+    });
+
+  vm.command('commit')
+    .description("make a stopped VM's root disk an image (its /root work disk stays out; SSH host keys and machine-id are removed)")
+    .argument('<name>', 'the VM (stopped)')
+    .argument('<image>', 'name of the new image')
+    .option('--force', 'replace an image of that name')
+    .option('--json', 'machine-readable output')
+    .action(async (name, image, opts) => {
+      const started = Date.now();
+      const img = await (await ctx.daemon()).call('vm.commit', { name, image, force: opts.force === true }, (ev) => ctx.progress(ev));
+      if (opts.json) return printJson(img);
+      process.stdout.write(`committed ${name} as image ${img.name} in ${((Date.now() - started) / 1000).toFixed(0)} s: \`banger vm run --image ${img.name} ...\`\n`);
     });
 
   vm.command('prune')

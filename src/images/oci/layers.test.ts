@@ -503,3 +503,41 @@ describe('extended attributes', () => {
     expect(() => parsePax(Buffer.from('99 path=x\n'))).toThrow(/malformed pax record/);
   });
 });
+
+describe('owners not kept (not root): recorded for the ext4 stage', () => {
+  it("returns each entry's uid, gid and mode as the layers leave them; whiteouts and replacements forget theirs; links share their target's", async () => {
+    const r = await applyLayers(
+      root,
+      [
+        layer([
+          { path: 'srv/', uid: 0, gid: 50, mode: 0o2775 },
+          { path: 'srv/a', uid: 1234, gid: 5678, mode: 0o4755, body: 'a' },
+          { path: 'srv/b', uid: 7, gid: 7, body: 'b' },
+          { path: 'srv/gone/', uid: 9, gid: 9 },
+          { path: 'srv/gone/f', uid: 9, gid: 9, body: 'f' },
+        ]),
+        layer([
+          { path: 'srv/.wh.gone', body: '' },
+          { path: 'srv/b', uid: 8, gid: 8, mode: 0o600, body: 'b2' },
+          { path: 'srv/link', type: '1', linkpath: 'srv/a' },
+        ]),
+      ],
+      { preserveOwner: false },
+    );
+    const byPath = new Map((r.owners ?? []).map((o) => [o.path, o]));
+    expect(byPath.get('srv')).toEqual({ path: 'srv', uid: 0, gid: 50, mode: 0o2775 });
+    expect(byPath.get('srv/a')).toEqual({ path: 'srv/a', uid: 1234, gid: 5678, mode: 0o4755 });
+    expect(byPath.get('srv/b')).toEqual({ path: 'srv/b', uid: 8, gid: 8, mode: 0o600 });
+    expect(byPath.has('srv/gone')).toBe(false);
+    expect(byPath.has('srv/gone/f')).toBe(false);
+    expect(byPath.has('srv/link')).toBe(false);
+    expect(r.warnings.some((w) => /owners are not kept/.test(w))).toBe(true);
+  });
+
+  it('as root, owners are kept on the tree and nothing is recorded', async () => {
+    if (!isRoot) return;
+    const r = await applyLayers(root, [layer([{ path: 'f', uid: 1234, gid: 5678, body: 'x' }])]);
+    expect(r.owners).toBeUndefined();
+    expect(lstatSync(join(root, 'f')).uid).toBe(1234);
+  });
+});

@@ -87,7 +87,17 @@ export interface ApplyResult {
   /** What the applied tree should carry, after later layers' whiteouts and replacements. */
   xattrs: Xattr[];
   warnings: string[];
+  /**
+   * Not keeping owners (not root): each entry's uid, gid and mode as the
+   * layers give them, for the ext4 stage to set (ext4.ts setOwners); a hard
+   * link shares its target's inode and has no entry of its own.
+   */
+  owners?: Owner[];
 }
+
+/** An entry's ownership and mode (with setuid/setgid/sticky), by path relative to the root ('' is the root). */
+export type { OwnerMeta as Owner } from '../ext4.js';
+import type { OwnerMeta as Owner } from '../ext4.js';
 
 export const LAYER_DEFAULTS = { maxBytes: 64 * 1024 ** 3, maxEntries: 5_000_000, maxPathBytes: 4096 } as const;
 const MAX_META_BYTES = 1024 * 1024;
@@ -139,6 +149,8 @@ interface DirMeta {
 class Applier {
   private readonly xattrs = new Map<string, TarXattr[]>();
   private readonly dirs = new Map<string, DirMeta>();
+  /** Recorded only when owners are not kept (see ApplyResult.owners). */
+  private readonly owners = new Map<string, { uid: number; gid: number; mode: number }>();
   private readonly warnings: string[] = [];
   private dropped = 0;
   private entries = 0;
@@ -225,6 +237,7 @@ class Applier {
     if (parts.length === 0) {
       if (e.kind !== 'dir') throw new PathProblem('the entry would replace the image\'s root directory', 'hostile');
       await this.dirMeta(e, this.fs.root, '');
+      if (!this.owner) this.owners.set('', { uid: e.uid, gid: e.gid, mode: e.mode });
       return;
     }
     const target = e.kind === 'hardlink' ? await this.linkTarget(e, rel) : undefined;
@@ -259,6 +272,7 @@ class Applier {
         await link(this.fs.abs(target!.split('/')), abs);
         break;
     }
+    if (!this.owner && e.kind !== 'hardlink') this.owners.set(rel, { uid: e.uid, gid: e.gid, mode: e.mode });
     // The entry's xattrs replace what a lower layer gave this path (a hard link shares its target's).
     const xattrs = e.kind === 'hardlink' && e.xattrs.length === 0 ? (this.xattrs.get(target!) ?? []) : e.xattrs;
     if (xattrs.length > 0) this.xattrs.set(rel, xattrs);
@@ -341,19 +355,21 @@ class Applier {
     }
     const warnings = [...this.warnings];
     if (this.dropped > 0) warnings.push(`… and ${this.dropped} more warnings`);
-    return { entries: this.entries, bytes: this.bytes, xattrs, warnings };
+    const owners = this.owner ? undefined : [...this.owners].map(([path, o]) => ({ path, ...o }));
+    return { entries: this.entries, bytes: this.bytes, xattrs, warnings, ...(owners ? { owners } : {}) };
   }
 
   /** What was at `rel` is gone: its xattrs and pending directory metadata (and those of all under it) go too. */
   private forget(rel: string, wasDir: boolean): void {
     this.xattrs.delete(rel);
+    this.owners.delete(rel);
     this.dirs.delete(rel);
     if (wasDir) this.forgetUnder(rel);
   }
 
   private forgetUnder(rel: string): void {
     const prefix = rel === '' ? '' : `${rel}/`;
-    for (const m of [this.xattrs, this.dirs] as Map<string, unknown>[]) {
+    for (const m of [this.xattrs, this.dirs, this.owners] as Map<string, unknown>[]) {
       for (const k of m.keys()) if (k !== '' && k !== rel && k.startsWith(prefix)) m.delete(k);
     }
   }

@@ -66,6 +66,23 @@ describe('qemuArgv', () => {
     expect(values(tcg, '-m')).toEqual(['1024M']);
   });
 
+  it("attaches a build VM's extra disks after the work disk (raw, read-write); a plain VM has none", () => {
+    const plain = qemuArgv(spec());
+    expect(values(plain, '-drive').map((d) => d.split(',')[0])).toEqual(['id=root', 'id=config', 'id=work']);
+    const paths = { ...pathsIn('/state/vms/abc'), extraDisks: ['/cache/build/x/rootfs.ext4'] };
+    const argv = qemuArgv(spec({ paths }));
+    const drives = values(argv, '-drive');
+    expect(drives.map((d) => d.split(',')[0])).toEqual(['id=root', 'id=config', 'id=work', 'id=extra0']);
+    expect(drives[3]).toBe('id=extra0,if=none,file=/cache/build/x/rootfs.ext4,format=raw,cache=writeback');
+    expect(drives[3]).not.toContain('readonly');
+    expect(values(argv, '-device').filter((d) => d.startsWith('virtio-blk-device'))).toEqual([
+      'virtio-blk-device,drive=root',
+      'virtio-blk-device,drive=config',
+      'virtio-blk-device,drive=work',
+      'virtio-blk-device,drive=extra0',
+    ]);
+  });
+
   it('has no default devices, no display, daemonizes with a pid file', () => {
     const argv = qemuArgv(spec());
     for (const f of ['-nodefaults', '-no-user-config', '-nographic', '-daemonize', '-no-reboot']) expect(argv).toContain(f);

@@ -72,6 +72,8 @@ export interface QemuPaths {
   overlay: string;
   configDisk: string;
   workDisk: string;
+  /** More raw disks, read-write, after the work disk (a build VM's target). */
+  extraDisks?: string[];
   consoleLog: string;
   pidFile: string;
   qmpSocket: string;
@@ -161,6 +163,8 @@ export function qemuArgv(spec: QemuSpec): string[] {
     // ext4 zeroes the lazily initialised inode tables with WRITE_ZEROES).
     '-drive', `id=work,if=none,file=${optValue(p.workDisk)},format=raw,cache=writeback,discard=unmap`,
     '-device', 'virtio-blk-device,drive=work',
+    // /dev/vdd, …: a build VM's extra disks (raw, read-write)
+    ...(p.extraDisks ?? []).flatMap((d, i) => ['-drive', `id=extra${i},if=none,file=${optValue(d)},format=raw,cache=writeback`, '-device', `virtio-blk-device,drive=extra${i}`]),
 
     // eth0: a tap on banger's bridge, or user networking with SSH forwarded
     // from loopback only, or (a snapshot template) no backend at all

@@ -30,6 +30,7 @@ export function qemuPaths(files: VmFiles): QemuPaths {
     overlay: files.overlay,
     configDisk: files.configDisk,
     workDisk: files.workDisk,
+    ...(files.extraDisks?.length ? { extraDisks: files.extraDisks } : {}),
     consoleLog: files.consoleLog,
     pidFile: join(files.dir, QEMU_PID_FILE),
     qmpSocket: join(files.socketsDir, QMP_SOCKET),
@@ -99,6 +100,11 @@ export class QemuDriver implements VmmDriver {
 
   boot(spec: BootSpec): Promise<VmmHandle> {
     return this.start(spec, false);
+  }
+
+  async exportRootDisk(files: VmFiles, out: string): Promise<void> {
+    // -S 4k: runs of zeros stay holes (the result is as sparse as the image).
+    await this.deps.runner.run(['qemu-img', 'convert', '-q', '-f', 'qcow2', '-O', 'raw', '-S', '4k', files.overlay, out], { timeoutMs: 30 * 60 * 1000 });
   }
 
   private async start(spec: BootSpec, incoming: boolean): Promise<VmmHandle> {
