@@ -18,6 +18,7 @@ import { clip } from '../model/text.js';
 import type { ProgressEvent } from '../model/types.js';
 import { EXIT_STILL_MISSING, MISSING_PREFIX, installScript } from '../images/install-script.js';
 import type { GuestInstaller } from '../images/pipeline.js';
+import { lineSplitter } from '../images/work-dir.js';
 import type { Connection } from '../rpc/server.js';
 import type { Logger } from '../log/log.js';
 import type { GuestOps } from './guest-ops.js';
@@ -77,26 +78,16 @@ export function guestInstaller(deps: GuestInstallDeps): GuestInstaller {
   };
 }
 
-/** A writable that hands complete lines (split on \n and \r) to onLine, bounded per line. */
+/** A writable that hands complete lines (split on \n and \r: apt's progress) to onLine. */
 function lineSink(onLine: (line: string) => void): { stream: Writable; flush: () => void } {
-  let buf = '';
-  const take = (final: boolean) => {
-    const parts = buf.split(/\r?\n|\r/);
-    buf = final ? '' : (parts.pop() ?? '');
-    if (buf.length > 64 * 1024) buf = buf.slice(-LINE_MAX);
-    for (const p of parts) {
-      const t = p.trim();
-      if (t) onLine(t);
-    }
-  };
+  const lines = lineSplitter(onLine);
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      buf += chunk.toString('utf8');
-      take(false);
+      lines.push(chunk);
       cb();
     },
   });
-  return { stream, flush: () => take(true) };
+  return { stream, flush: lines.flush };
 }
 
 /** The script on the remote shell's stdin. */

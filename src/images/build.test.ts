@@ -341,6 +341,14 @@ describe('helpers', () => {
     s.flush();
     expect(lines).toEqual(['I: one', 'I: two', 'progress 10%', 'progress 20%']);
   });
+
+  it('lineSplitter never holds more than 64 KiB of a line that does not end (hostile output)', () => {
+    const lines: string[] = [];
+    const s = _internal.lineSplitter((l) => lines.push(l));
+    for (let i = 0; i < 100; i++) s.push(Buffer.alloc(4096, 0x41));
+    expect(lines.length).toBeGreaterThanOrEqual(6);
+    expect(Math.max(...lines.map((l) => l.length))).toBeLessThanOrEqual(64 * 1024);
+  });
 });
 
 describe('cleanupWorkDir', () => {

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { inspectTree, requireGuestContract } from './guest-contract.js';
+import { inspectTree, planGuestContract, requireGuestContract } from './guest-contract.js';
 import { summarise } from './source-oci.js';
 
 let root: string;
@@ -80,6 +80,26 @@ describe('guest contract', () => {
     rmSync(join(root, 'etc/os-release'));
     symlinkSync('/usr/sbin/sshd', join(root, 'usr/sbin/sshd-host')); // a name the contract does not use
     expect(inspectTree(root).missing).toContain('sshd');
+  });
+});
+
+describe('planGuestContract', () => {
+  it('plans the install of what a guest needs (not CA certificates) when an installer exists; refuses without one', () => {
+    debianTree(['init', 'systemd/systemd', 'sshd', 'qemu-ga', 'ca-certificates']);
+    const { install } = planGuestContract(root, 'image x', true);
+    expect(install?.family).toBe('debian');
+    expect(install?.packages).toEqual(['systemd', 'systemd-sysv', 'openssh-server', 'qemu-guest-agent', 'udev']);
+    expect(install?.argv.at(-1)).toEqual(['apt-get', 'install', '-y', '--no-install-recommends', 'systemd', 'systemd-sysv', 'openssh-server', 'qemu-guest-agent', 'udev']);
+    expect(() => planGuestContract(root, 'image x', false)).toThrow(/cannot boot as a banger guest/);
+  });
+
+  it('a tree that meets the contract needs nothing; Alpine without systemd is refused even with an installer', () => {
+    debianTree(['ca-certificates']);
+    expect(planGuestContract(root, 'image x', true).install).toBeUndefined();
+    rmSync(join(root, 'etc/os-release'));
+    touch('etc/os-release', 'ID=alpine\n');
+    rmSync(join(root, 'usr/lib/systemd/systemd')); // Alpine has no systemd
+    expect(() => planGuestContract(root, 'image alpine', true)).toThrow(expect.objectContaining({ hint: expect.stringMatching(/OpenRC/) }));
   });
 });
 

@@ -157,7 +157,10 @@ export async function settledOrAbandoned<T>(p: Promise<T>, signal: AbortSignal |
   }
 }
 
-/** Splits a byte stream into trimmed, non-empty lines (also on \r, for apt's progress). */
+/** Longest line lineSplitter holds before it hands out what it has. */
+const MAX_LINE = 64 * 1024;
+
+/** Splits a byte stream into trimmed, non-empty lines (also on \r, for apt's progress); a line is at most MAX_LINE characters. */
 export function lineSplitter(onLine: (line: string) => void): { push: (chunk: Buffer) => void; flush: () => void } {
   let buf = '';
   return {
@@ -168,6 +171,11 @@ export function lineSplitter(onLine: (line: string) => void): { push: (chunk: Bu
       for (const p of parts) {
         const t = p.trim();
         if (t) onLine(t);
+      }
+      // A line that never ends (a hostile guest's output) is cut, never held whole.
+      while (buf.length > MAX_LINE) {
+        onLine(buf.slice(0, MAX_LINE).trim());
+        buf = buf.slice(MAX_LINE);
       }
     },
     flush: () => {

@@ -9,11 +9,11 @@
  * built on it. Only `image_pull_boot` boots a VM; the other scenarios look
  * at the published image file with debugfs (no mount, exact inode data).
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import { spawnSync } from 'node:child_process';
-import { check, ok, type Banger, type RunDirs } from './harness.js';
+import { check, ok, repoRoot, type Banger, type RunDirs } from './harness.js';
 import type { Scenario } from './scenarios.js';
 import { startRegistry, type Registry } from '../support/registry.js';
 import { dockerSaveArchive, pushLayout, writeOciLayout } from '../support/oci-layout.js';
@@ -249,6 +249,62 @@ export const imageScenarios: Scenario[] = [
       check(!r.stderr.includes('build VM'), 'a build VM was booted for an image that cannot be integrated');
       check((await imageRow(banger, 'smoke-bare')) === undefined, 'image listed after a refused pull');
       check(!existsSync(join(dirs.stateDir, 'images', 'smoke-bare')), 'image directory left behind');
+    },
+  },
+  {
+    name: 'image_pull_unprivileged',
+    needs: 'root',
+    description: "a daemon that is not root pulls an image: owners, setuid and root's files come out right in the ext4 (debugfs, no fakeroot)",
+    run: async ({ dirs, log }) => {
+      const fx = await fixture(dirs, log);
+      await linksImage(join(fx.dir, 'unpriv-links'), { baseTar: fx.baseTar, tag: '1' });
+      await pushLayout(join(fx.dir, 'unpriv-links'), fx.registry.url, 'smoke/unpriv-links:1');
+      const user = `bpull${process.pid % 100000}`;
+      const base = mkdtempSync('/tmp/banger-unpriv-pull-');
+      chmodSync(base, 0o755);
+      const home = join(base, 'home');
+      const sh = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8', timeout: 20 * 60_000 });
+      check(sh('useradd', ['--home-dir', home, '--create-home', '--shell', '/bin/sh', user]).status === 0, 'useradd failed');
+      const env = [`PATH=${process.env.PATH ?? ''}`, `HOME=${home}`, 'NO_COLOR=1', ...['state', 'run', 'config', 'cache'].map((d) => `BANGER_${d.toUpperCase()}_DIR=${join(base, d)}`)];
+      const bangerJs = join(repoRoot, 'bin', 'banger.js');
+      const runAs = (args: string[]) => {
+        log(`$ (as ${user}) banger ${args.join(' ')}`);
+        const r = sh('runuser', ['-u', user, '--', 'env', '-i', ...env, process.execPath, bangerJs, ...args]);
+        log(`  → exit ${r.status}; stderr: ${(r.stderr ?? '').trim().split('\n').slice(-4).join(' | ')}`);
+        return r;
+      };
+      try {
+        check(sh('runuser', ['-u', user, '--', 'test', '-r', bangerJs]).status === 0, `${user} cannot read ${bangerJs}: run from a checkout others can read`);
+        for (const d of ['state/images', 'run', 'config', 'cache']) mkdirSync(join(base, d), { recursive: true, mode: 0o700 });
+        // banger's kernel comes from the default image: root built it, the user gets a copy (adopted from its manifest).
+        const img = join(dirs.stateDir, 'images', 'bookworm');
+        mkdirSync(join(base, 'state/images/bookworm'));
+        for (const f of ['image.json', 'vmlinuz', 'initrd.img', 'rootfs.ext4']) check(sh('cp', ['--sparse=always', join(img, f), join(base, 'state/images/bookworm', f)]).status === 0, `copying ${f}`);
+        writeFileSync(join(base, 'config', 'config.toml'), 'network = "user"\n');
+        check(sh('chown', ['-R', `${user}:${user}`, base]).status === 0, 'chown');
+        chownSync(base, 0, 0);
+        const r = runAs(['image', 'pull', `${fx.registry.url}/smoke/unpriv-links:1`, '--name', 'unpriv-links']);
+        check(r.status === 0, `pull as ${user}: exit ${r.status}: ${(r.stderr ?? '').slice(-800)}`);
+        check(/owners and modes of \d+ entries set with debugfs/.test(r.stderr ?? ''), `no owner step in the pull: ${(r.stderr ?? '').slice(-800)}`);
+        const ext4 = join(base, 'state/images/unpriv-links/rootfs.ext4');
+        const stat = (p: string) => inodeOf(spawnSync('debugfs', ['-R', `stat ${p}`, ext4], { encoding: 'utf8' }).stdout);
+        const owned = stat(LINKS.owned);
+        check(`${owned.uid}:${owned.gid}` === LINKS.ownedIds && owned.mode.endsWith(LINKS.ownedMode), `owned file: ${JSON.stringify(owned)}`);
+        const suid = stat(LINKS.setuid);
+        check(suid.uid === 0 && suid.mode.endsWith(LINKS.setuidMode), `setuid binary: ${JSON.stringify(suid)}`);
+        check(stat(LINKS.setgidDir).mode.endsWith(LINKS.setgidMode), `setgid dir: ${JSON.stringify(stat(LINKS.setgidDir))}`);
+        const shadow = stat('/etc/shadow');
+        check(shadow.uid === 0 && shadow.gid === 42, `/etc/shadow is ${shadow.uid}:${shadow.gid}, want 0:42 (root:shadow)`);
+        const unit = stat('/usr/local/libexec/banger-guest-config');
+        check(unit.uid === 0 && unit.gid === 0, `banger's own file is ${unit.uid}:${unit.gid}, want root's`);
+        const root = stat('/');
+        check(root.uid === 0, `/ is owned by ${root.uid}`);
+      } finally {
+        runAs(['daemon', 'stop']);
+        sh('pkill', ['-u', user]);
+        sh('userdel', ['-r', '-f', user]);
+        rmSync(base, { recursive: true, force: true });
+      }
     },
   },
   {

@@ -30,9 +30,10 @@
  *   refuse the layer (BangerError operation_failed).
  * - Device nodes and FIFOs are skipped with a warning, as root too: Node has
  *   no mknod, and the guest's /dev is a devtmpfs.
- * - Not running as root: ownership is not kept (one warning); directories
- *   keep owner rwx until the last layer is applied so later layers can write
- *   into them, then get their exact modes.
+ * - Not running as root: ownership is not kept (one warning) but returned
+ *   (`owners`, with each entry's exact mode) for the ext4 stage to set with
+ *   debugfs; files keep owner read and directories owner rwx so that
+ *   `mkfs.ext4 -d` can read them all.
  * - Directory modes and mtimes are set once all layers are applied (deepest
  *   first): writing into a directory moves its mtime.
  * - A hard link shares its target's inode, so it keeps the target's metadata
@@ -322,7 +323,9 @@ class Applier {
       }
       if (n > 0) await writeAll(fh, Buffer.concat(batch, n));
       if (this.owner) await fh.chown(e.uid, e.gid);
-      await fh.chmod(e.mode); // after chown, which clears setuid/setgid
+      // After chown, which clears setuid/setgid. Not root: the owner keeps read (mkfs.ext4 -d must read
+      // a 0000 file); the exact mode goes on the ext4 from ApplyResult.owners.
+      await fh.chmod(this.owner ? e.mode : e.mode | 0o400);
       await fh.utimes(e.atime ?? e.mtime, e.mtime);
     } finally {
       await fh.close();
@@ -343,7 +346,8 @@ class Applier {
     for (const [rel, m] of all) {
       const abs = await this.fs.dir(rel === '' ? [] : rel.split('/'), false);
       if (typeof abs !== 'string') continue;
-      await chmod(abs, m.mode);
+      // Not root: the owner keeps rwx (mkfs.ext4 -d must read it; the exact mode goes on the ext4).
+      await chmod(abs, this.owner ? m.mode : m.mode | 0o700);
       await utimes(abs, m.atime, m.mtime);
     }
   }
