@@ -41,6 +41,7 @@ const FIELD_FLAGS: Record<string, string> = {
   includeUntracked: '--include-untracked',
   ephemeral: '--rm',
   suite: '--suite',
+  from: '--from',
   packages: '--packages',
   platform: '--platform',
   ref: 'REF',

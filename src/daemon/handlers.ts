@@ -59,6 +59,7 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
         force: p.force,
         tuned: p.tuned,
         recipe: p.suite !== undefined || p.minimal !== undefined || p.packages !== undefined ? recipeOf(p) : undefined,
+        from: p.from,
         onProgress: rc.progress,
         signal: abortOnClose(rc.connection),
       }),

@@ -8,7 +8,7 @@ import { DEFAULT_CONFIG } from '../config/config.js';
 import { silentLogger } from '../log/log.js';
 import { createRunner } from '../system/runner.js';
 import { BangerError } from '../errors/errors.js';
-import { ImageService, type ImageServiceDeps } from './image-service.js';
+import { ImageService, recipeOf, type ImageServiceDeps } from './image-service.js';
 import type { VmRecord } from '../model/types.js';
 import type { PullOptions } from '../images/pull.js';
 
@@ -261,5 +261,17 @@ describe('ImageService: names and paths from outside', () => {
       expect(existsSync(join(dir, '1'.repeat(64)))).toBe(true);
       expect(existsSync(join(dir, '2'.repeat(64)))).toBe(false);
     });
+  });
+});
+
+describe('image build --from', () => {
+  it('is refused without packages, with --suite or --minimal, from itself, or from an image that does not exist', async () => {
+    expect(() => recipeOf({ from: 'x', suite: 'trixie' })).toThrow(expect.objectContaining({ code: 'bad_request', field: 'suite' }));
+    expect(() => recipeOf({ from: 'x', minimal: true })).toThrow(expect.objectContaining({ field: 'minimal' }));
+    const { svc } = setup();
+    svc.setInstaller(async () => undefined);
+    await expect(svc.build('mine', { from: 'bookworm' })).rejects.toMatchObject({ code: 'bad_request', field: 'packages' });
+    await expect(svc.build('mine', { from: 'mine', recipe: recipeOf({ packages: ['jq'] }) })).rejects.toMatchObject({ field: 'from' });
+    await expect(svc.build('mine', { from: 'nope', recipe: recipeOf({ packages: ['jq'] }) })).rejects.toMatchObject({ code: 'not_found' });
   });
 });

@@ -21,6 +21,7 @@ import type { Config } from '../config/config.js';
 import { DEFAULT_RECIPE, MINIMAL_RECIPE, checkRecipe, type DebianRecipe, type buildDebianImage } from '../images/build.js';
 import type { Suite } from '../images/source-debian.js';
 import type { pullOciImage } from '../images/pull.js';
+import { deriveImage } from '../images/derive.js';
 import type { GuestInstaller } from '../images/pipeline.js';
 import { defaultImageName, formatImageRef, parseImageRef, type ImageRef } from '../images/oci-ref.js';
 import { DEFAULT_PLATFORM, parsePlatform, type Platform } from '../images/oci/manifest.js';
@@ -62,6 +63,8 @@ export interface BuildOptions {
   tuned?: boolean;
   /** Suite and packages (default: the image's built-in recipe, else the default one). */
   recipe?: DebianRecipe;
+  /** Build from this image plus `recipe.packages` instead of from scratch (in a build VM). */
+  from?: string;
   onProgress?: (ev: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -161,8 +164,45 @@ export class ImageService {
       if (users.length > 0) {
         throw new BangerError('conflict', `image ${name} is in use by ${users.join(', ')}`, 'delete those VMs before rebuilding it');
       }
-      return this.buildLocked(name, opts);
+      return opts.from !== undefined ? this.deriveLocked(name, opts.from, opts) : this.buildLocked(name, opts);
     });
+  }
+
+  /** `image build NAME --from IMAGE --packages …`: the caller holds NAME's lock. */
+  private async deriveLocked(name: string, from: string, opts: BuildOptions): Promise<ImageRecord> {
+    validateImageName(from, 'from');
+    if (from === name) throw new BangerError('bad_request', `--from names the image being built (${name})`, 'build a new image from it under another name', { field: 'from' });
+    const packages = opts.recipe?.packages ?? [];
+    if (packages.length === 0) throw new BangerError('bad_request', 'image build --from needs --packages (what to add to the image)', undefined, { field: 'packages' });
+    if (!this.installer) throw new BangerError('unavailable', 'this daemon cannot boot build VMs');
+    const base = this.show(from);
+    const paths = imagePaths(this.deps.layout, name);
+    const workDir = within(this.deps.layout.buildDir, `${name}-${randomBytes(4).toString('hex')}`);
+    const r = await deriveImage(
+      { runner: this.deps.runner, log: (m) => this.deps.log.info({ image: name }, m) },
+      {
+        name,
+        base: { name: from, dir: imagePaths(this.deps.layout, from).dir, kernelVersion: base.kernelVersion, packages: base.packages },
+        packages,
+        outDir: paths.dir,
+        workDir,
+        installer: this.installer,
+        signal: opts.signal,
+        onProgress: (stage, message) => opts.onProgress?.({ stage: `image:${stage}`, message }),
+      },
+    );
+    const record: ImageRecord = {
+      name,
+      source: describeSource('image', r.sourceRef),
+      sourceKind: 'image',
+      sourceRef: r.sourceRef,
+      kernelVersion: base.kernelVersion,
+      rootfsBytes: r.rootfsBytes,
+      packages: r.packages,
+      createdAt: new Date().toISOString(),
+    };
+    this.deps.store.upsertImage(record);
+    return record;
   }
 
   /** Returns the image, building it first when it is missing (used by vm create). */
@@ -366,7 +406,10 @@ const manifestSchema = z.object({
 });
 
 /** The recipe `image build --suite/--minimal/--packages` asks for, checked (a bad suite or package name is a bad_request naming it). */
-export function recipeOf(p: { suite?: string; minimal?: boolean; packages?: string[] }): DebianRecipe {
+export function recipeOf(p: { suite?: string; minimal?: boolean; packages?: string[]; from?: string }): DebianRecipe {
+  if (p.from !== undefined && (p.suite !== undefined || p.minimal !== undefined)) {
+    throw new BangerError('bad_request', '--from builds on an existing image: its suite and packages are the image\'s', 'drop --suite/--minimal, or build from scratch without --from', { field: p.suite !== undefined ? 'suite' : 'minimal' });
+  }
   const r = { suite: (p.suite ?? DEFAULT_RECIPE.suite) as Suite, dev: p.minimal !== true, packages: p.packages ?? [] };
   checkRecipe(r);
   return r;
@@ -396,6 +439,8 @@ export function describeSource(kind: ImageSourceKind, ref: string): string {
       return `imported ${ref}`;
     case 'vm':
       return `committed from ${ref}`;
+    case 'image':
+      return `built from ${ref}`;
   }
 }
 

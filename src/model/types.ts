@@ -80,14 +80,14 @@ export interface WorkspaceRecord {
 }
 
 /** Where an image's root tree came from (src/images/pipeline.ts). */
-export const IMAGE_SOURCE_KINDS = ['debian', 'oci', 'oci-archive', 'vm'] as const;
+export const IMAGE_SOURCE_KINDS = ['debian', 'oci', 'oci-archive', 'vm', 'image'] as const;
 export type ImageSourceKind = (typeof IMAGE_SOURCE_KINDS)[number];
 
 export interface ImageRecord {
   name: string;
   /** How it was made, in words, e.g. "mmdebstrap bookworm (http://deb.debian.org/debian)". */
   source: string;
-  /** debian (mmdebstrap), oci (a registry), oci-archive (image import), vm (vm commit). */
+  /** debian (mmdebstrap), oci (a registry), oci-archive (image import), vm (vm commit), image (image build --from). */
   sourceKind: ImageSourceKind;
   /** The source's reference: suite and mirror, image reference with its digest, archive file, VM. */
   sourceRef: string;

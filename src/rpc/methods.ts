@@ -235,6 +235,8 @@ export const methods = {
         minimal: z.boolean().optional(),
         /** More Debian packages. */
         packages: z.array(z.string().min(1).max(100)).max(200).optional(),
+        /** Start from this image (Debian family) instead of mmdebstrap: its packages plus `packages`. */
+        from: imageName.optional(),
       })
       .strict(),
     result: {} as ImageRecord,

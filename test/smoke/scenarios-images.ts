@@ -202,6 +202,23 @@ export const imageScenarios: Scenario[] = [
     },
   },
   {
+    name: 'image_build_packages',
+    description: 'image build --minimal --packages adds the package to a new Debian image (mmdebstrap); a VM of it has it, without network',
+    run: async ({ banger }) => {
+      try {
+        const b = await banger(['image', 'build', 'smoke-pkgs', '--minimal', '--packages', 'tree']);
+        check(b.code === 0, `image build: exit ${b.code}: ${b.stderr.slice(-800)}`);
+        const show = JSON.parse(await ok(banger, ['image', 'show', 'smoke-pkgs', '--json'])) as { packages: string[]; sourceRef: string };
+        check(show.packages.includes('tree') && !show.packages.includes('build-essential'), `packages: ${show.packages.join(',')}`);
+        check(show.sourceRef.startsWith('bookworm, minimal, +tree'), `reference: ${show.sourceRef}`);
+        const r = await banger(['vm', 'run', '--rm', '--image', 'smoke-pkgs', '--name', 'smoke-pkgs-vm', '--', 'tree', '--version']);
+        check(r.code === 0 && /^tree v/m.test(r.stdout), `tree in the VM: exit ${r.code}: ${r.stdout} ${r.stderr.slice(-400)}`);
+      } finally {
+        await banger(['image', 'delete', 'smoke-pkgs']);
+      }
+    },
+  },
+  {
     name: 'vm_commit',
     description: 'a package installed in a VM (--nat) is in the image vm commit makes of it; its work disk and identity are not',
     run: async ({ banger }) => {

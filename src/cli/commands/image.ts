@@ -32,13 +32,14 @@ export function imageCommand(ctx: CliContext): Command {
     .option('--suite <suite>', 'Debian suite: bookworm (default) or trixie')
     .option('--packages <list>', 'more Debian packages, comma-separated (e.g. ripgrep,postgresql-client)')
     .option('--minimal', 'only what banger needs in a guest: no compilers, make, python3, curl (the `minimal` image)')
+    .option('--from <image>', 'start from this image (Debian family) and add --packages, in a build VM')
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
       const started = Date.now();
       const packages = opts.packages === undefined ? undefined : opts.packages.split(',').map((p) => p.trim()).filter((p) => p !== '');
       const img = await (await ctx.daemon()).call(
         'image.build',
-        { name, force: opts.force === true, tuned: opts.tuning !== false, suite: opts.suite, minimal: opts.minimal === true ? true : undefined, packages },
+        { name, force: opts.force === true, tuned: opts.tuning !== false, suite: opts.suite, minimal: opts.minimal === true ? true : undefined, packages, from: opts.from },
         (ev) => ctx.progress(ev),
       );
       if (opts.json) return printJson(img);
