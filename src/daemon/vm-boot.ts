@@ -3,7 +3,7 @@
  * config disk → accelerator → the VMM (its driver's boot: detached, own session) → guest agent and SSH (waited for side by side).
  * The disks that persist (root overlay, work disk) are made by create only.
  */
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, statSync } from 'node:fs';
 import { BangerError } from '../errors/errors.js';
 import type { Logger } from '../log/log.js';
 import type { ProgressEvent, SshTarget, VmRecord, Vmm } from '../model/types.js';
@@ -38,6 +38,8 @@ export interface BootContext {
   progress: (ev: ProgressEvent) => void;
   signal?: AbortSignal;
   bootTimeoutMs: number;
+  /** Console silence before the agent answers that counts as a stalled boot (default BOOT_STALL_MS). */
+  stallMs?: number;
   /** The VM's VMM. */
   driver: VmmDriver;
   /** Agent and SSH readiness waits. */
@@ -246,7 +248,7 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
             )
           : agentSocket === undefined
             ? Promise.resolve()
-            : guardBoot(vm, p, booted, () => ctx.guest.waitForAgent(agentSocket, readyBy, both)).then(
+            : untilStalled(p.consoleLog, ctx.stallMs ?? BOOT_STALL_MS, both, () => guardBoot(vm, p, booted, () => ctx.guest.waitForAgent(agentSocket, readyBy, both))).then(
                 () => progress({ stage: 'agent', message: 'guest agent answered' }),
                 failFast,
               );
@@ -296,6 +298,55 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       return { record: runtime, handle };
     },
   };
+}
+
+/**
+ * How long a cold boot's console may stay silent before the guest agent
+ * answers. Seen here about once in 50–150 TCG boots: the console stops
+ * after "PCI: Fatal: No config space access function found" (~0.7 s in)
+ * and the guest never gets further (the agent wait ran its whole 300 s).
+ * A healthy boot under load prints within seconds (initramfs, systemd's
+ * status lines), so 45 s of silence is a stall.
+ */
+export const BOOT_STALL_MS = 45_000;
+
+/** The guest stopped printing during early boot (see BOOT_STALL_MS); the create boots it again once. */
+export class BootStalled extends BangerError {
+  constructor(seconds: number, consolePath: string) {
+    super('timeout', `the guest stalled early in its boot: no console output for ${seconds} s before its agent answered`, `console log: ${consolePath}`);
+  }
+}
+
+/** `wait()`, unless the console file stops growing for `stallMs` first (then BootStalled). */
+async function untilStalled<T>(consolePath: string, stallMs: number, signal: AbortSignal, wait: () => Promise<T>): Promise<T> {
+  const done = new AbortController();
+  const watch = new Promise<never>((_, reject) => {
+    let size = -1;
+    let since = Date.now();
+    const timer = setInterval(() => {
+      if (done.signal.aborted || signal.aborted) return clearInterval(timer);
+      let now = 0;
+      try {
+        now = statSync(consolePath).size;
+      } catch {
+        /* not there yet */
+      }
+      if (now !== size) {
+        size = now;
+        since = Date.now();
+      } else if (Date.now() - since >= stallMs) {
+        clearInterval(timer);
+        reject(new BootStalled(Math.round(stallMs / 1000), consolePath));
+      }
+    }, Math.min(1000, stallMs / 4));
+    done.signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+  });
+  watch.catch(() => undefined);
+  try {
+    return await Promise.race([wait(), watch]);
+  } finally {
+    done.abort();
+  }
 }
 
 /** Runs a readiness wait; if it fails, say whether the VMM died and show the console tail. */

@@ -31,6 +31,8 @@ const conn: Connection = { id: 'c', closed: false, onClose: () => undefined };
 
 interface SetupOptions {
   faults?: FakeFaults;
+  /** Console silence that counts as a stalled boot (the fake VMM never writes a console). */
+  stallMs?: number;
   guest?: FakeGuestBehaviour;
   /** The image step fails. */
   imageFails?: boolean;
@@ -100,6 +102,7 @@ function setup(opts: SetupOptions = {}) {
     drivers: (vmm) => (vmm === 'qemu' ? driver : undefined),
     guest,
     bootTimeoutMs: 1000,
+    bootStallMs: opts.stallMs,
   });
   const events: ProgressEvent[] = [];
   const create = (name: string, extra: { start?: boolean; cold?: boolean } = {}) =>
@@ -566,5 +569,23 @@ describe('vm commit', () => {
     expect(debugfs('cat /etc/overlay-was').stdout).toMatch(/overlay of/); // the VM's own root disk, not the image
     expect(existsSync(join(layout.buildDir, 'mine-work'))).toBe(false);
     expect(vms.show('box').state).toBe('stopped'); // the VM is kept as it was
+  });
+});
+
+describe('a cold boot that stalls early', () => {
+  it('is booted once more (nothing of the first attempt left) and the create succeeds, with a warning', async () => {
+    const { vms, create, events, driver } = setup({ stallMs: 200, guest: { agent: 'ok', ssh: 'ok', agentStalls: 1 } });
+    const r = await create('box', { cold: true });
+    expect(r.vm.state).toBe('running');
+    expect(events.some((e) => e.level === 'warn' && /stalled early in its boot: no console output for 0 s.*booting once more/.test(e.message))).toBe(true);
+    expect(driver.calls.filter((c) => c === 'boot')).toHaveLength(2);
+    expect(driver.alive()).toHaveLength(1); // the stalled VMM was stopped
+    await vms.delete('box', true);
+  });
+
+  it('twice in a row fails the create with the stall, leaving nothing', async () => {
+    const { create, nothingLeft } = setup({ stallMs: 200, guest: { agent: 'ok', ssh: 'ok', agentStalls: 2 } });
+    await expect(create('box', { cold: true })).rejects.toMatchObject({ code: 'timeout', message: expect.stringMatching(/stalled early/) });
+    nothingLeft();
   });
 });

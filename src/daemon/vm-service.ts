@@ -33,7 +33,7 @@ import type { NetworkService } from './network-service.js';
 import { KeyedMutex } from './locks.js';
 import { readRuntime, removeRuntime, type RuntimeRecord } from './runtime-file.js';
 import { runSteps, type Step } from './steps.js';
-import { bootSteps, VMM_NAMES } from './vm-boot.js';
+import { BootStalled, bootSteps, VMM_NAMES } from './vm-boot.js';
 import { forceStop, gracefulStop, type BootedVmm, type StopReport } from './vm-stop.js';
 import { realGuestOps, type GuestOps } from './guest-ops.js';
 import { removeTreeUnder } from './safe-remove.js';
@@ -53,6 +53,8 @@ export interface VmServiceDeps {
   guest?: GuestOps;
   /** Boot deadline (agent + SSH), ms. */
   bootTimeoutMs: number;
+  /** A cold boot whose console is silent this long before the agent answers is booted again once (vm-boot.ts BOOT_STALL_MS). */
+  bootStallMs?: number;
   /** Warm clones (snapshots of booted guests); absent: every boot is cold. */
   snapshots?: SnapshotService;
   /** Test-only fault injection, called as each create/start step begins (compose.ts: BANGER_TEST_CRASH_AT_STEP). */
@@ -269,6 +271,12 @@ export class VmService {
           clonedFrom = clone?.key ?? null;
           return booted;
         } catch (e) {
+          if (e instanceof BootStalled && !clone) {
+            // The boot's steps rolled back (no QEMU, no disks); the same boot again usually passes.
+            progress({ stage: 'boot', level: 'warn', message: `${e.message}; booting once more` });
+            this.deps.log.warn({ vm: vm.name }, 'cold boot stalled early; retrying once');
+            return await this.createBoot(vm, p, driver, undefined, progress, abort.signal);
+          }
           if (!(clone && e instanceof SnapshotUnusable)) throw e;
           // Never a broken VM: the snapshot goes, this VM boots cold (and a new snapshot is made after).
           progress({ stage: 'boot', level: 'warn', message: `snapshot ${clone.key} of ${vm.image} is unusable (${e.message}); booting cold` });
@@ -590,9 +598,17 @@ export class VmService {
 
   private async bootStopped(vm: VmRecord, progress: Progress): Promise<Booted> {
     const p = vmPaths(this.deps.layout, vm.id);
-    const boot = this.bootStepsFor(vm, p, progress);
+    let boot = this.bootStepsFor(vm, p, progress);
     try {
-      await runSteps(boot.steps, this.stepHooks(vm, progress));
+      try {
+        await runSteps(boot.steps, this.stepHooks(vm, progress));
+      } catch (e) {
+        if (!(e instanceof BootStalled)) throw e;
+        progress({ stage: 'boot', level: 'warn', message: `${e.message}; booting once more` });
+        this.deps.log.warn({ vm: vm.name }, 'boot stalled early; retrying once');
+        boot = this.bootStepsFor(vm, p, progress);
+        await runSteps(boot.steps, this.stepHooks(vm, progress));
+      }
     } catch (e) {
       this.deps.store.setVmState(vm.id, 'stopped', messageOf(e).split('\n')[0] ?? null);
       throw e;
@@ -625,6 +641,7 @@ export class VmService {
       progress,
       signal,
       bootTimeoutMs: this.deps.bootTimeoutMs,
+      stallMs: this.deps.bootStallMs,
       driver: this.requireDriver(vm.vmm),
       guest: this.guest,
       chooseAccel: (kernel) => this.chooseAccel(this.requireDriver(vm.vmm), this.deps.config.accel, kernel),

@@ -279,6 +279,8 @@ export interface FakeGuestBehaviour {
   sshd?: 'listening' | 'unsure' | 'down';
   /** The guest does not power off when asked (agent or SSH): the chain must go on to signals. */
   hangsOnPoweroff?: boolean;
+  /** This many agent waits never answer (a guest stalled in early boot; its console never grows): they end only when aborted. */
+  agentStalls?: number;
   /**
    * What an agent exec returns (default: exit 0, no output); it may wait
    * (a long script). Only the stop chain's `systemctl poweroff` powers the
@@ -306,8 +308,16 @@ export function fakeGuest(driver: FakeDriver, behaviour: FakeGuestBehaviour): Gu
     behaviour,
     /** Every agent exec, in order. */
     execs: [] as FakeExec[],
-    waitForAgent: (socket: string) => {
+    waitForAgent: (socket: string, _deadline: number, signal?: AbortSignal) => {
       driver.calls.push('agent.wait');
+      if ((ops.behaviour.agentStalls ?? 0) > 0) {
+        ops.behaviour.agentStalls!--;
+        return new Promise<void>((_, reject) => {
+          const stop = () => reject(new BangerError('interrupted', 'fake: agent wait aborted'));
+          if (signal?.aborted) stop();
+          else signal?.addEventListener('abort', stop, { once: true });
+        });
+      }
       return ops.behaviour.agent === 'down' ? Promise.reject(down(`agent ${socket}`)) : Promise.resolve();
     },
     waitForSsh: () => {
