@@ -99,4 +99,3 @@ export function requireGuestContract(rootDir: string, what: string, inspected?: 
   throw new BangerError('operation_failed', `${what} (${distro}) cannot boot as a banger guest: it lacks ${lacks}`, hint);
 }
 
-export { NEED_NAMES };

@@ -13,7 +13,7 @@ import type { BlobStore } from './oci/blob-store.js';
 import type { CredentialLookup } from './oci/docker-config.js';
 import { applyLayers } from './oci/layers.js';
 import { formatPlatform, type Platform } from './oci/manifest.js';
-import { RegistryClient, type ResolvedImage } from './oci/registry.js';
+import { RegistryClient } from './oci/registry.js';
 import type { ImageSource, SourceResult, StageContext } from './pipeline.js';
 import { mkdirSync } from 'node:fs';
 import { planGuestContract } from './guest-contract.js';
@@ -50,7 +50,6 @@ export interface OciSourceOptions {
 
 /** What a pull did besides filling the tree (for the pull's summary and the bench). */
 export interface PullStats {
-  resolved?: ResolvedImage;
   /** Bytes downloaded (0 when every layer was in the cache). */
   downloaded: number;
   layers: number;
@@ -67,7 +66,6 @@ export function ociSource(opts: OciSourceOptions, stats: PullStats = { downloade
       try {
         ctx.progress('pull', `resolving ${where} (${formatPlatform(opts.platform)})`);
         const img = await client.resolve();
-        stats.resolved = img;
         const total = img.layers.reduce((n, l) => n + l.size, 0);
         ctx.progress('pull', `manifest ${img.manifestDigest}: ${img.layers.length} layer(s), ${formatSize(total)}`);
         opts.blobs.ensureDir();
