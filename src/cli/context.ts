@@ -1,15 +1,15 @@
-/** What every command needs: layout, runner, and a lazily opened daemon connection. */
+/** What every command needs: layout, runner, and a lazily opened SDK connection. */
 import { resolveLayout, type Layout } from '../paths/paths.js';
 import { createRunner, type Runner } from '../system/runner.js';
-import type { RpcClient } from '../rpc/client.js';
 import type { ProgressEvent } from '../model/types.js';
-import { connectOrStart } from './connect.js';
+import { Banger } from '../sdk/banger.js';
 import { style } from './style.js';
 
 export interface CliContext {
   layout: Layout;
   runner: Runner;
-  daemon(): Promise<RpcClient>;
+  /** The SDK, connected (bangerd started when needed); progress goes to stderr. */
+  banger(): Promise<Banger>;
   progress(ev: ProgressEvent): void;
   close(): void;
 }
@@ -17,14 +17,14 @@ export interface CliContext {
 export function createContext(): CliContext {
   const layout = resolveLayout();
   const runner = createRunner();
-  let client: Promise<RpcClient> | undefined;
+  let client: Promise<Banger> | undefined;
   /** A transient progress line is on the terminal (cleared before the next line). */
   let transientShown = false;
-  return {
+  const ctx: CliContext = {
     layout,
     runner,
-    daemon() {
-      client ??= connectOrStart(layout, runner);
+    banger() {
+      client ??= Banger.connect({ onProgress: (ev) => ctx.progress(ev) });
       return client;
     },
     progress(ev) {
@@ -47,6 +47,7 @@ export function createContext(): CliContext {
       void client?.then((c) => c.close()).catch(() => undefined);
     },
   };
+  return ctx;
 }
 
 export function printJson(value: unknown): void {

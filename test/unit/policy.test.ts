@@ -35,6 +35,16 @@ describe('layering', () => {
     expect(offenders.map((f) => f.path)).toEqual([]);
   });
 
+  it('the SDK (src/sdk) never imports the CLI or the daemon: it is the layer the CLI stands on', () => {
+    const offenders = src.filter((f) => f.path.startsWith('src/sdk/') && importsOf(f).some((i) => i.startsWith('src/cli/') || i.startsWith('src/daemon/')));
+    expect(offenders.map((f) => f.path)).toEqual([]);
+  });
+
+  it('the CLI reaches bangerd only through the SDK (no RPC client of its own)', () => {
+    const offenders = src.filter((f) => f.path.startsWith('src/cli/') && importsOf(f).some((i) => i === 'src/rpc/client.js'));
+    expect(offenders.map((f) => f.path)).toEqual([]);
+  });
+
   it('src/model does no I/O', () => {
     const offenders = src.filter((f) => f.path.startsWith('src/model/') && /from 'node:(fs|net|child_process|http)/.test(f.text));
     expect(offenders.map((f) => f.path)).toEqual([]);

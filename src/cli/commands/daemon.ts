@@ -1,6 +1,6 @@
 /** banger daemon status|stop|socket — these never start the daemon. */
 import { Command } from '@commander-js/extra-typings';
-import { tryConnect } from '../connect.js';
+import { tryConnect } from '../../sdk/connect.js';
 import { isBangerError } from '../../errors/errors.js';
 import { readCmdline, readPidFile } from '../../system/proc.js';
 import { printJson, type CliContext } from '../context.js';

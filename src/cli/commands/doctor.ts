@@ -1,6 +1,6 @@
 /** banger doctor: PASS/WARN/FAIL per check; exit code non-zero only on FAIL. */
 import { Command } from '@commander-js/extra-typings';
-import { tryConnect } from '../connect.js';
+import { tryConnect } from '../../sdk/connect.js';
 import { printJson, type CliContext } from '../context.js';
 import { style } from '../style.js';
 

@@ -37,11 +37,7 @@ export function imageCommand(ctx: CliContext): Command {
     .action(async (name, opts) => {
       const started = Date.now();
       const packages = opts.packages === undefined ? undefined : opts.packages.split(',').map((p) => p.trim()).filter((p) => p !== '');
-      const img = await (await ctx.daemon()).call(
-        'image.build',
-        { name, force: opts.force === true, tuned: opts.tuning !== false, suite: opts.suite, minimal: opts.minimal === true ? true : undefined, packages, from: opts.from },
-        (ev) => ctx.progress(ev),
-      );
+      const img = await (await ctx.banger()).buildImage(name, { force: opts.force === true, tuned: opts.tuning !== false, suite: opts.suite, minimal: opts.minimal === true, packages, from: opts.from });
       if (opts.json) return printJson(img);
       process.stdout.write(`built ${img.name} (kernel ${img.kernelVersion}, ${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
@@ -57,11 +53,7 @@ export function imageCommand(ctx: CliContext): Command {
     .option('--json', 'machine-readable output')
     .action(async (ref, opts) => {
       const started = Date.now();
-      const img = await (await ctx.daemon()).call(
-        'image.pull',
-        { ref, name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true },
-        (ev) => ctx.progress(ev),
-      );
+      const img = await (await ctx.banger()).pullImage(ref, { name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true });
       if (opts.json) return printJson(img);
       process.stdout.write(`pulled ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
@@ -76,11 +68,7 @@ export function imageCommand(ctx: CliContext): Command {
     .option('--json', 'machine-readable output')
     .action(async (file, opts) => {
       const started = Date.now();
-      const img = await (await ctx.daemon()).call(
-        'image.import',
-        { path: resolve(file), name: opts.name, platform: opts.platform, force: opts.force === true },
-        (ev) => ctx.progress(ev),
-      );
+      const img = await (await ctx.banger()).importImage(resolve(file), { name: opts.name, platform: opts.platform, force: opts.force === true });
       if (opts.json) return printJson(img);
       process.stdout.write(`imported ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
@@ -90,7 +78,7 @@ export function imageCommand(ctx: CliContext): Command {
     .description('drop cached layers (OCI blobs) that no pulled image names; images themselves are untouched')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
-      const r = await (await ctx.daemon()).call('image.prune', {});
+      const r = await (await ctx.banger()).pruneImages();
       if (opts.json) return printJson(r);
       process.stdout.write(`removed ${r.removed} cached blob(s), ${formatSize(r.bytes)}; ${r.kept} kept for pulled images\n`);
     });
@@ -101,7 +89,7 @@ export function imageCommand(ctx: CliContext): Command {
     .description('list images')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
-      const imgs = await (await ctx.daemon()).call('image.list', {});
+      const imgs = await (await ctx.banger()).listImages();
       if (opts.json) return printJson(imgs);
       if (imgs.length === 0) return void process.stdout.write('no images (the default one is built on first `banger vm run`, or with `banger image build`)\n');
       process.stdout.write(
@@ -118,7 +106,7 @@ export function imageCommand(ctx: CliContext): Command {
     .argument('<name>')
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
-      const i = await (await ctx.daemon()).call('image.show', { name });
+      const i = await (await ctx.banger()).showImage(name);
       if (opts.json) return printJson(i);
       const rows: Array<[string, string]> = [
         ['name', i.name],
@@ -160,7 +148,7 @@ export function imageCommand(ctx: CliContext): Command {
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
       const started = Date.now();
-      const s = await (await ctx.daemon()).call('image.snapshot', { name, vcpu: opts.vcpu, memoryMib: opts.memory }, (ev) => ctx.progress(ev));
+      const s = await (await ctx.banger()).snapshotImage(name, { vcpu: opts.vcpu, memoryMib: opts.memory });
       if (opts.json) return printJson(s);
       process.stdout.write(`snapshot ${s.key} of ${name}: ${formatSize(s.bytes)}, made in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
@@ -170,8 +158,10 @@ export function imageCommand(ctx: CliContext): Command {
     .alias('rm')
     .description('delete an image (refused while a VM uses it)')
     .argument('<name>')
-    .action(async (name) => {
-      await (await ctx.daemon()).call('image.delete', { name });
+    .option('--json', 'machine-readable output: {deleted}')
+    .action(async (name, opts) => {
+      const r = await (await ctx.banger()).deleteImage(name);
+      if (opts.json) return printJson(r);
       process.stdout.write(`deleted ${name}\n`);
     });
 

@@ -10,7 +10,7 @@ export function networkCommand(ctx: CliContext): Command {
     .description('the mode new VMs get and why; on a bridge: its name, subnet, gateway and the .vm DNS server')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
-      const n = await (await ctx.daemon()).call('network.show', {});
+      const n = await (await ctx.banger()).network();
       if (opts.json) return printJson(n);
       const rows: Array<[string, string]> = [
         ['mode', `${n.mode} (${n.why})`],

@@ -61,7 +61,7 @@ export function addSshProxyCommand(vm: Command, ctx: CliContext): void {
       const name = host.endsWith('.vm') ? host.slice(0, -3) : host;
       const problem = vmNameProblem(name);
       if (problem) throw new BangerError('bad_request', `${host}: ${problem}`);
-      const t = await (await ctx.daemon()).call('vm.ssh_target', { name });
+      const t = await (await ctx.banger()).vm(name).sshTarget();
       ctx.close();
       await new Promise<void>((res, rej) => {
         const sock = connect({ host: t.host, port: t.port }, () => {

@@ -3,6 +3,7 @@ import { Command } from '@commander-js/extra-typings';
 import type { RpcClient } from '../../rpc/client.js';
 import type { VmLogsResult, VmPort, VmStats } from '../../rpc/methods.js';
 import type { CliContext } from '../context.js';
+import { Banger } from '../../sdk/banger.js';
 import { addInspectCommands, renderPorts, renderStats } from './vm-inspect.js';
 
 afterEach(() => vi.restoreAllMocks());
@@ -16,7 +17,7 @@ function ctxWith(handler: (method: string, params: Record<string, unknown>) => u
       return handler(method, params);
     },
   } as unknown as RpcClient;
-  const ctx = { daemon: async () => client } as unknown as CliContext;
+  const ctx = { banger: async () => Banger.withClient(client) } as unknown as CliContext;
   return { ctx, calls };
 }
 

@@ -14,11 +14,11 @@ export function addInspectCommands(vm: Command, ctx: CliContext): void {
     .argument('<name>')
     .option('-f, --follow', 'keep printing new output until Ctrl-C')
     .action(async (name, opts) => {
-      const c = await ctx.daemon();
+      const vm = (await ctx.banger()).vm(name);
       process.stdout.on('error', () => undefined); // EPIPE also reaches write()'s callback
       let offset = 0;
       for (;;) {
-        const r = await c.call('vm.logs', { name, offset });
+        const r = await vm.logs(offset);
         if (r.offset < offset) {
           // the daemon restarted from 0: the log was truncated by a new boot
           process.stderr.write(style.dim(`• ${name} booted again: the console starts over`, process.stderr) + '\n');
@@ -36,7 +36,7 @@ export function addInspectCommands(vm: Command, ctx: CliContext): void {
     .argument('<name>')
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
-      const s = await (await ctx.daemon()).call('vm.stats', { name });
+      const s = await (await ctx.banger()).vm(name).stats();
       if (opts.json) return printJson(s);
       process.stdout.write(renderStats(s) + '\n');
     });
@@ -46,7 +46,7 @@ export function addInspectCommands(vm: Command, ctx: CliContext): void {
     .argument('<name>')
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
-      const ports = await (await ctx.daemon()).call('vm.ports', { name });
+      const ports = await (await ctx.banger()).vm(name).ports();
       if (opts.json) return printJson(ports);
       if (ports.length === 0) return void process.stdout.write(`nothing is listening in ${name}\n`);
       process.stdout.write(renderPorts(ports) + '\n');

@@ -26,30 +26,40 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
   vm.command('start')
     .description('boot a stopped VM (its /root work disk and root filesystem are kept)')
     .argument('<name>')
-    .action(async (name) => {
+    .option('--json', 'machine-readable output: {vm, ssh, bootMs, clonedFrom}')
+    .action(async (name, opts) => {
       const started = Date.now();
-      const r = await (await ctx.daemon()).call('vm.start', { name }, (ev) => ctx.progress(ev));
+      const r = await (await ctx.banger()).vm(name).start();
+      if (opts.json) return printJson(r);
       ready(name, started, r.bootMs);
     });
 
   vm.command('stop')
     .description('stop a VM gracefully: sync, power off, wait (bounded), then kill')
     .argument('<name...>')
-    .action(async (names) => {
-      const c = await ctx.daemon();
+    .option('--json', 'machine-readable output: [{vm, report}], one per NAME')
+    .action(async (names, opts) => {
+      const banger = await ctx.banger();
+      const done = [];
       for (const name of names) {
-        const { report } = await c.call('vm.stop', { name });
+        const r = await banger.vm(name).stop();
+        done.push(r);
+        if (opts.json) continue;
+        const { report } = r;
         const how = report.ended === 'already gone' ? 'was not running' : `${report.ended === 'exited' ? 'powered off' : `killed (${report.ended})`}${report.synced ? ', guest synced' : ''}`;
         process.stdout.write(`stopped ${name} (${how}) in ${(report.ms / 1000).toFixed(1)} s\n`);
       }
+      if (opts.json) printJson(done);
     });
 
   vm.command('restart')
     .description('reboot a VM for real (stop keeping writes, then start; its boot_id changes)')
     .argument('<name>')
-    .action(async (name) => {
+    .option('--json', 'machine-readable output: {vm, ssh, bootMs, clonedFrom}')
+    .action(async (name, opts) => {
       const started = Date.now();
-      const r = await (await ctx.daemon()).call('vm.restart', { name }, (ev) => ctx.progress(ev));
+      const r = await (await ctx.banger()).vm(name).restart();
+      if (opts.json) return printJson(r);
       ready(name, started, r.bootMs);
     });
 
@@ -57,8 +67,10 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
     .description('stop a VM forcefully by signalling QEMU (no guest sync); it ends stopped')
     .argument('<name>')
     .addOption(new Option('--signal <sig>', 'signal for QEMU').choices(KILL_SIGNALS).default('KILL' as const))
+    .option('--json', 'machine-readable output: the VM')
     .action(async (name, opts) => {
-      const v = await (await ctx.daemon()).call('vm.kill', { name, signal: opts.signal });
+      const v = await (await ctx.banger()).vm(name).kill(opts.signal);
+      if (opts.json) return printJson(v);
       process.stdout.write(`killed ${name} (SIG${opts.signal}); state ${v.state}\n`);
     });
 
@@ -73,7 +85,7 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
       if (opts.vcpu === undefined && opts.memory === undefined && opts.diskSize === undefined) {
         throw new BangerError('bad_request', 'vm set needs at least one of --vcpu, --memory, --disk-size');
       }
-      const v = await (await ctx.daemon()).call('vm.set', { name, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize });
+      const v = await (await ctx.banger()).vm(name).set({ vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize });
       if (opts.json) return printJson(v);
       process.stdout.write(`${name}: ${v.vcpu} vCPU, ${v.memoryMib} MiB, work disk ${v.diskBytes} bytes\n`);
     });
@@ -86,7 +98,7 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
     .option('--json', 'machine-readable output')
     .action(async (name, image, opts) => {
       const started = Date.now();
-      const img = await (await ctx.daemon()).call('vm.commit', { name, image, force: opts.force === true }, (ev) => ctx.progress(ev));
+      const img = await (await ctx.banger()).vm(name).commit(image, { force: opts.force === true });
       if (opts.json) return printJson(img);
       process.stdout.write(`committed ${name} as image ${img.name} in ${((Date.now() - started) / 1000).toFixed(0)} s: \`banger vm run --image ${img.name} ...\`\n`);
     });
@@ -94,11 +106,15 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
   vm.command('prune')
     .description('delete every VM that is not running (asks first unless -f)')
     .option('-f, --force', 'do not ask')
+    .option('--json', 'machine-readable output: {removed, skipped, candidates} (needs -f)')
     .action(async (opts) => {
-      const c = await ctx.daemon();
-      const { candidates } = await c.call('vm.prune', { dryRun: true });
+      if (opts.json && !opts.force) throw new BangerError('bad_request', '--json cannot ask for a confirmation', 'add -f');
+      const banger = await ctx.banger();
+      const { candidates } = await banger.pruneVms({ dryRun: true });
+      if (opts.json && candidates.length === 0) return printJson({ removed: [], skipped: [], candidates });
       if (candidates.length === 0) return void process.stdout.write('nothing to prune: every VM is running\n');
-      const vms = (await c.call('vm.list', {})).filter((v) => candidates.includes(v.name));
+      if (opts.json) return printJson(await banger.pruneVms({ names: candidates }));
+      const vms = (await banger.listVms()).filter((v) => candidates.includes(v.name));
       process.stdout.write(`${table(['NAME', 'STATE', 'IMAGE', 'CREATED'], vms.map((v) => [v.name, v.state, v.image, v.createdAt]))}\n`);
       if (!opts.force) {
         if (!process.stdin.isTTY) {
@@ -109,7 +125,7 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
         rl.close();
         if (!/^y(es)?$/i.test(answer.trim())) return void process.stdout.write('nothing deleted\n');
       }
-      const r = await c.call('vm.prune', { names: candidates });
+      const r = await banger.pruneVms({ names: candidates });
       for (const n of r.removed) process.stdout.write(`deleted ${n}\n`);
       for (const n of r.skipped) process.stdout.write(`${style.warn('kept', process.stdout)} ${n} (it started meanwhile)\n`);
     });

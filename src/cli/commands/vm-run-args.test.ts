@@ -4,6 +4,7 @@ import { diskSizeFlag } from './vm-lifecycle.js';
 import { BangerError } from '../../errors/errors.js';
 import type { RpcClient } from '../../rpc/client.js';
 import type { CliContext } from '../context.js';
+import { Banger } from '../../sdk/banger.js';
 import { validateRevision } from '../../model/revision.js';
 import { parseProbe } from '../../workspace/guest-scripts.js';
 import { isBangerError } from '../../errors/errors.js';
@@ -80,7 +81,8 @@ describe('vm run validates everything it can before printing or creating anythin
     const calls: string[] = [];
     const client = { call: async (method: string) => (calls.push(method), call(method)), close: () => undefined } as unknown as RpcClient;
     let connected = 0;
-    const ctx = { daemon: async () => (connected++, client), progress: () => undefined } as unknown as CliContext;
+    const banger = Banger.withClient(client, { connect: async () => client });
+    const ctx = { banger: async () => (connected++, banger), progress: () => undefined } as unknown as CliContext;
     let err = '';
     vi.spyOn(process.stderr, 'write').mockImplementation(((chunk: string) => ((err += chunk), true)) as typeof process.stderr.write);
     return { ctx, calls, connected: () => connected, stderr: () => err };

@@ -1,12 +1,11 @@
 /** Running things in a VM from the CLI: vm ssh, vm exec, and the command half of vm run. */
 import { Command } from '@commander-js/extra-typings';
 import { BangerError } from '../../errors/errors.js';
-import { shellJoin } from '../../model/quote.js';
 import type { SshTarget } from '../../model/types.js';
-import { sshCommandArgs, sshExec } from '../../guest/ssh.js';
+import { sshCommandArgs } from '../../guest/ssh.js';
 import type { CliContext } from '../context.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
-import { prepareWorkspace } from './vm-workspace.js';
+import { execArgv } from '../../sdk/exec.js';
 
 /** With passThroughOptions, the `--` after NAME reaches us: it separates, it is not the command. */
 export function commandAfterName(rest: string[]): string[] {
@@ -22,18 +21,15 @@ export async function runInVm(ctx: CliContext, target: SshTarget, cmd: string[],
     const shell = cwd ? ['sh', '-c', 'cd "$1" && exec "${SHELL:-/bin/sh}" -l', 'shell', cwd] : undefined;
     return ctx.runner.runInteractive(['ssh', '-t', ...sshCommandArgs(target, shell)]);
   }
-  const res = await sshExec(target, inDir(cwd, cmd), {
+  const res = await execArgv(target, cmd, {
+    cwd,
     stdout: process.stdout,
     stderr: process.stderr,
-    stdin: process.stdin.isTTY ? null : process.stdin,
+    stdin: process.stdin.isTTY ? undefined : process.stdin,
     signal,
+    maxBufferBytes: 0,
   });
   return res.exitCode;
-}
-
-/** CMD as one shell line, run in `cwd` when given (a failed cd is reported and ends it). */
-export function inDir(cwd: string | undefined, cmd: string[]): string {
-  return cwd ? `cd ${shellJoin([cwd])} && ${shellJoin(cmd)}` : shellJoin(cmd);
 }
 
 export function addShellCommands(vm: Command, ctx: CliContext): void {
@@ -43,7 +39,7 @@ export function addShellCommands(vm: Command, ctx: CliContext): void {
     .argument('[cmd...]')
     .passThroughOptions()
     .action(async (name, rest) => {
-      const target = await (await ctx.daemon()).call('vm.ssh_target', { name });
+      const target = await (await ctx.banger()).vm(name).sshTarget();
       process.exitCode = await runInVm(ctx, target, commandAfterName(rest));
     });
 
@@ -57,13 +53,13 @@ export function addShellCommands(vm: Command, ctx: CliContext): void {
     .action(async (name, rest, opts) => {
       const cmd = commandAfterName(rest);
       if (cmd.length === 0) throw new BangerError('bad_request', 'vm exec needs a command', `e.g. \`banger vm exec ${name} -- uname -a\``);
-      const client = await ctx.daemon();
-      const target = await client.call('vm.ssh_target', { name }); // not_running for a stopped VM
-      const st = await client.call('vm.workspace.status', { name });
+      const vm = (await ctx.banger()).vm(name);
+      const target = await vm.sshTarget(); // not_running for a stopped VM
+      const st = await vm.workspaceStatus();
       const ws = st.workspace;
       if (ws && st.changed === true) {
         if (opts.autoPrepare) {
-          await prepareWorkspace(ctx, client, name, ws.hostPath, { includeUntracked: ws.includeUntracked, mode: ws.mode });
+          await vm.prepareWorkspace(ws.hostPath, { includeUntracked: ws.includeUntracked, mode: ws.mode });
         } else {
           ctx.progress({ stage: 'workspace', level: 'warn', message: `${ws.hostPath} changed since it was prepared into ${name}; --auto-prepare resyncs it` });
         }

@@ -1,14 +1,12 @@
 /** banger vm workspace prepare|export|show, and the workspace half of vm run / vm exec. */
 import { Command, Option } from '@commander-js/extra-typings';
-import { closeSync, createReadStream, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import type { Vm } from '../../sdk/vm.js';
 import { formatSize } from '../../model/sizes.js';
 import { WORKSPACE_MODES, type WorkspaceMode } from '../../model/types.js';
-import type { RpcClient } from '../../rpc/client.js';
-import type { WorkspacePrepareResult } from '../../rpc/methods.js';
 import { scanRepo, type RepoScan } from '../../workspace/scan.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
 import { printJson, type CliContext } from '../context.js';
@@ -23,23 +21,6 @@ export const modeOption = () =>
   new Option('--mode <mode>', 'archive: send every file (first prepare, or most files changed); delta: only files that differ in the guest (resync of a big repo)')
     .choices(WORKSPACE_MODES)
     .default('archive' as WorkspaceMode);
-
-/** Sends PATH into NAME's /root/repo through the daemon, printing progress and a one-line summary on stderr. */
-export async function prepareWorkspace(ctx: CliContext, client: RpcClient, name: string, path: string, flags: PrepareFlags): Promise<WorkspacePrepareResult> {
-  const r = await client.call(
-    'vm.workspace.prepare',
-    { name, path: resolve(path), includeUntracked: flags.includeUntracked === true, mode: flags.mode },
-    (ev) => ctx.progress(ev),
-  );
-  for (const s of r.skipped) ctx.progress({ stage: 'workspace', level: 'warn', message: `${s} is a submodule or nested repo: not sent` });
-  ctx.progress({
-    stage: 'workspace',
-    message:
-      `${r.workspace.hostPath} → ${name}:${r.workspace.guestPath}: ${r.workspace.files} files (${formatSize(r.workspace.bytes)})` +
-      `${r.sentFiles !== r.workspace.files ? `, ${r.sentFiles} sent` : ''} in ${(r.ms / 1000).toFixed(1)} s`,
-  });
-  return r;
-}
 
 /** The dry run: what would be sent, without a daemon or a VM. */
 async function dryRun(ctx: CliContext, name: string, path: string, flags: PrepareFlags & { json?: boolean }): Promise<void> {
@@ -74,7 +55,7 @@ export function addWorkspaceCommands(vm: Command, ctx: CliContext): void {
     .addOption(modeOption())
     .action(async (name, path, opts) => {
       if (opts.dryRun) return dryRun(ctx, name, path, opts);
-      const r = await prepareWorkspace(ctx, await ctx.daemon(), name, path, opts);
+      const r = await (await ctx.banger()).vm(name).prepareWorkspace(path, opts);
       if (opts.json) return printJson(r);
       process.stdout.write(`prepared ${name}:${r.workspace.guestPath} (\`banger vm exec ${name} -- CMD\` runs there)\n`);
     });
@@ -84,8 +65,15 @@ export function addWorkspaceCommands(vm: Command, ctx: CliContext): void {
     .argument('<name>')
     .option('-o, --output <file>', 'write the patch to FILE instead of stdout')
     .option('--base-commit <sha>', "include the guest's commits after SHA, as a series for `git am`")
+    .option('--json', 'machine-readable output: {bytes, baseCommit, path} with -o, else {bytes, baseCommit, patch}')
     .action(async (name, opts) => {
-      const bytes = await exportTo(ctx, name, opts.baseCommit, opts.output);
+      const vm = (await ctx.banger()).vm(name);
+      if (opts.json) {
+        if (opts.output) return printJson(await vm.exportWorkspaceTo(opts.output, { baseCommit: opts.baseCommit }));
+        const patch = await vm.exportWorkspace({ baseCommit: opts.baseCommit });
+        return printJson({ bytes: Buffer.byteLength(patch), baseCommit: opts.baseCommit ?? null, patch });
+      }
+      const bytes = await exportTo(vm, opts.baseCommit, opts.output);
       if (opts.output) process.stderr.write(style.dim(`• wrote ${formatSize(bytes)} to ${opts.output}`, process.stderr) + '\n');
       if (bytes === 0) process.stderr.write(style.dim(`• no changes in ${name}:${GUEST_REPO} since it was prepared`, process.stderr) + '\n');
     });
@@ -95,7 +83,7 @@ export function addWorkspaceCommands(vm: Command, ctx: CliContext): void {
     .argument('<name>')
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
-      const st = await (await ctx.daemon()).call('vm.workspace.status', { name });
+      const st = await (await ctx.banger()).vm(name).workspaceStatus();
       if (opts.json) return printJson(st);
       const w = st.workspace;
       if (!w) return void process.stdout.write(`${name} has no workspace (\`banger vm workspace prepare ${name} PATH\`)\n`);
@@ -112,31 +100,17 @@ export function addWorkspaceCommands(vm: Command, ctx: CliContext): void {
 }
 
 /**
- * The patch streams in chunks into a private temp file (beside FILE, so the
- * final rename is atomic); only once the daemon says the export succeeded
- * does it become FILE or go to stdout. Memory stays flat for any size.
+ * The patch goes to FILE atomically (src/sdk/workspace.ts), or through a
+ * private temp file to stdout: only a complete patch is ever printed.
  */
-async function exportTo(ctx: CliContext, name: string, baseCommit: string | undefined, output: string | undefined): Promise<number> {
-  const dir = output ? dirname(resolve(output)) : tmpdir();
-  const tmp = join(dir, `.${output ? basename(output) : 'banger-export'}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  let closed = false;
+async function exportTo(vm: Vm, baseCommit: string | undefined, output: string | undefined): Promise<number> {
+  if (output) return (await vm.exportWorkspaceTo(output, { baseCommit })).bytes;
+  const dir = mkdtempSync(join(tmpdir(), 'banger-export-'));
   try {
-    let written = 0;
-    const r = await (await ctx.daemon()).call('vm.workspace.export', { name, baseCommit }, {
-      onChunk: (data) => {
-        writeSync(fd, data);
-        written += data.length;
-      },
-    });
-    closeSync(fd);
-    closed = true;
-    if (written !== r.bytes) throw new Error(`the export of ${name} arrived incomplete (${written} of ${r.bytes} bytes)`);
-    if (output) renameSync(tmp, output);
-    else await pipeline(createReadStream(tmp), process.stdout, { end: false });
-    return written;
+    const r = await vm.exportWorkspaceTo(join(dir, 'patch'), { baseCommit });
+    await pipeline(createReadStream(r.path), process.stdout, { end: false });
+    return r.bytes;
   } finally {
-    if (!closed) closeSync(fd);
-    rmSync(tmp, { force: true });
+    rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -4,19 +4,14 @@ import { BangerError } from '../../errors/errors.js';
 import { generateVmName, validateImageName, validateVmName } from '../../model/names.js';
 import { MIN_MEMORY_MIB } from '../../config/config.js';
 import { NETWORK_MODES, type NetworkMode, type VmView } from '../../model/types.js';
-import { RpcClient } from '../../rpc/client.js';
-import { tryConnect } from '../connect.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table, keyValues } from '../style.js';
 import { addShellCommands, runInVm } from './vm-shell.js';
-import { addWorkspaceCommands, modeOption, prepareWorkspace, type PrepareFlags } from './vm-workspace.js';
-import { bootstrapMise, hasMiseConfig } from './bootstrap.js';
+import { addWorkspaceCommands, modeOption, type PrepareFlags } from './vm-workspace.js';
 import { addSshProxyCommand } from './ssh-config.js';
-import { scanRepo, type RepoScan } from '../../workspace/scan.js';
 import { GUEST_REPO } from '../../workspace/guest-scripts.js';
 import { loadSsh2 } from '../../guest/ssh.js';
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { addLifecycleCommands, diskSizeFlag } from './vm-lifecycle.js';
 import { addInspectCommands } from './vm-inspect.js';
 import { formatSize } from '../../model/sizes.js';
@@ -31,6 +26,7 @@ export function vmCommand(ctx: CliContext): Command {
     .option('-d, --detach', 'leave the VM running and print how to reach it (takes no CMD)')
     .option('--include-untracked', 'also send untracked files that git does not ignore')
     .option('--no-bootstrap', 'do not run `mise install` for a repo with .mise.toml')
+    .option('--json', "print the result as one JSON document (exitCode, stdout, stderr, name, bootMs …) instead of the command's output; the exit code is still the command's")
     .addOption(modeOption())
     .argument('[args...]', 'PATH (default: none), then -- and the command (interactive shell when omitted)')
     .passThroughOptions()
@@ -44,7 +40,7 @@ export function vmCommand(ctx: CliContext): Command {
     .description('list VMs')
     .option('--json', 'machine-readable output')
     .action(async (opts) => {
-      const vms = await (await ctx.daemon()).call('vm.list', {});
+      const vms = await (await ctx.banger()).listVms();
       if (opts.json) return printJson(vms);
       if (vms.length === 0) return void process.stdout.write('no VMs (create one with `banger vm run -- CMD`)\n');
       process.stdout.write(
@@ -60,7 +56,7 @@ export function vmCommand(ctx: CliContext): Command {
     .argument('<name>')
     .option('--json', 'machine-readable output')
     .action(async (name, opts) => {
-      const v = await (await ctx.daemon()).call('vm.show', { name });
+      const v = await (await ctx.banger()).vm(name).refresh();
       if (opts.json) return printJson(v);
       const rows: Array<[string, string]> = [
         ['name', v.name],
@@ -89,12 +85,15 @@ export function vmCommand(ctx: CliContext): Command {
     .description('delete VMs and every file of them (a running VM needs -f)')
     .argument('<name...>')
     .option('-f, --force', 'delete a running VM too')
+    .option('--json', 'machine-readable output: [{deleted}], one per NAME')
     .action(async (names, opts) => {
-      const c = await ctx.daemon();
+      const banger = await ctx.banger();
+      const done: Array<{ deleted: string }> = [];
       for (const name of names) {
-        await c.call('vm.delete', { name, force: opts.force === true });
-        process.stdout.write(`deleted ${name}\n`);
+        done.push(await banger.vm(name).delete({ force: opts.force === true }));
+        if (!opts.json) process.stdout.write(`deleted ${name}\n`);
       }
+      if (opts.json) printJson(done);
     });
 
   specOptions(vm.command('create'))
@@ -104,21 +103,17 @@ export function vmCommand(ctx: CliContext): Command {
     .action(async (opts) => {
       const name = checkSpecFlags(opts);
       const started = Date.now();
-      const res = await (await ctx.daemon()).call(
-        'vm.create',
-        {
-          name,
-          image: opts.image,
-          vcpu: opts.vcpu,
-          memoryMib: opts.memory,
-          diskBytes: opts.diskSize,
-          start: opts.start,
-          nat: opts.nat === true,
-          network: opts.network,
-          cold: opts.cold === true,
-        },
-        (ev) => ctx.progress(ev),
-      );
+      const res = await (await ctx.banger()).createRaw({
+        name,
+        image: opts.image,
+        vcpu: opts.vcpu,
+        memoryMib: opts.memory,
+        diskBytes: opts.diskSize,
+        start: opts.start,
+        nat: opts.nat === true,
+        network: opts.network,
+        cold: opts.cold === true,
+      });
       if (opts.json) return printJson(res.vm);
       if (opts.start) {
         const how = res.clonedFrom ? ` (warm clone of snapshot ${res.clonedFrom})` : '';
@@ -165,6 +160,7 @@ interface RunOpts extends PrepareFlags {
   cold?: boolean;
   bootstrap?: boolean;
   network?: NetworkMode;
+  json?: boolean;
 }
 
 export interface RunArgs {
@@ -215,122 +211,89 @@ export async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Prom
   if (opts.detach && cmd.length > 0) {
     throw new BangerError('bad_request', `-d takes no command (got: ${cmd.join(' ')})`, 'start it with -d, then `banger vm exec NAME -- CMD`; or drop -d to run CMD now');
   }
+  if (opts.json && (opts.detach || cmd.length === 0)) {
+    throw new BangerError('bad_request', '--json needs a command: it prints the command\'s exit code and output as one JSON document', 'pass a command after --, or drop --json');
+  }
   if (cmd.length === 0 && !opts.detach && !process.stdin.isTTY) {
     throw new BangerError('bad_request', 'no command given and stdin is not a terminal', 'pass a command after --, e.g. `banger vm run --rm -- uname -a`');
   }
-  const scan = args.path !== undefined ? await scanForRun(ctx, args.path) : undefined;
-  const needsBootstrap = scan !== undefined && opts.bootstrap !== false && hasMiseConfig(scan);
-  if (needsBootstrap && !opts.nat) {
-    throw new BangerError(
-      'bad_request',
-      `${scan.root} has a mise config (.mise.toml): bootstrapping it (\`mise install\`) needs the network, and without --nat the VM has none`,
-      'add --nat to let the guest reach the network, or --no-bootstrap to skip the bootstrap',
-    );
+  if (args.path !== undefined && !existsSync(args.path)) {
+    throw new BangerError('bad_request', `PATH ${args.path} does not exist`, `a command goes after --: \`banger vm run -- ${args.path}\`; a PATH must be a directory in a git repo`);
   }
-  const client = await ctx.daemon();
+  const banger = await ctx.banger();
   // The command runs over SSH once the VM is up: load the SSH client while it boots.
   if (!opts.detach) loadSsh2().catch(() => undefined);
-  const exec = new AbortController();
+  const abort = new AbortController();
   let interrupted = false;
-  let created = false;
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) process.exit(130); // second Ctrl-C: leave now
     interrupted = true;
     process.stderr.write(`\n${style.warn('interrupted', process.stderr)} (${sig})${opts.rm ? `; removing VM ${name}…` : ''}\n`);
-    exec.abort();
-    if (opts.rm) void cleanupAfterInterrupt(ctx, client, name).finally(() => process.exit(130));
-    else process.exit(130);
+    abort.abort();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const started = Date.now();
+  // Announced with the daemon's first progress line: it comes once the daemon has accepted
+  // everything (a refused image or size prints nothing but the error).
+  let announced = false;
+  const interactive = cmd.length === 0 && !opts.detach;
   try {
-    const started = Date.now();
-    // Announced with the daemon's first progress line: it comes once the daemon has accepted
-    // everything (a refused image or size prints nothing but the error).
-    let announced = false;
-    const res = await client.call(
-      'vm.create',
-      {
-        name,
-        image: opts.image,
-        vcpu: opts.vcpu,
-        memoryMib: opts.memory,
-        diskBytes: opts.diskSize,
-        ephemeral: opts.rm === true,
-        nat: opts.nat === true,
-        network: opts.network,
-        cold: opts.cold === true,
-      },
-      (ev) => {
+    const res = await banger.run({
+      cmd,
+      name,
+      image: opts.image,
+      vcpu: opts.vcpu,
+      memoryMib: opts.memory,
+      diskBytes: opts.diskSize,
+      nat: opts.nat === true,
+      network: opts.network,
+      cold: opts.cold === true,
+      repo: args.path,
+      includeUntracked: opts.includeUntracked === true,
+      mode: opts.mode,
+      bootstrap: opts.bootstrap !== false,
+      keep: opts.rm !== true,
+      signal: abort.signal,
+      onProgress: (ev) => {
         if (!announced) {
           announced = true;
           process.stderr.write(style.dim(`• creating VM ${name}`, process.stderr) + '\n');
         }
         ctx.progress(ev);
       },
-    );
-    created = true;
-    const how = res.clonedFrom ? ` (warm clone of snapshot ${res.clonedFrom})` : '';
-    process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s${how}`, process.stderr) + '\n');
-    if (!res.ssh) throw new BangerError('internal', 'vm.create returned no SSH target for a started VM');
-    if (scan) {
-      await prepareWorkspace(ctx, client, name, scan.root, opts);
-      if (needsBootstrap) await bootstrapMise(ctx, res.ssh, name, exec.signal);
+      onReady: (_vm, r) => {
+        const how = r.clonedFrom ? ` (warm clone of snapshot ${r.clonedFrom})` : '';
+        process.stderr.write(style.dim(`• ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s${how}`, process.stderr) + '\n');
+      },
+      ...(opts.json ? {} : { stdout: process.stdout, stderr: process.stderr, maxBufferBytes: 0 }),
+      stdin: process.stdin.isTTY ? undefined : process.stdin,
+      session: opts.detach
+        ? async (_vm, cwd) => {
+            printDetached(name, cwd);
+            return 0;
+          }
+        : interactive
+          ? async (vm, cwd) => runInVm(ctx, await vm.sshTarget(), [], abort.signal, cwd)
+          : undefined,
+    });
+    if (opts.json) printJson(res);
+    else if (!opts.rm && !opts.detach) {
+      process.stderr.write(style.dim(`• ${name} is still running: \`banger vm ssh ${name}\`; \`banger vm delete -f ${name}\` removes it`, process.stderr) + '\n');
     }
-    if (opts.detach) {
-      process.stdout.write(`${name} is running${scan ? ` with ${scan.root} at ${GUEST_REPO}` : ''}\n`);
-      process.stdout.write(`  banger vm ssh ${name}            # a shell\n  banger vm exec ${name} -- CMD     # run a command${scan ? ` in ${GUEST_REPO}` : ''}\n`);
-      if (scan) process.stdout.write(`  banger vm workspace export ${name} -o changes.patch\n`);
-      process.stdout.write(`  banger vm delete -f ${name}       # remove it\n`);
-      return 0;
-    }
-    const code = await runInVm(ctx, res.ssh, cmd, exec.signal, scan ? GUEST_REPO : undefined);
-    if (opts.rm) await client.call('vm.delete', { name, force: true });
-    else process.stderr.write(style.dim(`• ${name} is still running: \`banger vm ssh ${name}\`; \`banger vm delete -f ${name}\` removes it`, process.stderr) + '\n');
-    return code;
+    return res.exitCode;
   } catch (e) {
-    if (interrupted) return new Promise<number>(() => undefined); // the signal handler exits
-    if (opts.rm && created) await client.call('vm.delete', { name, force: true }).catch(() => undefined);
+    if (interrupted) return 130;
     throw e;
   } finally {
-    if (!interrupted) {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }
 
-/** PATH for vm run: a repo (checked here, before any VM exists). */
-async function scanForRun(ctx: CliContext, path: string): Promise<RepoScan> {
-  if (!existsSync(path)) {
-    throw new BangerError('bad_request', `PATH ${path} does not exist`, `a command goes after --: \`banger vm run -- ${path}\`; a PATH must be a directory in a git repo`);
-  }
-  return scanRepo(ctx.runner, resolve(path));
-}
-
-/**
- * Ctrl-C during `vm run --rm`: closing our connection makes the daemon
- * abort the boot and remove the ephemeral VM; we wait for that on a second
- * connection so the VM is gone when we exit.
- */
-async function cleanupAfterInterrupt(ctx: CliContext, client: RpcClient, name: string): Promise<void> {
-  client.close();
-  try {
-    const c2 = await tryConnect(ctx.layout);
-    if (!c2) return;
-    try {
-      await c2.call('vm.delete', { name, force: true });
-    } catch {
-      /* already removed by the daemon: fine */
-    }
-    // The delete may have raced the daemon's own cleanup: wait until the row is gone.
-    for (let i = 0; i < 100; i++) {
-      const vms = await c2.call('vm.list', {});
-      if (!vms.some((v) => v.name === name)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    c2.close();
-  } catch {
-    /* best effort: the daemon removes ephemeral VMs on its own */
-  }
+function printDetached(name: string, cwd: string | undefined): void {
+  process.stdout.write(`${name} is running${cwd ? ` with the repo at ${cwd}` : ''}\n`);
+  process.stdout.write(`  banger vm ssh ${name}            # a shell\n  banger vm exec ${name} -- CMD     # run a command${cwd ? ` in ${cwd}` : ''}\n`);
+  if (cwd) process.stdout.write(`  banger vm workspace export ${name} -o changes.patch\n`);
+  process.stdout.write(`  banger vm delete -f ${name}       # remove it\n`);
 }
