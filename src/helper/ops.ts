@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import { checkGuestIp, checkTapName, gatewayOf } from '../model/net.js';
 import type { HandlersFor } from '../rpc/server.js';
+import { schemaOf } from '../rpc/results.js';
 import type { HostNet } from './host-net.js';
 import type { Resolver } from './resolver.js';
 
@@ -31,17 +32,40 @@ export interface HelperState {
 
 const empty = z.object({}).strict();
 
+/*
+ * Result schemas: the daemon's client checks every answer with them
+ * (src/rpc/client.ts), each tied to its type by schemaOf (src/rpc/results.ts).
+ */
+/** An interface name (IFNAMSIZ is 16), an address or a CIDR, loosely bounded. */
+const netText = z.string().max(256);
+const count = z.number().int().min(0);
+const detail = z.string().max(64 * 1024);
+
+const helperInfoSchema = schemaOf<HelperInfo>()(
+  z.object({ protocol: z.number().int(), version: z.string().max(256), bridge: netText, subnet: netText, gateway: netText, ownerUid: count }),
+);
+const bridgeEnsureSchema = schemaOf<{ bridge: string; gateway: string; created: boolean }>()(z.object({ bridge: netText, gateway: netText, created: z.boolean() }));
+const removedFlagSchema = schemaOf<{ removed: boolean }>()(z.object({ removed: z.boolean() }));
+const tapCreateSchema = schemaOf<{ tap: string; created: boolean }>()(z.object({ tap: netText, created: z.boolean() }));
+const natAddSchema = schemaOf<{ added: number }>()(z.object({ added: count }));
+const natRemoveSchema = schemaOf<{ removed: number }>()(z.object({ removed: count }));
+const routeSchema = schemaOf<{ routed: boolean; detail: string }>()(z.object({ routed: z.boolean(), detail }));
+const unrouteSchema = schemaOf<{ unrouted: boolean; detail: string }>()(z.object({ unrouted: z.boolean(), detail }));
+const helperStateSchema = schemaOf<HelperState>()(
+  z.object({ bridgeUp: z.boolean(), taps: z.array(netText).max(100_000), natIps: z.array(netText).max(100_000) }),
+);
+
 export const helperOps = {
-  'helper.hello': { params: z.object({ protocol: z.number().int(), client: z.string() }).strict(), result: {} as HelperInfo },
-  'bridge.ensure': { params: empty, result: {} as { bridge: string; gateway: string; created: boolean } },
-  'bridge.remove': { params: empty, result: {} as { removed: boolean } },
-  'tap.create': { params: z.object({ tap: z.string() }).strict(), result: {} as { tap: string; created: boolean } },
-  'tap.remove': { params: z.object({ tap: z.string() }).strict(), result: {} as { removed: boolean } },
-  'nat.add': { params: z.object({ guestIp: z.string() }).strict(), result: {} as { added: number } },
-  'nat.remove': { params: z.object({ guestIp: z.string() }).strict(), result: {} as { removed: number } },
-  'resolver.route': { params: z.object({ port: z.number().int().min(1).max(65535) }).strict(), result: {} as { routed: boolean; detail: string } },
-  'resolver.unroute': { params: empty, result: {} as { unrouted: boolean; detail: string } },
-  'state': { params: empty, result: {} as HelperState },
+  'helper.hello': { params: z.object({ protocol: z.number().int(), client: z.string() }).strict(), result: helperInfoSchema },
+  'bridge.ensure': { params: empty, result: bridgeEnsureSchema },
+  'bridge.remove': { params: empty, result: removedFlagSchema },
+  'tap.create': { params: z.object({ tap: z.string() }).strict(), result: tapCreateSchema },
+  'tap.remove': { params: z.object({ tap: z.string() }).strict(), result: removedFlagSchema },
+  'nat.add': { params: z.object({ guestIp: z.string() }).strict(), result: natAddSchema },
+  'nat.remove': { params: z.object({ guestIp: z.string() }).strict(), result: natRemoveSchema },
+  'resolver.route': { params: z.object({ port: z.number().int().min(1).max(65535) }).strict(), result: routeSchema },
+  'resolver.unroute': { params: empty, result: unrouteSchema },
+  'state': { params: empty, result: helperStateSchema },
 } as const;
 
 export type HelperOps = typeof helperOps;

@@ -8,11 +8,15 @@ import { BangerError, type ErrorShape } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
 import { LineReader, parseJson } from '../system/line-reader.js';
 import { encode, MAX_RESPONSE_BYTES, serverMessageSchema } from './framing.js';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { methods, PROTOCOL_VERSION } from './methods.js';
+import { firstIssue } from './results.js';
 import type { MethodTable } from './server.js';
 
 interface Pending {
+  method: string;
+  /** The method's result schema: the result is checked with it before the call resolves. */
+  result: z.ZodType;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
   onProgress?: (ev: ProgressEvent) => void;
@@ -25,7 +29,15 @@ export interface CallOptions {
   onChunk?: (data: Buffer) => void;
 }
 
-/** A client for any method table (methods.ts for the daemon, the helper's ops). */
+/** What a result is, as its table's schema makes it. */
+export type TableResult<T extends MethodTable, M extends keyof T> = z.output<T[M]['result']>;
+
+/**
+ * A client for any method table (methods.ts for the daemon, the helper's
+ * ops). Every result is checked with its method's result schema: a peer that
+ * answers with the wrong shape fails that call with a coded error
+ * (operation_failed); the connection stays usable.
+ */
 export class TableClient<T extends MethodTable> {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -36,7 +48,10 @@ export class TableClient<T extends MethodTable> {
 
   protected constructor(
     private readonly socket: Socket,
+    private readonly table: T,
     private readonly peer: string,
+    /** The hint of a malformed result: what to check (versions), and where. */
+    private readonly resultHint: string,
   ) {
     const reader = new LineReader({
       maxLine: MAX_RESPONSE_BYTES,
@@ -57,9 +72,18 @@ export class TableClient<T extends MethodTable> {
   /** Connects and says hello (which checks the protocol version). */
   static async open<T extends MethodTable>(
     socketPath: string,
-    o: { table: T; helloMethod: keyof T & string; protocol: number; client: string; peer: string },
+    o: {
+      table: T;
+      helloMethod: keyof T & string;
+      protocol: number;
+      client: string;
+      peer: string;
+      /** Hint of the error a malformed result gives (default: the peer and this client may be different versions, or it is a bug). */
+      resultHint?: string;
+    },
   ): Promise<TableClient<T>> {
-    const client = new TableClient<T>(await connectSocket(socketPath), o.peer);
+    const hint = o.resultHint ?? `the ${o.peer} and this client may be different versions, or this is a bug in the ${o.peer}; its log may say more`;
+    const client = new TableClient<T>(await connectSocket(socketPath), o.table, o.peer, hint);
     try {
       client.hello = await client.call(o.helloMethod, { protocol: o.protocol, client: o.client } as z.input<T[typeof o.helloMethod]['params']>);
     } catch (e) {
@@ -73,12 +97,21 @@ export class TableClient<T extends MethodTable> {
     method: M,
     params: z.input<T[M]['params']>,
     opts?: ((ev: ProgressEvent) => void) | CallOptions,
-  ): Promise<T[M]['result']> {
+  ): Promise<TableResult<T, M>> {
     if (this.closedError) return Promise.reject(this.closedError);
+    // A name outside the table still goes out (the peer refuses it, unknown_method); whatever comes back is then no result of ours.
+    const def = Object.prototype.hasOwnProperty.call(this.table, method) ? this.table[method] : undefined;
     const id = this.nextId++;
     const o: CallOptions = typeof opts === 'function' ? { onProgress: opts } : (opts ?? {});
-    return new Promise<T[M]['result']>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress: o.onProgress, onChunk: o.onChunk });
+    return new Promise<TableResult<T, M>>((resolve, reject) => {
+      this.pending.set(id, {
+        method,
+        result: def?.result ?? noResult,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+        onProgress: o.onProgress,
+        onChunk: o.onChunk,
+      });
       this.socket.write(encode({ id, method, params }));
     });
   }
@@ -126,10 +159,23 @@ export class TableClient<T extends MethodTable> {
       return;
     }
     this.pending.delete(msg.id);
-    if ('error' in msg) p.reject(BangerError.fromShape(msg.error));
-    else p.resolve(msg.result);
+    if ('error' in msg) {
+      p.reject(BangerError.fromShape(msg.error));
+      return;
+    }
+    // The result is checked like any input: a wrong shape costs this call, not the connection.
+    const result = p.result.safeParse(msg.result);
+    if (result.success) {
+      p.resolve(result.data);
+      return;
+    }
+    const { path, problem } = firstIssue(result.error);
+    p.reject(new BangerError('operation_failed', `the ${this.peer} sent a malformed result for ${p.method}: ${path ? `${path}: ` : ''}${problem}`, this.resultHint));
   }
 }
+
+/** The result "schema" of a method the table lacks: any result is refused. */
+const noResult = z.never('this client has no such method');
 
 function connectSocket(socketPath: string): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
@@ -146,6 +192,13 @@ function connectSocket(socketPath: string): Promise<Socket> {
 export type RpcClient = TableClient<typeof methods>;
 export const RpcClient = {
   connect(socketPath: string, clientVersion: string): Promise<RpcClient> {
-    return TableClient.open(socketPath, { table: methods, helloMethod: 'rpc.hello', protocol: PROTOCOL_VERSION, client: clientVersion, peer: 'daemon' });
+    return TableClient.open(socketPath, {
+      table: methods,
+      helloMethod: 'rpc.hello',
+      protocol: PROTOCOL_VERSION,
+      client: clientVersion,
+      peer: 'daemon',
+      resultHint: 'the daemon and this client may be different versions (`banger daemon status` shows the daemon\'s), or this is a bug',
+    });
   },
 };

@@ -1,13 +1,40 @@
 /**
  * The RPC method table: the single source of truth for the daemon's
  * dispatch and the CLI's client. Each method has a zod schema for its params
- * (validated at the daemon's boundary) and a phantom result type.
+ * (validated at the daemon's boundary) and one for its result (validated by
+ * the client, src/rpc/client.ts; the schemas are in results.ts, each tied to
+ * the interface it checks).
  */
 import { z } from 'zod';
-import { NETWORK_MODES, WORKSPACE_MODES, type ImageRecord, type ImageView, type SnapshotInfo, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
+import { NETWORK_MODES, WORKSPACE_MODES, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
 import { imageNameSchema, vmNameSchema } from '../model/names.js';
 import { MAX_DISK_BYTES, MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { formatSize } from '../model/sizes.js';
+import {
+  daemonStatusSchema,
+  deletedSchema,
+  helloResultSchema,
+  imageDeletedSchema,
+  imageListSchema,
+  imagePruneResultSchema,
+  imageRecordSchema,
+  imageViewSchema,
+  networkShowSchema,
+  snapshotInfoSchema,
+  stoppingSchema,
+  vmCreateResultSchema,
+  vmListSchema,
+  vmLogsResultSchema,
+  vmPortsSchema,
+  vmPruneResultSchema,
+  vmSshTargetSchema,
+  vmStatsSchema,
+  vmStopResultSchema,
+  vmViewSchema,
+  workspaceExportResultSchema,
+  workspacePrepareResultSchema,
+  workspaceStatusSchema,
+} from './results.js';
 
 /** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
 export const KILL_SIGNALS = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT'] as const;
@@ -141,10 +168,10 @@ export interface WorkspaceStatus {
 export const methods = {
   'rpc.hello': {
     params: z.object({ protocol: z.number().int(), client: z.string().max(256) }).strict(),
-    result: {} as { protocol: number; version: string; pid: number },
+    result: helloResultSchema,
   },
-  'daemon.status': { params: z.object({}).strict(), result: {} as DaemonStatus },
-  'daemon.stop': { params: z.object({}).strict(), result: {} as { stopping: true } },
+  'daemon.status': { params: z.object({}).strict(), result: daemonStatusSchema },
+  'daemon.stop': { params: z.object({}).strict(), result: stoppingSchema },
   'vm.create': {
     params: z
       .object({
@@ -167,18 +194,18 @@ export const methods = {
         cold: z.boolean().optional(),
       })
       .strict(),
-    result: {} as VmCreateResult,
+    result: vmCreateResultSchema,
   },
-  'vm.start': { params: z.object({ name: vmName }).strict(), result: {} as VmCreateResult },
-  'vm.stop': { params: z.object({ name: vmName }).strict(), result: {} as { vm: VmView; report: StopReport } },
-  'vm.restart': { params: z.object({ name: vmName }).strict(), result: {} as VmCreateResult },
+  'vm.start': { params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema },
+  'vm.stop': { params: z.object({ name: vmName }).strict(), result: vmStopResultSchema },
+  'vm.restart': { params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema },
   'vm.kill': {
     params: z.object({ name: vmName, signal: z.enum(KILL_SIGNALS).optional() }).strict(),
-    result: {} as VmView,
+    result: vmViewSchema,
   },
   'vm.prune': {
     params: z.object({ names: z.array(vmName).max(10_000).optional(), dryRun: z.boolean().optional() }).strict(),
-    result: {} as { removed: string[]; skipped: string[]; candidates: string[] },
+    result: vmPruneResultSchema,
   },
   'vm.set': {
     params: z
@@ -189,21 +216,21 @@ export const methods = {
         diskBytes: diskBytes.optional(),
       })
       .strict(),
-    result: {} as VmView,
+    result: vmViewSchema,
   },
-  'vm.list': { params: z.object({}).strict(), result: {} as VmView[] },
-  'vm.show': { params: z.object({ name: vmName }).strict(), result: {} as VmView },
+  'vm.list': { params: z.object({}).strict(), result: vmListSchema },
+  'vm.show': { params: z.object({ name: vmName }).strict(), result: vmViewSchema },
   'vm.delete': {
     /** force: delete a running VM too (stopping it without ceremony). */
     params: z.object({ name: vmName, force: z.boolean().optional() }).strict(),
-    result: {} as { deleted: string },
+    result: deletedSchema,
   },
   'vm.logs': {
     params: z.object({ name: vmName, offset: z.number().int().min(0).optional() }).strict(),
-    result: {} as VmLogsResult,
+    result: vmLogsResultSchema,
   },
-  'vm.stats': { params: z.object({ name: vmName }).strict(), result: {} as VmStats },
-  'vm.ports': { params: z.object({ name: vmName }).strict(), result: {} as VmPort[] },
+  'vm.stats': { params: z.object({ name: vmName }).strict(), result: vmStatsSchema },
+  'vm.ports': { params: z.object({ name: vmName }).strict(), result: vmPortsSchema },
   'vm.workspace.prepare': {
     params: z
       .object({
@@ -214,15 +241,15 @@ export const methods = {
         mode: z.enum(WORKSPACE_MODES).optional(),
       })
       .strict(),
-    result: {} as WorkspacePrepareResult,
+    result: workspacePrepareResultSchema,
   },
   'vm.workspace.export': {
     params: z.object({ name: vmName, baseCommit: z.string().min(1).max(256).optional() }).strict(),
-    result: {} as WorkspaceExportResult,
+    result: workspaceExportResultSchema,
   },
-  'vm.workspace.status': { params: z.object({ name: vmName }).strict(), result: {} as WorkspaceStatus },
-  'vm.ssh_target': { params: z.object({ name: vmName }).strict(), result: {} as VmSshTarget },
-  'network.show': { params: z.object({}).strict(), result: {} as NetworkShow },
+  'vm.workspace.status': { params: z.object({ name: vmName }).strict(), result: workspaceStatusSchema },
+  'vm.ssh_target': { params: z.object({ name: vmName }).strict(), result: vmSshTargetSchema },
+  'network.show': { params: z.object({}).strict(), result: networkShowSchema },
   'image.build': {
     params: z
       .object({
@@ -239,7 +266,7 @@ export const methods = {
         from: imageName.optional(),
       })
       .strict(),
-    result: {} as ImageRecord,
+    result: imageRecordSchema,
   },
   /** Pulls an OCI image from a registry and makes it a banger image (src/images/pull.ts). */
   'image.pull': {
@@ -252,7 +279,7 @@ export const methods = {
         force: z.boolean().optional(),
       })
       .strict(),
-    result: {} as ImageRecord,
+    result: imageRecordSchema,
   },
   /** Imports an OCI image layout or a docker save archive (a directory or a tar) through the same pipeline as a pull. */
   'image.import': {
@@ -264,27 +291,28 @@ export const methods = {
         force: z.boolean().optional(),
       })
       .strict(),
-    result: {} as ImageRecord,
+    result: imageRecordSchema,
   },
   /** Drops cached OCI blobs no pulled image names. */
-  'image.prune': { params: z.object({}).strict(), result: {} as { removed: number; bytes: number; kept: number } },
-  'image.list': { params: z.object({}).strict(), result: {} as ImageRecord[] },
+  'image.prune': { params: z.object({}).strict(), result: imagePruneResultSchema },
+  'image.list': { params: z.object({}).strict(), result: imageListSchema },
   /** A stopped VM's root disk becomes an image (its work disk excluded). */
-  'vm.commit': { params: z.object({ name: vmName, image: imageName, force: z.boolean().optional() }).strict(), result: {} as ImageRecord },
-  'image.show': { params: z.object({ name: imageName }).strict(), result: {} as ImageView },
+  'vm.commit': { params: z.object({ name: vmName, image: imageName, force: z.boolean().optional() }).strict(), result: imageRecordSchema },
+  'image.show': { params: z.object({ name: imageName }).strict(), result: imageViewSchema },
   /** Makes (or remakes) the warm-clone snapshot of an image for a machine shape (default: config's). */
   'image.snapshot': {
     params: z.object({ name: imageName, vcpu: vcpu.optional(), memoryMib: memoryMib.optional() }).strict(),
-    result: {} as SnapshotInfo,
+    result: snapshotInfoSchema,
   },
-  'image.delete': { params: z.object({ name: imageName }).strict(), result: {} as { deleted: string } },
+  'image.delete': { params: z.object({ name: imageName }).strict(), result: imageDeletedSchema },
 } as const;
 
 export type Methods = typeof methods;
 export type MethodName = keyof Methods;
 export type ParamsOf<M extends MethodName> = z.input<Methods[M]['params']>;
 export type ValidParamsOf<M extends MethodName> = z.output<Methods[M]['params']>;
-export type ResultOf<M extends MethodName> = Methods[M]['result'];
+/** What a method returns: its result schema's output, i.e. the interface the schema is tied to (results.ts). */
+export type ResultOf<M extends MethodName> = z.output<Methods[M]['result']>;
 
 export function isMethodName(m: string): m is MethodName {
   return Object.prototype.hasOwnProperty.call(methods, m);

@@ -38,11 +38,15 @@ export type Handlers = {
   [M in MethodName]: (params: ValidParamsOf<M>, ctx: RequestContext) => Promise<ResultOf<M>>;
 };
 
-/** Any method table: zod params and a phantom result type per method (methods.ts, the helper's ops). */
-export type MethodTable = Record<string, { params: z.ZodType; result: unknown }>;
+/**
+ * Any method table: a zod schema for each method's params (checked by the
+ * server) and one for its result (checked by the client, src/rpc/client.ts):
+ * methods.ts, the helper's ops.
+ */
+export type MethodTable = Record<string, { params: z.ZodType; result: z.ZodType }>;
 
 export type HandlersFor<T extends MethodTable> = {
-  [M in keyof T & string]: (params: z.output<T[M]['params']>, ctx: RequestContext<keyof T & string>) => Promise<T[M]['result']>;
+  [M in keyof T & string]: (params: z.output<T[M]['params']>, ctx: RequestContext<keyof T & string>) => Promise<z.output<T[M]['result']>>;
 };
 
 export interface TableServerOptions<T extends MethodTable> {

@@ -149,7 +149,7 @@ describe('RPC framing bounds', () => {
     const budget = new ByteBudget(4 * 1024 * 1024);
     const server = await serveTable({
       socketPath,
-      table: { 'rpc.hello': { params: z.object({ protocol: z.number(), client: z.string() }), result: {} as unknown } },
+      table: { 'rpc.hello': { params: z.object({ protocol: z.number(), client: z.string() }), result: z.object({}) } },
       handlers: { 'rpc.hello': async () => ({}) },
       log: silentLogger(),
       version: 't',
