@@ -2,7 +2,7 @@
 import { resolveLayout, type Layout } from '../paths/paths.js';
 import { createRunner, type Runner } from '../system/runner.js';
 import type { ProgressEvent } from '../model/types.js';
-import { Banger } from '../sdk/banger.js';
+import type { Banger } from '../sdk/banger.js';
 import { style } from './style.js';
 
 export interface CliContext {
@@ -24,7 +24,8 @@ export function createContext(): CliContext {
     layout,
     runner,
     banger() {
-      client ??= Banger.connect({ onProgress: (ev) => ctx.progress(ev) });
+      // Loaded on first use: --version, --help and refused flags never load the RPC stack.
+      client ??= import('../sdk/banger.js').then(({ Banger }) => Banger.connect({ onProgress: (ev) => ctx.progress(ev) }));
       return client;
     },
     progress(ev) {

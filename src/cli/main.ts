@@ -4,13 +4,22 @@ import { BangerError } from '../errors/errors.js';
 import { VERSION } from '../version.js';
 import { createContext, FlagError } from './context.js';
 import { renderError, exitCodeFor } from './render-error.js';
-import { vmCommand } from './commands/vm.js';
-import { imageCommand } from './commands/image.js';
-import { daemonCommand } from './commands/daemon.js';
-import { doctorCommand } from './commands/doctor.js';
-import { sshConfigCommand } from './commands/ssh-config.js';
-import { networkCommand } from './commands/network.js';
-import { systemCommand } from './commands/system.js';
+import type { CliContext } from './context.js';
+
+/**
+ * Each top-level command's module, loaded only when that command runs (a
+ * simple command should cost little more than starting node: every module
+ * loaded is time). Help, and a name that is none of these, load them all.
+ */
+const COMMANDS: Record<string, () => Promise<(ctx: CliContext) => Command>> = {
+  vm: async () => (await import('./commands/vm.js')).vmCommand,
+  image: async () => (await import('./commands/image.js')).imageCommand,
+  daemon: async () => (await import('./commands/daemon.js')).daemonCommand,
+  doctor: async () => (await import('./commands/doctor.js')).doctorCommand,
+  'ssh-config': async () => (await import('./commands/ssh-config.js')).sshConfigCommand,
+  network: async () => (await import('./commands/network.js')).networkCommand,
+  system: async () => (await import('./commands/system.js')).systemCommand,
+};
 
 const ctx = createContext();
 const debug = process.argv.includes('--debug');
@@ -24,13 +33,19 @@ const program = new Command('banger')
   .enablePositionalOptions()
   .exitOverride();
 
-program.addCommand(vmCommand(ctx));
-program.addCommand(imageCommand(ctx));
-program.addCommand(daemonCommand(ctx));
-program.addCommand(doctorCommand(ctx));
-program.addCommand(sshConfigCommand(ctx));
-program.addCommand(networkCommand(ctx));
-program.addCommand(systemCommand(ctx));
+/** The command named on the command line (the first operand), when it is one of ours. */
+function named(argv: string[]): string | undefined {
+  const first = argv.find((a) => !a.startsWith('-'));
+  return first !== undefined && Object.prototype.hasOwnProperty.call(COMMANDS, first) ? first : undefined;
+}
+
+const wanted = named(process.argv.slice(2));
+const versionOnly = wanted === undefined && process.argv.slice(2).some((a) => a === '--version' || a === '-V');
+if (!versionOnly) {
+  for (const [name, load] of Object.entries(COMMANDS)) {
+    if (wanted === undefined || name === wanted) program.addCommand((await load())(ctx));
+  }
+}
 
 function exitWith(e: unknown): void {
   if (e instanceof CommanderError) {
