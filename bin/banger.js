@@ -1,2 +1,7 @@
 #!/usr/bin/env node
-import '../dist/src/cli/main.js';
+// Node's compile cache (22.1+) keeps compiled code between runs; older Node
+// has no enableCompileCache and runs without it.
+import module from 'node:module';
+
+module.enableCompileCache?.();
+await import('../dist/src/cli/cli.bundle.js');

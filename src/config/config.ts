@@ -8,6 +8,7 @@ import { parse, TomlError } from 'smol-toml';
 import { BangerError } from '../errors/errors.js';
 import { parseSize } from '../model/sizes.js';
 import { ACCELS, NETWORK_MODES, VMMS, type Accel, type NetworkMode, type Vmm } from '../model/types.js';
+import { MIN_MEMORY_MIB } from '../model/limits.js';
 
 export interface Config {
   vcpu: number;
@@ -50,7 +51,7 @@ export const DEFAULT_CONFIG: Config = {
 
 const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout', 'warm_clones'] as const;
 
-export const MIN_MEMORY_MIB = 256;
+export { MIN_MEMORY_MIB };
 export const MAX_VCPU = 64;
 
 function configError(file: string, message: string, hint?: string): BangerError {

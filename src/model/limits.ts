@@ -9,6 +9,8 @@ import { formatSize } from './sizes.js';
  * Host-independent ceilings on a VM's vCPUs and memory: a request or a row
  * past them is malformed whatever the host (the daemon then checks the host).
  */
+/** The least memory a VM may have (a Debian guest with systemd needs about this much to boot). */
+export const MIN_MEMORY_MIB = 256;
 export const MAX_VCPU = 1024;
 /** 1 PiB, in MiB. */
 export const MAX_MEMORY_MIB = 1024 * 1024 * 1024;

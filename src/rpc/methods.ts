@@ -165,14 +165,14 @@ export interface WorkspaceStatus {
   reason: string | null;
 }
 
-export const methods = {
-  'rpc.hello': {
+export const methods = lazyTable({
+  'rpc.hello': () => ({
     params: z.object({ protocol: z.number().int(), client: z.string().max(256) }).strict(),
-    result: helloResultSchema,
-  },
-  'daemon.status': { params: z.object({}).strict(), result: daemonStatusSchema },
-  'daemon.stop': { params: z.object({}).strict(), result: stoppingSchema },
-  'vm.create': {
+    result: helloResultSchema(),
+  }),
+  'daemon.status': () => ({ params: z.object({}).strict(), result: daemonStatusSchema() }),
+  'daemon.stop': () => ({ params: z.object({}).strict(), result: stoppingSchema() }),
+  'vm.create': () => ({
     params: z
       .object({
         name: vmName.optional(),
@@ -194,20 +194,20 @@ export const methods = {
         cold: z.boolean().optional(),
       })
       .strict(),
-    result: vmCreateResultSchema,
-  },
-  'vm.start': { params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema },
-  'vm.stop': { params: z.object({ name: vmName }).strict(), result: vmStopResultSchema },
-  'vm.restart': { params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema },
-  'vm.kill': {
+    result: vmCreateResultSchema(),
+  }),
+  'vm.start': () => ({ params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema() }),
+  'vm.stop': () => ({ params: z.object({ name: vmName }).strict(), result: vmStopResultSchema() }),
+  'vm.restart': () => ({ params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema() }),
+  'vm.kill': () => ({
     params: z.object({ name: vmName, signal: z.enum(KILL_SIGNALS).optional() }).strict(),
-    result: vmViewSchema,
-  },
-  'vm.prune': {
+    result: vmViewSchema(),
+  }),
+  'vm.prune': () => ({
     params: z.object({ names: z.array(vmName).max(10_000).optional(), dryRun: z.boolean().optional() }).strict(),
-    result: vmPruneResultSchema,
-  },
-  'vm.set': {
+    result: vmPruneResultSchema(),
+  }),
+  'vm.set': () => ({
     params: z
       .object({
         name: vmName,
@@ -216,22 +216,22 @@ export const methods = {
         diskBytes: diskBytes.optional(),
       })
       .strict(),
-    result: vmViewSchema,
-  },
-  'vm.list': { params: z.object({}).strict(), result: vmListSchema },
-  'vm.show': { params: z.object({ name: vmName }).strict(), result: vmViewSchema },
-  'vm.delete': {
+    result: vmViewSchema(),
+  }),
+  'vm.list': () => ({ params: z.object({}).strict(), result: vmListSchema() }),
+  'vm.show': () => ({ params: z.object({ name: vmName }).strict(), result: vmViewSchema() }),
+  'vm.delete': () => ({
     /** force: delete a running VM too (stopping it without ceremony). */
     params: z.object({ name: vmName, force: z.boolean().optional() }).strict(),
-    result: deletedSchema,
-  },
-  'vm.logs': {
+    result: deletedSchema(),
+  }),
+  'vm.logs': () => ({
     params: z.object({ name: vmName, offset: z.number().int().min(0).optional() }).strict(),
-    result: vmLogsResultSchema,
-  },
-  'vm.stats': { params: z.object({ name: vmName }).strict(), result: vmStatsSchema },
-  'vm.ports': { params: z.object({ name: vmName }).strict(), result: vmPortsSchema },
-  'vm.workspace.prepare': {
+    result: vmLogsResultSchema(),
+  }),
+  'vm.stats': () => ({ params: z.object({ name: vmName }).strict(), result: vmStatsSchema() }),
+  'vm.ports': () => ({ params: z.object({ name: vmName }).strict(), result: vmPortsSchema() }),
+  'vm.workspace.prepare': () => ({
     params: z
       .object({
         name: vmName,
@@ -241,16 +241,16 @@ export const methods = {
         mode: z.enum(WORKSPACE_MODES).optional(),
       })
       .strict(),
-    result: workspacePrepareResultSchema,
-  },
-  'vm.workspace.export': {
+    result: workspacePrepareResultSchema(),
+  }),
+  'vm.workspace.export': () => ({
     params: z.object({ name: vmName, baseCommit: z.string().min(1).max(256).optional() }).strict(),
-    result: workspaceExportResultSchema,
-  },
-  'vm.workspace.status': { params: z.object({ name: vmName }).strict(), result: workspaceStatusSchema },
-  'vm.ssh_target': { params: z.object({ name: vmName }).strict(), result: vmSshTargetSchema },
-  'network.show': { params: z.object({}).strict(), result: networkShowSchema },
-  'image.build': {
+    result: workspaceExportResultSchema(),
+  }),
+  'vm.workspace.status': () => ({ params: z.object({ name: vmName }).strict(), result: workspaceStatusSchema() }),
+  'vm.ssh_target': () => ({ params: z.object({ name: vmName }).strict(), result: vmSshTargetSchema() }),
+  'network.show': () => ({ params: z.object({}).strict(), result: networkShowSchema() }),
+  'image.build': () => ({
     params: z
       .object({
         name: imageName.optional(),
@@ -266,10 +266,10 @@ export const methods = {
         from: imageName.optional(),
       })
       .strict(),
-    result: imageRecordSchema,
-  },
+    result: imageRecordSchema(),
+  }),
   /** Pulls an OCI image from a registry and makes it a banger image (src/images/pull.ts). */
-  'image.pull': {
+  'image.pull': () => ({
     params: z
       .object({
         ref: z.string().min(1).max(512),
@@ -279,10 +279,10 @@ export const methods = {
         force: z.boolean().optional(),
       })
       .strict(),
-    result: imageRecordSchema,
-  },
+    result: imageRecordSchema(),
+  }),
   /** Imports an OCI image layout or a docker save archive (a directory or a tar) through the same pipeline as a pull. */
-  'image.import': {
+  'image.import': () => ({
     params: z
       .object({
         path: z.string().min(2).max(4096).startsWith('/', 'must be an absolute path'),
@@ -291,23 +291,37 @@ export const methods = {
         force: z.boolean().optional(),
       })
       .strict(),
-    result: imageRecordSchema,
-  },
+    result: imageRecordSchema(),
+  }),
   /** Drops cached OCI blobs no pulled image names. */
-  'image.prune': { params: z.object({}).strict(), result: imagePruneResultSchema },
-  'image.list': { params: z.object({}).strict(), result: imageListSchema },
+  'image.prune': () => ({ params: z.object({}).strict(), result: imagePruneResultSchema() }),
+  'image.list': () => ({ params: z.object({}).strict(), result: imageListSchema() }),
   /** A stopped VM's root disk becomes an image (its work disk excluded). */
-  'vm.commit': { params: z.object({ name: vmName, image: imageName, force: z.boolean().optional() }).strict(), result: imageRecordSchema },
-  'image.show': { params: z.object({ name: imageName }).strict(), result: imageViewSchema },
+  'vm.commit': () => ({ params: z.object({ name: vmName, image: imageName, force: z.boolean().optional() }).strict(), result: imageRecordSchema() }),
+  'image.show': () => ({ params: z.object({ name: imageName }).strict(), result: imageViewSchema() }),
   /** Makes (or remakes) the warm-clone snapshot of an image for a machine shape (default: config's). */
-  'image.snapshot': {
+  'image.snapshot': () => ({
     params: z.object({ name: imageName, vcpu: vcpu.optional(), memoryMib: memoryMib.optional() }).strict(),
-    result: snapshotInfoSchema,
-  },
-  'image.delete': { params: z.object({ name: imageName }).strict(), result: imageDeletedSchema },
-} as const;
+    result: snapshotInfoSchema(),
+  }),
+  'image.delete': () => ({ params: z.object({ name: imageName }).strict(), result: imageDeletedSchema() }),
+});
 
 export type Methods = typeof methods;
+
+/**
+ * The table with each method's schemas built on first use (a getter per
+ * method): a CLI command touches one or two methods, and building every
+ * params and result schema at import cost every command's start.
+ */
+function lazyTable<T extends Record<string, () => { params: z.ZodType; result: z.ZodType }>>(defs: T): { readonly [K in keyof T]: ReturnType<T[K]> } {
+  const table = {} as { [K in keyof T]: ReturnType<T[K]> };
+  for (const key of Object.keys(defs) as Array<keyof T>) {
+    let made: ReturnType<T[typeof key]> | undefined;
+    Object.defineProperty(table, key, { enumerable: true, get: () => (made ??= defs[key]!() as ReturnType<T[typeof key]>) });
+  }
+  return table;
+}
 export type MethodName = keyof Methods;
 export type ParamsOf<M extends MethodName> = z.input<Methods[M]['params']>;
 export type ValidParamsOf<M extends MethodName> = z.output<Methods[M]['params']>;

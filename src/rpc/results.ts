@@ -52,6 +52,15 @@ export function schemaOf<T>() {
     schema as unknown as z.ZodType<T>;
 }
 
+/**
+ * A schema built on first use: a CLI run checks one or two methods' results,
+ * and building all of them at import cost ~20 ms of every command's start.
+ */
+export function once<T>(make: () => T): () => T {
+  let made: { v: T } | undefined;
+  return () => (made ??= { v: make() }).v;
+}
+
 // ---- building blocks ------------------------------------------------------
 
 /** Most items any list result carries. */
@@ -79,215 +88,251 @@ const netText = text(256);
 
 // ---- model types (src/model/types.ts) ------------------------------------
 
-const vmRecordObject = z.object({
-  id: vmIdSchema,
-  name: vmNameSchema,
-  image: imageNameSchema,
-  vcpu: count,
-  memoryMib: count,
-  systemOverlayBytes: count,
-  diskBytes: count,
-  vmm: z.enum(VMMS),
-  network: z.enum(NETWORK_MODES),
-  state: z.enum(VM_STATES),
-  ephemeral: z.boolean(),
-  nat: z.boolean(),
-  ip: netText.nullable(),
-  lastError: text().nullable(),
-  createdAt: timestamp,
-  updatedAt: timestamp,
-});
-export const vmRecordSchema = schemaOf<VmRecord>()(vmRecordObject);
-
-export const vmRuntimeSchema = schemaOf<VmRuntime>()(
+const vmRecordObject = once(() =>
   z.object({
-    vmm: z.enum(VMMS),
-    pid: count,
-    accel: z.enum(['kvm', 'tcg']),
-    sshHost: netText,
-    sshPort: port,
-    startedAt: timestamp,
-  }),
-);
-
-export const workspaceRecordSchema = schemaOf<WorkspaceRecord>()(
-  z.object({
-    hostPath: path,
-    guestPath: path,
-    includeUntracked: z.boolean(),
-    tree: gitId,
-    commit: gitId,
-    head: gitId.nullable(),
-    branch: text(1024).nullable(),
-    files: count,
-    bytes: count,
-    mode: z.enum(WORKSPACE_MODES),
-    preparedAt: timestamp,
-  }),
-);
-
-export const vmViewSchema = schemaOf<VmView>()(
-  vmRecordObject.extend({
-    runtime: vmRuntimeSchema.nullable(),
-    workspace: workspaceRecordSchema.nullable(),
-  }),
-);
-
-const imageRecordObject = z.object({
-  name: imageNameSchema,
-  source: text(MAX_PATH),
-  sourceKind: z.enum(IMAGE_SOURCE_KINDS),
-  sourceRef: text(MAX_PATH),
-  kernelVersion: text(256),
-  rootfsBytes: count,
-  packages: list(text(1024)),
-  createdAt: timestamp,
-});
-export const imageRecordSchema = schemaOf<ImageRecord>()(imageRecordObject);
-
-export const snapshotInfoSchema = schemaOf<SnapshotInfo>()(
-  z.object({
-    key: text(256),
-    vmm: text(64),
-    accel: z.enum(['kvm', 'tcg']),
-    // 0 for a snapshot whose manifest is unreadable (src/daemon/snapshot-service.ts list)
+    id: vmIdSchema,
+    name: vmNameSchema,
+    image: imageNameSchema,
     vcpu: count,
     memoryMib: count,
-    bytes: count,
+    systemOverlayBytes: count,
+    diskBytes: count,
+    vmm: z.enum(VMMS),
+    network: z.enum(NETWORK_MODES),
+    state: z.enum(VM_STATES),
+    ephemeral: z.boolean(),
+    nat: z.boolean(),
+    ip: netText.nullable(),
+    lastError: text().nullable(),
     createdAt: timestamp,
-    buildMs: duration,
-    current: z.boolean(),
-    reason: text().optional(),
+    updatedAt: timestamp,
   }),
 );
+export const vmRecordSchema = once(() => schemaOf<VmRecord>()(vmRecordObject()));
 
-export const imageViewSchema = schemaOf<ImageView>()(imageRecordObject.extend({ snapshots: list(snapshotInfoSchema) }));
+export const vmRuntimeSchema = once(() =>
+  schemaOf<VmRuntime>()(
+    z.object({
+      vmm: z.enum(VMMS),
+      pid: count,
+      accel: z.enum(['kvm', 'tcg']),
+      sshHost: netText,
+      sshPort: port,
+      startedAt: timestamp,
+    }),
+  ),
+);
+
+export const workspaceRecordSchema = once(() =>
+  schemaOf<WorkspaceRecord>()(
+    z.object({
+      hostPath: path,
+      guestPath: path,
+      includeUntracked: z.boolean(),
+      tree: gitId,
+      commit: gitId,
+      head: gitId.nullable(),
+      branch: text(1024).nullable(),
+      files: count,
+      bytes: count,
+      mode: z.enum(WORKSPACE_MODES),
+      preparedAt: timestamp,
+    }),
+  ),
+);
+
+export const vmViewSchema = once(() =>
+  schemaOf<VmView>()(
+    vmRecordObject().extend({
+      runtime: vmRuntimeSchema().nullable(),
+      workspace: workspaceRecordSchema().nullable(),
+    }),
+  ),
+);
+
+const imageRecordObject = once(() =>
+  z.object({
+    name: imageNameSchema,
+    source: text(MAX_PATH),
+    sourceKind: z.enum(IMAGE_SOURCE_KINDS),
+    sourceRef: text(MAX_PATH),
+    kernelVersion: text(256),
+    rootfsBytes: count,
+    packages: list(text(1024)),
+    createdAt: timestamp,
+  }),
+);
+export const imageRecordSchema = once(() => schemaOf<ImageRecord>()(imageRecordObject()));
+
+export const snapshotInfoSchema = once(() =>
+  schemaOf<SnapshotInfo>()(
+    z.object({
+      key: text(256),
+      vmm: text(64),
+      accel: z.enum(['kvm', 'tcg']),
+      // 0 for a snapshot whose manifest is unreadable (src/daemon/snapshot-service.ts list)
+      vcpu: count,
+      memoryMib: count,
+      bytes: count,
+      createdAt: timestamp,
+      buildMs: duration,
+      current: z.boolean(),
+      reason: text().optional(),
+    }),
+  ),
+);
+
+export const imageViewSchema = once(() => schemaOf<ImageView>()(imageRecordObject().extend({ snapshots: list(snapshotInfoSchema()) })));
 
 // ---- method results (src/rpc/methods.ts) ------------------------------------
 
-export const helloResultSchema = schemaOf<{ protocol: number; version: string; pid: number }>()(
-  z.object({ protocol: int, version: text(256), pid: count }),
+export const helloResultSchema = once(() =>
+  schemaOf<{ protocol: number; version: string; pid: number }>()(
+    z.object({ protocol: int, version: text(256), pid: count }),
+  ),
 );
 
-export const daemonStatusSchema = schemaOf<DaemonStatus>()(
-  z.object({
-    pid: count,
-    version: text(256),
-    protocol: int,
-    socket: path,
-    stateDir: path,
-    logFile: path,
-    uptimeSeconds: duration,
-    vms: count,
-  }),
+export const daemonStatusSchema = once(() =>
+  schemaOf<DaemonStatus>()(
+    z.object({
+      pid: count,
+      version: text(256),
+      protocol: int,
+      socket: path,
+      stateDir: path,
+      logFile: path,
+      uptimeSeconds: duration,
+      vms: count,
+    }),
+  ),
 );
 
-export const stoppingSchema = schemaOf<{ stopping: true }>()(z.object({ stopping: z.literal(true) }));
+export const stoppingSchema = once(() => schemaOf<{ stopping: true }>()(z.object({ stopping: z.literal(true) })));
 
-export const vmSshTargetSchema = schemaOf<VmSshTarget>()(
-  z.object({
-    name: vmNameSchema,
-    host: netText,
-    port,
-    user: text(256),
-    privateKeyPath: path,
-    knownHostsPath: path,
-    hostKeyAlias: text(256),
-  }),
+export const vmSshTargetSchema = once(() =>
+  schemaOf<VmSshTarget>()(
+    z.object({
+      name: vmNameSchema,
+      host: netText,
+      port,
+      user: text(256),
+      privateKeyPath: path,
+      knownHostsPath: path,
+      hostKeyAlias: text(256),
+    }),
+  ),
 );
 
-export const vmCreateResultSchema = schemaOf<VmCreateResult>()(
-  z.object({
-    vm: vmViewSchema,
-    ssh: vmSshTargetSchema.nullable(),
-    bootMs: duration,
-    clonedFrom: text(256).nullable().optional(),
-  }),
+export const vmCreateResultSchema = once(() =>
+  schemaOf<VmCreateResult>()(
+    z.object({
+      vm: vmViewSchema(),
+      ssh: vmSshTargetSchema().nullable(),
+      bootMs: duration,
+      clonedFrom: text(256).nullable().optional(),
+    }),
+  ),
 );
 
-export const stopReportSchema = schemaOf<StopReport>()(
-  z.object({
-    asked: z.enum(['agent', 'ssh', 'qmp', 'none']),
-    synced: z.boolean(),
-    ended: z.enum(['exited', 'SIGTERM', 'SIGKILL', 'already gone']),
-    ms: duration,
-  }),
+export const stopReportSchema = once(() =>
+  schemaOf<StopReport>()(
+    z.object({
+      asked: z.enum(['agent', 'ssh', 'qmp', 'none']),
+      synced: z.boolean(),
+      ended: z.enum(['exited', 'SIGTERM', 'SIGKILL', 'already gone']),
+      ms: duration,
+    }),
+  ),
 );
 
-export const vmStopResultSchema = schemaOf<{ vm: VmView; report: StopReport }>()(z.object({ vm: vmViewSchema, report: stopReportSchema }));
+export const vmStopResultSchema = once(() => schemaOf<{ vm: VmView; report: StopReport }>()(z.object({ vm: vmViewSchema(), report: stopReportSchema() })));
 
-export const vmPruneResultSchema = schemaOf<{ removed: string[]; skipped: string[]; candidates: string[] }>()(
-  z.object({ removed: list(vmNameSchema), skipped: list(vmNameSchema), candidates: list(vmNameSchema) }),
+export const vmPruneResultSchema = once(() =>
+  schemaOf<{ removed: string[]; skipped: string[]; candidates: string[] }>()(
+    z.object({ removed: list(vmNameSchema), skipped: list(vmNameSchema), candidates: list(vmNameSchema) }),
+  ),
 );
 
-export const vmListSchema = schemaOf<VmView[]>()(list(vmViewSchema));
+export const vmListSchema = once(() => schemaOf<VmView[]>()(list(vmViewSchema())));
 
-export const deletedSchema = schemaOf<{ deleted: string }>()(z.object({ deleted: vmNameSchema }));
+export const deletedSchema = once(() => schemaOf<{ deleted: string }>()(z.object({ deleted: vmNameSchema })));
 
-export const vmLogsResultSchema = schemaOf<VmLogsResult>()(
-  // data: a console chunk (the daemon sends at most 1 MiB; the line bound is the real limit)
-  z.object({ data: text(MAX_RESPONSE_BYTES), offset: count, size: count }),
+export const vmLogsResultSchema = once(() =>
+  schemaOf<VmLogsResult>()(
+    // data: a console chunk (the daemon sends at most 1 MiB; the line bound is the real limit)
+    z.object({ data: text(MAX_RESPONSE_BYTES), offset: count, size: count }),
+  ),
 );
 
-export const vmStatsSchema = schemaOf<VmStats>()(
-  z.object({
-    name: vmNameSchema,
-    cpuPercent: z.number().min(0),
-    vcpu: count,
-    memory: z.object({ totalBytes: count, availableBytes: count, usedBytes: count }),
-    hostRssBytes: count,
-    filesystems: list(z.object({ mount: path, sizeBytes: count, usedBytes: count })),
-    disks: list(z.object({ name: text(256), path, allocatedBytes: count, virtualBytes: count })),
-  }),
+export const vmStatsSchema = once(() =>
+  schemaOf<VmStats>()(
+    z.object({
+      name: vmNameSchema,
+      cpuPercent: z.number().min(0),
+      vcpu: count,
+      memory: z.object({ totalBytes: count, availableBytes: count, usedBytes: count }),
+      hostRssBytes: count,
+      filesystems: list(z.object({ mount: path, sizeBytes: count, usedBytes: count })),
+      disks: list(z.object({ name: text(256), path, allocatedBytes: count, virtualBytes: count })),
+    }),
+  ),
 );
 
-export const vmPortSchema = schemaOf<VmPort>()(
-  z.object({
-    proto: z.enum(['tcp', 'udp']),
-    address: netText,
-    port,
-    process: text().nullable(),
-    hostEndpoint: netText.nullable(),
-  }),
+export const vmPortSchema = once(() =>
+  schemaOf<VmPort>()(
+    z.object({
+      proto: z.enum(['tcp', 'udp']),
+      address: netText,
+      port,
+      process: text().nullable(),
+      hostEndpoint: netText.nullable(),
+    }),
+  ),
 );
 
-export const vmPortsSchema = schemaOf<VmPort[]>()(list(vmPortSchema));
+export const vmPortsSchema = once(() => schemaOf<VmPort[]>()(list(vmPortSchema())));
 
-export const workspacePrepareResultSchema = schemaOf<WorkspacePrepareResult>()(
-  z.object({
-    name: vmNameSchema,
-    workspace: workspaceRecordSchema,
-    sentBytes: count,
-    sentFiles: count,
-    skipped: list(path),
-    ms: duration,
-  }),
+export const workspacePrepareResultSchema = once(() =>
+  schemaOf<WorkspacePrepareResult>()(
+    z.object({
+      name: vmNameSchema,
+      workspace: workspaceRecordSchema(),
+      sentBytes: count,
+      sentFiles: count,
+      skipped: list(path),
+      ms: duration,
+    }),
+  ),
 );
 
-export const workspaceExportResultSchema = schemaOf<WorkspaceExportResult>()(z.object({ bytes: count, baseCommit: text(256).nullable() }));
+export const workspaceExportResultSchema = once(() => schemaOf<WorkspaceExportResult>()(z.object({ bytes: count, baseCommit: text(256).nullable() })));
 
-export const workspaceStatusSchema = schemaOf<WorkspaceStatus>()(
-  z.object({ workspace: workspaceRecordSchema.nullable(), changed: z.boolean().nullable(), reason: text().nullable() }),
+export const workspaceStatusSchema = once(() =>
+  schemaOf<WorkspaceStatus>()(
+    z.object({ workspace: workspaceRecordSchema().nullable(), changed: z.boolean().nullable(), reason: text().nullable() }),
+  ),
 );
 
-export const networkShowSchema = schemaOf<NetworkShow>()(
-  z.object({
-    mode: z.enum(NETWORK_MODES),
-    why: text(),
-    bridge: netText.nullable(),
-    subnet: netText.nullable(),
-    gateway: netText.nullable(),
-    dns: netText.nullable(),
-    resolver: text().nullable(),
-    helperSocket: path,
-  }),
+export const networkShowSchema = once(() =>
+  schemaOf<NetworkShow>()(
+    z.object({
+      mode: z.enum(NETWORK_MODES),
+      why: text(),
+      bridge: netText.nullable(),
+      subnet: netText.nullable(),
+      gateway: netText.nullable(),
+      dns: netText.nullable(),
+      resolver: text().nullable(),
+      helperSocket: path,
+    }),
+  ),
 );
 
-export const imagePruneResultSchema = schemaOf<{ removed: number; bytes: number; kept: number }>()(z.object({ removed: count, bytes: count, kept: count }));
+export const imagePruneResultSchema = once(() => schemaOf<{ removed: number; bytes: number; kept: number }>()(z.object({ removed: count, bytes: count, kept: count })));
 
-export const imageListSchema = schemaOf<ImageRecord[]>()(list(imageRecordSchema));
+export const imageListSchema = once(() => schemaOf<ImageRecord[]>()(list(imageRecordSchema())));
 
-export const imageDeletedSchema = schemaOf<{ deleted: string }>()(z.object({ deleted: imageNameSchema }));
+export const imageDeletedSchema = once(() => schemaOf<{ deleted: string }>()(z.object({ deleted: imageNameSchema })));
 
 // ---- a malformed result as a coded error ---------------------------------------
 

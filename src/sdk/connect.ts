@@ -13,7 +13,6 @@ import { isSameProcess, readStartTime } from '../system/proc.js';
 import { parseStartFailure } from '../errors/start-failure.js';
 import type { Runner } from '../system/runner.js';
 import { tail } from '../system/runner.js';
-import { loadConfig } from '../config/config.js';
 import { VERSION } from '../version.js';
 
 const CLIENT = `banger ${VERSION}`;
@@ -56,6 +55,8 @@ export async function connectOrStart(layout: Layout, runner: Runner, opts: Start
   const existing = await tryConnect(layout);
   if (existing) return existing;
   // Fail on a bad config here, with the key named, rather than as a dead daemon.
+  // (Loaded here only: a CLI talking to a running daemon never parses TOML.)
+  const { loadConfig } = await import('../config/config.js');
   loadConfig(layout.configFile);
   ensureStateDir(layout.stateDir);
   ensureRuntimeDir(layout.runtimeDir);

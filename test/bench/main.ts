@@ -14,6 +14,8 @@
  * `-- --pull [--pairs N]` only pull throughput: banger's registry client
  * against `skopeo copy` to a dir: from a local registry (test/bench/pull.ts;
  * no VM, no default image, no state dir).
+ * `-- --cli [--pairs N]` only CLI start-up: `banger vm list` and
+ * `banger --version` against `node -e 0` (test/bench/cli.ts; no VM).
  * `-- --state DIR` runs against DIR as the state dir (e.g. one holding a
  * built image: hard-link its images/<name> in) with runtime, config and
  * cache dirs of the run's own (removed after, with the daemon stopped);
@@ -35,6 +37,7 @@ import { workspaceBench } from './workspace.js';
 import { memoryReport, warmBench } from './warm.js';
 import { tuningBench } from './tuning.js';
 import { pullBench } from './pull.js';
+import { cliBench } from './cli.js';
 import { alternatePairs, median, spread } from './stages.js';
 
 interface BenchArgs {
@@ -45,6 +48,7 @@ interface BenchArgs {
   memory: boolean;
   tuning: boolean;
   pull: boolean;
+  cli: boolean;
   pairs: number;
   idleSeconds: number;
   state?: string;
@@ -52,12 +56,12 @@ interface BenchArgs {
 
 function usage(err?: string): never {
   if (err) console.error(`bench: ${err}`);
-  console.error('usage: npm run bench -- [--pairs N] [--stop] | --workspace [--runs N] | --warm [--pairs N] | --tuning [--pairs N] | --memory [--idle S] | --pull [--pairs N]  [--state DIR, not with --pull]');
+  console.error('usage: npm run bench -- [--pairs N] [--stop] | --workspace [--runs N] | --warm [--pairs N] | --tuning [--pairs N] | --memory [--idle S] | --pull [--pairs N] | --cli [--pairs N]  [--state DIR, not with --pull or --cli]');
   process.exit(err ? 2 : 0);
 }
 
 function parseArgs(argv: string[]): BenchArgs {
-  const a: BenchArgs = { runs: 3, stop: false, workspace: false, warm: false, memory: false, tuning: false, pull: false, pairs: 7, idleSeconds: 10 };
+  const a: BenchArgs = { runs: 3, stop: false, workspace: false, warm: false, memory: false, tuning: false, pull: false, cli: false, pairs: 7, idleSeconds: 10 };
   const whole = (flag: string, v: string, min: number) => {
     const n = Number(v);
     if (!/^\d+$/.test(v) || n < min) usage(`${flag} must be a whole number ≥ ${min}, got ${JSON.stringify(v)}`);
@@ -73,12 +77,14 @@ function parseArgs(argv: string[]): BenchArgs {
     else if (flag === '--memory') a.memory = true;
     else if (flag === '--tuning') a.tuning = true;
     else if (flag === '--pull') a.pull = true;
+    else if (flag === '--cli') a.cli = true;
     else if (flag === '--pairs') a.pairs = whole(flag, value(), 1);
     else if (flag === '--idle') a.idleSeconds = whole(flag, value(), 0);
     else if (flag === '--state') a.state = value();
     else if (flag === '-h' || flag === '--help') usage();
     else usage(`unknown argument ${argv[i]}`);
   }
+  if (a.cli && a.state !== undefined) usage('--cli uses no state dir (it makes temp dirs of its own)');
   if (a.pull && a.state !== undefined) usage('--pull uses no state dir (its registry and destinations are temp dirs of its own)');
   return a;
 }
@@ -160,6 +166,7 @@ async function timePlain(): Promise<number> {
 
 async function main(): Promise<void> {
   if (args.pull) return pullBench({ pairs: args.pairs });
+  if (args.cli) return cliBench({ pairs: args.pairs });
   if (!existsSync(imagePaths(layout, 'bookworm').rootfs)) {
     console.log('bench: building the default image first (not timed)…');
     const b = await banger(['image', 'build']);

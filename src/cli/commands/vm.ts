@@ -2,7 +2,7 @@
 import { Command, Option, type OptionValues } from '@commander-js/extra-typings';
 import { BangerError } from '../../errors/errors.js';
 import { generateVmName, validateImageName, validateVmName } from '../../model/names.js';
-import { MIN_MEMORY_MIB } from '../../config/config.js';
+import { MIN_MEMORY_MIB } from '../../model/limits.js';
 import { NETWORK_MODES, type NetworkMode, type VmView } from '../../model/types.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table, keyValues } from '../style.js';
