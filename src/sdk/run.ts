@@ -83,6 +83,8 @@ export async function runThrowaway(banger: Banger, opts: RunOptions): Promise<Ru
   };
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    // An abort during the scan or the connect came before the listener: it never fires for it.
+    if (opts.signal?.aborted) onAbort();
     const r = await banger.createRaw({ ...opts, name, ephemeral: !keep }, conn);
     created = true;
     const vm = new Vm({ client: conn, progress: () => progress }, name, r.vm, { bootMs: r.bootMs, clonedFrom: r.clonedFrom ?? null });

@@ -85,6 +85,31 @@ describe('run cleans up', () => {
     expect(f.calls[0]![1]).toMatchObject({ ephemeral: false });
   });
 
+  it('an abort before the run is connected: no VM is created', async () => {
+    const ac = new AbortController();
+    const calls: string[] = [];
+    let closed = false;
+    const conn = {
+      call: async (method: string) => {
+        calls.push(method);
+        if (closed) throw new BangerError('unavailable', 'connection closed');
+        if (method === 'vm.list') return [];
+        throw new BangerError('not_found', 'no VM');
+      },
+      close: () => void (closed = true),
+    } as unknown as RpcClient;
+    const banger = Banger.withClient(conn, {
+      connect: async () => {
+        ac.abort(); // aborted while the run's connection was being made
+        return conn;
+      },
+    });
+    const e = await reject(banger.run({ name: 'box', cmd: ['true'], signal: ac.signal }));
+    expect(e.code).toBe('interrupted');
+    expect(calls.filter((m) => m === 'vm.create')).toEqual(['vm.create']); // refused: its connection was closed first
+    expect(closed).toBe(true);
+  });
+
   it('an abort during the create: interrupted, the VM deleted and waited for', async () => {
     const ac = new AbortController();
     let listed = 0;
