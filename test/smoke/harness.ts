@@ -4,7 +4,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 const bangerBin = join(repoRoot, 'bin', 'banger.js');
@@ -195,4 +195,18 @@ export function check(cond: unknown, message: string): asserts cond {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** git with a fixed identity and no system config (test repos must not depend on the host's git setup). */
+const GIT_ENV = {
+  ...process.env,
+  GIT_AUTHOR_NAME: 'smoke',
+  GIT_AUTHOR_EMAIL: 'smoke@example.invalid',
+  GIT_COMMITTER_NAME: 'smoke',
+  GIT_COMMITTER_EMAIL: 'smoke@example.invalid',
+  GIT_CONFIG_NOSYSTEM: '1',
+};
+
+export function git(cwd: string, ...args: string[]): string {
+  return execFileSync('git', args, { cwd, env: GIT_ENV, encoding: 'utf8' });
 }

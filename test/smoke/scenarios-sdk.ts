@@ -4,26 +4,14 @@
  * against this run's daemon and real VMs. What they print (JSON lines, the
  * command's own output) is checked here, and so is what they leave behind.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { check, cleanup, ok, qemuProcesses, repoRoot, type Banger, type RunDirs } from './harness.js';
+import { check, cleanup, ok, qemuProcesses, repoRoot, type Banger, type RunDirs, git } from './harness.js';
 import type { Scenario } from './scenarios.js';
 
 const EXAMPLES = join(repoRoot, 'examples');
 
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: 'smoke',
-  GIT_AUTHOR_EMAIL: 'smoke@example.invalid',
-  GIT_COMMITTER_NAME: 'smoke',
-  GIT_COMMITTER_EMAIL: 'smoke@example.invalid',
-  GIT_CONFIG_NOSYSTEM: '1',
-};
-
-function git(cwd: string, ...args: string[]): string {
-  return execFileSync('git', args, { cwd, env: GIT_ENV, encoding: 'utf8' });
-}
 
 /** A throwaway repo under the run's root with FILES committed. */
 function makeRepo(root: string, files: Record<string, string>): string {

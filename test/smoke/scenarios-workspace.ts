@@ -4,21 +4,9 @@ import { mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileS
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { check, cleanup, ok, type Banger } from './harness.js';
+import { check, cleanup, ok, type Banger, git } from './harness.js';
 import type { Scenario } from './scenarios.js';
 
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: 'smoke',
-  GIT_AUTHOR_EMAIL: 'smoke@example.invalid',
-  GIT_COMMITTER_NAME: 'smoke',
-  GIT_COMMITTER_EMAIL: 'smoke@example.invalid',
-  GIT_CONFIG_NOSYSTEM: '1',
-};
-
-function git(cwd: string, ...args: string[]): string {
-  return execFileSync('git', args, { cwd, env: GIT_ENV, encoding: 'utf8' });
-}
 
 /** A throwaway repo under the run's root with FILES committed. */
 function makeRepo(root: string, files: Record<string, string | Buffer>): string {

@@ -4,6 +4,7 @@ import { BangerError } from '../../errors/errors.js';
 import { generateVmName, validateImageName, validateVmName } from '../../model/names.js';
 import { MIN_MEMORY_MIB } from '../../model/limits.js';
 import { NETWORK_MODES, type NetworkMode, type VmView } from '../../model/types.js';
+import type { VmSpec } from '../../sdk/banger.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table, keyValues } from '../style.js';
 import { addShellCommands, runInVm } from './vm-shell.js';
@@ -103,17 +104,7 @@ export function vmCommand(ctx: CliContext): Command {
     .action(async (opts) => {
       const name = checkSpecFlags(opts);
       const started = Date.now();
-      const res = await (await ctx.banger()).createRaw({
-        name,
-        image: opts.image,
-        vcpu: opts.vcpu,
-        memoryMib: opts.memory,
-        diskBytes: opts.diskSize,
-        start: opts.start,
-        nat: opts.nat === true,
-        network: opts.network,
-        cold: opts.cold === true,
-      });
+      const res = await (await ctx.banger()).createRaw({ ...specOf(name, opts), start: opts.start });
       if (opts.json) return printJson(res.vm);
       if (opts.start) {
         const how = res.clonedFrom ? ` (warm clone of snapshot ${res.clonedFrom})` : '';
@@ -142,6 +133,21 @@ function specOptions<A extends unknown[], O extends OptionValues>(c: Command<A, 
     .option('--nat', 'let the guest reach the network (default: no route off the host)')
     .option('--cold', 'boot the kernel even when a snapshot of this image and shape could start a warm clone')
     .addOption(new Option('--network <mode>', 'user (rootless, SSH on a loopback port) or bridge (root helper: own IP, NAME.vm DNS); default: config').choices(NETWORK_MODES));
+}
+
+/** The VM the spec flags describe, as the SDK takes it. */
+function specOf(name: string, opts: SpecFlags): VmSpec {
+  return { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, nat: opts.nat === true, network: opts.network, cold: opts.cold === true };
+}
+
+interface SpecFlags {
+  image?: string;
+  vcpu?: number;
+  memory?: number;
+  diskSize?: number;
+  nat?: boolean;
+  network?: NetworkMode;
+  cold?: boolean;
 }
 
 function sshColumn(v: VmView): string {
@@ -240,15 +246,8 @@ export async function vmRun(ctx: CliContext, args: RunArgs, opts: RunOpts): Prom
   const interactive = cmd.length === 0 && !opts.detach;
   try {
     const res = await banger.run({
+      ...specOf(name, opts),
       cmd,
-      name,
-      image: opts.image,
-      vcpu: opts.vcpu,
-      memoryMib: opts.memory,
-      diskBytes: opts.diskSize,
-      nat: opts.nat === true,
-      network: opts.network,
-      cold: opts.cold === true,
       repo: args.path,
       includeUntracked: opts.includeUntracked === true,
       mode: opts.mode,
