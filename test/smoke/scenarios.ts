@@ -11,6 +11,8 @@ import { unprivScenarios } from './scenarios-unpriv.js';
 import { faultScenarios } from './scenarios-faults.js';
 import { cloneScenarios } from './scenarios-clones.js';
 import { imageScenarios } from './scenarios-images.js';
+import { packageScenarios } from './scenarios-package.js';
+import { sdkScenarios } from './scenarios-sdk.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -158,4 +160,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios, ...packageScenarios, ...sdkScenarios];
