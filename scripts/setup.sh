@@ -31,23 +31,39 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
-command -v node >/dev/null || { echo "setup: Node.js 20+ is required (apt-get install nodejs npm)" >&2; exit 1; }
-major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$major" -ge 20 ] || { echo "setup: Node.js 20+ is required, found $(node --version)" >&2; exit 1; }
-
-# better-sqlite3 builds from source here; it needs Node's headers (in /usr/include/node on Debian).
-if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then export npm_config_nodedir=/usr; fi
-
-stamp=node_modules/.banger-installed
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
-  echo "setup: installing npm dependencies (better-sqlite3 compiles from source: ~2 min the first time)" >&2
-  npm ci --no-audit --no-fund >&2
-  node -e "require('better-sqlite3')(':memory:')" 2>/dev/null || { echo "setup: better-sqlite3 did not build (see above)" >&2; exit 1; }
-  touch "$stamp"
+# Supported: Node.js ^20.19 || ^22.13 || ^24 || ^26 (package.json "engines"); CI proves 24, from scripts/node24.sh.
+# scripts/banger and scripts/test put that Node 24 first on PATH when the node here is older than 22.
+command -v node >/dev/null || { echo "setup: Node.js 24 is required: run scripts/banger or scripts/test, which fetch it with npm (apt-get install npm), or install it yourself" >&2; exit 1; }
+node_info=$(node -p 'process.versions.node + " " + process.versions.modules + " " + process.execPath')
+read -r node_version node_abi node_exe <<<"$node_info"
+IFS=. read -r major minor _ <<<"$node_version"
+if [ "$major" = 24 ] || [ "$major" = 26 ] || { [ "$major" = 22 ] && [ "$minor" -ge 13 ]; } || { [ "$major" = 20 ] && [ "$minor" -ge 19 ]; }; then
+  :
+elif [ "$major" -gt 24 ]; then
+  # 25 and 27+: not in "engines" (better-sqlite3 lists majors up to 26), but likely to work.
+  echo "setup: warning: banger is not tested on Node.js v$node_version ($node_exe); BANGER_NODE=24 uses the Node 24 it is proven on" >&2
+else
+  echo "setup: banger needs Node.js ^20.19, ^22.13, 24 or 26 (24 is the one CI proves); $node_exe is v$node_version." >&2
+  echo "setup: BANGER_NODE=24 scripts/banger ... fetches Node 24 with npm (see scripts/node24.sh)" >&2
+  exit 1
 fi
 
-if [ ! -f dist/.built ] || [ -n "$(find src test package.json tsconfig.json -newer dist/.built -print -quit 2>/dev/null)" ]; then
+# better-sqlite3 builds from source here, against the headers of the node that runs it:
+# <its prefix>/include/node (/usr on Debian, the dir scripts/node24.sh unpacked, nvm's, a nodejs.org tarball's).
+node_prefix=$(dirname "$(dirname "$node_exe")")
+if [ -f "$node_prefix/include/node/common.gypi" ]; then export npm_config_nodedir="$node_prefix"; fi
+
+# The stamp holds the module ABI node_modules was built for: another node major rebuilds it.
+stamp=node_modules/.banger-installed
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ] || [ "$(cat "$stamp")" != "abi $node_abi" ]; then
+  echo "setup: installing npm dependencies for Node v$node_version (better-sqlite3 compiles from source: ~2 min)" >&2
+  npm ci --no-audit --no-fund >&2
+  node -e "require('better-sqlite3')(':memory:')" || { echo "setup: better-sqlite3 did not build for Node v$node_version (see above)" >&2; exit 1; }
+  echo "abi $node_abi" >"$stamp"
+fi
+
+if [ ! -f dist/.built ] || [ -n "$(find src test package.json tsconfig.json rolldown.config.js scripts/bundle-cli.mjs -newer dist/.built -print -quit 2>/dev/null)" ]; then
   echo "setup: building" >&2
-  npx tsc -p tsconfig.json >&2
+  npm run --silent build >&2
   touch dist/.built
 fi
