@@ -77,7 +77,7 @@ export function untrustedReason(path: string, needExec = false): string | undefi
  * or a checkout would let that user run code as root).
  */
 export function checkNode(node: string, homes: string[]): string {
-  const hint = 'install Node.js >= 20 system-wide (root-owned, e.g. /usr/bin/node from your distribution or NodeSource) and run the install with it, or pass --node /usr/bin/node';
+  const hint = 'install Node.js 24 (or 20.19+, 22.13+, 26) system-wide, root-owned: e.g. `sudo BANGER_NODE=24 scripts/banger --version` fetches Node 24 into /var/cache/banger, or /usr/bin/node from your distribution; run the install with it, or pass --node PATH';
   let real: string;
   try {
     real = realpathSync(node);
