@@ -8,7 +8,7 @@ import { BangerError } from '../errors/errors.js';
 import { shellJoin } from '../model/quote.js';
 import type { SshTarget } from '../model/types.js';
 import { sshExec } from '../guest/ssh.js';
-import { DEFAULT_COLLECT_BYTES } from '../system/streams.js';
+import { collector, DEFAULT_COLLECT_BYTES } from '../system/streams.js';
 
 /** Longest argv, in bytes once quoted (Linux's ARG_MAX is 2 MiB; sshd's limit on a request is lower). */
 export const MAX_COMMAND_BYTES = 256 * 1024;
@@ -82,17 +82,10 @@ export async function execArgv(target: SshTarget, argv: readonly string[], opts:
 
 /** A writable that hands each chunk to `each` and `to`, and keeps the first `limit` bytes. */
 function keeper(limit: number, each?: (data: Buffer) => void, to?: NodeJS.WritableStream) {
-  const chunks: Buffer[] = [];
-  let kept = 0;
-  let total = 0;
+  const kept = collector(limit);
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      total += chunk.length;
-      if (kept < limit) {
-        const part = chunk.subarray(0, limit - kept);
-        chunks.push(part);
-        kept += part.length;
-      }
+      kept.write(chunk);
       try {
         each?.(chunk);
       } catch {
@@ -102,5 +95,5 @@ function keeper(limit: number, each?: (data: Buffer) => void, to?: NodeJS.Writab
       else cb();
     },
   });
-  return { stream, text: () => Buffer.concat(chunks).toString('utf8'), truncated: () => total > kept };
+  return { stream, text: () => kept.buffer().toString('utf8'), truncated: () => kept.overflowed };
 }
