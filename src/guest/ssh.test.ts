@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -228,6 +228,41 @@ describe.skipIf(!hasSshd)('ssh against a real sshd', () => {
     expect(readFileSync(knownHosts, 'utf8')).toBe(before);
     // B's own log shows no login at all.
     expect(readFileSync(b.log, 'utf8')).not.toMatch(/Accepted publickey/);
+  });
+
+  it('a connection cut before the SSH handshake is tried once more (nothing ran yet); a second cut fails', async () => {
+    // A proxy in front of sshd A that drops the first `drops` connections at once, then forwards.
+    const proxy = async (drops: number) => {
+      let seen = 0;
+      const server = createServer((c) => {
+        if (seen++ < drops) return void c.destroy();
+        const up = createConnection(a.port, '127.0.0.1');
+        c.pipe(up).pipe(c);
+        up.on('error', () => c.destroy());
+        c.on('error', () => up.destroy());
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return { server, port: (server.address() as { port: number }).port, seen: () => seen };
+    };
+    await exec(target(a), 'true'); // alpha.vm pinned to A
+    const once = await proxy(1);
+    try {
+      const r = await exec({ ...target(a), port: once.port }, 'echo second-try');
+      expect(r).toMatchObject({ exitCode: 0, stdout: 'second-try\n' });
+      expect(once.seen()).toBe(2);
+    } finally {
+      once.server.close();
+    }
+    const twice = await proxy(2);
+    try {
+      const e = (await exec({ ...target(a), port: twice.port }, 'true').catch((x: unknown) => x)) as BangerError;
+      expect(e).toBeInstanceOf(BangerError);
+      expect(e.code).toBe('unavailable');
+      expect(e.message).toMatch(/before the SSH handshake/);
+      expect(twice.seen()).toBe(2);
+    } finally {
+      twice.server.close();
+    }
   });
 
   it('passes exit codes through exactly, including signals as 128+n', async () => {

@@ -90,11 +90,26 @@ export function loadSsh2(): Promise<typeof import('ssh2')> {
   return ssh2Module;
 }
 
+/** How long sshExec waits before its one retry of a connection lost before the handshake. */
+const LOST_BEFORE_HANDSHAKE_RETRY_MS = 500;
+
 export async function sshExec(target: SshTarget, command: string, io: SshExecIo): Promise<SshExecResult> {
   validateAlias(target.hostKeyAlias);
   const privateKey = readPrivateKey(target.privateKeyPath);
-  return execWithKey(target, privateKey, command, io);
+  try {
+    return await execWithKey(target, privateKey, command, io);
+  } catch (e) {
+    // The TCP connection was cut before the SSH handshake (seen once under load,
+    // right after a warm clone's boot): nothing was sent, no command ran, so one
+    // more attempt is safe. Every other failure is final.
+    if (!(e instanceof LostBeforeHandshake) || io.signal?.aborted) throw e;
+    await sleep(LOST_BEFORE_HANDSHAKE_RETRY_MS);
+    return execWithKey(target, privateKey, command, io);
+  }
 }
+
+/** The connection closed before the SSH handshake: no command can have run. */
+class LostBeforeHandshake extends BangerError {}
 
 function readPrivateKey(path: string): Buffer {
   try {
@@ -303,6 +318,9 @@ function mapClientError(target: SshTarget, err: Error & { level?: string; code?:
     return ready
       ? new BangerError('timeout', `${at} stopped answering keepalives; the connection was dropped`)
       : new BangerError('timeout', `timed out waiting for the SSH handshake with ${at}`);
+  }
+  if (!ready && /before handshake/i.test(err.message)) {
+    return new LostBeforeHandshake('unavailable', `${at} closed the connection before the SSH handshake`, 'the guest may be overloaded or its sshd restarting; try again');
   }
   if (err.level === 'client-socket' || typeof err.code === 'string') {
     return new BangerError(
