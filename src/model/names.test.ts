@@ -1,17 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import {
-  generateVmId,
-  generateVmName,
-  imageNameSchema,
-  quoteInput,
-  validateImageName,
-  validateVmId,
-  validateVmName,
-  vmIdSchema,
-  vmNameProblem,
-  vmNameSchema,
-  VM_NAME_RULE,
-} from './names.js';
+import { generateVmId, generateVmName, quoteInput, validateImageName, validateVmId, validateVmName, vmNameProblem, VM_NAME_RULE } from './names.js';
+import { imageNameSchema, vmIdSchema, vmNameSchema } from './name-schemas.js';
 import { BangerError } from '../errors/errors.js';
 
 describe('VM names', () => {

@@ -12,7 +12,6 @@
  * Messages never echo more than a bounded prefix of the input (quoteInput).
  */
 import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 
 /** The longest name (a DNS label). */
@@ -48,19 +47,6 @@ export function vmIdProblem(id: string): string | undefined {
   if (id.length !== 12) return `it is ${id.length} characters long (must be 12)`;
   return 'it is not lowercase hex';
 }
-
-/** A zod string checked by `problem`; the issue message is `<what>: <problem>` (never the whole input). */
-function grammar(what: string, problem: (s: string) => string | undefined) {
-  return z.string().superRefine((s, ctx) => {
-    const p = problem(s);
-    if (p !== undefined) ctx.addIssue({ code: 'custom', message: `invalid ${what}: ${p}` });
-  });
-}
-
-/** The schemas: RPC params (src/rpc/methods.ts), store rows (src/store/store.ts), files on disk. */
-export const vmNameSchema = grammar('VM name', vmNameProblem);
-export const imageNameSchema = grammar('image name', vmNameProblem);
-export const vmIdSchema = grammar('VM id', vmIdProblem);
 
 /** `field`: the RPC param the name came in (the error carries it for the CLI to name its flag). */
 export function validateVmName(name: string, field?: string): string {

@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { NETWORK_MODES, WORKSPACE_MODES, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
-import { imageNameSchema, vmNameSchema } from '../model/names.js';
+import { imageNameSchema, vmNameSchema } from '../model/name-schemas.js';
 import { MAX_DISK_BYTES, MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { formatSize } from '../model/sizes.js';
 import {

@@ -19,7 +19,7 @@
 import { z } from 'zod';
 import { IMAGE_SOURCE_KINDS, NETWORK_MODES, VMMS, VM_STATES, WORKSPACE_MODES } from '../model/types.js';
 import type { ImageRecord, ImageView, SnapshotInfo, VmRecord, VmRuntime, VmView, WorkspaceRecord } from '../model/types.js';
-import { imageNameSchema, vmIdSchema, vmNameSchema } from '../model/names.js';
+import { imageNameSchema, vmIdSchema, vmNameSchema } from '../model/name-schemas.js';
 import { MAX_RESPONSE_BYTES } from './framing.js';
 import type {
   DaemonStatus,

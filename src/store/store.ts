@@ -7,7 +7,8 @@ import Database from 'better-sqlite3';
 import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import { IMAGE_SOURCE_KINDS, NETWORK_MODES, VM_STATES, VMMS, WORKSPACE_MODES, type ImageRecord, type VmRecord, type VmState, type WorkspaceRecord } from '../model/types.js';
-import { imageNameSchema, quoteInput, vmIdSchema, vmNameSchema } from '../model/names.js';
+import { quoteInput } from '../model/names.js';
+import { imageNameSchema, vmIdSchema, vmNameSchema } from '../model/name-schemas.js';
 import { MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 
