@@ -74,7 +74,11 @@ export async function exportPatchTo(client: RpcClient, name: string, file: strin
     closeSync(fd);
     closed = true;
     if (written !== r.bytes) throw incomplete(name, written, r.bytes);
-    renameSync(tmp, path);
+    try {
+      renameSync(tmp, path);
+    } catch (e) {
+      throw new BangerError('operation_failed', `cannot write the patch to ${path}: ${messageOf(e)}`, 'pick a file in a directory you can write');
+    }
     return { path, bytes: written, baseCommit: r.baseCommit };
   } finally {
     if (!closed) closeSync(fd);
