@@ -225,7 +225,12 @@ export class QemuDriver implements VmmDriver {
     try {
       const saved = await saveState(qmp, join(dirname(h.qmpSocket), MIGRATE_SOCKET), file, { maxBytes: maxStateBytes(memoryOf(h.pid)), timeoutMs });
       await qmp.quit();
-      await waitForExit(h.pid, h.pidStartTime, 10_000);
+      // The state is saved; a QEMU slow to exit (a big guest under load) is killed,
+      // never left running paused after the caller was told the VMM ended.
+      if (!(await waitForExit(h.pid, h.pidStartTime, 10_000))) {
+        killProcess(h.pid, h.pidStartTime, 'SIGKILL');
+        await waitForExit(h.pid, h.pidStartTime, 10_000);
+      }
       return saved;
     } finally {
       qmp.close();
