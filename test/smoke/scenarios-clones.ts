@@ -312,7 +312,8 @@ export const cloneScenarios: Scenario[] = [
       const copy = 'bookcopy';
       const imagesDir = join(dirs.stateDir, 'images');
       const dir = join(imagesDir, copy);
-      const mentions = () => liveProcessesMentioning(dir).filter((p) => p.argv0.includes('qemu'));
+      // qemu-system only: the template's qemu-img runs for a moment too.
+      const mentions = () => liveProcessesMentioning(dir).filter((p) => p.argv0.includes('qemu-system'));
       try {
         if (existsSync(dir)) {
           await banger(['image', 'delete', copy]);
@@ -346,8 +347,9 @@ export const cloneScenarios: Scenario[] = [
         // Exactly one: QEMU's -daemonize parent lives on until its child is set up, so two are seen for a moment.
         while (!(templateBuilds(dirs).some((b) => b.startsWith(`${copy}/`)) && mentions().length === 1) && child.exitCode === null && Date.now() < deadline) await sleep(250);
         const inFlight = templateBuilds(dirs).filter((b) => b.startsWith(`${copy}/`));
-        check(inFlight.length === 1 && mentions().length === 1, `no template of ${copy} in flight to interrupt (builds ${inFlight.join(', ') || 'none'}, qemu ${mentions().length}; client: ${err.trim()})`);
-        log(`  template in flight: ${inFlight[0]} (qemu ${mentions()[0]!.pid})`);
+        const running = mentions();
+        check(inFlight.length === 1 && running.length === 1, `no template of ${copy} in flight to interrupt (builds ${inFlight.join(', ') || 'none'}, qemu ${running.length}; client: ${err.trim()})`);
+        log(`  template in flight: ${inFlight[0]} (qemu ${running[0]!.pid})`);
 
         const del = await ok(banger, ['image', 'delete', copy]);
         check(del.includes(`deleted ${copy}`), `image delete printed ${JSON.stringify(del)}`);
