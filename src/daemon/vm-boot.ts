@@ -11,7 +11,7 @@ import { imagePaths, type Layout, type VmPaths } from '../paths/paths.js';
 import type { Runner } from '../system/runner.js';
 import { tail } from '../system/runner.js';
 import { ensureDir, writeFileAtomic } from '../system/fs.js';
-import { freeLoopbackPort } from '../system/ports.js';
+import { freeLoopbackPort, waitTcpReachable } from '../system/ports.js';
 import type { BootSpec, VmmDriver, VmmHandle } from '../vmm/driver.js';
 import { clip } from '../model/text.js';
 import { CLONE_SCRIPT, cloneArgs } from '../guest/clone-identity.js';
@@ -25,6 +25,9 @@ import type { GuestOps } from './guest-ops.js';
 import type { Step } from './steps.js';
 import type { BridgeAttachment } from './network-service.js';
 import { forceStop } from './vm-stop.js';
+
+/** How long a bridge VM that is ready may take to answer a TCP connect from the host. */
+const REACHABLE_WAIT_MS = 15_000;
 
 /** User-mode (slirp) network: the guest's fixed address, gateway and DNS. */
 export const USER_NET = { address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2', dns: ['10.0.2.3'] };
@@ -286,6 +289,20 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
             (r): r is PromiseRejectedResult => r.status === 'rejected' && !(r.reason instanceof BangerError && r.reason.code === 'interrupted' && !signal?.aborted),
           );
           throw (real ?? failed).reason;
+        }
+        // Bridge: the guest's address may still be in the host's neighbour table with
+        // an earlier VM's MAC (addresses are reused), and a connect then fails with
+        // EHOSTUNREACH until ARP resolves it again (seen once: `ssh NAME.vm` right after
+        // a create). Ready means reachable from the host: wait for a TCP connect (bounded;
+        // a guest that stays unreachable is logged, SSH then says why).
+        if (ctx.bridge) {
+          const t = ctx.targetFor(runtime!);
+          const t0 = Date.now();
+          if (!(await waitTcpReachable(t.host, t.port, t0 + REACHABLE_WAIT_MS, signal))) {
+            log.warn({ vm: vm.name, host: t.host, port: t.port, ms: Date.now() - t0 }, 'guest not reachable over TCP from the host after it was ready');
+          } else if (Date.now() - t0 > 500) {
+            log.info({ vm: vm.name, ms: Date.now() - t0 }, 'guest reachable from the host after a wait');
+          }
         }
         ctx.reservedPorts.delete(port);
       },
