@@ -34,6 +34,7 @@ import {
   workspaceExportResultSchema,
   workspacePrepareResultSchema,
   workspaceStatusSchema,
+  once,
 } from './results.js';
 
 /** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
@@ -317,8 +318,7 @@ export type Methods = typeof methods;
 function lazyTable<T extends Record<string, () => { params: z.ZodType; result: z.ZodType }>>(defs: T): { readonly [K in keyof T]: ReturnType<T[K]> } {
   const table = {} as { [K in keyof T]: ReturnType<T[K]> };
   for (const key of Object.keys(defs) as Array<keyof T>) {
-    let made: ReturnType<T[typeof key]> | undefined;
-    Object.defineProperty(table, key, { enumerable: true, get: () => (made ??= defs[key]!() as ReturnType<T[typeof key]>) });
+    Object.defineProperty(table, key, { enumerable: true, get: once(defs[key]!) });
   }
   return table;
 }

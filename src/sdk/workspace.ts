@@ -30,19 +30,14 @@ export interface ExportToResult {
 
 export async function exportPatch(client: RpcClient, name: string, opts: ExportOptions): Promise<string> {
   const chunks: Buffer[] = [];
-  let received = 0;
-  let tooBig = false;
-  const r = await client.call('vm.workspace.export', { name, baseCommit: opts.baseCommit }, {
-    onChunk: (data) => {
-      received += data.length;
-      if (received > MAX_PATCH_STRING_BYTES) tooBig = true;
-      else chunks.push(data);
-    },
+  let kept = 0;
+  await receivePatch(client, name, opts, (data) => {
+    if (kept + data.length > MAX_PATCH_STRING_BYTES) {
+      throw new BangerError('operation_failed', `the patch of ${name} is over ${MAX_PATCH_STRING_BYTES / 1024 / 1024} MiB`, 'write it to a file with exportWorkspaceTo (CLI: -o FILE)');
+    }
+    chunks.push(data);
+    kept += data.length;
   });
-  if (tooBig) {
-    throw new BangerError('operation_failed', `the patch of ${name} is over ${MAX_PATCH_STRING_BYTES / 1024 / 1024} MiB`, 'write it to a file with exportWorkspaceTo (CLI: -o FILE)');
-  }
-  if (received !== r.bytes) throw incomplete(name, received, r.bytes);
   return Buffer.concat(chunks).toString('utf8');
 }
 
@@ -57,33 +52,50 @@ export async function exportPatchTo(client: RpcClient, name: string, file: strin
   }
   let closed = false;
   try {
-    let written = 0;
-    let writeError: unknown;
-    const r = await client.call('vm.workspace.export', { name, baseCommit: opts.baseCommit }, {
-      onChunk: (data) => {
-        if (writeError !== undefined) return;
-        try {
-          writeSync(fd, data);
-          written += data.length;
-        } catch (e) {
-          writeError = e; // thrown below: a throw here would land in the socket's data handler
-        }
-      },
+    const r = await receivePatch(client, name, opts, (data) => {
+      try {
+        writeSync(fd, data);
+      } catch (e) {
+        throw new BangerError('operation_failed', `cannot write the patch to ${tmp}: ${messageOf(e)}`, 'check the disk has room');
+      }
     });
-    if (writeError !== undefined) throw new BangerError('operation_failed', `cannot write the patch to ${tmp}: ${messageOf(writeError)}`, 'check the disk has room');
     closeSync(fd);
     closed = true;
-    if (written !== r.bytes) throw incomplete(name, written, r.bytes);
     try {
       renameSync(tmp, path);
     } catch (e) {
       throw new BangerError('operation_failed', `cannot write the patch to ${path}: ${messageOf(e)}`, 'pick a file in a directory you can write');
     }
-    return { path, bytes: written, baseCommit: r.baseCommit };
+    return { path, bytes: r.bytes, baseCommit: r.baseCommit };
   } finally {
     if (!closed) closeSync(fd);
     rmSync(tmp, { force: true });
   }
+}
+
+/**
+ * Streams NAME's patch into `sink`, chunk by chunk, and resolves with the
+ * daemon's result once every byte it says it sent arrived. A sink that throws
+ * takes no more chunks; its error is thrown after the call (thrown inside
+ * onChunk, it would land in the socket's data handler).
+ */
+async function receivePatch(client: RpcClient, name: string, opts: ExportOptions, sink: (data: Buffer) => void): Promise<{ bytes: number; baseCommit: string | null }> {
+  let received = 0;
+  let failed: { error: unknown } | undefined;
+  const r = await client.call('vm.workspace.export', { name, baseCommit: opts.baseCommit }, {
+    onChunk: (data) => {
+      if (failed) return;
+      try {
+        sink(data);
+        received += data.length;
+      } catch (e) {
+        failed = { error: e };
+      }
+    },
+  });
+  if (failed) throw failed.error;
+  if (received !== r.bytes) throw incomplete(name, received, r.bytes);
+  return r;
 }
 
 function incomplete(name: string, got: number, want: number): BangerError {
