@@ -17,7 +17,8 @@
  * and ssh2's host verifier can call it without an await gap.
  */
 import { closeSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
-import { createHash, createHmac } from 'node:crypto';
+/** node:crypto on first use: this module is on every CLI command's import path (src/model/random.ts). */
+const crypto = () => process.getBuiltinModule('node:crypto');
 import { dirname } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import { ensureDir, writeFileAtomic } from '../system/fs.js';
@@ -54,7 +55,7 @@ function validateKey(keyType: string, keyBase64: string): void {
 
 /** OpenSSH-style fingerprint of a key blob: `SHA256:` + unpadded base64 of its SHA-256. */
 export function fingerprintSha256(keyBase64: string): string {
-  const digest = createHash('sha256').update(Buffer.from(keyBase64, 'base64')).digest('base64');
+  const digest = crypto().createHash('sha256').update(Buffer.from(keyBase64, 'base64')).digest('base64');
   return `SHA256:${digest.replace(/=+$/, '')}`;
 }
 
@@ -106,7 +107,7 @@ function matchHashed(name: string, hashed: string): boolean {
   if (parts.length !== 4 || parts[1] !== '1') return false;
   const salt = Buffer.from(parts[2] ?? '', 'base64');
   const want = parts[3] ?? '';
-  return createHmac('sha1', salt).update(name).digest('base64') === want;
+  return crypto().createHmac('sha1', salt).update(name).digest('base64') === want;
 }
 
 /** True when the host list of an entry matches `alias` (any positive match, no negated match). */

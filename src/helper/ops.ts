@@ -10,6 +10,7 @@ import { BangerError } from '../errors/errors.js';
 import { checkGuestIp, checkTapName, gatewayOf } from '../model/net.js';
 import type { HandlersFor } from '../rpc/server.js';
 import { schemaOf } from '../rpc/results.js';
+import { array, boolean, number, object, string } from '../rpc/shape.js';
 import type { HostNet } from './host-net.js';
 import type { Resolver } from './resolver.js';
 
@@ -33,27 +34,26 @@ export interface HelperState {
 const empty = z.object({}).strict();
 
 /*
- * Result schemas: the daemon's client checks every answer with them
+ * Result shapes (src/rpc/shape.ts): the daemon's client checks every answer with them
  * (src/rpc/client.ts), each tied to its type by schemaOf (src/rpc/results.ts).
  */
 /** An interface name (IFNAMSIZ is 16), an address or a CIDR, loosely bounded. */
-const netText = z.string().max(256);
-const count = z.number().int().min(0);
-const detail = z.string().max(64 * 1024);
+const netText = string({ max: 256 });
+const count = number({ int: true, min: 0 });
+const detail = string({ max: 64 * 1024 });
+const flag = boolean();
 
 const helperInfoSchema = schemaOf<HelperInfo>()(
-  z.object({ protocol: z.number().int(), version: z.string().max(256), bridge: netText, subnet: netText, gateway: netText, ownerUid: count }),
+  object({ protocol: number({ int: true }), version: string({ max: 256 }), bridge: netText, subnet: netText, gateway: netText, ownerUid: count }),
 );
-const bridgeEnsureSchema = schemaOf<{ bridge: string; gateway: string; created: boolean }>()(z.object({ bridge: netText, gateway: netText, created: z.boolean() }));
-const removedFlagSchema = schemaOf<{ removed: boolean }>()(z.object({ removed: z.boolean() }));
-const tapCreateSchema = schemaOf<{ tap: string; created: boolean }>()(z.object({ tap: netText, created: z.boolean() }));
-const natAddSchema = schemaOf<{ added: number }>()(z.object({ added: count }));
-const natRemoveSchema = schemaOf<{ removed: number }>()(z.object({ removed: count }));
-const routeSchema = schemaOf<{ routed: boolean; detail: string }>()(z.object({ routed: z.boolean(), detail }));
-const unrouteSchema = schemaOf<{ unrouted: boolean; detail: string }>()(z.object({ unrouted: z.boolean(), detail }));
-const helperStateSchema = schemaOf<HelperState>()(
-  z.object({ bridgeUp: z.boolean(), taps: z.array(netText).max(100_000), natIps: z.array(netText).max(100_000) }),
-);
+const bridgeEnsureSchema = schemaOf<{ bridge: string; gateway: string; created: boolean }>()(object({ bridge: netText, gateway: netText, created: flag }));
+const removedFlagSchema = schemaOf<{ removed: boolean }>()(object({ removed: flag }));
+const tapCreateSchema = schemaOf<{ tap: string; created: boolean }>()(object({ tap: netText, created: flag }));
+const natAddSchema = schemaOf<{ added: number }>()(object({ added: count }));
+const natRemoveSchema = schemaOf<{ removed: number }>()(object({ removed: count }));
+const routeSchema = schemaOf<{ routed: boolean; detail: string }>()(object({ routed: flag, detail }));
+const unrouteSchema = schemaOf<{ unrouted: boolean; detail: string }>()(object({ unrouted: flag, detail }));
+const helperStateSchema = schemaOf<HelperState>()(object({ bridgeUp: flag, taps: array(netText, { max: 100_000 }), natIps: array(netText, { max: 100_000 }) }));
 
 export const helperOps = {
   'helper.hello': { params: z.object({ protocol: z.number().int(), client: z.string() }).strict(), result: helperInfoSchema },

@@ -11,8 +11,8 @@
  *
  * Messages never echo more than a bounded prefix of the input (quoteInput).
  */
-import { randomBytes } from 'node:crypto';
 import { BangerError } from '../errors/errors.js';
+import { randomHex } from './random.js';
 
 /** The longest name (a DNS label). */
 export const NAME_MAX = 63;
@@ -73,7 +73,7 @@ function invalid(message: string, hint: string, field?: string): BangerError {
 
 /** A new VM id (12 hex characters). */
 export function generateVmId(): string {
-  return randomBytes(6).toString('hex');
+  return randomHex(6);
 }
 
 const ADJECTIVES = ['amber', 'brisk', 'calm', 'dusty', 'eager', 'fuzzy', 'gentle', 'hazy', 'icy', 'jolly', 'keen', 'lucky', 'misty', 'nimble', 'odd', 'proud', 'quiet', 'rapid', 'sly', 'tidy', 'vivid', 'witty'];

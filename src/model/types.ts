@@ -1,5 +1,8 @@
 /** Plain data shapes shared by the daemon, the RPC table and the CLI. No I/O. */
 
+/** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
+export const KILL_SIGNALS = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT'] as const;
+
 export const VM_STATES = ['creating', 'running', 'stopped', 'error', 'deleting'] as const;
 export type VmState = (typeof VM_STATES)[number];
 

@@ -7,16 +7,17 @@ import { connect, type Socket } from 'node:net';
 import { BangerError, type ErrorShape } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
 import { LineReader, parseJson } from '../system/line-reader.js';
-import { encode, MAX_RESPONSE_BYTES, serverMessageSchema } from './framing.js';
-import { z } from 'zod';
-import { methods, PROTOCOL_VERSION } from './methods.js';
-import { firstIssue } from './results.js';
+import { encode, MAX_RESPONSE_BYTES, PROTOCOL_VERSION, serverMessageSchema } from './framing.js';
+import type { z } from 'zod';
+import type { Methods } from './methods.js';
+import { daemonResults, firstIssue } from './results.js';
 import type { MethodTable } from './server.js';
+import { never, type Infer, type Shape } from './shape.js';
 
 interface Pending {
   method: string;
-  /** The method's result schema: the result is checked with it before the call resolves. */
-  result: z.ZodType;
+  /** The method's result shape: the result is checked with it before the call resolves. */
+  result: Shape<unknown>;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
   onProgress?: (ev: ProgressEvent) => void;
@@ -29,8 +30,22 @@ export interface CallOptions {
   onChunk?: (data: Buffer) => void;
 }
 
-/** What a result is, as its table's schema makes it. */
-export type TableResult<T extends MethodTable, M extends keyof T> = z.output<T[M]['result']>;
+/** What a result is, as its table's shape makes it. */
+export type TableResult<T extends MethodTable, M extends keyof T> = Infer<T[M]['result']>;
+
+/**
+ * Each method's result shape, by method, built on first call: what a client
+ * reads of a table. (The daemon's is src/rpc/results.ts's daemonResults, so a
+ * client never loads the params' zod; resultsOf makes one of any table.)
+ */
+export type ResultShapes<T extends MethodTable> = { readonly [M in keyof T]: () => T[M]['result'] };
+
+/** The result shapes of a table whose entries are already built (the helper's ops). */
+export function resultsOf<T extends MethodTable>(table: T): ResultShapes<T> {
+  const out: Record<string, () => Shape<unknown>> = {};
+  for (const m of Object.keys(table)) out[m] = () => table[m]!.result;
+  return out as ResultShapes<T>;
+}
 
 /**
  * A client for any method table (methods.ts for the daemon, the helper's
@@ -48,7 +63,7 @@ export class TableClient<T extends MethodTable> {
 
   protected constructor(
     private readonly socket: Socket,
-    private readonly table: T,
+    private readonly results: ResultShapes<T>,
     private readonly peer: string,
     /** The hint of a malformed result: what to check (versions), and where. */
     private readonly resultHint: string,
@@ -73,7 +88,7 @@ export class TableClient<T extends MethodTable> {
   static async open<T extends MethodTable>(
     socketPath: string,
     o: {
-      table: T;
+      results: ResultShapes<T>;
       helloMethod: keyof T & string;
       protocol: number;
       client: string;
@@ -83,7 +98,7 @@ export class TableClient<T extends MethodTable> {
     },
   ): Promise<TableClient<T>> {
     const hint = o.resultHint ?? `the ${o.peer} and this client may be different versions, or this is a bug in the ${o.peer}; its log may say more`;
-    const client = new TableClient<T>(await connectSocket(socketPath), o.table, o.peer, hint);
+    const client = new TableClient<T>(await connectSocket(socketPath), o.results, o.peer, hint);
     try {
       client.hello = await client.call(o.helloMethod, { protocol: o.protocol, client: o.client } as z.input<T[typeof o.helloMethod]['params']>);
     } catch (e) {
@@ -100,13 +115,13 @@ export class TableClient<T extends MethodTable> {
   ): Promise<TableResult<T, M>> {
     if (this.closedError) return Promise.reject(this.closedError);
     // A name outside the table still goes out (the peer refuses it, unknown_method); whatever comes back is then no result of ours.
-    const def = Object.prototype.hasOwnProperty.call(this.table, method) ? this.table[method] : undefined;
+    const shape = Object.prototype.hasOwnProperty.call(this.results, method) ? this.results[method]() : undefined;
     const id = this.nextId++;
     const o: CallOptions = typeof opts === 'function' ? { onProgress: opts } : (opts ?? {});
     return new Promise<TableResult<T, M>>((resolve, reject) => {
       this.pending.set(id, {
         method,
-        result: def?.result ?? noResult,
+        result: shape ?? noResult,
         resolve: resolve as (v: unknown) => void,
         reject,
         onProgress: o.onProgress,
@@ -175,7 +190,7 @@ export class TableClient<T extends MethodTable> {
 }
 
 /** The result "schema" of a method the table lacks: any result is refused. */
-const noResult = z.never('this client has no such method');
+const noResult = never('this client has no such method');
 
 function connectSocket(socketPath: string): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
@@ -189,11 +204,11 @@ function connectSocket(socketPath: string): Promise<Socket> {
 }
 
 /** The CLI's client of bangerd. */
-export type RpcClient = TableClient<typeof methods>;
+export type RpcClient = TableClient<Methods>;
 export const RpcClient = {
   connect(socketPath: string, clientVersion: string): Promise<RpcClient> {
-    return TableClient.open(socketPath, {
-      table: methods,
+    return TableClient.open<Methods>(socketPath, {
+      results: daemonResults,
       helloMethod: 'rpc.hello',
       protocol: PROTOCOL_VERSION,
       client: clientVersion,

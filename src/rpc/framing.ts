@@ -8,9 +8,12 @@
  * protocol version. Both ends read through a bounded LineReader and
  * validate each message's envelope with a schema before reading any field.
  */
-import { z } from 'zod';
 import { ERROR_CODES, type ErrorShape } from '../errors/errors.js';
 import type { ProgressEvent } from '../model/types.js';
+import { boolean, number, object, oneOf, string, union, unknown, type Shape } from './shape.js';
+
+/** Bump when a method's params or result change shape (src/rpc/methods.ts). */
+export const PROTOCOL_VERSION = 7;
 
 export interface RequestMessage {
   id: number;
@@ -31,38 +34,35 @@ export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 /** Raw bytes per streamed chunk (base64 makes the line ~4/3 of this). */
 export const CHUNK_BYTES = 512 * 1024;
 
-const requestId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const requestId = number({ int: true, min: 0, max: Number.MAX_SAFE_INTEGER });
 
-export const requestSchema = z
-  .object({
-    id: requestId,
-    method: z.string().min(1).max(128),
-    params: z.unknown().optional(),
-  })
-  .strict();
+export const requestSchema: Shape<RequestMessage> = object({ id: requestId, method: string({ min: 1, max: 128 }), params: unknown().optional() }, { strict: true });
 
-const errorShapeSchema = z.object({
-  code: z.string().max(64).transform((c): ErrorShape['code'] => ((ERROR_CODES as readonly string[]).includes(c) ? (c as ErrorShape['code']) : 'internal')),
-  message: z.string().max(64 * 1024),
-  hint: z.string().max(16 * 1024).optional(),
-  opId: z.string().max(64).optional(),
-  field: z.string().max(256).optional(),
+const errorShapeSchema: Shape<ErrorShape> = object({
+  // A code this client does not know (a newer peer's) reads as internal.
+  code: string({ max: 64 }).map((c): ErrorShape['code'] => ((ERROR_CODES as readonly string[]).includes(c) ? (c as ErrorShape['code']) : 'internal')),
+  message: string({ max: 64 * 1024 }),
+  hint: string({ max: 16 * 1024 }).optional(),
+  opId: string({ max: 64 }).optional(),
+  field: string({ max: 256 }).optional(),
 });
 
-const progressSchema = z.object({
-  stage: z.string().max(256),
-  message: z.string().max(64 * 1024),
-  level: z.enum(['info', 'warn']).optional(),
-  transient: z.boolean().optional(),
+const progressSchema: Shape<ProgressEvent> = object({
+  stage: string({ max: 256 }),
+  message: string({ max: 64 * 1024 }),
+  level: oneOf(['info', 'warn'] as const).optional(),
+  transient: boolean().optional(),
 });
+
+const id = number({ int: true });
 
 /** What the client accepts from the server (id -1: an error about no particular request). */
-export const serverMessageSchema = z.union([
-  z.object({ id: z.number().int(), result: z.unknown() }).strict(),
-  z.object({ id: z.number().int(), error: errorShapeSchema }).strict(),
-  z.object({ id: z.number().int(), progress: progressSchema }).strict(),
-  z.object({ id: z.number().int(), chunk: z.string().max(MAX_RESPONSE_BYTES) }).strict(),
-]);
+export const serverMessageSchema: Shape<ServerMessage> = union(
+  object({ id, result: unknown() }, { strict: true }) as Shape<{ id: number; result: unknown }>,
+  object({ id, error: errorShapeSchema }, { strict: true }),
+  object({ id, progress: progressSchema }, { strict: true }),
+  object({ id, chunk: string({ max: MAX_RESPONSE_BYTES }) }, { strict: true }),
+);
 
 export function encode(msg: RequestMessage | ServerMessage): string {
   return JSON.stringify(msg) + '\n';

@@ -1,44 +1,23 @@
 /**
  * The RPC method table: the single source of truth for the daemon's
  * dispatch and the CLI's client. Each method has a zod schema for its params
- * (validated at the daemon's boundary) and one for its result (validated by
- * the client, src/rpc/client.ts; the schemas are in results.ts, each tied to
- * the interface it checks).
+ * (validated at the daemon's boundary) and a shape for its result (validated
+ * by the client, src/rpc/client.ts; the shapes are in results.ts, each tied
+ * to the interface it checks). The client imports only results.ts: this
+ * module loads zod.
  */
 import { z } from 'zod';
-import { NETWORK_MODES, WORKSPACE_MODES, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
+import { KILL_SIGNALS, NETWORK_MODES, WORKSPACE_MODES, type SshTarget, type VmView, type WorkspaceRecord } from '../model/types.js';
 import { imageNameSchema, vmNameSchema } from '../model/name-schemas.js';
 import { MAX_DISK_BYTES, MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { formatSize } from '../model/sizes.js';
-import {
-  daemonStatusSchema,
-  deletedSchema,
-  helloResultSchema,
-  imageDeletedSchema,
-  imageListSchema,
-  imagePruneResultSchema,
-  imageRecordSchema,
-  imageViewSchema,
-  networkShowSchema,
-  snapshotInfoSchema,
-  stoppingSchema,
-  vmCreateResultSchema,
-  vmListSchema,
-  vmLogsResultSchema,
-  vmPortsSchema,
-  vmPruneResultSchema,
-  vmSshTargetSchema,
-  vmStatsSchema,
-  vmStopResultSchema,
-  vmViewSchema,
-  workspaceExportResultSchema,
-  workspacePrepareResultSchema,
-  workspaceStatusSchema,
-  once,
-} from './results.js';
+import { daemonResults, once } from './results.js';
+import type { Infer, Shape } from './shape.js';
+import { PROTOCOL_VERSION } from './framing.js';
 
-/** Signals `vm kill --signal` accepts (QEMU ends on each of them). */
-export const KILL_SIGNALS = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT'] as const;
+export { PROTOCOL_VERSION };
+
+export { KILL_SIGNALS };
 
 /** How a graceful stop went (see src/daemon/vm-stop.ts). */
 export interface StopReport {
@@ -61,9 +40,6 @@ export interface NetworkShow {
   resolver: string | null;
   helperSocket: string;
 }
-
-/** Bump when a method's params or result change shape. */
-export const PROTOCOL_VERSION = 7;
 
 /**
  * Every param is bounded, so no message can echo a huge input. Names use the
@@ -166,15 +142,12 @@ export interface WorkspaceStatus {
   reason: string | null;
 }
 
-export const methods = lazyTable({
-  'rpc.hello': () => ({
-    params: z.object({ protocol: z.number().int(), client: z.string().max(256) }).strict(),
-    result: helloResultSchema(),
-  }),
-  'daemon.status': () => ({ params: z.object({}).strict(), result: daemonStatusSchema() }),
-  'daemon.stop': () => ({ params: z.object({}).strict(), result: stoppingSchema() }),
-  'vm.create': () => ({
-    params: z
+export const methods = withResults(daemonResults, {
+  'rpc.hello': () => z.object({ protocol: z.number().int(), client: z.string().max(256) }).strict(),
+  'daemon.status': () => z.object({}).strict(),
+  'daemon.stop': () => z.object({}).strict(),
+  'vm.create': () =>
+    z
       .object({
         name: vmName.optional(),
         image: imageName.optional(),
@@ -195,21 +168,13 @@ export const methods = lazyTable({
         cold: z.boolean().optional(),
       })
       .strict(),
-    result: vmCreateResultSchema(),
-  }),
-  'vm.start': () => ({ params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema() }),
-  'vm.stop': () => ({ params: z.object({ name: vmName }).strict(), result: vmStopResultSchema() }),
-  'vm.restart': () => ({ params: z.object({ name: vmName }).strict(), result: vmCreateResultSchema() }),
-  'vm.kill': () => ({
-    params: z.object({ name: vmName, signal: z.enum(KILL_SIGNALS).optional() }).strict(),
-    result: vmViewSchema(),
-  }),
-  'vm.prune': () => ({
-    params: z.object({ names: z.array(vmName).max(10_000).optional(), dryRun: z.boolean().optional() }).strict(),
-    result: vmPruneResultSchema(),
-  }),
-  'vm.set': () => ({
-    params: z
+  'vm.start': () => z.object({ name: vmName }).strict(),
+  'vm.stop': () => z.object({ name: vmName }).strict(),
+  'vm.restart': () => z.object({ name: vmName }).strict(),
+  'vm.kill': () => z.object({ name: vmName, signal: z.enum(KILL_SIGNALS).optional() }).strict(),
+  'vm.prune': () => z.object({ names: z.array(vmName).max(10_000).optional(), dryRun: z.boolean().optional() }).strict(),
+  'vm.set': () =>
+    z
       .object({
         name: vmName,
         vcpu: vcpu.optional(),
@@ -217,23 +182,15 @@ export const methods = lazyTable({
         diskBytes: diskBytes.optional(),
       })
       .strict(),
-    result: vmViewSchema(),
-  }),
-  'vm.list': () => ({ params: z.object({}).strict(), result: vmListSchema() }),
-  'vm.show': () => ({ params: z.object({ name: vmName }).strict(), result: vmViewSchema() }),
-  'vm.delete': () => ({
-    /** force: delete a running VM too (stopping it without ceremony). */
-    params: z.object({ name: vmName, force: z.boolean().optional() }).strict(),
-    result: deletedSchema(),
-  }),
-  'vm.logs': () => ({
-    params: z.object({ name: vmName, offset: z.number().int().min(0).optional() }).strict(),
-    result: vmLogsResultSchema(),
-  }),
-  'vm.stats': () => ({ params: z.object({ name: vmName }).strict(), result: vmStatsSchema() }),
-  'vm.ports': () => ({ params: z.object({ name: vmName }).strict(), result: vmPortsSchema() }),
-  'vm.workspace.prepare': () => ({
-    params: z
+  'vm.list': () => z.object({}).strict(),
+  'vm.show': () => z.object({ name: vmName }).strict(),
+  /** force: delete a running VM too (stopping it without ceremony). */
+  'vm.delete': () => z.object({ name: vmName, force: z.boolean().optional() }).strict(),
+  'vm.logs': () => z.object({ name: vmName, offset: z.number().int().min(0).optional() }).strict(),
+  'vm.stats': () => z.object({ name: vmName }).strict(),
+  'vm.ports': () => z.object({ name: vmName }).strict(),
+  'vm.workspace.prepare': () =>
+    z
       .object({
         name: vmName,
         /** Absolute: the CLI resolves it against its own working directory. */
@@ -242,17 +199,12 @@ export const methods = lazyTable({
         mode: z.enum(WORKSPACE_MODES).optional(),
       })
       .strict(),
-    result: workspacePrepareResultSchema(),
-  }),
-  'vm.workspace.export': () => ({
-    params: z.object({ name: vmName, baseCommit: z.string().min(1).max(256).optional() }).strict(),
-    result: workspaceExportResultSchema(),
-  }),
-  'vm.workspace.status': () => ({ params: z.object({ name: vmName }).strict(), result: workspaceStatusSchema() }),
-  'vm.ssh_target': () => ({ params: z.object({ name: vmName }).strict(), result: vmSshTargetSchema() }),
-  'network.show': () => ({ params: z.object({}).strict(), result: networkShowSchema() }),
-  'image.build': () => ({
-    params: z
+  'vm.workspace.export': () => z.object({ name: vmName, baseCommit: z.string().min(1).max(256).optional() }).strict(),
+  'vm.workspace.status': () => z.object({ name: vmName }).strict(),
+  'vm.ssh_target': () => z.object({ name: vmName }).strict(),
+  'network.show': () => z.object({}).strict(),
+  'image.build': () =>
+    z
       .object({
         name: imageName.optional(),
         force: z.boolean().optional(),
@@ -267,11 +219,9 @@ export const methods = lazyTable({
         from: imageName.optional(),
       })
       .strict(),
-    result: imageRecordSchema(),
-  }),
   /** Pulls an OCI image from a registry and makes it a banger image (src/images/pull.ts). */
-  'image.pull': () => ({
-    params: z
+  'image.pull': () =>
+    z
       .object({
         ref: z.string().min(1).max(512),
         name: imageName.optional(),
@@ -280,11 +230,9 @@ export const methods = lazyTable({
         force: z.boolean().optional(),
       })
       .strict(),
-    result: imageRecordSchema(),
-  }),
   /** Imports an OCI image layout or a docker save archive (a directory or a tar) through the same pipeline as a pull. */
-  'image.import': () => ({
-    params: z
+  'image.import': () =>
+    z
       .object({
         path: z.string().min(2).max(4096).startsWith('/', 'must be an absolute path'),
         name: imageName.optional(),
@@ -292,33 +240,33 @@ export const methods = lazyTable({
         force: z.boolean().optional(),
       })
       .strict(),
-    result: imageRecordSchema(),
-  }),
   /** Drops cached OCI blobs no pulled image names. */
-  'image.prune': () => ({ params: z.object({}).strict(), result: imagePruneResultSchema() }),
-  'image.list': () => ({ params: z.object({}).strict(), result: imageListSchema() }),
+  'image.prune': () => z.object({}).strict(),
+  'image.list': () => z.object({}).strict(),
   /** A stopped VM's root disk becomes an image (its work disk excluded). */
-  'vm.commit': () => ({ params: z.object({ name: vmName, image: imageName, force: z.boolean().optional() }).strict(), result: imageRecordSchema() }),
-  'image.show': () => ({ params: z.object({ name: imageName }).strict(), result: imageViewSchema() }),
+  'vm.commit': () => z.object({ name: vmName, image: imageName, force: z.boolean().optional() }).strict(),
+  'image.show': () => z.object({ name: imageName }).strict(),
   /** Makes (or remakes) the warm-clone snapshot of an image for a machine shape (default: config's). */
-  'image.snapshot': () => ({
-    params: z.object({ name: imageName, vcpu: vcpu.optional(), memoryMib: memoryMib.optional() }).strict(),
-    result: snapshotInfoSchema(),
-  }),
-  'image.delete': () => ({ params: z.object({ name: imageName }).strict(), result: imageDeletedSchema() }),
+  'image.snapshot': () => z.object({ name: imageName, vcpu: vcpu.optional(), memoryMib: memoryMib.optional() }).strict(),
+  'image.delete': () => z.object({ name: imageName }).strict(),
 });
 
 export type Methods = typeof methods;
 
 /**
- * The table with each method's schemas built on first use (a getter per
+ * The table: each method's params schema (from `params`) and result shape
+ * (src/rpc/results.ts's daemonResults), built on first use (a getter per
  * method): a CLI command touches one or two methods, and building every
- * params and result schema at import cost every command's start.
+ * schema at import cost every command's start. `params` must name exactly
+ * the methods daemonResults does (a compile error otherwise).
  */
-function lazyTable<T extends Record<string, () => { params: z.ZodType; result: z.ZodType }>>(defs: T): { readonly [K in keyof T]: ReturnType<T[K]> } {
-  const table = {} as { [K in keyof T]: ReturnType<T[K]> };
-  for (const key of Object.keys(defs) as Array<keyof T>) {
-    Object.defineProperty(table, key, { enumerable: true, get: once(defs[key]!) });
+function withResults<R extends Record<string, () => Shape<unknown>>, P extends { [K in keyof R]: () => z.ZodType }>(
+  results: R,
+  params: P & Record<Exclude<keyof P, keyof R>, never>,
+): { readonly [K in keyof R]: { params: ReturnType<P[K]>; result: ReturnType<R[K]> } } {
+  const table = {} as { [K in keyof R]: { params: ReturnType<P[K]>; result: ReturnType<R[K]> } };
+  for (const key of Object.keys(results) as Array<keyof R>) {
+    Object.defineProperty(table, key, { enumerable: true, get: once(() => ({ params: (params as P)[key](), result: results[key]!() })) });
   }
   return table;
 }
@@ -326,7 +274,7 @@ export type MethodName = keyof Methods;
 export type ParamsOf<M extends MethodName> = z.input<Methods[M]['params']>;
 export type ValidParamsOf<M extends MethodName> = z.output<Methods[M]['params']>;
 /** What a method returns: its result schema's output, i.e. the interface the schema is tied to (results.ts). */
-export type ResultOf<M extends MethodName> = z.output<Methods[M]['result']>;
+export type ResultOf<M extends MethodName> = Infer<Methods[M]['result']>;
 
 export function isMethodName(m: string): m is MethodName {
   return Object.prototype.hasOwnProperty.call(methods, m);

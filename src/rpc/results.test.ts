@@ -9,15 +9,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import { silentLogger } from '../log/log.js';
 import type { ImageRecord, SnapshotInfo, VmView, WorkspaceRecord } from '../model/types.js';
 import { HELPER_PROTOCOL, helperOps, type HelperOps } from '../helper/ops.js';
 import { LineReader } from '../system/line-reader.js';
-import { RpcClient, TableClient } from './client.js';
+import { resultsOf, RpcClient, TableClient } from './client.js';
 import { methods, PROTOCOL_VERSION, type MethodName, type ResultOf, type VmSshTarget } from './methods.js';
 import { MAX_ITEMS, schemaOf } from './results.js';
+import { number, object, string, type Infer, type Shape } from './shape.js';
 import { serveTable, startRpcServer, type Handlers, type HandlersFor, type RpcServer } from './server.js';
 
 // ---- samples: what the daemon really sends (shapes as src/daemon builds them) ----
@@ -167,7 +167,7 @@ const samples: { [M in MethodName]: ResultOf<M> } = {
 /** Result keys that may be left out. */
 const optionalKeys: Partial<Record<MethodName, string[]>> = { 'vm.create': ['clonedFrom'], 'image.snapshot': ['reason'] };
 
-const helperSamples: { [M in keyof HelperOps]: z.output<HelperOps[M]['result']> } = {
+const helperSamples: { [M in keyof HelperOps]: Infer<HelperOps[M]['result']> } = {
   'helper.hello': { protocol: HELPER_PROTOCOL, version: '0.1.0', bridge: 'banger0', subnet: '10.213.7.0/24', gateway: '10.213.7.1', ownerUid: 1000 },
   'bridge.ensure': { bridge: 'banger0', gateway: '10.213.7.1', created: true },
   'bridge.remove': { removed: false },
@@ -200,7 +200,7 @@ function target(sample: unknown): { obj: Record<string, unknown>; at: (o: Record
   return { obj: sample as Record<string, unknown>, at: (o) => o, prefix: '' };
 }
 
-function checkTable(table: Record<string, { result: z.ZodType }>, sampleOf: Record<string, unknown>, optional: Record<string, string[] | undefined>) {
+function checkTable(table: Record<string, { result: Shape<unknown> }>, sampleOf: Record<string, unknown>, optional: Record<string, string[] | undefined>) {
   const names = Object.keys(table);
 
   it('has a sample for every method', () => {
@@ -306,23 +306,23 @@ describe("the helper's results", () => {
   checkTable(helperOps, helperSamples, {});
 });
 
-describe('schemaOf ties a schema to its interface at compile time', () => {
-  it('accepts a schema whose output is exactly the type', () => {
-    const s = schemaOf<{ a: string; b?: number; c: string | null }>()(z.object({ a: z.string(), b: z.number().optional(), c: z.string().nullable() }));
+describe('schemaOf ties a shape to its interface at compile time', () => {
+  it('accepts a shape whose output is exactly the type', () => {
+    const s = schemaOf<{ a: string; b?: number; c: string | null }>()(object({ a: string(), b: number().optional(), c: string().nullable() }));
     expect(s.parse({ a: 'x', c: null, d: 1 })).toEqual({ a: 'x', c: null });
   });
 
   it('refuses drift in either direction (checked by tsc in npm run lint)', () => {
-    // @ts-expect-error the schema lacks an optional key of the type
-    schemaOf<{ a: string; b?: number }>()(z.object({ a: z.string() }));
-    // @ts-expect-error the schema has a key the type lacks
-    schemaOf<{ a: string }>()(z.object({ a: z.string(), b: z.string() }));
+    // @ts-expect-error the shape lacks an optional key of the type
+    schemaOf<{ a: string; b?: number }>()(object({ a: string() }));
+    // @ts-expect-error the shape has a key the type lacks
+    schemaOf<{ a: string }>()(object({ a: string(), b: string() }));
     // @ts-expect-error a field of another type
-    schemaOf<{ a: string }>()(z.object({ a: z.number() }));
+    schemaOf<{ a: string }>()(object({ a: number() }));
     // @ts-expect-error nullable where the type is not
-    schemaOf<{ a: string }>()(z.object({ a: z.string().nullable() }));
+    schemaOf<{ a: string }>()(object({ a: string().nullable() }));
     // @ts-expect-error optional where the type requires the key
-    schemaOf<{ a: string }>()(z.object({ a: z.string().optional() }));
+    schemaOf<{ a: string }>()(object({ a: string().optional() }));
     expect(true).toBe(true);
   });
 });
@@ -473,12 +473,12 @@ describe("the helper's client: a malformed result", () => {
       'state': async () => ({ bridgeUp: 'yes' }) as never,
     };
     server = await serveTable({ socketPath: path, table: helperOps, handlers, log: silentLogger(), version: 'test', protocol: HELPER_PROTOCOL, helloMethod: 'helper.hello' });
-    const c = await TableClient.open(path, { table: helperOps, helloMethod: 'helper.hello', protocol: HELPER_PROTOCOL, client: 'test', peer: 'root helper' });
+    const c = await TableClient.open(path, { results: resultsOf(helperOps), helloMethod: 'helper.hello', protocol: HELPER_PROTOCOL, client: 'test', peer: 'root helper' });
     try {
       expect(c.hello).toEqual(helperSamples['helper.hello']);
       const err = await rejection(c.call('state', {}));
       expect(err.code).toBe('operation_failed');
-      expect(err.message).toBe('the root helper sent a malformed result for state: bridgeUp: Invalid input: expected boolean, received string');
+      expect(err.message).toBe('the root helper sent a malformed result for state: bridgeUp: expected a boolean, got string');
       expect(err.hint).toContain('different versions');
       const neg = await rejection(c.call('nat.add', { guestIp: '10.213.7.9' }));
       expect(neg.message).toContain('nat.add: added');

@@ -1,26 +1,27 @@
 /**
- * Zod schemas of the RPC results (src/rpc/methods.ts): the client checks
- * every result with them (src/rpc/client.ts), so a peer that answers with
- * the wrong shape gives a coded error, never a crash or an unchecked cast.
+ * The shapes of the RPC results (src/rpc/methods.ts): the client checks every
+ * result with them (src/rpc/client.ts), so a peer that answers with the wrong
+ * shape gives a coded error, never a crash or an unchecked cast. They are
+ * shapes (src/rpc/shape.ts), not zod schemas: the client never loads zod.
  *
- * Each schema is tied to the TypeScript interface it checks by `schemaOf<T>()`:
- * it compiles only when the schema's output type and T are the same type (the
+ * Each shape is tied to the TypeScript interface it checks by `schemaOf<T>()`:
+ * it compiles only when the shape's output type and T are the same type (the
  * same keys, optional where T's are, the same field types), and it returns the
- * schema typed as exactly T, so `ResultOf<M>` is still the interface. An
- * interface and its schema cannot drift apart.
+ * shape typed as exactly T, so `ResultOf<M>` is still the interface. An
+ * interface and its shape cannot drift apart.
  *
- * Objects strip keys they do not know (zod's default): a newer daemon that
- * adds a field does not break an older client. Everything is bounded:
- * strings, array lengths, and numbers are finite (whole where they count).
- * The bounds are loose enough for anything the daemon produces (see how
- * src/daemon builds each result); names use the one grammar of
- * src/model/names.ts, which the store already checks every row against.
+ * Objects drop keys they do not know: a newer daemon that adds a field does
+ * not break an older client. Everything is bounded: strings, array lengths,
+ * and numbers are finite (whole where they count). The bounds are loose
+ * enough for anything the daemon produces (see how src/daemon builds each
+ * result); names use the one grammar of src/model/names.ts, which the store
+ * already checks every row against.
  */
-import { z } from 'zod';
 import { IMAGE_SOURCE_KINDS, NETWORK_MODES, VMMS, VM_STATES, WORKSPACE_MODES } from '../model/types.js';
 import type { ImageRecord, ImageView, SnapshotInfo, VmRecord, VmRuntime, VmView, WorkspaceRecord } from '../model/types.js';
-import { imageNameSchema, vmIdSchema, vmNameSchema } from '../model/name-schemas.js';
+import { vmIdProblem, vmNameProblem } from '../model/names.js';
 import { MAX_RESPONSE_BYTES } from './framing.js';
+import { array, boolean, literal, number, object, oneOf, string, type Infer, type Issue, type Shape } from './shape.js';
 import type {
   DaemonStatus,
   NetworkShow,
@@ -38,23 +39,23 @@ import type {
 /** True when A and B are the same type (not merely assignable: optional keys count). */
 export type Equals<A, B> = (<G>() => G extends A ? 1 : 2) extends <G>() => G extends B ? 1 : 2 ? true : false;
 
-/** What a schema that does not match its interface is told (the compile error shows both types). */
+/** What a shape that does not match its interface is told (the compile error shows both types). */
 interface SchemaDiffersFromInterface<Out, T> {
   'the schema output is not the interface': { schema: Out; interface: T };
 }
 
 /**
- * `schemaOf<T>()(schema)`: `schema` typed as `z.ZodType<T>`, accepted only
+ * `schemaOf<T>()(shape)`: `shape` typed as `Shape<T>`, accepted only
  * when its output type is exactly T (a compile error otherwise).
  */
 export function schemaOf<T>() {
-  return <S extends z.ZodType>(schema: S & (Equals<z.output<S>, T> extends true ? unknown : SchemaDiffersFromInterface<z.output<S>, T>)): z.ZodType<T> =>
-    schema as unknown as z.ZodType<T>;
+  return <S extends Shape<unknown>>(shape: S & (Equals<Infer<S>, T> extends true ? unknown : SchemaDiffersFromInterface<Infer<S>, T>)): Shape<T> =>
+    shape as unknown as Shape<T>;
 }
 
 /**
- * A schema built on first use: a CLI run checks one or two methods' results,
- * and building all of them at import cost ~20 ms of every command's start.
+ * A shape built on first use: a CLI run checks one or two methods' results,
+ * and building all of them at import would cost every command's start.
  */
 export function once<T>(make: () => T): () => T {
   let made: { v: T } | undefined;
@@ -70,26 +71,35 @@ export const MAX_TEXT = 64 * 1024;
 /** A host or guest path (PATH_MAX). */
 export const MAX_PATH = 4096;
 
-const text = (max = MAX_TEXT) => z.string().max(max);
-const list = <S extends z.ZodType>(item: S) => z.array(item).max(MAX_ITEMS);
-const path = z.string().min(1).max(MAX_PATH);
-/** A whole number (a safe integer: zod's int). */
-const int = z.number().int();
+const text = (max = MAX_TEXT) => string({ max });
+const list = <S extends Shape<unknown>>(item: S) => array(item, { max: MAX_ITEMS });
+const path = string({ min: 1, max: MAX_PATH });
+/** A whole number (a safe integer). */
+const int = number({ int: true });
 /** A whole number ≥ 0: counts, sizes, offsets. */
-const count = int.min(0);
+const count = number({ int: true, min: 0 });
 /** Elapsed milliseconds or seconds: whole, but a clock step may make them negative, so no lower bound. */
 const duration = int;
-const port = int.min(0).max(65535);
+const port = number({ int: true, min: 0, max: 65535 });
 /** An ISO timestamp (empty for a snapshot whose manifest is unreadable). */
 const timestamp = text(64);
-const gitId = z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/, 'not a git object id');
+const gitId = string({ pattern: /^[0-9a-f]{40}([0-9a-f]{24})?$/, patternMessage: 'not a git object id' });
 /** A network name or address (an interface, an IP, a CIDR, host:port). */
 const netText = text(256);
+/** A name checked by the one grammar of src/model/names.ts (the message never echoes the input). */
+const grammar = (what: string, problem: (s: string) => string | undefined) =>
+  string().refine((s) => {
+    const p = problem(s);
+    return p === undefined ? undefined : `invalid ${what}: ${p}`;
+  });
+const vmNameSchema = grammar('VM name', vmNameProblem);
+const imageNameSchema = grammar('image name', vmNameProblem);
+const vmIdSchema = grammar('VM id', vmIdProblem);
 
 // ---- model types (src/model/types.ts) ------------------------------------
 
 const vmRecordObject = once(() =>
-  z.object({
+  object({
     id: vmIdSchema,
     name: vmNameSchema,
     image: imageNameSchema,
@@ -97,11 +107,11 @@ const vmRecordObject = once(() =>
     memoryMib: count,
     systemOverlayBytes: count,
     diskBytes: count,
-    vmm: z.enum(VMMS),
-    network: z.enum(NETWORK_MODES),
-    state: z.enum(VM_STATES),
-    ephemeral: z.boolean(),
-    nat: z.boolean(),
+    vmm: oneOf(VMMS),
+    network: oneOf(NETWORK_MODES),
+    state: oneOf(VM_STATES),
+    ephemeral: boolean(),
+    nat: boolean(),
     ip: netText.nullable(),
     lastError: text().nullable(),
     createdAt: timestamp,
@@ -112,10 +122,10 @@ export const vmRecordSchema = once(() => schemaOf<VmRecord>()(vmRecordObject()))
 
 export const vmRuntimeSchema = once(() =>
   schemaOf<VmRuntime>()(
-    z.object({
-      vmm: z.enum(VMMS),
+    object({
+      vmm: oneOf(VMMS),
       pid: count,
-      accel: z.enum(['kvm', 'tcg']),
+      accel: oneOf(['kvm', 'tcg'] as const),
       sshHost: netText,
       sshPort: port,
       startedAt: timestamp,
@@ -125,17 +135,17 @@ export const vmRuntimeSchema = once(() =>
 
 export const workspaceRecordSchema = once(() =>
   schemaOf<WorkspaceRecord>()(
-    z.object({
+    object({
       hostPath: path,
       guestPath: path,
-      includeUntracked: z.boolean(),
+      includeUntracked: boolean(),
       tree: gitId,
       commit: gitId,
       head: gitId.nullable(),
       branch: text(1024).nullable(),
       files: count,
       bytes: count,
-      mode: z.enum(WORKSPACE_MODES),
+      mode: oneOf(WORKSPACE_MODES),
       preparedAt: timestamp,
     }),
   ),
@@ -151,10 +161,10 @@ export const vmViewSchema = once(() =>
 );
 
 const imageRecordObject = once(() =>
-  z.object({
+  object({
     name: imageNameSchema,
     source: text(MAX_PATH),
-    sourceKind: z.enum(IMAGE_SOURCE_KINDS),
+    sourceKind: oneOf(IMAGE_SOURCE_KINDS),
     sourceRef: text(MAX_PATH),
     kernelVersion: text(256),
     rootfsBytes: count,
@@ -166,17 +176,17 @@ export const imageRecordSchema = once(() => schemaOf<ImageRecord>()(imageRecordO
 
 export const snapshotInfoSchema = once(() =>
   schemaOf<SnapshotInfo>()(
-    z.object({
+    object({
       key: text(256),
       vmm: text(64),
-      accel: z.enum(['kvm', 'tcg']),
+      accel: oneOf(['kvm', 'tcg'] as const),
       // 0 for a snapshot whose manifest is unreadable (src/daemon/snapshot-service.ts list)
       vcpu: count,
       memoryMib: count,
       bytes: count,
       createdAt: timestamp,
       buildMs: duration,
-      current: z.boolean(),
+      current: boolean(),
       reason: text().optional(),
     }),
   ),
@@ -188,13 +198,13 @@ export const imageViewSchema = once(() => schemaOf<ImageView>()(imageRecordObjec
 
 export const helloResultSchema = once(() =>
   schemaOf<{ protocol: number; version: string; pid: number }>()(
-    z.object({ protocol: int, version: text(256), pid: count }),
+    object({ protocol: int, version: text(256), pid: count }),
   ),
 );
 
 export const daemonStatusSchema = once(() =>
   schemaOf<DaemonStatus>()(
-    z.object({
+    object({
       pid: count,
       version: text(256),
       protocol: int,
@@ -207,11 +217,11 @@ export const daemonStatusSchema = once(() =>
   ),
 );
 
-export const stoppingSchema = once(() => schemaOf<{ stopping: true }>()(z.object({ stopping: z.literal(true) })));
+export const stoppingSchema = once(() => schemaOf<{ stopping: true }>()(object({ stopping: literal(true) })));
 
 export const vmSshTargetSchema = once(() =>
   schemaOf<VmSshTarget>()(
-    z.object({
+    object({
       name: vmNameSchema,
       host: netText,
       port,
@@ -225,7 +235,7 @@ export const vmSshTargetSchema = once(() =>
 
 export const vmCreateResultSchema = once(() =>
   schemaOf<VmCreateResult>()(
-    z.object({
+    object({
       vm: vmViewSchema(),
       ssh: vmSshTargetSchema().nullable(),
       bootMs: duration,
@@ -236,52 +246,52 @@ export const vmCreateResultSchema = once(() =>
 
 export const stopReportSchema = once(() =>
   schemaOf<StopReport>()(
-    z.object({
-      asked: z.enum(['agent', 'ssh', 'qmp', 'none']),
-      synced: z.boolean(),
-      ended: z.enum(['exited', 'SIGTERM', 'SIGKILL', 'already gone']),
+    object({
+      asked: oneOf(['agent', 'ssh', 'qmp', 'none'] as const),
+      synced: boolean(),
+      ended: oneOf(['exited', 'SIGTERM', 'SIGKILL', 'already gone'] as const),
       ms: duration,
     }),
   ),
 );
 
-export const vmStopResultSchema = once(() => schemaOf<{ vm: VmView; report: StopReport }>()(z.object({ vm: vmViewSchema(), report: stopReportSchema() })));
+export const vmStopResultSchema = once(() => schemaOf<{ vm: VmView; report: StopReport }>()(object({ vm: vmViewSchema(), report: stopReportSchema() })));
 
 export const vmPruneResultSchema = once(() =>
   schemaOf<{ removed: string[]; skipped: string[]; candidates: string[] }>()(
-    z.object({ removed: list(vmNameSchema), skipped: list(vmNameSchema), candidates: list(vmNameSchema) }),
+    object({ removed: list(vmNameSchema), skipped: list(vmNameSchema), candidates: list(vmNameSchema) }),
   ),
 );
 
 export const vmListSchema = once(() => schemaOf<VmView[]>()(list(vmViewSchema())));
 
-export const deletedSchema = once(() => schemaOf<{ deleted: string }>()(z.object({ deleted: vmNameSchema })));
+export const deletedSchema = once(() => schemaOf<{ deleted: string }>()(object({ deleted: vmNameSchema })));
 
 export const vmLogsResultSchema = once(() =>
   schemaOf<VmLogsResult>()(
     // data: a console chunk (the daemon sends at most 1 MiB; the line bound is the real limit)
-    z.object({ data: text(MAX_RESPONSE_BYTES), offset: count, size: count }),
+    object({ data: text(MAX_RESPONSE_BYTES), offset: count, size: count }),
   ),
 );
 
 export const vmStatsSchema = once(() =>
   schemaOf<VmStats>()(
-    z.object({
+    object({
       name: vmNameSchema,
-      cpuPercent: z.number().min(0),
+      cpuPercent: number({ min: 0 }),
       vcpu: count,
-      memory: z.object({ totalBytes: count, availableBytes: count, usedBytes: count }),
+      memory: object({ totalBytes: count, availableBytes: count, usedBytes: count }),
       hostRssBytes: count,
-      filesystems: list(z.object({ mount: path, sizeBytes: count, usedBytes: count })),
-      disks: list(z.object({ name: text(256), path, allocatedBytes: count, virtualBytes: count })),
+      filesystems: list(object({ mount: path, sizeBytes: count, usedBytes: count })),
+      disks: list(object({ name: text(256), path, allocatedBytes: count, virtualBytes: count })),
     }),
   ),
 );
 
 export const vmPortSchema = once(() =>
   schemaOf<VmPort>()(
-    z.object({
-      proto: z.enum(['tcp', 'udp']),
+    object({
+      proto: oneOf(['tcp', 'udp'] as const),
       address: netText,
       port,
       process: text().nullable(),
@@ -294,7 +304,7 @@ export const vmPortsSchema = once(() => schemaOf<VmPort[]>()(list(vmPortSchema()
 
 export const workspacePrepareResultSchema = once(() =>
   schemaOf<WorkspacePrepareResult>()(
-    z.object({
+    object({
       name: vmNameSchema,
       workspace: workspaceRecordSchema(),
       sentBytes: count,
@@ -305,18 +315,18 @@ export const workspacePrepareResultSchema = once(() =>
   ),
 );
 
-export const workspaceExportResultSchema = once(() => schemaOf<WorkspaceExportResult>()(z.object({ bytes: count, baseCommit: text(256).nullable() })));
+export const workspaceExportResultSchema = once(() => schemaOf<WorkspaceExportResult>()(object({ bytes: count, baseCommit: text(256).nullable() })));
 
 export const workspaceStatusSchema = once(() =>
   schemaOf<WorkspaceStatus>()(
-    z.object({ workspace: workspaceRecordSchema().nullable(), changed: z.boolean().nullable(), reason: text().nullable() }),
+    object({ workspace: workspaceRecordSchema().nullable(), changed: boolean().nullable(), reason: text().nullable() }),
   ),
 );
 
 export const networkShowSchema = once(() =>
   schemaOf<NetworkShow>()(
-    z.object({
-      mode: z.enum(NETWORK_MODES),
+    object({
+      mode: oneOf(NETWORK_MODES),
       why: text(),
       bridge: netText.nullable(),
       subnet: netText.nullable(),
@@ -328,16 +338,57 @@ export const networkShowSchema = once(() =>
   ),
 );
 
-export const imagePruneResultSchema = once(() => schemaOf<{ removed: number; bytes: number; kept: number }>()(z.object({ removed: count, bytes: count, kept: count })));
+export const imagePruneResultSchema = once(() => schemaOf<{ removed: number; bytes: number; kept: number }>()(object({ removed: count, bytes: count, kept: count })));
 
 export const imageListSchema = once(() => schemaOf<ImageRecord[]>()(list(imageRecordSchema())));
 
-export const imageDeletedSchema = once(() => schemaOf<{ deleted: string }>()(z.object({ deleted: imageNameSchema })));
+export const imageDeletedSchema = once(() => schemaOf<{ deleted: string }>()(object({ deleted: imageNameSchema })));
+
+// ---- the daemon's methods ---------------------------------------------------
+
+/**
+ * Each daemon method's result shape, by method (built on first use). The
+ * method table (src/rpc/methods.ts) pairs each with its params schema and
+ * must name exactly these methods; the client reads only this table, so it
+ * never loads the params' zod.
+ */
+export const daemonResults = {
+  'rpc.hello': helloResultSchema,
+  'daemon.status': daemonStatusSchema,
+  'daemon.stop': stoppingSchema,
+  'vm.create': vmCreateResultSchema,
+  'vm.start': vmCreateResultSchema,
+  'vm.stop': vmStopResultSchema,
+  'vm.restart': vmCreateResultSchema,
+  'vm.kill': vmViewSchema,
+  'vm.prune': vmPruneResultSchema,
+  'vm.set': vmViewSchema,
+  'vm.list': vmListSchema,
+  'vm.show': vmViewSchema,
+  'vm.delete': deletedSchema,
+  'vm.logs': vmLogsResultSchema,
+  'vm.stats': vmStatsSchema,
+  'vm.ports': vmPortsSchema,
+  'vm.workspace.prepare': workspacePrepareResultSchema,
+  'vm.workspace.export': workspaceExportResultSchema,
+  'vm.workspace.status': workspaceStatusSchema,
+  'vm.ssh_target': vmSshTargetSchema,
+  'network.show': networkShowSchema,
+  'image.build': imageRecordSchema,
+  'image.pull': imageRecordSchema,
+  'image.import': imageRecordSchema,
+  'image.prune': imagePruneResultSchema,
+  'image.list': imageListSchema,
+  'vm.commit': imageRecordSchema,
+  'image.show': imageViewSchema,
+  'image.snapshot': snapshotInfoSchema,
+  'image.delete': imageDeletedSchema,
+} as const;
 
 // ---- a malformed result as a coded error ---------------------------------------
 
 /** `field.path: what is wrong` of a failed parse's first issue, bounded (the peer's text is never echoed whole). */
-export function firstIssue(error: z.ZodError): { path: string; problem: string } {
+export function firstIssue(error: { issues: Issue[] }): { path: string; problem: string } {
   const issue = error.issues[0];
   const path = issue?.path.length ? issue.path.map(String).join('.').slice(0, 128) : '';
   const problem = (issue?.message ?? 'invalid').slice(0, 300);

@@ -15,6 +15,7 @@ import type { z } from 'zod';
 import { LineReader, parseJson, type ByteBudget } from '../system/line-reader.js';
 import { drainedOrClosed } from '../system/streams.js';
 import { clip } from '../model/text.js';
+import type { Infer, Shape } from './shape.js';
 import { CHUNK_BYTES, encode, MAX_REQUEST_BYTES, requestSchema, type RequestMessage, type ServerMessage } from './framing.js';
 import { methods, PROTOCOL_VERSION, type MethodName, type ResultOf, type ValidParamsOf } from './methods.js';
 
@@ -40,13 +41,13 @@ export type Handlers = {
 
 /**
  * Any method table: a zod schema for each method's params (checked by the
- * server) and one for its result (checked by the client, src/rpc/client.ts):
- * methods.ts, the helper's ops.
+ * server) and a shape for its result (checked by the client,
+ * src/rpc/client.ts): methods.ts, the helper's ops.
  */
-export type MethodTable = Record<string, { params: z.ZodType; result: z.ZodType }>;
+export type MethodTable = Record<string, { params: z.ZodType; result: Shape<unknown> }>;
 
 export type HandlersFor<T extends MethodTable> = {
-  [M in keyof T & string]: (params: z.output<T[M]['params']>, ctx: RequestContext<keyof T & string>) => Promise<z.output<T[M]['result']>>;
+  [M in keyof T & string]: (params: z.output<T[M]['params']>, ctx: RequestContext<keyof T & string>) => Promise<Infer<T[M]['result']>>;
 };
 
 export interface TableServerOptions<T extends MethodTable> {

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import type { RpcClient } from '../rpc/client.js';
 import type { StopReport, VmCreateResult, VmLogsResult, VmPort, VmSshTarget, VmStats, WorkspacePrepareResult, WorkspaceStatus } from '../rpc/methods.js';
-import type { KILL_SIGNALS } from '../rpc/methods.js';
+import type { KILL_SIGNALS } from '../model/types.js';
 import type { ImageRecord, ProgressEvent, VmView, WorkspaceMode } from '../model/types.js';
 import { checkArgv, execArgv, type ExecOptions, type ExecResult } from './exec.js';
 import { exportPatch, exportPatchTo, prepareSummary, type ExportOptions, type ExportToResult } from './workspace.js';

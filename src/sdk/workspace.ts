@@ -6,7 +6,7 @@
  */
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../model/random.js';
 import { BangerError, messageOf } from '../errors/errors.js';
 import type { RpcClient } from '../rpc/client.js';
 import type { WorkspacePrepareResult } from '../rpc/methods.js';
@@ -43,7 +43,7 @@ export async function exportPatch(client: RpcClient, name: string, opts: ExportO
 
 export async function exportPatchTo(client: RpcClient, name: string, file: string, opts: ExportOptions): Promise<ExportToResult> {
   const path = resolve(file);
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dirname(path), `.${basename(path)}.${randomHex(4)}.tmp`);
   let fd: number;
   try {
     fd = openSync(tmp, 'wx', 0o600);

@@ -1,7 +1,7 @@
 /** Small filesystem helpers: atomic writes and private directories. */
 import { closeSync, constants, mkdirSync, openSync, renameSync, writeFileSync, rmSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../model/random.js';
 
 /**
  * Writes via a temp file in the same directory + rename: readers never see a
@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
  * written through; rename replaces a link at `path` itself, never its target).
  */
 export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o600): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomHex(4)}.tmp`);
   try {
     const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
     try {

@@ -4,9 +4,12 @@
  * argv, exit code and the tail of stderr. Only this folder imports
  * node:child_process (pinned by test/unit/policy.test.ts).
  */
-import { spawn, type SpawnOptions } from 'node:child_process';
+import type { SpawnOptions } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { BangerError } from '../errors/errors.js';
+
+/** node:child_process on first spawn: loading it costs every CLI command ~3 ms, and most never spawn. */
+const childProcess = () => process.getBuiltinModule('node:child_process');
 
 export interface RunOptions {
   cwd?: string;
@@ -94,7 +97,7 @@ export function createRunner(): Runner {
           stdio: ['pipe', 'pipe', 'pipe'],
           shell: false,
         };
-        const child = spawn(cmd, args, spawnOpts);
+        const child = childProcess().spawn(cmd, args, spawnOpts);
         const out: Buffer[] = [];
         const errs: Buffer[] = [];
         let outBytes = 0;
@@ -158,7 +161,7 @@ export function createRunner(): Runner {
       let fd: number | 'ignore' = 'ignore';
       if (opts.logPath) fd = openSync(opts.logPath, 'a', 0o600);
       try {
-        const child = spawn(cmd, args, {
+        const child = childProcess().spawn(cmd, args, {
           cwd: opts.cwd,
           env: opts.env ?? process.env,
           detached: true,
@@ -181,7 +184,7 @@ export function createRunner(): Runner {
           reject(new BangerError('internal', 'runner: empty argv'));
           return;
         }
-        const child = spawn(cmd, args, { stdio: 'inherit', env: opts.env ?? process.env, shell: false });
+        const child = childProcess().spawn(cmd, args, { stdio: 'inherit', env: opts.env ?? process.env, shell: false });
         child.on('error', (e) => reject(new BangerError('operation_failed', `cannot run ${cmd}: ${e.message}`)));
         child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + signalNumber(signal) : 1)));
       });

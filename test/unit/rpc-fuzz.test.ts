@@ -28,6 +28,7 @@ import { HostNet } from '../../src/helper/host-net.js';
 import { HELPER_PROTOCOL, helperHandlers, helperOps } from '../../src/helper/ops.js';
 import { connectHelper } from '../../src/helper/client.js';
 import { z } from 'zod';
+import { object } from '../../src/rpc/shape.js';
 import { fuzz, holdPartialLines } from '../fuzz/frames.js';
 import { filesUnder, liveChildren, netnsCensus, watchCrashes } from '../support/hostile.js';
 
@@ -149,7 +150,7 @@ describe('RPC framing bounds', () => {
     const budget = new ByteBudget(4 * 1024 * 1024);
     const server = await serveTable({
       socketPath,
-      table: { 'rpc.hello': { params: z.object({ protocol: z.number(), client: z.string() }), result: z.object({}) } },
+      table: { 'rpc.hello': { params: z.object({ protocol: z.number(), client: z.string() }), result: object({}) } },
       handlers: { 'rpc.hello': async () => ({}) },
       log: silentLogger(),
       version: 't',

@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { BangerError } from '../../errors/errors.js';
 import { parseSize } from '../../model/sizes.js';
 import { DISK_SIZE_HINT, diskSizeProblem } from '../../model/limits.js';
-import { KILL_SIGNALS } from '../../rpc/methods.js';
+import { KILL_SIGNALS } from '../../model/types.js';
 import { parseIntFlag, printJson, type CliContext } from '../context.js';
 import { style, table } from '../style.js';
 
