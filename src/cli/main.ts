@@ -11,7 +11,7 @@ import type { CliContext } from './context.js';
  * simple command should cost little more than starting node: every module
  * loaded is time). Help, and a name that is none of these, load them all.
  */
-const COMMANDS: Record<string, () => Promise<(ctx: CliContext) => Command>> = {
+const COMMANDS: Record<string, () => Promise<(ctx: CliContext, sub?: string) => Command>> = {
   vm: async () => (await import('./commands/vm.js')).vmCommand,
   image: async () => (await import('./commands/image.js')).imageCommand,
   daemon: async () => (await import('./commands/daemon.js')).daemonCommand,
@@ -33,17 +33,19 @@ const program = new Command('banger')
   .enablePositionalOptions()
   .exitOverride();
 
-/** The command named on the command line (the first operand), when it is one of ours. */
-function named(argv: string[]): string | undefined {
-  const first = argv.find((a) => !a.startsWith('-'));
-  return first !== undefined && Object.prototype.hasOwnProperty.call(COMMANDS, first) ? first : undefined;
+/** The command named on the command line (the first operand), when it is one of ours, and the operand after it. */
+function named(argv: string[]): { name?: string; sub?: string } {
+  const operands = argv.filter((a) => !a.startsWith('-'));
+  const first = operands[0];
+  return first !== undefined && Object.prototype.hasOwnProperty.call(COMMANDS, first) ? { name: first, sub: operands[1] } : {};
 }
 
 const wanted = named(process.argv.slice(2));
-const versionOnly = wanted === undefined && process.argv.slice(2).some((a) => a === '--version' || a === '-V');
+const versionOnly = wanted.name === undefined && process.argv.slice(2).some((a) => a === '--version' || a === '-V');
 if (!versionOnly) {
   for (const [name, load] of Object.entries(COMMANDS)) {
-    if (wanted === undefined || name === wanted) program.addCommand((await load())(ctx));
+    // The subcommand named is a hint: a command may build only that one (src/cli/commands/vm.ts).
+    if (wanted.name === undefined || name === wanted.name) program.addCommand((await load())(ctx, name === wanted.name ? wanted.sub : undefined));
   }
 }
 

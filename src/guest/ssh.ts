@@ -22,7 +22,8 @@ import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { sink } from '../system/streams.js';
-import { setTimeout as sleep } from 'node:timers/promises';
+/** timers/promises on first use: this module is on every vm command's load path (src/model/random.ts says why). */
+const sleep: typeof import('node:timers/promises').setTimeout = (...a) => process.getBuiltinModule('node:timers/promises').setTimeout(...a);
 import type { ClientChannel } from 'ssh2';
 import { BangerError, isBangerError, messageOf } from '../errors/errors.js';
 import { shellJoin } from '../model/quote.js';

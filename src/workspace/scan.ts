@@ -8,7 +8,8 @@
  * through another symlink). Directories that git records as one entry
  * (submodules, nested repos) are skipped and reported.
  */
-import { lstat, readlink, realpath } from 'node:fs/promises';
+/** fs/promises on first use: this module is on every vm command's load path (src/model/random.ts says why). */
+const fsp = () => process.getBuiltinModule('node:fs/promises');
 import { dirname, isAbsolute, join, posix, relative, sep } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import type { Runner } from '../system/runner.js';
@@ -54,7 +55,7 @@ export async function git(runner: Runner, cwd: string, args: string[], env?: Nod
 
 /** The top of the git work tree containing `path`, or a coded error. */
 export async function repoRoot(runner: Runner, path: string): Promise<string> {
-  const st = await lstat(path).catch(() => null);
+  const st = await fsp().lstat(path).catch(() => null);
   if (!st) throw new BangerError('bad_request', `${path} does not exist`, 'pass the path of a git repository (default: the current directory)');
   if (!st.isDirectory()) throw new BangerError('bad_request', `${path} is not a directory`, 'pass the directory of a git repository');
   const res = await runner.run(['git', 'rev-parse', '--show-toplevel'], { cwd: path, allowFailure: true, env: { ...process.env, LC_ALL: 'C' } });
@@ -78,7 +79,7 @@ export async function scanRepo(runner: Runner, path: string, opts: ScanOptions =
 
   const tracked = splitZ(await git(runner, root, ['ls-files', '-z', '--cached', '--full-name']));
   const untracked = includeUntracked ? splitZ(await git(runner, root, ['ls-files', '-z', '--others', '--exclude-standard', '--full-name'])) : [];
-  const realRoot = await realpath(root);
+  const realRoot = await fsp().realpath(root);
 
   const entries: ScanEntry[] = [];
   const deleted: string[] = [];
@@ -91,7 +92,7 @@ export async function scanRepo(runner: Runner, path: string, opts: ScanOptions =
     if (seen.has(p)) return;
     seen.add(p);
     const abs = join(root, ...p.split('/'));
-    const st = await lstat(abs).catch((e: NodeJS.ErrnoException) => {
+    const st = await fsp().lstat(abs).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return null;
       throw new BangerError('operation_failed', `cannot read ${p} in ${root}: ${e.message}`);
     });
@@ -103,7 +104,7 @@ export async function scanRepo(runner: Runner, path: string, opts: ScanOptions =
       entries.push({ path: p, kind: 'file', size: st.size, tracked: isTracked });
       totalBytes += st.size;
     } else if (st.isSymbolicLink()) {
-      const target = await readlink(abs);
+      const target = await fsp().readlink(abs);
       await checkSymlink(root, realRoot, p, target);
       entries.push({ path: p, kind: 'symlink', size: Buffer.byteLength(target), tracked: isTracked });
       totalBytes += Buffer.byteLength(target);
@@ -146,11 +147,11 @@ async function checkSymlink(root: string, realRoot: string, p: string, target: s
   const lexical = posix.normalize(posix.join(posix.dirname(p), target));
   if (lexical === '..' || lexical.startsWith('../')) throw refuse('it points outside the repo');
   // Through other symlinks: resolve what exists of it.
-  const resolved = await realpath(join(root, ...p.split('/'))).catch(() => null);
+  const resolved = await fsp().realpath(join(root, ...p.split('/'))).catch(() => null);
   if (resolved !== null && !inside(realRoot, resolved)) throw refuse(`it resolves to ${resolved}, outside the repo`);
   if (resolved === null) {
     // Dangling: the part that exists must still be inside.
-    const parent = await realpath(dirname(join(root, ...p.split('/'), '..', target))).catch(() => null);
+    const parent = await fsp().realpath(dirname(join(root, ...p.split('/'), '..', target))).catch(() => null);
     if (parent !== null && !inside(realRoot, parent)) throw refuse(`it resolves outside the repo`);
   }
 }

@@ -1,6 +1,5 @@
 /** banger vm start|stop|restart|kill|set|commit|prune */
 import { Command, Option } from '@commander-js/extra-typings';
-import { createInterface } from 'node:readline/promises';
 import { BangerError } from '../../errors/errors.js';
 import { parseSize } from '../../model/sizes.js';
 import { DISK_SIZE_HINT, diskSizeProblem } from '../../model/limits.js';
@@ -120,7 +119,8 @@ export function addLifecycleCommands(vm: Command, ctx: CliContext): void {
         if (!process.stdin.isTTY) {
           throw new BangerError('bad_request', `vm prune would delete ${candidates.length} VM(s) and needs a confirmation`, 'run it in a terminal, or pass -f');
         }
-        const rl = createInterface({ input: process.stdin, output: process.stdout });
+        // readline on first use (process.getBuiltinModule): every vm command loads this module, few ask.
+        const rl = process.getBuiltinModule('node:readline/promises').createInterface({ input: process.stdin, output: process.stdout });
         const answer = await rl.question(`delete these ${candidates.length} VM(s)? [y/N] `);
         rl.close();
         if (!/^y(es)?$/i.test(answer.trim())) return void process.stdout.write('nothing deleted\n');

@@ -1,7 +1,6 @@
 /** banger vm workspace prepare|export|show, and the workspace half of vm run / vm exec. */
 import { Command, Option } from '@commander-js/extra-typings';
 import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
-import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Vm } from '../../sdk/vm.js';
@@ -108,7 +107,7 @@ async function exportTo(vm: Vm, baseCommit: string | undefined, output: string |
   const dir = mkdtempSync(join(tmpdir(), 'banger-export-'));
   try {
     const r = await vm.exportWorkspaceTo(join(dir, 'patch'), { baseCommit });
-    await pipeline(createReadStream(r.path), process.stdout, { end: false });
+    await process.getBuiltinModule('node:stream/promises').pipeline(createReadStream(r.path), process.stdout, { end: false });
     return r.bytes;
   } finally {
     rmSync(dir, { recursive: true, force: true });
