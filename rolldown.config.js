@@ -17,9 +17,38 @@
 
 import { defineConfig } from 'rolldown';
 
+/**
+ * `import { x } from "node:fs"` costs ~5 ms: a built-in's ESM facade reads
+ * every export, and fs's `promises` getter loads fs/promises and readline.
+ * In the bundle, each such import becomes `const { x } =
+ * process.getBuiltinModule("node:fs")`, the module object itself, no facade
+ * (same bindings: a built-in's exports are never reassigned). The chunks
+ * import each other without cycles, so no code runs before these lines.
+ */
+function builtinsWithoutFacades() {
+  const line = /^import \{([^}]*)\} from "(node:[a-z_/]+)";$/gm;
+  return {
+    name: 'builtins-without-facades',
+    renderChunk(code) {
+      const out = code.replace(line, (_m, names, mod) => {
+        const fields = names
+          .split(',')
+          .map((n) => n.trim())
+          .filter(Boolean)
+          .map((n) => n.replace(/^(\S+) as (\S+)$/, '$1: $2'));
+        return `const { ${fields.join(', ')} } = process.getBuiltinModule(${JSON.stringify(mod)});`;
+      });
+      const left = /^import\b[^;]*"node:[^"]*";$/m.exec(out);
+      if (left) throw new Error(`builtins-without-facades: an import form it does not rewrite: ${left[0]}`);
+      return out;
+    },
+  };
+}
+
 export default defineConfig({
   input: { 'cli.bundle': 'dist/src/cli/main.js' },
   platform: 'node',
+  plugins: [builtinsWithoutFacades()],
   external: [/^node:/, 'ssh2', 'better-sqlite3', 'pino', 'undici', 'tar', 'fzstd', 'dns-packet'],
   output: {
     dir: 'dist/src/cli',
