@@ -11,7 +11,8 @@ want_test=0
 pkgs=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client ca-certificates iproute2 git tar)
 # Test peers: a real sshd and a real qemu-guest-agent for unit tests of the SSH and agent clients;
 # iptables for the root helper's tests and bridge scenarios; systemd for `systemd-analyze verify` of the units.
-[ "$want_test" = 1 ] && pkgs+=(openssh-server qemu-guest-agent iptables systemd skopeo docker-registry zstd)
+# openssl: the verification module is tested against signatures openssl makes.
+[ "$want_test" = 1 ] && pkgs+=(openssh-server qemu-guest-agent iptables systemd skopeo docker-registry zstd openssl)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -18,6 +18,7 @@ const LABELS: Partial<Record<ErrorCode, string>> = {
   unavailable: 'daemon unavailable',
   host_key_mismatch: 'HOST KEY MISMATCH',
   interrupted: 'interrupted',
+  verification_failed: 'VERIFICATION FAILED',
   internal: 'internal error',
 };
 

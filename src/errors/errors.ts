@@ -17,6 +17,7 @@ export const ERROR_CODES = [
   'unavailable',
   'host_key_mismatch',
   'interrupted',
+  'verification_failed',
   'internal',
 ] as const;
 

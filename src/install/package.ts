@@ -297,7 +297,6 @@ export function installPackage(source: string, layout: InstallLayout, owner: Own
   const version = checkVersion(pkg.version);
   if (!existsSync(join(src, BUILT_MARKER))) throw new BangerError('not_found', `${src} is not built (${BUILT_MARKER} is missing)`, 'build it first: `npm run build`, then `sudo banger system install` again');
   const modules = productionPackages(src);
-  const native = new Set<string>();
 
   ensureOwnedDir(layout.libDir, owner);
   const why = untrustedReason(layout.libDir);
@@ -310,21 +309,7 @@ export function installPackage(source: string, layout: InstallLayout, owner: Own
     const stage = join(layout.libDir, `.staging-${version}-${process.pid}`);
     rmSync(stage, { recursive: true, force: true });
     try {
-      mkdirSync(stage, { mode: 0o755 });
-      chmodSync(stage, 0o755);
-      chownTo(stage, owner);
-      copyInto(src, stage, 'package.json', owner, native, false);
-      copyInto(src, stage, 'bin', owner, native, false);
-      copyInto(src, stage, 'dist', owner, native, false);
-      if (existsSync(join(src, 'docs', 'ARCHITECTURE.md'))) {
-        ensureOwnedDir(join(stage, 'docs'), owner);
-        copyInto(src, stage, join('docs', 'ARCHITECTURE.md'), owner, native, false);
-      }
-      for (const m of modules) {
-        ensureOwnedDir(dirname(join(stage, m)), owner);
-        copyInto(src, stage, m, owner, native, true);
-      }
-      for (const n of BIN_NAMES) if (!existsSync(join(stage, 'bin', `${n}.js`))) throw new BangerError('not_found', `${src}/bin/${n}.js is missing`, 'run the install from a complete banger checkout');
+      copyPackageTree(src, stage, owner, modules);
       const old = join(layout.libDir, `.old-${version}-${process.pid}`);
       if (existsSync(dir)) renameSync(dir, old);
       try {
@@ -355,6 +340,31 @@ export function installPackage(source: string, layout: InstallLayout, owner: Own
     if (!name.startsWith('.')) pruned.push(name);
   }
   return { version, dir, ...(previous ? { previous } : {}), links, pruned };
+}
+
+/**
+ * Copies what runs of the built package at `src` into `stage` (created here,
+ * 0755): package.json, bin, dist (runtime files), docs/ARCHITECTURE.md and
+ * the production node_modules, all owned by `owner`. The install's tree and
+ * a release's install artifact (src/release) are this.
+ */
+export function copyPackageTree(src: string, stage: string, owner: Owner, modules = productionPackages(src)): void {
+  const native = new Set<string>();
+  mkdirSync(stage, { mode: 0o755 });
+  chmodSync(stage, 0o755);
+  chownTo(stage, owner);
+  copyInto(src, stage, 'package.json', owner, native, false);
+  copyInto(src, stage, 'bin', owner, native, false);
+  copyInto(src, stage, 'dist', owner, native, false);
+  if (existsSync(join(src, 'docs', 'ARCHITECTURE.md'))) {
+    ensureOwnedDir(join(stage, 'docs'), owner);
+    copyInto(src, stage, join('docs', 'ARCHITECTURE.md'), owner, native, false);
+  }
+  for (const m of modules) {
+    ensureOwnedDir(dirname(join(stage, m)), owner);
+    copyInto(src, stage, m, owner, native, true);
+  }
+  for (const n of BIN_NAMES) if (!existsSync(join(stage, 'bin', `${n}.js`))) throw new BangerError('not_found', `${src}/bin/${n}.js is missing`, 'run the install from a complete banger checkout');
 }
 
 /** Removes the bin links that point into the install, then the whole PREFIX/lib/banger. Returns what it removed. */
