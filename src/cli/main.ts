@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<(ctx: CliContext, sub?: string) => 
   'ssh-config': async () => (await import('./commands/ssh-config.js')).sshConfigCommand,
   network: async () => (await import('./commands/network.js')).networkCommand,
   system: async () => (await import('./commands/system.js')).systemCommand,
+  update: async () => (await import('./commands/update.js')).updateCommand,
 };
 
 const ctx = createContext();

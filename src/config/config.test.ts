@@ -11,7 +11,7 @@ describe('config.toml', () => {
 
   it('parses every key', () => {
     const c = parseConfig(
-      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nhelper_socket = "/run/h.sock"\ndns_port = 5300\nmirror = "http://example/debian"\nstop_timeout = 20\nwarm_clones = false\n',
+      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nhelper_socket = "/run/h.sock"\ndns_port = 5300\nmirror = "http://example/debian"\nstop_timeout = 20\nwarm_clones = false\nupdate_url = "https://releases.example/banger/manifest.json"\n',
     );
     expect(c).toEqual({
       vcpu: 1,
@@ -26,11 +26,14 @@ describe('config.toml', () => {
       mirror: 'http://example/debian',
       stopTimeoutSeconds: 20,
       warmClones: false,
+      updateUrl: 'https://releases.example/banger/manifest.json',
     });
   });
 
   it.each([
     ['vcpu = 0', /vcpu must be a whole number from 1/],
+    ['update_url = "ftp://x/m.json"', /update_url must be an http\(s\) URL/],
+    ['update_url = 3', /update_url must be an http\(s\) URL/],
     ['vcpu = "2"', /vcpu must be a whole number/],
     ['memory_mib = 1', /memory_mib must be a whole number from 256/],
     ['disk_size = "lots"', /disk_size: "lots" is not a size/],

@@ -32,6 +32,8 @@ export interface Config {
    * is current, and a cold create makes that snapshot in the background.
    */
   warmClones: boolean;
+  /** Where `banger update` reads releases: a release directory's manifest.json (src/release). Empty: none configured. */
+  updateUrl: string;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -47,9 +49,10 @@ export const DEFAULT_CONFIG: Config = {
   mirror: 'http://deb.debian.org/debian',
   stopTimeoutSeconds: 30,
   warmClones: true,
+  updateUrl: '',
 };
 
-const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout', 'warm_clones'] as const;
+const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout', 'warm_clones', 'update_url'] as const;
 
 export { MIN_MEMORY_MIB };
 export const MAX_VCPU = 64;
@@ -115,6 +118,12 @@ export function parseConfig(text: string, file = 'config.toml'): Config {
       case 'warm_clones':
         if (typeof value !== 'boolean') throw configError(file, `warm_clones must be true or false, got ${JSON.stringify(value)}`);
         cfg.warmClones = value;
+        break;
+      case 'update_url':
+        if (typeof value !== 'string' || !/^https?:\/\/\S+$/.test(value) || value.length > 2048) {
+          throw configError(file, `update_url must be an http(s) URL of a release manifest, got ${JSON.stringify(value).slice(0, 100)}`);
+        }
+        cfg.updateUrl = value;
         break;
       default:
         throw configError(file, `unknown key ${JSON.stringify(key)}`);

@@ -14,6 +14,7 @@ import { ensureRuntimeDir, ensureStateDir, readFileNoFollow } from '../system/pr
 import { createRunner } from '../system/runner.js';
 import { fileLogger, type Logger } from '../log/log.js';
 import { Store, pendingMigrations } from '../store/store.js';
+import { MIGRATIONS } from '../store/migrations.js';
 import { currentOp, startRpcServer } from '../rpc/server.js';
 import { installCrashPolicy } from '../system/crash-policy.js';
 import { messageOf } from '../errors/errors.js';
@@ -31,6 +32,12 @@ function checkMigrations(layout: Layout): number {
   const db = new Database(layout.dbPath, { readonly: true });
   try {
     const { current, pending } = pendingMigrations(db);
+    const latest = MIGRATIONS.at(-1)?.version ?? 0;
+    if (current > latest) {
+      // A downgrade: this bangerd would refuse to start on it.
+      console.error(`${layout.dbPath} is at schema version ${current}, newer than this bangerd understands (${latest})`);
+      return 1;
+    }
     if (pending.length === 0) console.log(`schema version ${current}: no pending migrations`);
     else {
       console.log(`schema version ${current}: ${pending.length} pending migration(s):`);

@@ -210,3 +210,34 @@ const GIT_ENV = {
 export function git(cwd: string, ...args: string[]): string {
   return execFileSync('git', args, { cwd, env: GIT_ENV, encoding: 'utf8' });
 }
+
+function fmt(args: string[]): string {
+  return args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+}
+
+/** Runs FILE ARGS (no shell), logged like the harness's banger calls, with how long it took. */
+export function runLogged(
+  log: (l: string) => void,
+  file: string,
+  args: string[],
+  opts: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number; label?: string },
+): Promise<CliResult & { ms: number }> {
+  log(`$ ${opts.label ?? file} ${fmt(args)}`);
+  const t0 = Date.now();
+  return new Promise((resolvePromise) => {
+    const child = spawn(file, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
+    const done = (res: CliResult) => {
+      clearTimeout(timer);
+      const ms = Date.now() - t0;
+      log(`  → exit ${res.code} in ${(ms / 1000).toFixed(1)} s${res.stderr.trim() ? `; stderr: ${res.stderr.trim().split('\n').slice(-6).join(' | ')}` : ''}`);
+      resolvePromise({ ...res, ms });
+    };
+    child.on('error', (e) => done({ code: 127, stdout, stderr: `${stderr}${e.message}\n` }));
+    child.on('close', (code, signal) => done({ code: code ?? (signal === 'SIGKILL' ? 137 : 143), stdout, stderr }));
+  });
+}

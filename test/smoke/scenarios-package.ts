@@ -12,11 +12,10 @@
  * docs/SDK.md shows): both give the project a node_modules/banger with the
  * same files, and the second would compile better-sqlite3 again (minutes).
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { check, cleanup, liveProcessesMentioning, ok, repoRoot, sleep, type CliResult } from './harness.js';
+import { check, cleanup, liveProcessesMentioning, ok, repoRoot, runLogged as run, sleep, type CliResult } from './harness.js';
 import type { Scenario } from './scenarios.js';
 
 /** The VMs this scenario may make (each is deleted on the way out, pass or fail). */
@@ -60,37 +59,6 @@ function npmEnv(): NodeJS.ProcessEnv {
   if (existsSync(join(nodePrefix, 'include', 'node', 'node.h'))) env.npm_config_nodedir = nodePrefix;
   env.JOBS = 'max'; // node-gyp: compile with every core
   return env;
-}
-
-function fmt(args: string[]): string {
-  return args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
-}
-
-/** Runs FILE ARGS (no shell), logged like the harness's banger calls, with how long it took. */
-function run(
-  log: (l: string) => void,
-  file: string,
-  args: string[],
-  opts: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number; label?: string },
-): Promise<CliResult & { ms: number }> {
-  log(`$ ${opts.label ?? file} ${fmt(args)}`);
-  const t0 = Date.now();
-  return new Promise((resolvePromise) => {
-    const child = spawn(file, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
-    const done = (res: CliResult) => {
-      clearTimeout(timer);
-      const ms = Date.now() - t0;
-      log(`  → exit ${res.code} in ${(ms / 1000).toFixed(1)} s${res.stderr.trim() ? `; stderr: ${res.stderr.trim().split('\n').slice(-6).join(' | ')}` : ''}`);
-      resolvePromise({ ...res, ms });
-    };
-    child.on('error', (e) => done({ code: 127, stdout, stderr: `${stderr}${e.message}\n` }));
-    child.on('close', (code, signal) => done({ code: code ?? (signal === 'SIGKILL' ? 137 : 143), stdout, stderr }));
-  });
 }
 
 /** The pid of the daemon answering on this run's socket, asked with CLI (`daemon status --json`); undefined when none runs. */

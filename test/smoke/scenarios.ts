@@ -13,6 +13,7 @@ import { cloneScenarios } from './scenarios-clones.js';
 import { imageScenarios } from './scenarios-images.js';
 import { packageScenarios } from './scenarios-package.js';
 import { sdkScenarios } from './scenarios-sdk.js';
+import { updateScenarios } from './scenarios-update.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -160,4 +161,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios, ...packageScenarios, ...sdkScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios, ...packageScenarios, ...sdkScenarios, ...updateScenarios];

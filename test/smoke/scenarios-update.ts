@@ -1,0 +1,233 @@
+/**
+ * `banger update` against real signed releases (issue 13): this checkout is
+ * installed root-owned into a temporary prefix (`system install --prefix
+ * --unit-dir`: nothing under /usr/local or /etc is touched), scripts/release
+ * (src/release/tool.ts) builds a release 0.2.0-smoke.0 of it signed with a
+ * key made for this run, and a loopback HTTP server serves it, plus two
+ * tampered copies: one whose manifest changed after signing, one whose
+ * artifact has a flipped byte. The INSTALLED banger runs the update.
+ *
+ * Every scenario checks the install is untouched afterwards: the same files
+ * with the same contents and modes, `current` where it was, no staging or
+ * download left beside it.
+ */
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join, relative, sep } from 'node:path';
+import { makeKeyPair } from '../../src/release/sign.js';
+import { check, repoRoot, runLogged, type CliResult, type RunDirs } from './harness.js';
+import type { Scenario } from './scenarios.js';
+
+const NEW_VERSION = '0.2.0-smoke.0';
+
+interface Fixture {
+  root: string;
+  prefix: string;
+  unitDir: string;
+  pubkey: string;
+  otherPubkey: string;
+  /** The release directory's top manifest, and the tampered ones'. */
+  url: { good: string; badSig: string; badSha: string };
+  installedVersion: string;
+  close(): void;
+}
+
+/** Made by the first update scenario of a run, shared by the rest, removed when the run's process exits. */
+let fixture: Promise<Fixture> | undefined;
+let made: Fixture | undefined;
+
+/** Files, links and modes under the install, with content hashes: what "untouched" compares. */
+function census(prefix: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir).sort()) {
+      const p = join(dir, name);
+      const st = lstatSync(p);
+      const rel = relative(prefix, p);
+      if (st.isSymbolicLink()) out.push(`${rel} -> ${readlinkSync(p)}`);
+      else if (st.isDirectory()) {
+        out.push(`${rel}/ ${(st.mode & 0o7777).toString(8)} ${st.uid}`);
+        walk(p);
+      } else out.push(`${rel} ${(st.mode & 0o7777).toString(8)} ${st.uid} ${createHash('sha256').update(readFileSync(p)).digest('hex').slice(0, 16)}`);
+    }
+  };
+  walk(prefix);
+  return out;
+}
+
+function untouched(f: Fixture, before: string[]): void {
+  const after = census(f.prefix);
+  const gone = before.filter((l) => !after.includes(l));
+  const added = after.filter((l) => !before.includes(l));
+  check(gone.length === 0 && added.length === 0, `the install changed: ${[...gone.slice(0, 3).map((l) => `- ${l}`), ...added.slice(0, 3).map((l) => `+ ${l}`)].join(' | ')}`);
+  const litter = readdirSync(join(f.prefix, 'lib', 'banger')).filter((n) => n.startsWith('.'));
+  check(litter.length === 0, `left beside the install: ${litter.join(', ')}`);
+}
+
+function serve(dir: string): Promise<{ server: Server; base: string }> {
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    const file = join(dir, path);
+    if (!file.startsWith(dir + sep) || !existsSync(file) || lstatSync(file).isDirectory()) {
+      res.writeHead(404);
+      return res.end();
+    }
+    res.end(readFileSync(file));
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}` })),
+  );
+}
+
+async function makeFixture(dirs: RunDirs, log: (l: string) => void): Promise<Fixture> {
+  const root = mkdtempSync(join(tmpdir(), 'banger-smoke-update-'));
+  chmodSync(root, 0o755); // `nobody` runs the installed CLI in update_no_root
+  const prefix = join(root, 'prefix');
+  const unitDir = join(root, 'units');
+  mkdirSync(unitDir);
+  const env = { ...dirs.env };
+  const node = process.execPath;
+  const step = async (what: string, file: string, args: string[], cwd = repoRoot, timeoutMs = 5 * 60_000): Promise<CliResult> => {
+    const r = await runLogged(log, file, args, { cwd, env, timeoutMs, label: what });
+    check(r.code === 0, `${what} ${args.join(' ')} → exit ${r.code}: ${r.stderr.trim().split('\n').slice(-4).join(' | ')}`);
+    return r;
+  };
+  await step('banger', node, [join(repoRoot, 'bin', 'banger.js'), 'system', 'install', '--prefix', prefix, '--unit-dir', unitDir, '--user', 'root']);
+  const installedVersion = (await step('installed banger', node, [join(prefix, 'bin', 'banger'), '--version'])).stdout.trim();
+
+  const keys = makeKeyPair();
+  writeFileSync(join(root, 'release.key.pem'), keys.privateKeyPem, { mode: 0o600 });
+  writeFileSync(join(root, 'release.pub.pem'), keys.publicKeyPem);
+  writeFileSync(join(root, 'other.pub.pem'), makeKeyPair().publicKeyPem);
+  const rel = join(root, 'releases');
+  await step('scripts/release', node, [join(repoRoot, 'dist', 'src', 'release', 'tool.js'), 'build', '--key', join(root, 'release.key.pem'), '--out', join(rel, 'good'), '--version', NEW_VERSION]);
+
+  // The manifest changed after it was signed (an artifact's digest swapped for another's).
+  cpSync(join(rel, 'good'), join(rel, 'bad-sig'), { recursive: true });
+  const m = readFileSync(join(rel, 'bad-sig', 'manifest.json'), 'utf8');
+  writeFileSync(join(rel, 'bad-sig', 'manifest.json'), m.replace(/"sha256": "([0-9a-f])/, (_x, c: string) => `"sha256": "${c === '0' ? '1' : '0'}`));
+  // A signed manifest, and an artifact with one flipped byte.
+  cpSync(join(rel, 'good'), join(rel, 'bad-sha'), { recursive: true });
+  const art = readdirSync(join(rel, 'bad-sha', NEW_VERSION)).find((n) => n.endsWith('.tar.gz'))!;
+  const bytes = readFileSync(join(rel, 'bad-sha', NEW_VERSION, art));
+  bytes[Math.floor(bytes.length / 2)] ^= 0x01;
+  writeFileSync(join(rel, 'bad-sha', NEW_VERSION, art), bytes);
+
+  const { server, base } = await serve(rel);
+  server.unref(); // the run's end does not wait for it; the exit handler removes the fixture
+  log(`releases of ${NEW_VERSION} served at ${base} (good/, bad-sig/, bad-sha/); installed ${installedVersion} in ${prefix}`);
+  return {
+    root,
+    prefix,
+    unitDir,
+    pubkey: join(root, 'release.pub.pem'),
+    otherPubkey: join(root, 'other.pub.pem'),
+    url: { good: `${base}/good/manifest.json`, badSig: `${base}/bad-sig/manifest.json`, badSha: `${base}/bad-sha/manifest.json` },
+    installedVersion,
+    close() {
+      server.close();
+      server.closeAllConnections();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs `body` with the run's fixture and the installed CLI's `update`, then checks the install is untouched. */
+async function withFixture(dirs: RunDirs, log: (l: string) => void, body: (f: Fixture, update: (args: string[], asUser?: string) => Promise<CliResult>) => Promise<void>): Promise<void> {
+  if (!fixture) {
+    fixture = makeFixture(dirs, log);
+    process.once('exit', () => made?.close());
+  }
+  const f = await fixture;
+  made = f;
+  const update = (args: string[], asUser?: string) => {
+    const argv = [join(f.prefix, 'bin', 'banger'), 'update', '--prefix', f.prefix, ...args];
+    return asUser
+      ? runLogged(log, 'runuser', ['-u', asUser, '--', process.execPath, ...argv], { cwd: '/', env: dirs.env, timeoutMs: 5 * 60_000, label: 'runuser' })
+      : runLogged(log, process.execPath, argv, { cwd: '/', env: dirs.env, timeoutMs: 5 * 60_000, label: 'node' });
+  };
+  const before = census(f.prefix);
+  await body(f, update);
+  untouched(f, before);
+  check(readlinkSync(join(f.prefix, 'lib', 'banger', 'current')) === f.installedVersion, 'current moved');
+}
+
+const failed = (r: CliResult, code: string, text: string, what: string) =>
+  check(r.code !== 0 && r.stderr.includes(text), `${what} → exit ${r.code}, stderr ${JSON.stringify(r.stderr.trim().slice(0, 400))} (want a failure saying ${JSON.stringify(text)}, ${code})`);
+
+export const updateScenarios: Scenario[] = [
+  {
+    name: 'update_check',
+    needs: 'root',
+    description: 'update --check against a signed release: reports the newer version; a manifest signed by another key is refused',
+    run: async ({ dirs, log }) =>
+      withFixture(dirs, log, async (f, update) => {
+        const r = await update(['--check', '--json', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey]);
+        check(r.code === 0, `update --check → exit ${r.code}: ${r.stderr}`);
+        const j = JSON.parse(r.stdout) as { current: string; latest: string; updateAvailable: boolean };
+        check(j.current === f.installedVersion && j.latest === NEW_VERSION && j.updateAvailable, `update --check --json → ${r.stdout}`);
+        const text = await update(['--check', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey]);
+        check(text.code === 0 && text.stdout.includes(`banger ${NEW_VERSION} is available`), `update --check → ${text.stdout}`);
+        failed(await update(['--check', '--manifest-url', f.url.good, '--pubkey-file', f.otherPubkey]), 'verification_failed', 'the signature does not verify', 'update --check with another key');
+        failed(await update(['--check', '--manifest-url', f.url.good]), 'verification_failed', 'the signature does not verify', 'update --check with the embedded key');
+      }),
+  },
+  {
+    name: 'update_to_unknown',
+    needs: 'root',
+    description: 'update --to a version the release directory lacks fails before anything is touched',
+    run: async ({ dirs, log }) =>
+      withFixture(dirs, log, async (f, update) => {
+        failed(await update(['--to', '9.9.9', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey]), 'not_found', 'there is no release 9.9.9', 'update --to 9.9.9');
+        failed(await update(['--to', '../../etc', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey]), 'bad_request', 'is not a version', 'update --to ../../etc');
+      }),
+  },
+  {
+    name: 'update_no_root',
+    needs: 'root',
+    description: 'update without root is refused before anything is read; the install is untouched',
+    run: async ({ dirs, log }) =>
+      withFixture(dirs, log, async (f, update) => {
+        failed(await update(['--manifest-url', f.url.good, '--pubkey-file', f.pubkey], 'nobody'), 'bad_request', 'needs root', 'update as nobody');
+        failed(await update(['--dry-run', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey], 'nobody'), 'bad_request', 'needs root', 'update --dry-run as nobody');
+        const check2 = await update(['--check', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey], 'nobody');
+        check(check2.code === 0 && check2.stdout.includes(NEW_VERSION), `update --check as nobody → exit ${check2.code}: ${check2.stderr}`);
+      }),
+  },
+  {
+    name: 'update_dry_run',
+    needs: 'root',
+    description: 'update --dry-run downloads, verifies and stages the release, runs its bangerd --check-migrations on the live state, then stops: version unchanged',
+    run: async ({ dirs, log }) =>
+      withFixture(dirs, log, async (f, update) => {
+        const r = await update(['--dry-run', '--json', '--user', 'root', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey]);
+        check(r.code === 0, `update --dry-run → exit ${r.code}: ${r.stderr}`);
+        const j = JSON.parse(r.stdout) as { staged: string; updated: boolean; migrations: string; sha256: string };
+        check(j.staged === NEW_VERSION && j.updated === false && /schema version|does not exist yet/.test(j.migrations), `update --dry-run --json → ${r.stdout}`);
+        const v = await runLogged(log, process.execPath, [join(f.prefix, 'bin', 'banger'), '--version'], { cwd: '/', env: dirs.env, timeoutMs: 60_000, label: 'installed banger' });
+        check(v.stdout.trim() === f.installedVersion, `installed banger --version → ${v.stdout.trim()} after a dry run`);
+      }),
+  },
+  {
+    name: 'update_bad_signature',
+    needs: 'root',
+    description: 'a manifest changed after signing is refused before anything is downloaded or staged',
+    run: async ({ dirs, log }) =>
+      withFixture(dirs, log, async (f, update) => {
+        failed(await update(['--dry-run', '--manifest-url', f.url.badSig, '--pubkey-file', f.pubkey]), 'verification_failed', 'the signature does not verify', 'update --dry-run of a re-written manifest');
+        failed(await update(['--manifest-url', f.url.badSig, '--pubkey-file', f.pubkey]), 'verification_failed', 'the signature does not verify', 'update of a re-written manifest');
+      }),
+  },
+  {
+    name: 'update_bad_sha',
+    needs: 'root',
+    description: 'an artifact with one flipped byte is refused after download, before extraction; nothing is left beside the install',
+    run: async ({ dirs, log }) =>
+      withFixture(dirs, log, async (f, update) => {
+        failed(await update(['--dry-run', '--manifest-url', f.url.badSha, '--pubkey-file', f.pubkey]), 'verification_failed', 'does not match the signed manifest', 'update --dry-run of a corrupt artifact');
+        failed(await update(['--manifest-url', f.url.badSha, '--pubkey-file', f.pubkey]), 'verification_failed', 'does not match the signed manifest', 'update of a corrupt artifact');
+      }),
+  },
+];
