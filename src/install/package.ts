@@ -367,6 +367,50 @@ export function copyPackageTree(src: string, stage: string, owner: Owner, module
   for (const n of BIN_NAMES) if (!existsSync(join(stage, 'bin', `${n}.js`))) throw new BangerError('not_found', `${src}/bin/${n}.js is missing`, 'run the install from a complete banger checkout');
 }
 
+/**
+ * `banger update`'s swap: the staged tree (a sibling of the versions,
+ * src/release/update.ts) becomes PREFIX/lib/banger/VERSION and `current`
+ * points at it. Returns the version `current` pointed at before, kept for a
+ * rollback. A directory already named VERSION is replaced only once the new
+ * one is in place.
+ */
+export function activateStaged(layout: InstallLayout, staged: string, version: string): { previous: string } {
+  checkVersion(version);
+  const previous = isLink(layout.current) ? readlinkSync(layout.current) : undefined;
+  if (previous === undefined || !/^[^/\\]+$/.test(previous)) throw new BangerError('not_found', `${layout.current} is not a link to an installed version`, 'install banger first: `sudo banger system install`');
+  if (previous === version) throw new BangerError('already_exists', `${version} is the installed version`, 'nothing to do');
+  const dir = join(layout.libDir, version);
+  const old = join(layout.libDir, `.old-${version}-${process.pid}`);
+  if (existsSync(dir)) renameSync(dir, old);
+  try {
+    renameSync(staged, dir);
+  } catch (e) {
+    if (existsSync(old)) renameSync(old, dir);
+    throw e;
+  }
+  rmSync(old, { recursive: true, force: true });
+  setLink(layout.current, version, ROOT);
+  return { previous };
+}
+
+/** Points `current` back at `previous` (a failed update's rollback). */
+export function rollBackTo(layout: InstallLayout, previous: string): void {
+  checkVersion(previous);
+  if (!existsSync(join(layout.libDir, previous))) throw new BangerError('not_found', `the previous version ${previous} is gone from ${layout.libDir}`, 'reinstall it: `sudo banger system install` from its checkout');
+  setLink(layout.current, previous, ROOT);
+}
+
+/** Removes every version directory but `keep` (and leftovers of interrupted runs). Returns the versions removed. */
+export function pruneVersions(layout: InstallLayout, keep: string[]): string[] {
+  const pruned: string[] = [];
+  for (const name of readdirSync(layout.libDir)) {
+    if (name === 'current' || keep.includes(name)) continue;
+    rmSync(join(layout.libDir, name), { recursive: true, force: true });
+    if (!name.startsWith('.')) pruned.push(name);
+  }
+  return pruned;
+}
+
 /** Removes the bin links that point into the install, then the whole PREFIX/lib/banger. Returns what it removed. */
 export function uninstallPackage(layout: InstallLayout): string[] {
   const removed: string[] = [];

@@ -7,7 +7,7 @@
  * is a directory PREFIX/lib/banger/.staging-VERSION-PID that `remove()`
  * deletes; nothing else is written.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeSync, type Stats } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { BangerError, isBangerError } from '../errors/errors.js';
@@ -132,7 +132,7 @@ export async function stageRelease(layout: InstallLayout, release: Release, arti
     checkSha256(artifact.name, artifact.sha256, got.sha256);
     mkdirSync(dir, { mode: 0o755 });
     chmodSync(dir, 0o755);
-    await runner.run(['tar', '-xzf', download, '-C', dir, '--no-same-owner', '--no-overwrite-dir'], { signal });
+    await runner.run(['tar', '-xzf', download, '-C', dir, '--no-same-owner', '--no-overwrite-dir', '--touch'], { signal });
     rmSync(download, { force: true });
     checkTree(dir, version);
     const untrusted = untrustedReason(dir);
@@ -162,4 +162,32 @@ export async function checkStagedMigrations(staged: Staged, node: string, user: 
     throw new BangerError('bad_version', `the staged bangerd ${staged.version} cannot use ${user.name}'s state: ${tail(r.stderr || r.stdout, 600)}`, 'nothing was installed; a newer release may be needed');
   }
   return r.stdout.trim();
+}
+
+/** The lock file one update at a time holds beside the versions. */
+export const UPDATE_LOCK = '.update.lock';
+
+/** Takes the install's update lock (a file holding the pid); a lock whose process is gone is taken over. Returns its release. */
+export function lockUpdates(layout: InstallLayout): () => void {
+  const path = join(layout.libDir, UPDATE_LOCK);
+  for (let i = 0; i < 2; i++) {
+    try {
+      const fd = openSync(path, 'wx', 0o644);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => rmSync(path, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(readFileSync(path, 'utf8').trim());
+      let alive = false;
+      try {
+        alive = Number.isSafeInteger(pid) && pid > 0 && process.kill(pid, 0);
+      } catch {
+        alive = false;
+      }
+      if (alive) throw new BangerError('conflict', `another banger update (pid ${pid}) is running`, 'wait for it to finish');
+      rmSync(path, { force: true });
+    }
+  }
+  throw new BangerError('conflict', `cannot take ${path}`, 'another update may be starting; try again');
 }

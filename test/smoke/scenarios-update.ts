@@ -17,10 +17,12 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { makeKeyPair } from '../../src/release/sign.js';
-import { check, repoRoot, runLogged, type CliResult, type RunDirs } from './harness.js';
+import { installArtifactName, writeRelease } from '../../src/release/publish.js';
+import { check, repoRoot, runLogged, type Banger, type CliResult, type RunDirs } from './harness.js';
 import type { Scenario } from './scenarios.js';
 
 const NEW_VERSION = '0.2.0-smoke.0';
+const BROKEN_VERSION = '0.2.1-smoke.broken';
 
 interface Fixture {
   root: string;
@@ -29,7 +31,7 @@ interface Fixture {
   pubkey: string;
   otherPubkey: string;
   /** The release directory's top manifest, and the tampered ones'. */
-  url: { good: string; badSig: string; badSha: string };
+  url: { good: string; badSig: string; badSha: string; broken: string };
   installedVersion: string;
   close(): void;
 }
@@ -115,6 +117,18 @@ async function makeFixture(dirs: RunDirs, log: (l: string) => void): Promise<Fix
   bytes[Math.floor(bytes.length / 2)] ^= 0x01;
   writeFileSync(join(rel, 'bad-sha', NEW_VERSION, art), bytes);
 
+  // A release whose bangerd passes --check-migrations but exits 1 as a daemon.
+  const brokenTree = join(root, 'broken-tree');
+  mkdirSync(brokenTree);
+  await step('tar', 'tar', ['-xzf', join(rel, 'good', NEW_VERSION, art), '-C', brokenTree]);
+  const daemonMain = join(brokenTree, 'dist', 'src', 'daemon', 'main.js');
+  writeFileSync(daemonMain, `if (!process.argv.includes('--check-migrations')) { console.error('bangerd: broken on purpose'); process.exit(1); }\n${readFileSync(daemonMain, 'utf8')}`);
+  const pkgFile = join(brokenTree, 'package.json');
+  writeFileSync(pkgFile, JSON.stringify({ ...(JSON.parse(readFileSync(pkgFile, 'utf8')) as object), version: BROKEN_VERSION }, null, 2));
+  const brokenArt = join(root, installArtifactName(BROKEN_VERSION));
+  await step('tar', 'tar', ['--owner=0', '--group=0', '--numeric-owner', '-czf', brokenArt, '-C', brokenTree, '.']);
+  await writeRelease({ outDir: join(rel, 'broken'), version: BROKEN_VERSION, files: [brokenArt], privateKeyPem: keys.privateKeyPem });
+
   const { server, base } = await serve(rel);
   server.unref(); // the run's end does not wait for it; the exit handler removes the fixture
   log(`releases of ${NEW_VERSION} served at ${base} (good/, bad-sig/, bad-sha/); installed ${installedVersion} in ${prefix}`);
@@ -124,7 +138,7 @@ async function makeFixture(dirs: RunDirs, log: (l: string) => void): Promise<Fix
     unitDir,
     pubkey: join(root, 'release.pub.pem'),
     otherPubkey: join(root, 'other.pub.pem'),
-    url: { good: `${base}/good/manifest.json`, badSig: `${base}/bad-sig/manifest.json`, badSha: `${base}/bad-sha/manifest.json` },
+    url: { good: `${base}/good/manifest.json`, badSig: `${base}/bad-sig/manifest.json`, badSha: `${base}/bad-sha/manifest.json`, broken: `${base}/broken/manifest.json` },
     installedVersion,
     close() {
       server.close();
@@ -134,14 +148,18 @@ async function makeFixture(dirs: RunDirs, log: (l: string) => void): Promise<Fix
   };
 }
 
-/** Runs `body` with the run's fixture and the installed CLI's `update`, then checks the install is untouched. */
-async function withFixture(dirs: RunDirs, log: (l: string) => void, body: (f: Fixture, update: (args: string[], asUser?: string) => Promise<CliResult>) => Promise<void>): Promise<void> {
+async function getFixture(dirs: RunDirs, log: (l: string) => void): Promise<Fixture> {
   if (!fixture) {
     fixture = makeFixture(dirs, log);
     process.once('exit', () => made?.close());
   }
-  const f = await fixture;
-  made = f;
+  made = await fixture;
+  return made;
+}
+
+/** Runs `body` with the run's fixture and the installed CLI's `update`, then checks the install is untouched. */
+async function withFixture(dirs: RunDirs, log: (l: string) => void, body: (f: Fixture, update: (args: string[], asUser?: string) => Promise<CliResult>) => Promise<void>): Promise<void> {
+  const f = await getFixture(dirs, log);
   const update = (args: string[], asUser?: string) => {
     const argv = [join(f.prefix, 'bin', 'banger'), 'update', '--prefix', f.prefix, ...args];
     return asUser
@@ -230,4 +248,88 @@ export const updateScenarios: Scenario[] = [
         failed(await update(['--manifest-url', f.url.badSha, '--pubkey-file', f.pubkey]), 'verification_failed', 'does not match the signed manifest', 'update of a corrupt artifact');
       }),
   },
+  {
+    name: 'update_keeps_vm_alive',
+    needs: 'root',
+    exclusive: true,
+    description: 'a real update of a root-owned install whose daemon owns a running VM: the daemon comes back as the new version, the VM answers SSH with the same boot_id',
+    run: async ({ banger, dirs, log }) => withOwnInstall(banger, dirs, log, 'alive', async (f, installed, update) => {
+        const vm = 'smoke-upd-alive';
+        try {
+          const c = await installed(['vm', 'create', '--name', vm]);
+          check(c.code === 0, `installed vm create → exit ${c.code}: ${c.stderr.trim().slice(-300)}`);
+          const bootId = async () => {
+            const r = await installed(['vm', 'exec', vm, '--', 'cat', '/proc/sys/kernel/random/boot_id']);
+            check(r.code === 0, `vm exec → exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
+            return r.stdout.trim();
+          };
+          const before = await bootId();
+          const u = await update(['--json', '--user', 'root', '--manifest-url', f.url.good, '--pubkey-file', f.pubkey]);
+          check(u.code === 0, `update → exit ${u.code}: ${u.stderr.trim().slice(-500)}`);
+          const j = JSON.parse(u.stdout) as { current: string; previous: string; updated: boolean };
+          check(j.updated && j.current === NEW_VERSION && j.previous === f.installedVersion, `update --json → ${u.stdout}`);
+          const st = JSON.parse((await installed(['daemon', 'status', '--json'])).stdout) as { running: boolean; version: string };
+          check(st.running && st.version === NEW_VERSION, `after the update the daemon is ${JSON.stringify(st)}`);
+          const after = await bootId();
+          check(after === before, `the VM rebooted (boot_id ${before} → ${after})`);
+          const v = await installed(['--version']);
+          check(v.stdout.trim() === NEW_VERSION, `installed banger --version → ${v.stdout.trim()}`);
+        } finally {
+          await installed(['vm', 'delete', '--force', vm]);
+        }
+      }),
+  },
+  {
+    name: 'update_rollback_keeps_vm_alive',
+    needs: 'root',
+    exclusive: true,
+    description: 'an update to a release whose daemon cannot start rolls back: the previous version is current and running again, the VM kept running',
+    run: async ({ banger, dirs, log }) => withOwnInstall(banger, dirs, log, 'rollback', async (f, installed, update) => {
+        const vm = 'smoke-upd-rollback';
+        try {
+          const c = await installed(['vm', 'create', '--name', vm]);
+          check(c.code === 0, `installed vm create → exit ${c.code}: ${c.stderr.trim().slice(-300)}`);
+          const bootId = async () => (await installed(['vm', 'exec', vm, '--', 'cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim();
+          const before = await bootId();
+          const u = await update(['--user', 'root', '--manifest-url', f.url.broken, '--pubkey-file', f.pubkey]);
+          check(u.code !== 0 && u.stderr.includes(`rolled back to ${f.installedVersion}`), `update to the broken release → exit ${u.code}: ${u.stderr.trim().slice(-500)}`);
+          const st = JSON.parse((await installed(['daemon', 'status', '--json'])).stdout) as { running: boolean; version: string };
+          check(st.running && st.version === f.installedVersion, `after the rollback the daemon is ${JSON.stringify(st)}`);
+          const after = await bootId();
+          check(after === before && after.length > 0, `the VM rebooted or is gone (boot_id ${before} → ${after})`);
+        } finally {
+          await installed(['vm', 'delete', '--force', vm]);
+        }
+      }),
+  },
 ];
+
+/**
+ * A root-owned install of this checkout of its own (`PREFIX` under the
+ * fixture) whose daemon serves this run's state: the checkout's daemon is
+ * stopped first and the installed one's stopped at the end, so the next
+ * scenario's command starts the checkout's again.
+ */
+async function withOwnInstall(
+  banger: Banger,
+  dirs: RunDirs,
+  log: (l: string) => void,
+  name: string,
+  body: (f: Fixture, installed: (args: string[]) => Promise<CliResult>, update: (args: string[]) => Promise<CliResult>) => Promise<void>,
+): Promise<void> {
+  const f = await getFixture(dirs, log);
+  const prefix = join(f.root, `prefix-${name}`);
+  const run = (file: string, args: string[], label: string, timeoutMs = 10 * 60_000) => runLogged(log, file, args, { cwd: '/', env: dirs.env, timeoutMs, label });
+  const inst = await run(process.execPath, [join(repoRoot, 'bin', 'banger.js'), 'system', 'install', '--prefix', prefix, '--unit-dir', f.unitDir, '--user', 'root'], 'banger');
+  check(inst.code === 0, `system install --prefix ${prefix} → exit ${inst.code}: ${inst.stderr.trim().slice(-300)}`);
+  const installed = (args: string[]) => run(process.execPath, [join(prefix, 'bin', 'banger'), ...args], 'installed banger');
+  const update = (args: string[]) => run(process.execPath, [join(prefix, 'bin', 'banger'), 'update', '--prefix', prefix, ...args], 'installed banger');
+  const stop = await banger(['daemon', 'stop']);
+  check(stop.code === 0, `daemon stop → exit ${stop.code}: ${stop.stderr.trim()}`);
+  try {
+    await body(f, installed, update);
+  } finally {
+    await installed(['daemon', 'stop']);
+    rmSync(prefix, { recursive: true, force: true });
+  }
+}

@@ -3,14 +3,15 @@
  * of the root-owned install (src/release/update.ts).
  */
 import { Command, Option } from '@commander-js/extra-typings';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { BangerError } from '../../errors/errors.js';
-import { lookupUser, systemStatus } from '../../install/install.js';
-import { DEFAULT_PREFIX, installedPackage, installLayout, PREFIX_ENV } from '../../install/package.js';
+import { installedUnits, lookupUser, systemdInUse, systemStatus } from '../../install/install.js';
+import { activateStaged, DEFAULT_PREFIX, installedPackage, installLayout, PREFIX_ENV, pruneVersions, rollBackTo } from '../../install/package.js';
 import { RELEASE_PUBLIC_KEY } from '../../release/keys.js';
 import { compareVersions, httpUrl } from '../../release/manifest.js';
-import { checkStagedMigrations, pickInstallArtifact, readRelease, stageRelease } from '../../release/update.js';
+import { restartInstalled, type RestartPlan } from '../../release/restart.js';
+import { checkStagedMigrations, lockUpdates, pickInstallArtifact, readRelease, stageRelease, UPDATE_LOCK } from '../../release/update.js';
 import { parsePublicKey } from '../../release/verify.js';
 import { VERSION } from '../../version.js';
 import { printJson, type CliContext } from '../context.js';
@@ -29,6 +30,18 @@ function readPubkey(file: string | undefined) {
     throw new BangerError('not_found', `--pubkey-file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass a PEM public key');
   }
   return parsePublicKey(text, `--pubkey-file ${file}`);
+}
+
+/**
+ * The environment the daemon's user runs banger with, as well as root can
+ * tell: PATH, their login runtime dir when there is one, and BANGER_* dirs
+ * passed down (tests point them at their own state). Not root's XDG dirs.
+ */
+function userEnv(uid: number): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', NO_COLOR: '1' };
+  if (existsSync(`/run/user/${uid}`)) env.XDG_RUNTIME_DIR = `/run/user/${uid}`;
+  for (const [k, v] of Object.entries(process.env)) if (/^BANGER_/.test(k)) env[k] = v;
+  return env;
 }
 
 export function updateCommand(ctx: CliContext): Command {
@@ -77,18 +90,51 @@ export function updateCommand(ctx: CliContext): Command {
       const artifact = pickInstallArtifact(release.manifest, abi);
       const userName = opts.user ?? process.env.SUDO_USER ?? userInfo().username;
       const user = await lookupUser(ctx.runner, userName);
-      process.stderr.write(`• downloading ${artifact.name}\n`);
-      const staged = await stageRelease(layout, release, artifact, ctx.runner);
+      const unlock = lockUpdates(layout);
       try {
-        const migrations = await checkStagedMigrations(staged, node, { name: userName, home: user.home }, ctx.runner);
+        process.stderr.write(`• downloading ${artifact.name}\n`);
+        const staged = await stageRelease(layout, release, artifact, ctx.runner);
+        let migrations: string;
+        try {
+          migrations = await checkStagedMigrations(staged, node, { name: userName, home: user.home }, ctx.runner);
+        } catch (e) {
+          staged.remove();
+          throw e;
+        }
         if (opts.dryRun) {
+          staged.remove();
           if (opts.json) return printJson({ current, staged: version, artifact: artifact.name, sha256: artifact.sha256, migrations, updated: false });
           process.stdout.write(`banger ${version} downloaded, verified (signature, sha256) and staged; its bangerd reads your state (${migrations}); --dry-run: nothing changed\n`);
           return;
         }
-        throw new BangerError('operation_failed', `installing ${version} in place (swap, restart, roll back) is not built yet`, 'use --dry-run to check a release, or `sudo banger system install` from a checkout of it');
+        const { previous } = activateStaged(layout, staged.dir, version);
+        const plan: RestartPlan = {
+          layout,
+          node,
+          user: { name: userName, home: user.home, env: userEnv(user.uid) },
+          systemd: systemdInUse().inUse && installedUnits(userName).length > 0,
+          runner: ctx.runner,
+        };
+        process.stderr.write(`• installed ${version} beside ${previous}; restarting ${plan.systemd ? 'the helper and the daemon' : 'the daemon'} (VMs keep running)\n`);
+        try {
+          await restartInstalled(plan, previous, version);
+        } catch (e) {
+          // Back to the previous version, running again; the failed one goes.
+          process.stderr.write(`• ${version} did not come up: rolling back to ${previous}\n`);
+          rollBackTo(layout, previous);
+          try {
+            await restartInstalled(plan, version, previous);
+          } catch (e2) {
+            throw new BangerError('operation_failed', `updating to ${version} failed (${(e as Error).message}), and after rolling back to ${previous} the daemon did not come back either: ${(e2 as Error).message}`, '`banger daemon status` and its log say more; VMs were not stopped');
+          }
+          pruneVersions(layout, [previous, UPDATE_LOCK]);
+          throw new BangerError('operation_failed', `updating to ${version} failed: ${(e as Error).message}; rolled back to ${previous}, which runs again`, 'VMs were not stopped; the release may be broken: report it');
+        }
+        const pruned = pruneVersions(layout, [version, previous, UPDATE_LOCK]);
+        if (opts.json) return printJson({ current: version, previous, updated: true, pruned });
+        process.stdout.write(`banger ${version} installed and running (kept ${previous} for a rollback); VMs kept running\n`);
       } finally {
-        staged.remove();
+        unlock();
       }
     });
 }
