@@ -232,10 +232,10 @@ describe.skipIf(!hasSshd)('ssh against a real sshd', () => {
 
   it('a connection cut before the SSH handshake is tried once more (nothing ran yet); a second cut fails', async () => {
     // A proxy in front of sshd A that drops the first `drops` connections at once, then forwards.
-    const proxy = async (drops: number) => {
+    const proxy = async (drops: number, reset = false) => {
       let seen = 0;
       const server = createServer((c) => {
-        if (seen++ < drops) return void c.destroy();
+        if (seen++ < drops) return void (reset ? c.resetAndDestroy() : c.destroy());
         const up = createConnection(a.port, '127.0.0.1');
         c.pipe(up).pipe(c);
         up.on('error', () => c.destroy());
@@ -252,6 +252,15 @@ describe.skipIf(!hasSshd)('ssh against a real sshd', () => {
       expect(once.seen()).toBe(2);
     } finally {
       once.server.close();
+    }
+    // A reset (RST: ECONNRESET on the client, as a bridge clone's guest once sent) is retried the same way.
+    const reset = await proxy(1, true);
+    try {
+      const r = await exec({ ...target(a), port: reset.port }, 'echo after-reset');
+      expect(r).toMatchObject({ exitCode: 0, stdout: 'after-reset\n' });
+      expect(reset.seen()).toBe(2);
+    } finally {
+      reset.server.close();
     }
     const twice = await proxy(2);
     try {

@@ -100,9 +100,10 @@ export async function sshExec(target: SshTarget, command: string, io: SshExecIo)
   try {
     return await execWithKey(target, privateKey, command, io);
   } catch (e) {
-    // The TCP connection was cut before the SSH handshake (seen once under load,
-    // right after a warm clone's boot): nothing was sent, no command ran, so one
-    // more attempt is safe. Every other failure is final.
+    // The TCP connection was cut, reset or refused before the SSH handshake
+    // (seen under load right after a warm clone's boot, once as a reset on a
+    // bridge clone): nothing was sent, no command ran, so one more attempt is
+    // safe. Every other failure is final.
     if (!(e instanceof LostBeforeHandshake) || io.signal?.aborted) throw e;
     await sleep(LOST_BEFORE_HANDSHAKE_RETRY_MS);
     return execWithKey(target, privateKey, command, io);
@@ -320,8 +321,10 @@ function mapClientError(target: SshTarget, err: Error & { level?: string; code?:
       ? new BangerError('timeout', `${at} stopped answering keepalives; the connection was dropped`)
       : new BangerError('timeout', `timed out waiting for the SSH handshake with ${at}`);
   }
-  if (!ready && /before handshake/i.test(err.message)) {
-    return new LostBeforeHandshake('unavailable', `${at} closed the connection before the SSH handshake`, 'the guest may be overloaded or its sshd restarting; try again');
+  // Cut (closed, reset) or refused before the handshake: nothing was sent, so sshExec may try again.
+  if (!ready && (/before handshake/i.test(err.message) || err.code === 'ECONNRESET' || err.code === 'ECONNREFUSED')) {
+    const how = err.code === 'ECONNREFUSED' ? 'refused the connection' : err.code === 'ECONNRESET' ? 'reset the connection' : 'closed the connection';
+    return new LostBeforeHandshake('unavailable', `${at} ${how} before the SSH handshake${typeof err.code === 'string' ? ` (${err.code})` : ''}`, 'the guest may be overloaded or its sshd restarting; try again');
   }
   if (err.level === 'client-socket' || typeof err.code === 'string') {
     return new BangerError(
