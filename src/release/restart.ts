@@ -78,14 +78,18 @@ export async function restartInstalled(p: RestartPlan, from: string, version: st
   const deadline = Date.now() + timeoutMs;
   let last: DaemonState = { running: false };
   let lastErr = '';
+  let failedStarts = 0;
   for (;;) {
     if (!p.systemd) {
+      // Each try starts the daemon if none runs; the CLI waits for it and says why it died.
       const r = await cliAs(p, p.layout.current, ['vm', 'list', '--json']);
       if (r.code !== 0) lastErr = tail(r.stderr, 600);
+      failedStarts = r.code === 0 ? 0 : failedStarts + 1;
     }
     last = await daemonState(p);
     if (last.running && last.version === version) return;
-    if (Date.now() > deadline) break;
+    // Three starts in a row that died: it is not coming up (no need to wait out the deadline).
+    if (Date.now() > deadline || failedStarts >= 3) break;
     await new Promise((r) => setTimeout(r, 1000));
   }
   throw new BangerError(
