@@ -48,21 +48,24 @@ function tooBig(url: URL, o: FetchOptions): BangerError {
   return new BangerError('operation_failed', `${o.what}: ${url.href} sent more than the ${o.maxBytes} bytes allowed`.slice(0, 600), 'this is not what banger expects there');
 }
 
+/** The body's chunks; more than `maxBytes` in all cancels it and throws. */
+async function* boundedBody(res: Response, url: URL, o: FetchOptions): AsyncGenerator<Uint8Array> {
+  if (!res.body) return;
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += chunk.length;
+    if (size > o.maxBytes) {
+      await res.body.cancel().catch(() => undefined);
+      throw tooBig(url, o);
+    }
+    yield chunk;
+  }
+}
+
 /** The body of `url`, at most `maxBytes`. */
 export async function fetchBytes(url: URL, o: FetchOptions): Promise<Buffer> {
-  const res = await open(url, o);
   const parts: Buffer[] = [];
-  let size = 0;
-  if (res.body) {
-    for await (const chunk of res.body) {
-      size += chunk.length;
-      if (size > o.maxBytes) {
-        await res.body.cancel().catch(() => undefined);
-        throw tooBig(url, o);
-      }
-      parts.push(Buffer.from(chunk));
-    }
-  }
+  for await (const chunk of boundedBody(await open(url, o), url, o)) parts.push(Buffer.from(chunk));
   return Buffer.concat(parts);
 }
 
@@ -80,17 +83,11 @@ export async function downloadFile(url: URL, path: string, o: FetchOptions & { o
   try {
     await once(out, 'open');
     opened = true;
-    if (res.body) {
-      for await (const chunk of res.body) {
-        size += chunk.length;
-        if (size > o.maxBytes) {
-          await res.body.cancel().catch(() => undefined);
-          throw tooBig(url, o);
-        }
-        hash.update(chunk);
-        if (!out.write(chunk)) await once(out, 'drain');
-        o.onBytes?.(size);
-      }
+    for await (const chunk of boundedBody(res, url, o)) {
+      size += chunk.length;
+      hash.update(chunk);
+      if (!out.write(chunk)) await once(out, 'drain');
+      o.onBytes?.(size);
     }
     out.end();
     await once(out, 'finish');

@@ -228,26 +228,24 @@ export const updateScenarios: Scenario[] = [
         check(v.stdout.trim() === f.installedVersion, `installed banger --version → ${v.stdout.trim()} after a dry run`);
       }),
   },
-  {
-    name: 'update_bad_signature',
-    needs: 'root',
-    description: 'a manifest changed after signing is refused before anything is downloaded or staged',
-    run: async ({ dirs, log }) =>
-      withFixture(dirs, log, async (f, update) => {
-        failed(await update(['--dry-run', '--manifest-url', f.url.badSig, '--pubkey-file', f.pubkey]), 'verification_failed', 'the signature does not verify', 'update --dry-run of a re-written manifest');
-        failed(await update(['--manifest-url', f.url.badSig, '--pubkey-file', f.pubkey]), 'verification_failed', 'the signature does not verify', 'update of a re-written manifest');
-      }),
-  },
-  {
-    name: 'update_bad_sha',
-    needs: 'root',
-    description: 'an artifact with one flipped byte is refused after download, before extraction; nothing is left beside the install',
-    run: async ({ dirs, log }) =>
-      withFixture(dirs, log, async (f, update) => {
-        failed(await update(['--dry-run', '--manifest-url', f.url.badSha, '--pubkey-file', f.pubkey]), 'verification_failed', 'does not match the signed manifest', 'update --dry-run of a corrupt artifact');
-        failed(await update(['--manifest-url', f.url.badSha, '--pubkey-file', f.pubkey]), 'verification_failed', 'does not match the signed manifest', 'update of a corrupt artifact');
-      }),
-  },
+  // A tampered release is refused, by --dry-run and by the real run alike, with nothing left behind.
+  ...(
+    [
+      ['update_bad_signature', 'a manifest changed after signing is refused before anything is downloaded or staged', 'badSig', 'the signature does not verify', 'a re-written manifest'],
+      ['update_bad_sha', 'an artifact with one flipped byte is refused after download, before extraction; nothing is left beside the install', 'badSha', 'does not match the signed manifest', 'a corrupt artifact'],
+    ] as const
+  ).map(
+    ([name, description, url, says, what]): Scenario => ({
+      name,
+      needs: 'root',
+      description,
+      run: async ({ dirs, log }) =>
+        withFixture(dirs, log, async (f, update) => {
+          failed(await update(['--dry-run', '--manifest-url', f.url[url], '--pubkey-file', f.pubkey]), 'verification_failed', says, `update --dry-run of ${what}`);
+          failed(await update(['--manifest-url', f.url[url], '--pubkey-file', f.pubkey]), 'verification_failed', says, `update of ${what}`);
+        }),
+    }),
+  ),
   {
     name: 'update_keeps_vm_alive',
     needs: 'root',
