@@ -52,7 +52,8 @@ const COMMAND_FIELDS: Record<string, Record<string, string>> = {
   'vm run': { name: '--name' },
   'vm create': { name: '--name' },
   'image pull': { name: '--name' },
-  'image import': { name: '--name', path: 'FILE' },
+  'image import': { name: '--name', image: '--name', path: 'FILE', pubkey: '--pubkey-file' },
+  'image export': { path: '--output', sign: '--sign' },
   'vm commit': { image: 'IMAGE', name: 'NAME' },
 };
 

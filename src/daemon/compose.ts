@@ -19,6 +19,8 @@ import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
 import { WorkspaceService } from './workspace-service.js';
 import { NetworkService } from './network-service.js';
+import { exportImageBundle, importImageBundle } from './image-bundles.js';
+import { isBundle } from '../images/bundle.js';
 
 export interface Services {
   images: ImageService;
@@ -29,6 +31,12 @@ export interface Services {
   snapshots: SnapshotService;
   /** The VMM drivers this build carries. */
   drivers: DriverRegistry;
+  /** Image bundles: export, and import of a file that is one (src/daemon/image-bundles.ts). */
+  bundles: {
+    isBundle(path: string): Promise<boolean>;
+    export: (p: Parameters<typeof exportImageBundle>[2]) => ReturnType<typeof exportImageBundle>;
+    import: (p: Parameters<typeof importImageBundle>[2]) => ReturnType<typeof importImageBundle>;
+  };
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
@@ -57,7 +65,12 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
   images.setInstaller(guestInstaller({ vms, guest: realGuestOps, log: deps.log }));
   const inspect = new InspectService({ ...deps, vms });
   const workspaces = new WorkspaceService({ ...deps, vms });
-  return { images, vms, inspect, workspaces, network, snapshots, drivers };
+  const bundles: Services['bundles'] = {
+    isBundle: (path) => isBundle(deps.runner.run.bind(deps.runner), path),
+    export: (p) => exportImageBundle(images, deps, p),
+    import: (p) => importImageBundle(images, deps, p),
+  };
+  return { images, vms, inspect, workspaces, network, snapshots, drivers, bundles };
 }
 
 /**

@@ -66,7 +66,10 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
     'network.show': async () => s.network.show(),
     'image.pull': async (p, rc) => s.images.pull(p, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'image.import': async (p, rc) =>
-      s.images.pull({ ref: p.path, archive: p.path, name: p.name, platform: p.platform, force: p.force }, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+      (await s.bundles.isBundle(p.path))
+        ? s.bundles.import({ path: p.path, name: p.name, force: p.force, pubkey: p.pubkey })
+        : s.images.pull({ ref: p.path, archive: p.path, name: p.name, platform: p.platform, force: p.force }, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+    'image.export': async (p) => s.bundles.export(p),
     'image.prune': async () => s.images.pruneBlobs(),
     'image.list': async () => s.images.list(),
     'vm.commit': async (p, rc) => s.vms.commit(p.name, p.image, { force: p.force }, rc.progress),

@@ -442,6 +442,8 @@ export function describeSource(kind: ImageSourceKind, ref: string): string {
       return `committed from ${ref}`;
     case 'image':
       return `built from ${ref}`;
+    case 'bundle':
+      return `imported bundle ${ref}`;
   }
 }
 

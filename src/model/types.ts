@@ -83,7 +83,7 @@ export interface WorkspaceRecord {
 }
 
 /** Where an image's root tree came from (src/images/pipeline.ts). */
-export const IMAGE_SOURCE_KINDS = ['debian', 'oci', 'oci-archive', 'vm', 'image'] as const;
+export const IMAGE_SOURCE_KINDS = ['debian', 'oci', 'oci-archive', 'vm', 'image', 'bundle'] as const;
 export type ImageSourceKind = (typeof IMAGE_SOURCE_KINDS)[number];
 
 export interface ImageRecord {

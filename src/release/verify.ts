@@ -64,7 +64,7 @@ export function parsePublicKey(pem: string, source: string): KeyObject {
  */
 export function verifyBlobSignature(what: string, message: Buffer, signature: string | Buffer, key: KeyObject): void {
   const text = (typeof signature === 'string' ? signature : signature.toString('latin1')).trim();
-  const refuse = (why: string) => new BangerError('verification_failed', `${what}: ${why}`, 'the manifest was not signed by the release key (or was changed after signing); nothing was used');
+  const refuse = (why: string) => new BangerError('verification_failed', `${what}: ${why}`, 'it was not signed with the expected key (or was changed after signing); nothing was used');
   if (text.length === 0 || text.length > MAX_SIGNATURE_BYTES || !/^[A-Za-z0-9+/]+={0,2}$/.test(text)) throw refuse('the signature is not base64');
   const der = Buffer.from(text, 'base64');
   let ok: boolean;

@@ -135,6 +135,16 @@ export interface WorkspaceExportResult {
   baseCommit: string | null;
 }
 
+/** `image export`: where the bundle went and what it is. */
+export interface ImageExportResult {
+  name: string;
+  path: string;
+  /** The bundle's digest: sha256 of its manifest, which pins every file. */
+  digest: string;
+  bytes: number;
+  signed: boolean;
+}
+
 export interface WorkspaceStatus {
   workspace: WorkspaceRecord | null;
   /** Whether the host repo differs from what was prepared (null: cannot tell, see reason). */
@@ -238,6 +248,17 @@ export const methods = withResults(daemonResults, {
         name: imageName.optional(),
         platform: z.string().regex(/^[a-z0-9]{1,32}\/[a-z0-9_]{1,32}(\/[a-z0-9]{1,16})?$/, 'must look like linux/amd64 or linux/arm64/v8').optional(),
         force: z.boolean().optional(),
+        /** An image bundle's signature is checked with this PEM public key instead of banger's. */
+        pubkey: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }).optional(),
+      })
+      .strict(),
+  /** Writes an image as a bundle (src/images/bundle.ts) to `path` (absolute, must not exist), signed with the PEM private key at `sign`. */
+  'image.export': () =>
+    z
+      .object({
+        name: imageName,
+        path: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }),
+        sign: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }).optional(),
       })
       .strict(),
   /** Drops cached OCI blobs no pulled image names. */

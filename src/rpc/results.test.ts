@@ -152,7 +152,7 @@ const samples: { [M in MethodName]: ResultOf<M> } = {
   },
   'image.build': image,
   'image.pull': { ...image, name: 'alpine', sourceKind: 'oci', source: 'docker.io/library/alpine:3.20', sourceRef: 'docker.io/library/alpine@sha256:' + 'e'.repeat(64), packages: [] },
-  'image.import': { ...image, name: 'imported', sourceKind: 'oci-archive', sourceRef: '/tmp/image.tar' },
+  'image.import': { ...image, name: 'imported', sourceKind: 'bundle', sourceRef: 'sha256:' + 'a'.repeat(64) },
   'image.prune': { removed: 3, bytes: 123_456, kept: 7 },
   'image.list': [image],
   'vm.commit': { ...image, name: 'from-vm', sourceKind: 'vm', sourceRef: vm.name },
@@ -162,6 +162,7 @@ const samples: { [M in MethodName]: ResultOf<M> } = {
   },
   'image.snapshot': snapshot,
   'image.delete': { deleted: 'bookworm' },
+  'image.export': { name: 'bookworm', path: '/home/me/bookworm.bundle', digest: 'sha256:' + 'f'.repeat(64), bytes: 123_456_789, signed: true },
 };
 
 /** Result keys that may be left out. */

@@ -31,6 +31,7 @@ import type {
   VmPort,
   VmSshTarget,
   VmStats,
+  ImageExportResult,
   WorkspaceExportResult,
   WorkspacePrepareResult,
   WorkspaceStatus,
@@ -342,6 +343,10 @@ export const imagePruneResultSchema = once(() => schemaOf<{ removed: number; byt
 
 export const imageListSchema = once(() => schemaOf<ImageRecord[]>()(list(imageRecordSchema())));
 
+export const imageExportResultSchema = once(() =>
+  schemaOf<ImageExportResult>()(object({ name: imageNameSchema, path, digest: string({ pattern: /^sha256:[0-9a-f]{64}$/ }), bytes: count, signed: boolean() })),
+);
+
 export const imageDeletedSchema = once(() => schemaOf<{ deleted: string }>()(object({ deleted: imageNameSchema })));
 
 // ---- the daemon's methods ---------------------------------------------------
@@ -383,6 +388,7 @@ export const daemonResults = {
   'image.show': imageViewSchema,
   'image.snapshot': snapshotInfoSchema,
   'image.delete': imageDeletedSchema,
+  'image.export': imageExportResultSchema,
 } as const;
 
 // ---- a malformed result as a coded error ---------------------------------------

@@ -9,7 +9,7 @@ import { generateVmName, validateImageName, validateVmName } from '../model/name
 import type { ImageRecord, ImageView, NetworkMode, ProgressEvent, SnapshotInfo, VmView } from '../model/types.js';
 import { resolveLayout, type Layout } from '../paths/paths.js';
 import type { CallOptions, RpcClient } from '../rpc/client.js';
-import type { DaemonStatus, MethodName, NetworkShow, ParamsOf, ResultOf, VmCreateResult } from '../rpc/methods.js';
+import type { DaemonStatus, ImageExportResult, MethodName, NetworkShow, ParamsOf, ResultOf, VmCreateResult } from '../rpc/methods.js';
 import { createRunner, type Runner } from '../system/runner.js';
 import { connectOrStart, tryConnect } from './connect.js';
 import { runThrowaway, type RunOptions, type RunResult } from './run.js';
@@ -206,9 +206,19 @@ export class Banger {
     return this.client.call('image.pull', { ref, name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true }, this.progressFor(opts));
   }
 
-  /** Imports an OCI layout or a `docker save` archive (a directory or a tar; the path is absolute). */
-  importImage(path: string, opts: Omit<ImagePullOptions, 'insecure'> = {}): Promise<ImageRecord> {
-    return this.client.call('image.import', { path, name: opts.name, platform: opts.platform, force: opts.force === true }, this.progressFor(opts));
+  /**
+   * Imports an OCI layout, a `docker save` archive or an image bundle (a
+   * directory or a tar; the path is absolute). A bundle is checked whole
+   * (every sha256; its signature, when signed, with banger's key or `pubkey`,
+   * an absolute path to a PEM) before anything is published.
+   */
+  importImage(path: string, opts: Omit<ImagePullOptions, 'insecure'> & { pubkey?: string } = {}): Promise<ImageRecord> {
+    return this.client.call('image.import', { path, name: opts.name, platform: opts.platform, force: opts.force === true, pubkey: opts.pubkey }, this.progressFor(opts));
+  }
+
+  /** Writes image `name` as a bundle to `path` (absolute; must not exist), signed with the PEM private key at `sign` (absolute) when given. */
+  exportImage(name: string, path: string, opts: { sign?: string } = {}): Promise<ImageExportResult> {
+    return this.client.call('image.export', { name, path, sign: opts.sign });
   }
 
   deleteImage(name: string): Promise<{ deleted: string }> {

@@ -32,6 +32,7 @@ export type {
 } from '../model/types.js';
 export type {
   DaemonStatus,
+  ImageExportResult,
   NetworkShow,
   StopReport,
   VmCreateResult,

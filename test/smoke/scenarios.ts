@@ -14,6 +14,7 @@ import { imageScenarios } from './scenarios-images.js';
 import { packageScenarios } from './scenarios-package.js';
 import { sdkScenarios } from './scenarios-sdk.js';
 import { updateScenarios } from './scenarios-update.js';
+import { bundleScenarios } from './scenarios-bundles.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -161,4 +162,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios, ...packageScenarios, ...sdkScenarios, ...updateScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios, ...packageScenarios, ...sdkScenarios, ...updateScenarios, ...bundleScenarios];

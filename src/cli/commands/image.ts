@@ -60,17 +60,31 @@ export function imageCommand(ctx: CliContext): Command {
 
   image
     .command('import')
-    .description('import an OCI image layout or a `docker save` archive (directory or tar, gzip or zstd) without a registry')
+    .description('import an image bundle (`image export`), an OCI image layout or a `docker save` archive (directory or tar, gzip or zstd) without a registry')
     .argument('<file>', 'e.g. app.tar from `docker save app -o app.tar`, or an `skopeo copy ... oci-archive:` file')
     .option('--name <name>', 'image name (default: the file name without its extensions)')
     .option('--platform <os/arch>', 'platform to pick from a multi-platform archive', 'linux/amd64')
     .option('--force', 'replace an image of that name')
+    .option('--pubkey-file <pem>', "check a signed bundle with this public key instead of banger's")
     .option('--json', 'machine-readable output')
     .action(async (file, opts) => {
       const started = Date.now();
-      const img = await (await ctx.banger()).importImage(resolve(file), { name: opts.name, platform: opts.platform, force: opts.force === true });
+      const img = await (await ctx.banger()).importImage(resolve(file), { name: opts.name, platform: opts.platform, force: opts.force === true, pubkey: opts.pubkeyFile ? resolve(opts.pubkeyFile) : undefined });
       if (opts.json) return printJson(img);
       process.stdout.write(`imported ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    });
+
+  image
+    .command('export')
+    .description('write an image as a bundle: one tar of its files by sha256 and a manifest pinning them (signed with --sign); `image import` reads it back, checked')
+    .argument('<name>')
+    .requiredOption('-o, --output <file>', 'the bundle file to write (must not exist)')
+    .option('--sign <key.pem>', 'sign the manifest with this ECDSA P-256 private key (PEM)')
+    .option('--json', 'machine-readable output')
+    .action(async (name, opts) => {
+      const r = await (await ctx.banger()).exportImage(name, resolve(opts.output), { sign: opts.sign ? resolve(opts.sign) : undefined });
+      if (opts.json) return printJson(r);
+      process.stdout.write(`wrote ${r.path} (${formatSize(r.bytes)}, ${r.signed ? 'signed' : 'unsigned'}): bundle ${r.digest}\n`);
     });
 
   image
