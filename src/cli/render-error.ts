@@ -51,7 +51,7 @@ const FIELD_FLAGS: Record<string, string> = {
 const COMMAND_FIELDS: Record<string, Record<string, string>> = {
   'vm run': { name: '--name' },
   'vm create': { name: '--name' },
-  'image pull': { name: '--name' },
+  'image pull': { name: '--name', image: '--name', pubkey: '--pubkey-file' },
   'image import': { name: '--name', image: '--name', path: 'FILE', pubkey: '--pubkey-file' },
   'image export': { path: '--output', sign: '--sign' },
   'vm commit': { image: 'IMAGE', name: 'NAME' },

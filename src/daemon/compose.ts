@@ -19,7 +19,7 @@ import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
 import { WorkspaceService } from './workspace-service.js';
 import { NetworkService } from './network-service.js';
-import { exportImageBundle, importImageBundle } from './image-bundles.js';
+import { exportImageBundle, importImageBundle, pullImageBundle } from './image-bundles.js';
 import { isBundle } from '../images/bundle.js';
 
 export interface Services {
@@ -36,6 +36,7 @@ export interface Services {
     isBundle(path: string): Promise<boolean>;
     export: (p: Parameters<typeof exportImageBundle>[2]) => ReturnType<typeof exportImageBundle>;
     import: (p: Parameters<typeof importImageBundle>[2]) => ReturnType<typeof importImageBundle>;
+    pull: (p: Parameters<typeof pullImageBundle>[2], signal?: AbortSignal) => ReturnType<typeof pullImageBundle>;
   };
 }
 
@@ -69,6 +70,7 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
     isBundle: (path) => isBundle(deps.runner.run.bind(deps.runner), path),
     export: (p) => exportImageBundle(images, deps, p),
     import: (p) => importImageBundle(images, deps, p),
+    pull: (p, signal) => pullImageBundle(images, deps, p, signal),
   };
   return { images, vms, inspect, workspaces, network, snapshots, drivers, bundles };
 }

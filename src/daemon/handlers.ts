@@ -64,7 +64,10 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
         signal: abortOnClose(rc.connection),
       }),
     'network.show': async () => s.network.show(),
-    'image.pull': async (p, rc) => s.images.pull(p, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+    'image.pull': async (p, rc) =>
+      /^https?:\/\//i.test(p.ref)
+        ? s.bundles.pull({ url: p.ref, name: p.name, force: p.force, pubkey: p.pubkey }, abortOnClose(rc.connection))
+        : s.images.pull(p, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'image.import': async (p, rc) =>
       (await s.bundles.isBundle(p.path))
         ? s.bundles.import({ path: p.path, name: p.name, force: p.force, pubkey: p.pubkey })

@@ -16,6 +16,9 @@ import { randomHex } from '../model/random.js';
 import type { ImageExportResult } from '../rpc/methods.js';
 import type { Runner } from '../system/runner.js';
 import { publishDir } from '../images/publish.js';
+import { downloadFile } from '../release/fetch.js';
+import { httpUrl } from '../release/manifest.js';
+import { mkdirSync } from 'node:fs';
 import { readBundle, writeBundle } from '../images/bundle.js';
 import type { ImageService } from './image-service.js';
 
@@ -99,4 +102,31 @@ export async function importImageBundle(images: ImageService, deps: Deps, p: { p
       rmSync(workDir, { recursive: true, force: true });
     }
   });
+}
+
+/** The largest bundle `image pull URL` downloads. */
+const MAX_BUNDLE_BYTES = 64 * 1024 ** 3;
+
+/**
+ * `image pull https://…/x.bundle`: the bundle is downloaded into the build
+ * dir, then imported as a file would be (every digest and the signature
+ * checked before anything is published), then the download is removed.
+ */
+export async function pullImageBundle(images: ImageService, deps: Deps, p: { url: string; name?: string; force?: boolean; pubkey?: string }, signal?: AbortSignal): Promise<ImageRecord> {
+  const url = httpUrl(p.url, 'the bundle URL');
+  const dir = within(deps.layout.buildDir, `pull-${randomHex(6)}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    const file = join(dir, 'bundle.tar');
+    await downloadFile(url, file, { what: 'the image bundle', maxBytes: MAX_BUNDLE_BYTES, timeoutMs: 60 * 60_000, signal });
+    try {
+      return await importImageBundle(images, deps, { path: file, name: p.name, force: p.force, pubkey: p.pubkey });
+    } catch (e) {
+      // Name what the user gave, not the download's temporary path.
+      if (e instanceof BangerError) e.message = e.message.split(file).join(url.href);
+      throw e;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -238,6 +238,8 @@ export const methods = withResults(daemonResults, {
         platform: z.string().regex(/^[a-z0-9]{1,32}\/[a-z0-9_]{1,32}(\/[a-z0-9]{1,16})?$/, 'must look like linux/amd64 or linux/arm64/v8').optional(),
         insecure: z.boolean().optional(),
         force: z.boolean().optional(),
+        /** A bundle URL's signature is checked with this PEM public key (absolute path) instead of banger's. */
+        pubkey: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }).optional(),
       })
       .strict(),
   /** Imports an OCI image layout or a docker save archive (a directory or a tar) through the same pipeline as a pull. */

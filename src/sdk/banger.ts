@@ -74,6 +74,8 @@ export interface ImagePullOptions extends ProgressOption {
   insecure?: boolean;
   /** Replace an image of that name. */
   force?: boolean;
+  /** For a bundle URL: check its signature with this PEM public key (an absolute path) instead of banger's. */
+  pubkey?: string;
 }
 
 export class Banger {
@@ -203,7 +205,7 @@ export class Banger {
 
   /** Pulls an OCI image from a registry and makes it a banger image. */
   pullImage(ref: string, opts: ImagePullOptions = {}): Promise<ImageRecord> {
-    return this.client.call('image.pull', { ref, name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true }, this.progressFor(opts));
+    return this.client.call('image.pull', { ref, name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true, pubkey: opts.pubkey }, this.progressFor(opts));
   }
 
   /**

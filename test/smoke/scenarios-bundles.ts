@@ -9,12 +9,14 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { makeKeyPair } from '../../src/release/sign.js';
 import { check, ok, type CliResult } from './harness.js';
 import type { Scenario } from './scenarios.js';
 
 const IMPORTED = 'smoke-bundled';
 const REFUSED = 'smoke-bundle-bad';
+const PULLED = 'smoke-bundle-url';
 
 function tar(args: string[]): void {
   const r = spawnSync('tar', args, { encoding: 'utf8' });
@@ -74,8 +76,32 @@ export const bundleScenarios: Scenario[] = [
         check(imp.name === IMPORTED && imp.sourceKind === 'bundle' && imp.sourceRef === exp.digest, `image import --json → ${JSON.stringify(imp)}`);
         const run = await banger(['vm', 'run', '--rm', '--image', IMPORTED, '--name', 'smoke-bundle-vm', '--', 'sh', '-c', '. /etc/os-release; echo $VERSION_CODENAME']);
         check(run.code === 0 && run.stdout.trim() === 'bookworm', `vm run --image ${IMPORTED} → exit ${run.code}: ${run.stdout.trim()} ${run.stderr.trim().slice(-300)}`);
+
+        // image pull of a bundle URL: the same checks, on the downloaded file.
+        const server = createServer((req, res) => {
+          const file = req.url === '/bookworm.bundle' ? bundle : req.url === '/flipped.bundle' ? bad : undefined;
+          if (!file) {
+            res.writeHead(404);
+            return res.end();
+          }
+          res.end(readFileSync(file));
+        });
+        await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+        const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+        try {
+          const pulled = JSON.parse(await ok(banger, ['image', 'pull', `${base}/bookworm.bundle`, '--name', PULLED, '--pubkey-file', join(tmp, 'pub.pem'), '--json'])) as { name: string; sourceRef: string };
+          check(pulled.name === PULLED && pulled.sourceRef === exp.digest, `image pull URL --json → ${JSON.stringify(pulled)}`);
+          refused(await banger(['image', 'pull', `${base}/flipped.bundle`, '--name', REFUSED, '--pubkey-file', join(tmp, 'pub.pem')]), "rootfs's sha256 is", 'image pull of the flipped bundle');
+          const missing = await banger(['image', 'pull', `${base}/nope.bundle`, '--name', REFUSED]);
+          check(missing.code !== 0 && missing.stderr.includes('does not exist (404)'), `image pull of a missing URL → exit ${missing.code}: ${missing.stderr.trim()}`);
+          check(!existsSync(join(dirs.stateDir, 'images', REFUSED)), `images/${REFUSED} exists after a refused pull`);
+        } finally {
+          server.close();
+          server.closeAllConnections();
+        }
       } finally {
         await banger(['image', 'delete', IMPORTED]);
+        await banger(['image', 'delete', PULLED]);
         rmSync(tmp, { recursive: true, force: true });
       }
     },

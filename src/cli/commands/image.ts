@@ -44,16 +44,17 @@ export function imageCommand(ctx: CliContext): Command {
 
   image
     .command('pull')
-    .description('pull an OCI image from a registry (Docker Hub, ghcr.io, a private or local one) and make it a banger image')
-    .argument('<ref>', 'image reference, e.g. debian:bookworm, docker.io/library/ubuntu:24.04, 127.0.0.1:5000/team/app:1.2')
+    .description('pull an OCI image from a registry (Docker Hub, ghcr.io, a private or local one), or an image bundle from an http(s) URL, and make it a banger image')
+    .argument('<ref>', 'image reference, e.g. debian:bookworm, docker.io/library/ubuntu:24.04, 127.0.0.1:5000/team/app:1.2; or https://…/x.bundle')
     .option('--name <name>', 'image name (default: from the reference, debian:bookworm → debian-bookworm)')
     .option('--platform <os/arch>', 'platform to pick from a multi-platform image', 'linux/amd64')
     .option('--insecure', 'allow plain HTTP to a registry that is not on a loopback address')
     .option('--force', 'replace an image of that name')
+    .option('--pubkey-file <pem>', "a bundle URL: check its signature with this public key instead of banger's")
     .option('--json', 'machine-readable output')
     .action(async (ref, opts) => {
       const started = Date.now();
-      const img = await (await ctx.banger()).pullImage(ref, { name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true });
+      const img = await (await ctx.banger()).pullImage(ref, { name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true, pubkey: opts.pubkeyFile ? resolve(opts.pubkeyFile) : undefined });
       if (opts.json) return printJson(img);
       process.stdout.write(`pulled ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
