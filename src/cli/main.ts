@@ -20,6 +20,7 @@ const COMMANDS: Record<string, () => Promise<(ctx: CliContext, sub?: string) => 
   network: async () => (await import('./commands/network.js')).networkCommand,
   system: async () => (await import('./commands/system.js')).systemCommand,
   update: async () => (await import('./commands/update.js')).updateCommand,
+  kernel: async () => (await import('./commands/kernel.js')).kernelCommand,
 };
 
 const ctx = createContext();

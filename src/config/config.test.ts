@@ -11,7 +11,7 @@ describe('config.toml', () => {
 
   it('parses every key', () => {
     const c = parseConfig(
-      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nhelper_socket = "/run/h.sock"\ndns_port = 5300\nmirror = "http://example/debian"\nstop_timeout = 20\nwarm_clones = false\nupdate_url = "https://releases.example/banger/manifest.json"\n',
+      'vcpu = 1\nmemory_mib = 512\ndisk_size = "2G"\nsystem_overlay_size = "3G"\nvmm = "qemu"\naccel = "tcg"\nnetwork = "user"\nhelper_socket = "/run/h.sock"\ndns_port = 5300\nmirror = "http://example/debian"\nstop_timeout = 20\nwarm_clones = false\nupdate_url = "https://releases.example/banger/manifest.json"\nkernel_catalog_url = "https://k.example/catalog.json"\nkernel_catalog_pubkey = "/etc/banger/catalog.pub.pem"\n',
     );
     expect(c).toEqual({
       vcpu: 1,
@@ -27,6 +27,8 @@ describe('config.toml', () => {
       stopTimeoutSeconds: 20,
       warmClones: false,
       updateUrl: 'https://releases.example/banger/manifest.json',
+      kernelCatalogUrl: 'https://k.example/catalog.json',
+      kernelCatalogPubkey: '/etc/banger/catalog.pub.pem',
     });
   });
 

@@ -34,6 +34,10 @@ export interface Config {
   warmClones: boolean;
   /** Where `banger update` reads releases: a release directory's manifest.json (src/release). Empty: none configured. */
   updateUrl: string;
+  /** Where `banger kernel` reads the signed kernel catalog (a catalog.json URL). Empty: none configured. */
+  kernelCatalogUrl: string;
+  /** A PEM public key the kernel catalog is checked with instead of banger's own (tests, private catalogs). */
+  kernelCatalogPubkey: string;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -50,9 +54,11 @@ export const DEFAULT_CONFIG: Config = {
   stopTimeoutSeconds: 30,
   warmClones: true,
   updateUrl: '',
+  kernelCatalogUrl: '',
+  kernelCatalogPubkey: '',
 };
 
-const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout', 'warm_clones', 'update_url'] as const;
+const KEYS = ['vcpu', 'memory_mib', 'disk_size', 'system_overlay_size', 'vmm', 'accel', 'network', 'helper_socket', 'dns_port', 'mirror', 'stop_timeout', 'warm_clones', 'update_url', 'kernel_catalog_url', 'kernel_catalog_pubkey'] as const;
 
 export { MIN_MEMORY_MIB };
 export const MAX_VCPU = 64;
@@ -124,6 +130,16 @@ export function parseConfig(text: string, file = 'config.toml'): Config {
           throw configError(file, `update_url must be an http(s) URL of a release manifest, got ${JSON.stringify(value).slice(0, 100)}`);
         }
         cfg.updateUrl = value;
+        break;
+      case 'kernel_catalog_url':
+        if (typeof value !== 'string' || !/^https?:\/\/\S+$/.test(value) || value.length > 2048) {
+          throw configError(file, `kernel_catalog_url must be an http(s) URL of a catalog.json, got ${JSON.stringify(value).slice(0, 100)}`);
+        }
+        cfg.kernelCatalogUrl = value;
+        break;
+      case 'kernel_catalog_pubkey':
+        if (typeof value !== 'string' || !value.startsWith('/') || value.length > 4096) throw configError(file, `kernel_catalog_pubkey must be an absolute path to a PEM public key, got ${JSON.stringify(value).slice(0, 100)}`);
+        cfg.kernelCatalogPubkey = value;
         break;
       default:
         throw configError(file, `unknown key ${JSON.stringify(key)}`);

@@ -19,6 +19,11 @@ import { VmService } from './vm-service.js';
 import { InspectService } from './inspect-service.js';
 import { WorkspaceService } from './workspace-service.js';
 import { NetworkService } from './network-service.js';
+import { KernelService } from './kernel-service.js';
+import { parsePublicKey } from '../release/verify.js';
+import { RELEASE_PUBLIC_KEY } from '../release/keys.js';
+import { readFileSync } from 'node:fs';
+import { BangerError } from '../errors/errors.js';
 import { exportImageBundle, importImageBundle, pullImageBundle } from './image-bundles.js';
 import { isBundle } from '../images/bundle.js';
 
@@ -31,6 +36,7 @@ export interface Services {
   snapshots: SnapshotService;
   /** The VMM drivers this build carries. */
   drivers: DriverRegistry;
+  kernels: KernelService;
   /** Image bundles: export, and import of a file that is one (src/daemon/image-bundles.ts). */
   bundles: {
     isBundle(path: string): Promise<boolean>;
@@ -38,6 +44,15 @@ export interface Services {
     import: (p: Parameters<typeof importImageBundle>[2]) => ReturnType<typeof importImageBundle>;
     pull: (p: Parameters<typeof pullImageBundle>[2], signal?: AbortSignal) => ReturnType<typeof pullImageBundle>;
   };
+}
+
+/** A PEM key file's text (bounded), or a coded error naming it. */
+function readKeyText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').slice(0, 16 * 1024);
+  } catch (e) {
+    throw new BangerError('not_found', `kernel_catalog_pubkey ${path}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`, 'fix kernel_catalog_pubkey in config.toml');
+  }
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
@@ -72,7 +87,16 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
     import: (p) => importImageBundle(images, deps, p),
     pull: (p, signal) => pullImageBundle(images, deps, p, signal),
   };
-  return { images, vms, inspect, workspaces, network, snapshots, drivers, bundles };
+  const pubkey = deps.config.kernelCatalogPubkey;
+  const kernels = new KernelService({
+    kernelsDir: deps.layout.kernelsDir,
+    catalogUrl: deps.config.kernelCatalogUrl,
+    key: () => (pubkey ? parsePublicKey(readKeyText(pubkey), `kernel_catalog_pubkey ${pubkey}`) : parsePublicKey(RELEASE_PUBLIC_KEY, 'the embedded key')),
+    log: deps.log,
+    // Nothing refers to a catalog kernel yet (vm create --kernel is the next step of issue 13).
+    usersOf: () => [],
+  });
+  return { images, vms, inspect, workspaces, network, snapshots, drivers, bundles, kernels };
 }
 
 /**

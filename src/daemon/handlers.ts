@@ -73,6 +73,11 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
         ? s.bundles.import({ path: p.path, name: p.name, force: p.force, pubkey: p.pubkey })
         : s.images.pull({ ref: p.path, archive: p.path, name: p.name, platform: p.platform, force: p.force }, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'image.export': async (p) => s.bundles.export(p),
+    'kernel.list': async () => s.kernels.list(),
+    'kernel.catalog': async (_p, rc) => s.kernels.catalog(abortOnClose(rc.connection)),
+    'kernel.show': async (p) => s.kernels.show(p.name),
+    'kernel.pull': async (p, rc) => s.kernels.pull(p.name, { force: p.force, signal: abortOnClose(rc.connection) }),
+    'kernel.delete': async (p) => s.kernels.delete(p.name),
     'image.prune': async () => s.images.pruneBlobs(),
     'image.list': async () => s.images.list(),
     'vm.commit': async (p, rc) => s.vms.commit(p.name, p.image, { force: p.force }, rc.progress),

@@ -73,7 +73,7 @@ afterAll(() => {
 let n = 0;
 function service(catalogUrl: string, usersOf: (name: string) => string[] = () => []) {
   const kernelsDir = join(root, `state-${++n}`, 'kernels');
-  return { svc: new KernelService({ kernelsDir, catalogUrl, key, log: silentLogger(), usersOf }), kernelsDir };
+  return { svc: new KernelService({ kernelsDir, catalogUrl, key: () => key, log: silentLogger(), usersOf }), kernelsDir };
 }
 const codeOf = (p: Promise<unknown>) => p.then(() => 'no error', (e: unknown) => (isBangerError(e) ? `${e.code}: ${e.message}` : String(e)));
 
@@ -112,7 +112,7 @@ describe('KernelService', () => {
     const { svc, kernelsDir } = service(publish('good', [entry('generic-6.12')]), () => ['vm box']);
     await svc.pull('generic-6.12');
     expect(await codeOf(svc.delete('generic-6.12'))).toBe('conflict: kernel generic-6.12 is used by vm box');
-    const free = new KernelService({ kernelsDir, catalogUrl: '', key, log: silentLogger(), usersOf: () => [] });
+    const free = new KernelService({ kernelsDir, catalogUrl: '', key: () => key, log: silentLogger(), usersOf: () => [] });
     expect(await free.delete('generic-6.12')).toEqual({ deleted: 'generic-6.12' });
     expect(existsSync(join(kernelsDir, 'generic-6.12'))).toBe(false);
   });

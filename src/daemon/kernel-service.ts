@@ -17,7 +17,8 @@ export interface KernelServiceDeps {
   kernelsDir: string;
   /** The catalog's URL (config kernel_catalog_url); empty: none configured. */
   catalogUrl: string;
-  key: KeyObject;
+  /** The key the catalog is checked with (read on first use: a bad key file fails that call, not the daemon). */
+  key: () => KeyObject;
   log: Logger;
   /** What uses a kernel (images, VMs), by name: a kernel in use cannot be deleted. */
   usersOf: (name: string) => string[];
@@ -72,7 +73,7 @@ export class KernelService {
 
   private async readCatalog(signal?: AbortSignal) {
     if (!this.deps.catalogUrl) throw new BangerError('not_found', 'no kernel catalog is configured', 'set kernel_catalog_url (the URL of a catalog.json) in config.toml');
-    return readCatalog(httpUrl(this.deps.catalogUrl, 'kernel_catalog_url'), this.deps.key, signal);
+    return readCatalog(httpUrl(this.deps.catalogUrl, 'kernel_catalog_url'), this.deps.key(), signal);
   }
 
   private async pullLocked(name: string, signal?: AbortSignal): Promise<LocalKernel> {

@@ -23,8 +23,9 @@ import { downloadFile, fetchBytes } from '../release/fetch.js';
 import { httpUrl } from '../release/manifest.js';
 import { checkSha256, MAX_SIGNATURE_BYTES, verifyBlobSignature } from '../release/verify.js';
 
-/** A kernel's name: lowercase, digits, dots and dashes (generic-6.12), no `..`. */
-export const KERNEL_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|\.(?!\.)){0,62}$/;
+import { KERNEL_NAME_RE } from '../model/kernel-name.js';
+
+export { KERNEL_NAME_RE };
 const MAX_CATALOG_BYTES = 1024 * 1024;
 const MAX_KERNEL_FILE_BYTES = 512 * 1024 * 1024;
 export const KERNEL_FILES = { kernel: 'vmlinuz', initrd: 'initrd.img' } as const;
@@ -100,7 +101,7 @@ export async function readCatalog(url: URL, key: KeyObject, signal?: AbortSignal
 
 export function catalogEntry(c: Catalog, name: string): CatalogEntry {
   const e = c.kernels.find((k) => k.name === name);
-  if (!e) throw new BangerError('not_found', `the kernel catalog has no kernel ${name}`, `\`banger kernel list\` shows what it has`, { field: 'name' });
+  if (!e) throw new BangerError('not_found', `the kernel catalog has no kernel ${name}`, `\`banger kernel list --catalog\` shows what it has`, { field: 'name' });
   return e;
 }
 

@@ -28,6 +28,8 @@ export interface Layout {
   sshPubKey: string;
   knownHosts: string;
   imagesDir: string;
+  /** Kernels pulled from the catalog: `NAME/{vmlinuz,initrd.img,kernel.json}` (src/images/kernels.ts). */
+  kernelsDir: string;
   vmsDir: string;
   vmSocketsDir: string;
   buildDir: string;
@@ -83,6 +85,7 @@ export function resolveLayout(env: NodeJS.ProcessEnv = process.env, uid = proces
     sshPubKey: join(sshDir, 'id_ed25519.pub'),
     knownHosts: join(sshDir, 'known_hosts'),
     imagesDir: join(stateDir, 'images'),
+    kernelsDir: join(stateDir, 'kernels'),
     vmsDir: join(stateDir, 'vms'),
     vmSocketsDir: join(runtimeDir, 'vms'),
     buildDir: join(cacheDir, 'build'),

@@ -11,6 +11,7 @@ import { KILL_SIGNALS, NETWORK_MODES, WORKSPACE_MODES, type SshTarget, type VmVi
 import { imageNameSchema, vmNameSchema } from '../model/name-schemas.js';
 import { MAX_DISK_BYTES, MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { formatSize } from '../model/sizes.js';
+import { KERNEL_NAME_RE } from '../model/kernel-name.js';
 import { daemonResults, once } from './results.js';
 import type { Infer, Shape } from './shape.js';
 import { PROTOCOL_VERSION } from './framing.js';
@@ -53,6 +54,8 @@ const memoryMib = z.number().int('must be a whole number of MiB').min(1, 'must b
 const diskBytes = z.number().int('must be a whole number of bytes').min(1, 'must be at least 1 byte').max(MAX_DISK_BYTES, `must be at most ${formatSize(MAX_DISK_BYTES)}`);
 /** A host path (PATH_MAX). */
 const hostPath = z.string().min(1).max(4096);
+/** A catalog kernel's name (src/images/kernels.ts). */
+const kernelName = z.string().max(64).regex(KERNEL_NAME_RE, 'must be lowercase letters, digits, dots and dashes (e.g. generic-6.12)');
 
 export interface DaemonStatus {
   pid: number;
@@ -143,6 +146,27 @@ export interface ImageExportResult {
   digest: string;
   bytes: number;
   signed: boolean;
+}
+
+/** A kernel pulled from the catalog (`banger kernel list/show/pull`). */
+export interface KernelInfo {
+  name: string;
+  version: string;
+  arch: string;
+  sha256: { kernel: string; initrd: string };
+  /** The catalog it came from. */
+  source: string;
+  pulledAt: string;
+  dir: string;
+}
+
+/** A kernel the catalog offers (`banger kernel list --catalog`). */
+export interface CatalogKernel {
+  name: string;
+  version: string;
+  arch: 'x86_64';
+  description?: string;
+  files: Array<{ role: 'kernel' | 'initrd'; url: string; sha256: string; size: number }>;
 }
 
 export interface WorkspaceStatus {
@@ -263,6 +287,11 @@ export const methods = withResults(daemonResults, {
         sign: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }).optional(),
       })
       .strict(),
+  'kernel.list': () => z.object({}).strict(),
+  'kernel.catalog': () => z.object({}).strict(),
+  'kernel.show': () => z.object({ name: kernelName }).strict(),
+  'kernel.pull': () => z.object({ name: kernelName, force: z.boolean().optional() }).strict(),
+  'kernel.delete': () => z.object({ name: kernelName }).strict(),
   /** Drops cached OCI blobs no pulled image names. */
   'image.prune': () => z.object({}).strict(),
   'image.list': () => z.object({}).strict(),

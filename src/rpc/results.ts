@@ -20,6 +20,7 @@
 import { IMAGE_SOURCE_KINDS, NETWORK_MODES, VMMS, VM_STATES, WORKSPACE_MODES } from '../model/types.js';
 import type { ImageRecord, ImageView, SnapshotInfo, VmRecord, VmRuntime, VmView, WorkspaceRecord } from '../model/types.js';
 import { vmIdProblem, vmNameProblem } from '../model/names.js';
+import { KERNEL_NAME_RE } from '../model/kernel-name.js';
 import { MAX_RESPONSE_BYTES } from './framing.js';
 import { array, boolean, literal, number, object, oneOf, string, type Infer, type Issue, type Shape } from './shape.js';
 import type {
@@ -31,7 +32,9 @@ import type {
   VmPort,
   VmSshTarget,
   VmStats,
+  CatalogKernel,
   ImageExportResult,
+  KernelInfo,
   WorkspaceExportResult,
   WorkspacePrepareResult,
   WorkspaceStatus,
@@ -347,6 +350,27 @@ export const imageExportResultSchema = once(() =>
   schemaOf<ImageExportResult>()(object({ name: imageNameSchema, path, digest: string({ pattern: /^sha256:[0-9a-f]{64}$/ }), bytes: count, signed: boolean() })),
 );
 
+const sha256Hex = string({ pattern: /^[0-9a-f]{64}$/, patternMessage: 'not a sha256' });
+const kernelName = string({ pattern: KERNEL_NAME_RE, patternMessage: 'not a kernel name' });
+
+export const kernelInfoSchema = once(() =>
+  schemaOf<KernelInfo>()(
+    object({ name: kernelName, version: text(128), arch: text(32), sha256: object({ kernel: sha256Hex, initrd: sha256Hex }), source: text(2048), pulledAt: timestamp, dir: path }),
+  ),
+);
+
+export const catalogKernelSchema = once(() =>
+  schemaOf<CatalogKernel>()(
+    object({
+      name: kernelName,
+      version: text(128),
+      arch: oneOf(['x86_64'] as const),
+      description: text(1024).optional(),
+      files: array(object({ role: oneOf(['kernel', 'initrd'] as const), url: text(2048), sha256: sha256Hex, size: count }), { max: 2 }),
+    }),
+  ),
+);
+
 export const imageDeletedSchema = once(() => schemaOf<{ deleted: string }>()(object({ deleted: imageNameSchema })));
 
 // ---- the daemon's methods ---------------------------------------------------
@@ -389,6 +413,11 @@ export const daemonResults = {
   'image.snapshot': snapshotInfoSchema,
   'image.delete': imageDeletedSchema,
   'image.export': imageExportResultSchema,
+  'kernel.list': once(() => schemaOf<KernelInfo[]>()(list(kernelInfoSchema()))),
+  'kernel.catalog': once(() => schemaOf<CatalogKernel[]>()(list(catalogKernelSchema()))),
+  'kernel.show': kernelInfoSchema,
+  'kernel.pull': kernelInfoSchema,
+  'kernel.delete': once(() => schemaOf<{ deleted: string }>()(object({ deleted: kernelName }))),
 } as const;
 
 // ---- a malformed result as a coded error ---------------------------------------

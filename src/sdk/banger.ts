@@ -9,7 +9,7 @@ import { generateVmName, validateImageName, validateVmName } from '../model/name
 import type { ImageRecord, ImageView, NetworkMode, ProgressEvent, SnapshotInfo, VmView } from '../model/types.js';
 import { resolveLayout, type Layout } from '../paths/paths.js';
 import type { CallOptions, RpcClient } from '../rpc/client.js';
-import type { DaemonStatus, ImageExportResult, MethodName, NetworkShow, ParamsOf, ResultOf, VmCreateResult } from '../rpc/methods.js';
+import type { CatalogKernel, DaemonStatus, ImageExportResult, KernelInfo, MethodName, NetworkShow, ParamsOf, ResultOf, VmCreateResult } from '../rpc/methods.js';
 import { createRunner, type Runner } from '../system/runner.js';
 import { connectOrStart, tryConnect } from './connect.js';
 import { runThrowaway, type RunOptions, type RunResult } from './run.js';
@@ -225,6 +225,29 @@ export class Banger {
 
   deleteImage(name: string): Promise<{ deleted: string }> {
     return this.client.call('image.delete', { name });
+  }
+
+  /** Kernels pulled from the signed catalog (config kernel_catalog_url). */
+  listKernels(): Promise<KernelInfo[]> {
+    return this.client.call('kernel.list', {});
+  }
+
+  /** What the catalog offers (its signature checked). */
+  kernelCatalog(): Promise<CatalogKernel[]> {
+    return this.client.call('kernel.catalog', {});
+  }
+
+  showKernel(name: string): Promise<KernelInfo> {
+    return this.client.call('kernel.show', { name });
+  }
+
+  /** Pulls a kernel from the catalog: its signature and every file's sha256 are checked before it appears. */
+  pullKernel(name: string, opts: { force?: boolean } = {}): Promise<KernelInfo> {
+    return this.client.call('kernel.pull', { name, force: opts.force === true });
+  }
+
+  deleteKernel(name: string): Promise<{ deleted: string }> {
+    return this.client.call('kernel.delete', { name });
   }
 
   /** Drops cached OCI layers no pulled image names. */

@@ -32,7 +32,9 @@ export type {
 } from '../model/types.js';
 export type {
   DaemonStatus,
+  CatalogKernel,
   ImageExportResult,
+  KernelInfo,
   NetworkShow,
   StopReport,
   VmCreateResult,
