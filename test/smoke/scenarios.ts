@@ -15,6 +15,7 @@ import { packageScenarios } from './scenarios-package.js';
 import { sdkScenarios } from './scenarios-sdk.js';
 import { updateScenarios } from './scenarios-update.js';
 import { bundleScenarios } from './scenarios-bundles.js';
+import { kernelScenarios } from './scenarios-kernels.js';
 
 export interface ScenarioContext {
   banger: Banger;
@@ -162,4 +163,4 @@ function readdirCount(dir: string): number {
   return readdirSync(dir).length;
 }
 
-export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios, ...packageScenarios, ...sdkScenarios, ...updateScenarios, ...bundleScenarios];
+export const scenarios: Scenario[] = [...baseScenarios, ...lifecycleScenarios, ...workspaceScenarios, ...networkScenarios, ...unprivScenarios, ...faultScenarios, ...cloneScenarios, ...imageScenarios, ...packageScenarios, ...sdkScenarios, ...updateScenarios, ...bundleScenarios, ...kernelScenarios];
