@@ -19,9 +19,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError } from '../errors/errors.js';
 import { randomHex } from '../model/random.js';
-import { downloadFile, fetchBytes } from '../release/fetch.js';
+import { downloadFile, fetchSigned } from '../release/fetch.js';
 import { httpUrl } from '../release/manifest.js';
-import { checkSha256, MAX_SIGNATURE_BYTES, verifyBlobSignature } from '../release/verify.js';
+import { checkSha256 } from '../release/verify.js';
 
 import { KERNEL_NAME_RE } from '../model/kernel-name.js';
 
@@ -82,9 +82,7 @@ export interface Catalog {
 
 /** The catalog at `url`: signature checked over its bytes, then parsed. */
 export async function readCatalog(url: URL, key: KeyObject, signal?: AbortSignal): Promise<Catalog> {
-  const bytes = await fetchBytes(url, { what: 'the kernel catalog', maxBytes: MAX_CATALOG_BYTES, signal });
-  const sig = await fetchBytes(new URL(`${url.pathname.split('/').pop()}.sig`, url), { what: 'the kernel catalog signature', maxBytes: MAX_SIGNATURE_BYTES, signal });
-  verifyBlobSignature(url.href, bytes, sig, key);
+  const bytes = await fetchSigned(url, key, { what: 'the kernel catalog', maxBytes: MAX_CATALOG_BYTES, signal });
   let json: unknown;
   try {
     json = JSON.parse(bytes.toString('utf8'));

@@ -7,7 +7,9 @@
 import { createWriteStream, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import type { KeyObject } from 'node:crypto';
 import { BangerError } from '../errors/errors.js';
+import { MAX_SIGNATURE_BYTES, verifyBlobSignature } from './verify.js';
 
 export interface FetchOptions {
   /** What is fetched, for messages ("the release manifest"). */
@@ -98,4 +100,15 @@ export async function downloadFile(url: URL, path: string, o: FetchOptions & { o
     if (e instanceof BangerError) throw e;
     throw new BangerError('unavailable', `${o.what}: downloading ${url.href} failed: ${(e as Error).message}`.slice(0, 600), 'check the network and try again');
   }
+}
+
+/**
+ * The body of `url` (a manifest, a catalog) once its signature, fetched from
+ * `url` + `.sig` beside it, verifies over those exact bytes with `key`.
+ */
+export async function fetchSigned(url: URL, key: KeyObject, o: FetchOptions): Promise<Buffer> {
+  const bytes = await fetchBytes(url, o);
+  const sig = await fetchBytes(new URL(`${url.pathname.split('/').pop()}.sig`, url), { ...o, what: `the signature of ${o.what}`, maxBytes: MAX_SIGNATURE_BYTES });
+  verifyBlobSignature(url.href, bytes, sig, key);
+  return bytes;
 }

@@ -13,10 +13,10 @@ import { isAbsolute, join, resolve, sep } from 'node:path';
 import { BangerError, isBangerError } from '../errors/errors.js';
 import { BIN_NAMES, untrustedReason, type InstallLayout } from '../install/package.js';
 import { tail, type Runner } from '../system/runner.js';
-import { downloadFile, fetchBytes } from './fetch.js';
+import { downloadFile, fetchSigned } from './fetch.js';
 import { artifactUrl, MAX_MANIFEST_BYTES, parseManifest, versionManifestUrl, type ReleaseArtifact, type ReleaseManifest } from './manifest.js';
 import { installArtifactName } from './publish.js';
-import { checkSha256, MAX_SIGNATURE_BYTES, verifyBlobSignature } from './verify.js';
+import { checkSha256 } from './verify.js';
 
 /** The largest install artifact banger downloads (a release is ~10 MiB). */
 export const MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024;
@@ -37,16 +37,14 @@ export async function readRelease(manifestUrl: URL, key: KeyObject, version?: st
   const what = version === undefined ? 'the release manifest' : `release ${version}`;
   let bytes: Buffer;
   try {
-    bytes = await fetchBytes(url, { what, maxBytes: MAX_MANIFEST_BYTES, signal });
+    bytes = await fetchSigned(url, key, { what, maxBytes: MAX_MANIFEST_BYTES, signal });
   } catch (e) {
-    if (version !== undefined && isBangerError(e) && e.code === 'not_found') {
+    // The manifest missing (not its signature: that error says `the signature of …`) means no such release.
+    if (version !== undefined && isBangerError(e) && e.code === 'not_found' && e.message.startsWith(`${what}:`)) {
       throw new BangerError('not_found', `there is no release ${version} at ${new URL('.', manifestUrl).href}`, '`banger update --check` shows the newest release');
     }
     throw e;
   }
-  const sigUrl = new URL(`${url.pathname.split('/').pop()}.sig`, url);
-  const sig = await fetchBytes(sigUrl, { what: `the signature of ${what}`, maxBytes: MAX_SIGNATURE_BYTES, signal });
-  verifyBlobSignature(url.href, bytes, sig, key);
   const manifest = parseManifest(bytes, url.href);
   if (version !== undefined && manifest.version !== version) {
     throw new BangerError('verification_failed', `${url.href} is the manifest of ${manifest.version}, not ${version}`, 'the release directory is inconsistent; nothing was used');
