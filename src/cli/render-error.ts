@@ -46,6 +46,7 @@ const FIELD_FLAGS: Record<string, string> = {
   packages: '--packages',
   platform: '--platform',
   ref: 'REF',
+  kernel: '--kernel',
 };
 
 const COMMAND_FIELDS: Record<string, Record<string, string>> = {

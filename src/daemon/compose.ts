@@ -56,7 +56,21 @@ function readKeyText(path: string): string {
 }
 
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
-  const images = new ImageService({ ...deps, buildImage: buildDebianImage, pullImage: pullOciImage });
+  const pubkey = deps.config.kernelCatalogPubkey;
+  const kernels = new KernelService({
+    kernelsDir: deps.layout.kernelsDir,
+    catalogUrl: deps.config.kernelCatalogUrl,
+    key: () => (pubkey ? parsePublicKey(readKeyText(pubkey), `kernel_catalog_pubkey ${pubkey}`) : parsePublicKey(RELEASE_PUBLIC_KEY, 'the embedded key')),
+    log: deps.log,
+    // Images and VMs whose rows name the kernel.
+    usersOf: (name) => deps.store.kernelUsers(name),
+  });
+  const images = new ImageService({
+    ...deps,
+    buildImage: buildDebianImage,
+    pullImage: pullOciImage,
+    withKernel: (name, signal, fn) => kernels.using(name, signal, fn),
+  });
   const bootTimeoutMs = Number(process.env.BANGER_BOOT_TIMEOUT_S ?? 300) * 1000;
   const network = new NetworkService({
     store: deps.store,
@@ -77,7 +91,7 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
     systemOverlayBytes: deps.config.systemOverlayBytes,
     bootTimeoutMs,
   });
-  const vms = new VmService({ ...deps, images, network, drivers, snapshots, bootTimeoutMs, onStepStart });
+  const vms = new VmService({ ...deps, images, network, drivers, snapshots, bootTimeoutMs, onStepStart, kernels });
   images.setInstaller(guestInstaller({ vms, guest: realGuestOps, log: deps.log }));
   const inspect = new InspectService({ ...deps, vms });
   const workspaces = new WorkspaceService({ ...deps, vms });
@@ -87,15 +101,6 @@ export function composeServices(deps: { store: Store; runner: Runner; layout: La
     import: (p) => importImageBundle(images, deps, p),
     pull: (p, signal) => pullImageBundle(images, deps, p, signal),
   };
-  const pubkey = deps.config.kernelCatalogPubkey;
-  const kernels = new KernelService({
-    kernelsDir: deps.layout.kernelsDir,
-    catalogUrl: deps.config.kernelCatalogUrl,
-    key: () => (pubkey ? parsePublicKey(readKeyText(pubkey), `kernel_catalog_pubkey ${pubkey}`) : parsePublicKey(RELEASE_PUBLIC_KEY, 'the embedded key')),
-    log: deps.log,
-    // Nothing refers to a catalog kernel yet (vm create --kernel is the next step of issue 13).
-    usersOf: () => [],
-  });
   return { images, vms, inspect, workspaces, network, snapshots, drivers, bundles, kernels };
 }
 

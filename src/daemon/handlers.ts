@@ -3,6 +3,7 @@ import type { Connection, Handlers } from '../rpc/server.js';
 import type { Layout } from '../paths/paths.js';
 import { PROTOCOL_VERSION } from '../rpc/methods.js';
 import { VERSION } from '../version.js';
+import { BangerError } from '../errors/errors.js';
 import { DEFAULT_IMAGE, recipeOf } from './image-service.js';
 import type { Services } from './compose.js';
 
@@ -66,12 +67,12 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
     'network.show': async () => s.network.show(),
     'image.pull': async (p, rc) =>
       /^https?:\/\//i.test(p.ref)
-        ? s.bundles.pull({ url: p.ref, name: p.name, force: p.force, pubkey: p.pubkey }, abortOnClose(rc.connection))
+        ? s.bundles.pull({ url: p.ref, name: p.name, force: p.force, pubkey: p.pubkey, ...noKernel(p.kernel) }, abortOnClose(rc.connection))
         : s.images.pull(p, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'image.import': async (p, rc) =>
       (await s.bundles.isBundle(p.path))
-        ? s.bundles.import({ path: p.path, name: p.name, force: p.force, pubkey: p.pubkey })
-        : s.images.pull({ ref: p.path, archive: p.path, name: p.name, platform: p.platform, force: p.force }, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
+        ? s.bundles.import({ path: p.path, name: p.name, force: p.force, pubkey: p.pubkey, ...noKernel(p.kernel) })
+        : s.images.pull({ ref: p.path, archive: p.path, name: p.name, platform: p.platform, force: p.force, kernel: p.kernel }, { onProgress: rc.progress, signal: abortOnClose(rc.connection) }),
     'image.export': async (p) => s.bundles.export(p),
     'kernel.list': async () => s.kernels.list(),
     'kernel.catalog': async (_p, rc) => s.kernels.catalog(abortOnClose(rc.connection)),
@@ -91,4 +92,10 @@ export function makeHandlers(s: Services, ctx: { layout: Layout; startedAt: numb
       return { deleted: p.name };
     },
   };
+}
+
+/** A bundle carries its own kernel: a kernel asked for with one is refused, not ignored. */
+function noKernel(kernel: string | undefined): Record<string, never> {
+  if (kernel !== undefined) throw new BangerError('bad_request', 'an image bundle carries its own kernel', 'leave out the kernel, or pull an OCI image with it', { field: 'kernel' });
+  return {};
 }

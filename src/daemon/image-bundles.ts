@@ -93,6 +93,7 @@ export async function importImageBundle(images: ImageService, deps: Deps, p: { p
         source: `imported bundle ${b.digest} (${b.signed ? 'signature verified' : 'unsigned'}; was ${b.manifest.image.name}: ${b.manifest.image.source})`.slice(0, 4000),
         sourceKind: 'bundle',
         sourceRef: b.digest,
+        kernel: null,
         kernelVersion: b.manifest.image.kernelVersion,
         rootfsBytes,
         packages: b.manifest.image.packages,

@@ -30,9 +30,19 @@ function setup() {
     writeFileSync(join(opts.outDir, 'image.json'), JSON.stringify({ oci: { layers: [`sha256:${'1'.repeat(64)}`] } }));
     await pullGate;
     const ref = `docker.io/library/debian:bookworm@sha256:${'b'.repeat(64)}`;
-    return { kernelVersion: opts.kernel.kernelVersion, rootfsBytes: 2, packages: [], sourceKind: 'oci', sourceRef: ref, stats: { downloaded: 1, layers: 1, cachedLayers: 0 } };
+    return { kernelVersion: 'catalog' in opts.kernel ? opts.kernel.catalog.version : opts.kernel.kernelVersion, rootfsBytes: 2, packages: [], sourceKind: 'oci', sourceRef: ref, stats: { downloaded: 1, layers: 1, cachedLayers: 0 } };
   };
+  const held: string[] = [];
   const svc = new ImageService({
+    withKernel: async (name, _signal, fn) => {
+      if (name === 'missing') throw new BangerError('not_found', 'the kernel catalog has no kernel missing');
+      held.push(name);
+      try {
+        return await fn({ name, version: '6.12.8', arch: 'x86_64', sha256: { kernel: '0'.repeat(64), initrd: '1'.repeat(64) }, source: 'test', pulledAt: 'now', dir: join(root, 'k', name) });
+      } finally {
+        held.push(`-${name}`);
+      }
+    },
     pullImage,
     store,
     runner: createRunner(),
@@ -50,9 +60,9 @@ function setup() {
   let seq = 0;
   const vmRow = (name: string): VmRecord => ({
     id: (++seq).toString(16).padStart(12, '0'), name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
-    state: 'creating', ephemeral: false, nat: false, ip: null, lastError: null, createdAt: 'now', updatedAt: 'now',
+    state: 'creating', ephemeral: false, nat: false, ip: null, kernel: null, lastError: null, createdAt: 'now', updatedAt: 'now',
   });
-  return { root, svc, store, layout, vmRow, builds: () => builds, pulls, failPulls: (e?: Error) => (pullFails = e), gatePulls: (g: Promise<void>) => {
+  return { root, svc, store, layout, vmRow, held, builds: () => builds, pulls, failPulls: (e?: Error) => (pullFails = e), gatePulls: (g: Promise<void>) => {
       pullGate = g;
     },
   };
@@ -196,7 +206,21 @@ describe('ImageService: names and paths from outside', () => {
       expect(img.sourceRef).toMatch(/^docker\.io\/library\/debian:bookworm@sha256:b{64}$/);
       expect(svc.show('debian-bookworm').sourceKind).toBe('oci');
       expect(pulls[0]).toMatchObject({ name: 'debian-bookworm', from: { insecure: false, ref: { repository: 'library/debian' } }, platform: { os: 'linux', architecture: 'amd64' }, blobsDir: layout.blobsDir });
-      expect(pulls[0]!.kernel.dir).toBe(join(layout.imagesDir, 'bookworm'));
+      expect(pulls[0]!.kernel).toMatchObject({ dir: join(layout.imagesDir, 'bookworm') });
+    });
+
+    it('with a catalog kernel: held while the image is made, no default image built, and the record names it', async () => {
+      const { svc, pulls, builds, held, store } = setup();
+      const img = await svc.pull({ ref: 'alpine:3.20', kernel: 'generic-6.12' });
+      expect(builds()).toBe(0);
+      expect(pulls[0]!.kernel).toMatchObject({ catalog: { name: 'generic-6.12', version: '6.12.8' } });
+      expect(img).toMatchObject({ name: 'alpine-3-20', kernel: 'generic-6.12', kernelVersion: '6.12.8' });
+      expect(held).toEqual(['generic-6.12', '-generic-6.12']);
+      expect(store.kernelUsers('generic-6.12')).toEqual(['image alpine-3-20']);
+      await expect(svc.pull({ ref: 'alpine:3.19', kernel: 'missing' })).rejects.toMatchObject({ code: 'not_found' });
+      await expect(svc.pull({ ref: 'alpine:3.19', kernel: 'Bad/Name' })).rejects.toMatchObject({ code: 'bad_request', field: 'kernel' });
+      expect(pulls).toHaveLength(1);
+      expect(store.findImage('alpine-3-19')).toBeUndefined();
     });
 
     it('image import: the archive goes to the same pipeline; the default name is the file name without extensions', async () => {

@@ -21,7 +21,9 @@ import type { Logger } from '../log/log.js';
 import type { Config } from '../config/config.js';
 import { DEFAULT_RECIPE, MINIMAL_RECIPE, checkRecipe, type DebianRecipe, type buildDebianImage } from '../images/build.js';
 import type { Suite } from '../images/source-debian.js';
-import type { pullOciImage } from '../images/pull.js';
+import type { pullOciImage, PullOptions } from '../images/pull.js';
+import { checkKernelName, type LocalKernel } from '../images/kernels.js';
+import { KERNEL_NAME_RE } from '../model/kernel-name.js';
 import { deriveImage } from '../images/derive.js';
 import type { GuestInstaller } from '../images/pipeline.js';
 import { defaultImageName, formatImageRef, parseImageRef, type ImageRef } from '../images/oci-ref.js';
@@ -44,6 +46,8 @@ export interface ImageServiceDeps {
   log: Logger;
   buildImage: typeof buildDebianImage;
   pullImage: typeof pullOciImage;
+  /** Catalog kernels (`image pull --kernel`): `fn` runs with NAME pulled (first, when missing) and held against deletion. */
+  withKernel?: <T>(name: string, signal: AbortSignal | undefined, fn: (k: LocalKernel) => Promise<T>) => Promise<T>;
 }
 
 export interface PullParams {
@@ -56,6 +60,8 @@ export interface PullParams {
   platform?: string;
   insecure?: boolean;
   force?: boolean;
+  /** A catalog kernel the image boots (pulled first when missing) instead of banger's. */
+  kernel?: string;
 }
 
 export interface BuildOptions {
@@ -147,6 +153,7 @@ export class ImageService {
       sourceKind: kind,
       sourceRef: ref,
       kernelVersion: m.kernelVersion,
+      kernel: m.kernel ?? null,
       rootfsBytes: m.rootfsBytes,
       packages: m.packages ?? [],
       createdAt: m.builtAt ?? new Date().toISOString(),
@@ -198,6 +205,7 @@ export class ImageService {
       sourceKind: 'image',
       sourceRef: r.sourceRef,
       kernelVersion: base.kernelVersion,
+      kernel: base.kernel,
       rootfsBytes: r.rootfsBytes,
       packages: r.packages,
       createdAt: new Date().toISOString(),
@@ -234,11 +242,24 @@ export class ImageService {
     if (BUILTIN_RECIPES[name]) {
       throw new BangerError('conflict', `${name} is one of banger's built-in images (${DEFAULT_IMAGE}'s kernel boots pulled images)`, 'choose another name with --name', { field: 'name' });
     }
+    if (p.kernel !== undefined) {
+      checkKernelName(p.kernel, 'kernel');
+      const withKernel = this.deps.withKernel;
+      if (!withKernel) throw new BangerError('unavailable', 'this daemon has no kernel catalog', undefined, { field: 'kernel' });
+      // The kernel is held while the image is made: a `kernel delete` meanwhile is refused.
+      return withKernel(p.kernel, opts.signal, (k) => this.counted(() => this.pullLocked(name, p, ref, platform, { catalog: k }, opts)));
+    }
     // Before this image's lock: the default image has its own.
     const kernelImage = await this.ensure(DEFAULT_IMAGE, opts);
+    return this.counted(() =>
+      this.pullLocked(name, p, ref, platform, { dir: imagePaths(this.deps.layout, DEFAULT_IMAGE).dir, kernelVersion: kernelImage.kernelVersion }, opts),
+    );
+  }
+
+  private async counted<T>(fn: () => Promise<T>): Promise<T> {
     this.activePulls++;
     try {
-      return await this.pullLocked(name, p, ref, platform, kernelImage, opts);
+      return await fn();
     } finally {
       this.activePulls--;
     }
@@ -249,7 +270,7 @@ export class ImageService {
     p: PullParams,
     ref: ImageRef | undefined,
     platform: Platform,
-    kernelImage: ImageRecord,
+    kernel: PullOptions['kernel'],
     opts: Omit<BuildOptions, 'force' | 'tuned'>,
   ): Promise<ImageRecord> {
     return this.locks.run(name, async () => {
@@ -272,7 +293,7 @@ export class ImageService {
           outDir: paths.dir,
           workDir,
           blobsDir: this.deps.layout.blobsDir,
-          kernel: { dir: imagePaths(this.deps.layout, DEFAULT_IMAGE).dir, kernelVersion: kernelImage.kernelVersion },
+          kernel,
           installer: this.installer,
           signal: opts.signal,
           onProgress: opts.onProgress,
@@ -284,6 +305,7 @@ export class ImageService {
         sourceKind: pulled.sourceKind,
         sourceRef: pulled.sourceRef,
         kernelVersion: pulled.kernelVersion,
+        kernel: 'catalog' in kernel ? kernel.catalog.name : null,
         rootfsBytes: pulled.rootfsBytes,
         packages: pulled.packages,
         createdAt: new Date().toISOString(),
@@ -383,6 +405,7 @@ export class ImageService {
       sourceKind: 'debian',
       sourceRef: ref,
       kernelVersion: built.kernelVersion,
+      kernel: null,
       rootfsBytes: built.rootfsBytes,
       packages: built.packages,
       createdAt: new Date().toISOString(),
@@ -399,6 +422,7 @@ const manifestSchema = z.object({
   suite: z.string().max(64).optional(),
   mirror: z.string().max(1024).optional(),
   kernelVersion: z.string().min(1).max(256),
+  kernel: z.string().regex(KERNEL_NAME_RE).optional(),
   rootfsBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   packages: z.array(z.string().max(256)).max(10_000).optional(),
   builtAt: z.string().max(64).optional(),

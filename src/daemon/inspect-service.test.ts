@@ -334,6 +334,7 @@ function setup(opts: { running?: boolean; qgaSocket?: string; agentBudgetMs?: nu
     ephemeral: false,
     nat: false,
     ip: null,
+    kernel: null,
     lastError: null,
     createdAt: 'now',
     updatedAt: 'now',

@@ -117,6 +117,41 @@ describe('KernelService', () => {
     expect(existsSync(join(kernelsDir, 'generic-6.12'))).toBe(false);
   });
 
+  it('a kernel held by an image being made (using) is pulled once and cannot be deleted until that ends', async () => {
+    const { svc } = service(publish('good', [entry('generic-6.12')]));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const making = svc.using('generic-6.12', undefined, async (k) => {
+      await gate;
+      return k.name;
+    });
+    // The delete waits for the name's lock, which the pull holds; the hold is taken before the lock is let go.
+    expect(await codeOf(svc.delete('generic-6.12'))).toBe('conflict: kernel generic-6.12 is used by an image being made');
+    release();
+    expect(await making).toBe('generic-6.12');
+    expect(await svc.delete('generic-6.12')).toEqual({ deleted: 'generic-6.12' });
+  });
+
+  it('an entry may list a modules archive: it is pulled and checked like the rest', async () => {
+    const modules = Buffer.alloc(30_000, 5);
+    const withModules = { ...entry('generic-6.12'), files: [...entry('generic-6.12').files, { role: 'modules', url: 'generic-6.12/modules.tar', sha256: sha256Hex(modules), size: modules.length }] };
+    files.set('/mods/generic-6.12/vmlinuz', kernel);
+    files.set('/mods/generic-6.12/initrd.img', initrd);
+    files.set('/mods/generic-6.12/modules.tar', modules);
+    const { svc, kernelsDir } = service(publish('mods', [withModules]));
+    const k = await svc.pull('generic-6.12');
+    expect(k.sha256.modules).toBe(sha256Hex(modules));
+    expect(readFileSync(join(kernelsDir, 'generic-6.12', 'modules.tar')).equals(modules)).toBe(true);
+    // A kernel.json that lists modules whose file is gone: treated as not pulled.
+    rmSync(join(kernelsDir, 'generic-6.12', 'modules.tar'));
+    expect(svc.list()).toEqual([]);
+    // Two modules archives, or no initrd, is not a catalog entry.
+    const twice = { ...withModules, files: [...withModules.files, withModules.files[2]] };
+    expect(await codeOf(service(publish('mods2', [twice])).svc.catalog())).toMatch(/files/);
+    const noInitrd = { ...withModules, files: [withModules.files[0], withModules.files[2]] };
+    expect(await codeOf(service(publish('mods3', [noInitrd])).svc.catalog())).toMatch(/one kernel, one initrd/);
+  });
+
   it('names: bad ones are refused before any path is built; unknown ones are not_found', async () => {
     const { svc } = service(publish('good', [entry('generic-6.12')]));
     for (const bad of ['../x', 'Generic', 'a..b', '', 'x'.repeat(70)]) expect(await codeOf(svc.pull(bad)), bad).toMatch(/^bad_request: invalid kernel name/);

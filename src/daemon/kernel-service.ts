@@ -26,6 +26,8 @@ export interface KernelServiceDeps {
 
 export class KernelService {
   private readonly locks = new KeyedMutex();
+  /** Kernels held by work in progress (an image being made with one): not deleted meanwhile. */
+  private readonly held = new Map<string, number>();
 
   constructor(private readonly deps: KernelServiceDeps) {}
 
@@ -60,12 +62,28 @@ export class KernelService {
     return this.locks.run(name, async () => localKernel(this.deps.kernelsDir, name) ?? this.pullLocked(name, signal));
   }
 
+  /** Runs fn with the kernel there (pulled first when missing) and held: `delete` is refused until fn ends. */
+  async using<T>(name: string, signal: AbortSignal | undefined, fn: (k: LocalKernel) => Promise<T>): Promise<T> {
+    const k = await this.locks.run(checkKernelName(name, 'kernel'), async () => {
+      const got = localKernel(this.deps.kernelsDir, name) ?? (await this.pullLocked(name, signal));
+      this.held.set(name, (this.held.get(name) ?? 0) + 1);
+      return got;
+    });
+    try {
+      return await fn(k);
+    } finally {
+      const n = (this.held.get(name) ?? 1) - 1;
+      if (n > 0) this.held.set(name, n);
+      else this.held.delete(name);
+    }
+  }
+
   async delete(name: string): Promise<{ deleted: string }> {
     checkKernelName(name, 'name');
     return this.locks.run(name, async () => {
       this.show(name);
-      const users = this.deps.usersOf(name);
-      if (users.length) throw new BangerError('conflict', `kernel ${name} is used by ${users.join(', ')}`, 'delete those first');
+      const users = [...this.deps.usersOf(name), ...(this.held.has(name) ? ['an image being made'] : [])];
+      if (users.length) throw new BangerError('conflict', `kernel ${name} is used by ${users.join(', ')}`, 'delete those first (`banger vm delete`, `banger image delete`)');
       removeTreeUnder(this.deps.kernelsDir, within(this.deps.kernelsDir, name));
       return { deleted: name };
     });

@@ -40,7 +40,7 @@ function setup(opts: { guest?: FakeGuestBehaviour; snapshots?: boolean } = {}) {
   const guest = fakeGuest(driver, opts.guest ?? { agent: 'ok', ssh: 'ok' });
   const logs: Array<{ level: number; msg: string } & Record<string, unknown>> = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as (typeof logs)[number]) });
-  const image: ImageRecord = { name: IMAGE, source: 'test', sourceKind: 'debian', sourceRef: 'test', kernelVersion: '6.1', rootfsBytes: 1000, packages: [], createdAt: '2026-01-01T00:00:00.000Z' };
+  const image: ImageRecord = { name: IMAGE, source: 'test', sourceKind: 'debian', sourceRef: 'test', kernelVersion: '6.1', kernel: null, rootfsBytes: 1000, packages: [], createdAt: '2026-01-01T00:00:00.000Z' };
   const svc = new SnapshotService({
     layout,
     runner: createRunner(),
@@ -79,6 +79,7 @@ function setup(opts: { guest?: FakeGuestBehaviour; snapshots?: boolean } = {}) {
     ephemeral: false,
     nat: false,
     ip: null,
+    kernel: null,
     lastError: null,
     createdAt: 'now',
     updatedAt: 'now',

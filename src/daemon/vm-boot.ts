@@ -48,6 +48,8 @@ export interface BootContext {
   /** Agent and SSH readiness waits. */
   guest: GuestOps;
   chooseAccel: (kernel: string) => Promise<{ accel: 'kvm' | 'tcg'; warning?: string }>;
+  /** The files of the catalog kernel a VM boots (`vm create --kernel`), pulled first when missing. */
+  catalogKernel?: (name: string, signal?: AbortSignal) => Promise<BootKernel>;
   /** Ports handed out but not yet bound by QEMU (shared across boots). */
   reservedPorts: Set<number>;
   targetFor: (rt: Pick<RuntimeRecord, 'sshHost' | 'sshPort'>) => SshTarget;
@@ -62,6 +64,12 @@ export interface BootContext {
   clone?: CloneSource;
   /** Test-only fault injection at points inside a step ('qemu-started': the VMM runs, runtime.json not yet written). */
   onFault?: (point: string) => void;
+}
+
+/** The kernel and initrd a VM boots. */
+export interface BootKernel {
+  kernel: string;
+  initrd: string;
 }
 
 /** A stable locally administered MAC from the VM id. */
@@ -83,6 +91,22 @@ export interface Booted {
 export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Booted } {
   const { vm, paths: p, layout, runner, log, progress, signal, driver } = ctx;
   const img = imagePaths(layout, vm.image);
+  // Its image's kernel, or (vm create --kernel) a catalog kernel, found (or pulled) by the 'kernel' step.
+  let kernel: BootKernel | undefined = vm.kernel === null ? { kernel: img.kernel, initrd: img.initrd } : undefined;
+  const catalogName = vm.kernel;
+  const kernelSteps: Step[] =
+    catalogName === null
+      ? []
+      : [
+          {
+            name: 'kernel',
+            message: `kernel ${catalogName} (from the kernel catalog)`,
+            run: async () => {
+              if (!ctx.catalogKernel) throw new BangerError('unavailable', `VM ${vm.name} boots catalog kernel ${catalogName} and this daemon has no kernel catalog`);
+              kernel = await ctx.catalogKernel(catalogName, signal);
+            },
+          },
+        ];
   const vmmName = VMM_NAMES[driver.vmm];
   // User networking: a clone keeps its snapshot's MAC (clone-identity.ts says why); bridge: the address's.
   const userMac = ctx.clone ? ctx.clone.manifest.mac : macFor(vm.id);
@@ -139,6 +163,7 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
   };
 
   const steps: Step[] = [
+    ...kernelSteps,
     ...network,
     {
       name: 'config',
@@ -163,7 +188,7 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
       name: 'accel',
       message: 'accelerator',
       run: async () => {
-        const choice = await ctx.chooseAccel(img.kernel);
+        const choice = await ctx.chooseAccel(kernel!.kernel);
         accel = choice.accel;
         if (choice.warning) progress({ stage: 'accel', message: choice.warning, level: 'warn' });
       },
@@ -181,8 +206,8 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
           vcpu: vm.vcpu,
           memoryMib: vm.memoryMib,
           accel,
-          kernel: img.kernel,
-          initrd: img.initrd,
+          kernel: kernel!.kernel,
+          initrd: kernel!.initrd,
           files: p,
           network: attachment
             ? { mode: 'tap', tap: attachment.tap, mac: attachment.mac }

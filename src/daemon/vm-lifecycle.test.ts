@@ -22,6 +22,7 @@ import type { ImageService } from './image-service.js';
 import { NetworkService, type BridgeAttachment } from './network-service.js';
 import { readRuntime } from './runtime-file.js';
 import { VmService } from './vm-service.js';
+import type { LocalKernel } from '../images/kernels.js';
 import { SnapshotService, snapshotKey } from './snapshot-service.js';
 import { CLONE_SCRIPT } from '../guest/clone-identity.js';
 import { FAKE_HOST_KEY, FakeDriver, fakeGuest, type FakeFaults, type FakeGuestBehaviour } from '../../test/support/fake-driver.js';
@@ -46,6 +47,8 @@ interface SetupOptions {
   config?: Partial<Config>;
   /** Bridge networking through a stand-in for the root helper: every VM gets BRIDGE. */
   bridge?: boolean;
+  /** Catalog kernels: what `ensure` does (default: the kernel is there, in STATE/kernels/NAME). */
+  kernelFails?: boolean;
 }
 
 /** What the stand-in root helper attaches a bridge VM to. */
@@ -68,7 +71,7 @@ function setup(opts: SetupOptions = {}) {
         ? Promise.reject(new BangerError('operation_failed', 'fake: mkfs.ext4 of the config disk failed'))
         : real.run(argv, o),
   };
-  const image: ImageRecord = { name: 'bookworm', source: 'test', sourceKind: 'debian', sourceRef: 'test', kernelVersion: '6.1', rootfsBytes: 1, packages: [], createdAt: 'now' };
+  const image: ImageRecord = { name: 'bookworm', source: 'test', sourceKind: 'debian', sourceRef: 'test', kernelVersion: '6.1', kernel: null, rootfsBytes: 1, packages: [], createdAt: 'now' };
   // Only what VmService asks of images: ensure (the image step) and show.
   const created: ImageRecord[] = [];
   const images = {
@@ -97,15 +100,26 @@ function setup(opts: SetupOptions = {}) {
   const onStepStart = (name: string) => {
     if (name === opts.failAt) throw new BangerError('operation_failed', `fake: failure at ${name}`);
   };
+  const ensured: string[] = [];
+  const kernels = {
+    ensure: async (name: string): Promise<LocalKernel> => {
+      ensured.push(name);
+      if (opts.kernelFails) throw new BangerError('not_found', 'no kernel catalog is configured');
+      const dir = join(layout.kernelsDir, name);
+      mkdirSync(dir, { recursive: true });
+      for (const f of ['vmlinuz', 'initrd.img']) writeFileSync(join(dir, f), `${name} ${f}`);
+      return { name, version: '6.12.8', arch: 'x86_64', sha256: { kernel: '0'.repeat(64), initrd: '1'.repeat(64) }, source: 'test', pulledAt: 'now', dir };
+    },
+  };
   const vms = new VmService({
-    store, runner, layout, log, images, network, onStepStart, config, snapshots,
+    store, runner, layout, log, images, network, onStepStart, config, snapshots, kernels,
     drivers: (vmm) => (vmm === 'qemu' ? driver : undefined),
     guest,
     bootTimeoutMs: 1000,
     bootStallMs: opts.stallMs,
   });
   const events: ProgressEvent[] = [];
-  const create = (name: string, extra: { start?: boolean; cold?: boolean } = {}) =>
+  const create = (name: string, extra: { start?: boolean; cold?: boolean; kernel?: string } = {}) =>
     vms.create({ name, diskBytes: 64 * MIB, ...extra }, conn, (ev) => events.push(ev));
   const pathsOf = (name: string) => vmPaths(layout, vms.show(name).id);
   /** Nothing of any VM is left: no row, no VM dir, no sockets dir, no live VMM process. */
@@ -115,7 +129,7 @@ function setup(opts: SetupOptions = {}) {
     expect(existsSync(layout.vmSocketsDir) ? readdirSync(layout.vmSocketsDir) : []).toEqual([]);
     expect(driver.alive()).toEqual([]);
   };
-  return { root, layout, store, driver, guest, vms, events, create, pathsOf, nothingLeft, snapshots, created };
+  return { root, layout, store, driver, guest, vms, events, create, pathsOf, nothingLeft, snapshots, created, ensured };
 }
 
 /** The snapshot a VM of the default shape clones (the fake probe says no KVM: TCG). */
@@ -569,6 +583,65 @@ describe('vm commit', () => {
     expect(debugfs('cat /etc/overlay-was').stdout).toMatch(/overlay of/); // the VM's own root disk, not the image
     expect(existsSync(join(layout.buildDir, 'mine-work'))).toBe(false);
     expect(vms.show('box').state).toBe('stopped'); // the VM is kept as it was
+  });
+});
+
+describe('a catalog kernel (vm create --kernel)', () => {
+  it('is ensured (pulled when missing) as its own step, booted instead of the image\'s, and again at each start', async () => {
+    const { vms, driver, create, events, ensured, layout, store } = setup();
+    const res = await create('box', { kernel: 'generic-6.12' });
+    expect(res.vm).toMatchObject({ state: 'running', kernel: 'generic-6.12' });
+    expect(store.findVmByName('box')!.kernel).toBe('generic-6.12');
+    const stages = events.map((e) => e.stage);
+    expect(stages.indexOf('image')).toBeLessThan(stages.indexOf('kernel'));
+    expect(stages.indexOf('kernel')).toBeLessThan(stages.indexOf('disks'));
+    expect(driver.starts[0]!.spec).toMatchObject({ kernel: join(layout.kernelsDir, 'generic-6.12', 'vmlinuz'), initrd: join(layout.kernelsDir, 'generic-6.12', 'initrd.img') });
+    expect(store.kernelUsers('generic-6.12')).toEqual(['VM box']);
+    await vms.stop('box');
+    const before = ensured.length;
+    await vms.start('box');
+    expect(ensured.length).toBe(before + 1);
+    expect(driver.starts[1]!.spec.kernel).toBe(join(layout.kernelsDir, 'generic-6.12', 'vmlinuz'));
+    // A VM without one boots its image's.
+    await create('plain');
+    expect(driver.starts[2]!.spec.kernel).toBe(join(layout.imagesDir, 'bookworm', 'vmlinuz'));
+  });
+
+  it('a kernel that cannot be had fails the create with nothing left (no row, no files, no process)', async () => {
+    const { create, nothingLeft } = setup({ kernelFails: true });
+    const e = await failure(create('box', { kernel: 'generic-6.12' }));
+    expect(e.message).toBe('no kernel catalog is configured');
+    nothingLeft();
+  });
+
+  it('an invalid kernel name is refused before any side effect, naming the field', async () => {
+    const { create, nothingLeft, ensured } = setup();
+    const e = await failure(create('box', { kernel: '../etc' }));
+    expect(e).toMatchObject({ code: 'bad_request', field: 'kernel' });
+    expect(ensured).toEqual([]);
+    nothingLeft();
+  });
+
+  it('boots cold even with a current snapshot of its image, and makes none', async () => {
+    const s = setup({ snapshots: true });
+    await s.snapshots!.build('bookworm', s.driver, 'tcg', { vcpu: DEFAULT_CONFIG.vcpu, memoryMib: DEFAULT_CONFIG.memoryMib }, () => undefined);
+    s.driver.calls.length = 0;
+    const res = await s.create('box', { kernel: 'generic-6.12' });
+    expect(res.clonedFrom).toBeNull();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.driver.calls).toContain('boot');
+    expect(s.driver.calls).not.toContain('restore');
+    expect(s.driver.calls).not.toContain('saveSnapshot');
+  });
+
+  it('vm commit of such a VM takes its catalog kernel along and names it', async () => {
+    const { vms, create, layout } = setup();
+    await create('box', { kernel: 'generic-6.12' });
+    await vms.stop('box');
+    const img = await vms.commit('box', 'mine', {}, () => undefined);
+    expect(img).toMatchObject({ name: 'mine', kernel: 'generic-6.12', kernelVersion: '6.12.8' });
+    expect(readFileSync(join(layout.imagesDir, 'mine', 'vmlinuz'), 'utf8')).toBe('generic-6.12 vmlinuz');
+    expect(JSON.parse(readFileSync(join(layout.imagesDir, 'mine', 'image.json'), 'utf8'))).toMatchObject({ kernel: 'generic-6.12', kernelVersion: '6.12.8' });
   });
 });
 

@@ -40,7 +40,7 @@ function setup() {
   const addVm = (name: string, state: VmState, opts: { alive?: boolean; deadPid?: boolean; ephemeral?: boolean } = {}) => {
     const vm: VmRecord = {
       id: (++idSeq).toString(16).padStart(12, '0'), name, image: 'bookworm', vcpu: 1, memoryMib: 512, systemOverlayBytes: 1, diskBytes: 1, vmm: 'qemu', network: 'user',
-      state, ephemeral: opts.ephemeral ?? false, nat: false, ip: null, lastError: null, createdAt: 'now', updatedAt: 'now',
+      state, ephemeral: opts.ephemeral ?? false, nat: false, ip: null, kernel: null, lastError: null, createdAt: 'now', updatedAt: 'now',
     };
     store.insertVm(vm);
     const p = vmPaths(layout, vm.id);

@@ -7,7 +7,7 @@
  * signalled). Operations on one VM are serialised by its lock; different VMs
  * proceed in parallel.
  */
-import { isAbsolute, sep } from 'node:path';
+import { isAbsolute, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { BangerError, messageOf } from '../errors/errors.js';
@@ -33,7 +33,8 @@ import type { NetworkService } from './network-service.js';
 import { KeyedMutex } from './locks.js';
 import { readRuntime, removeRuntime, type RuntimeRecord } from './runtime-file.js';
 import { runSteps, type Step } from './steps.js';
-import { BootStalled, bootSteps, VMM_NAMES } from './vm-boot.js';
+import { BootStalled, bootSteps, VMM_NAMES, type BootKernel } from './vm-boot.js';
+import { checkKernelName, KERNEL_FILES, type LocalKernel } from '../images/kernels.js';
 import { forceStop, gracefulStop, type BootedVmm, type StopReport } from './vm-stop.js';
 import { realGuestOps, type GuestOps } from './guest-ops.js';
 import { removeTreeUnder } from './safe-remove.js';
@@ -59,6 +60,8 @@ export interface VmServiceDeps {
   snapshots?: SnapshotService;
   /** Test-only fault injection, called as each create/start step begins (compose.ts: BANGER_TEST_CRASH_AT_STEP). */
   onStepStart?: (step: string) => void;
+  /** Catalog kernels (`vm create --kernel`): the kernel, pulled first when it is missing (once, however many ask). */
+  kernels?: { ensure: (name: string, signal?: AbortSignal) => Promise<LocalKernel> };
 }
 
 export interface CreateParams {
@@ -72,6 +75,8 @@ export interface CreateParams {
   start?: boolean;
   /** Let the guest reach the network. */
   nat?: boolean;
+  /** A catalog kernel to boot instead of the image's (pulled when missing). */
+  kernel?: string;
   /** user or bridge; default: config `network` (auto: bridge when the root helper answers). */
   network?: NetworkMode;
   /** Boot cold even when a current snapshot of this shape exists. */
@@ -183,6 +188,8 @@ export class VmService {
       { vcpu: params.vcpu === undefined, memoryMib: params.memoryMib === undefined, diskBytes: params.diskBytes === undefined },
     );
     validateImageName(imageName, 'image');
+    const kernel = params.kernel === undefined ? null : checkKernelName(params.kernel, 'kernel');
+    if (kernel !== null && !this.deps.kernels) throw new BangerError('unavailable', 'this daemon has no kernel catalog', undefined, { field: 'kernel' });
     const driver = this.deps.drivers(config.vmm);
     if (!driver) {
       throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
@@ -215,6 +222,7 @@ export class VmService {
       ephemeral: params.ephemeral === true,
       nat: params.nat === true,
       ip: null,
+      kernel,
       lastError: null,
       createdAt: now,
       updatedAt: now,
@@ -257,6 +265,10 @@ export class VmService {
               message: `image ${vm.image}`,
               run: async () => void (await this.deps.images.ensure(vm.image, { onProgress: progress, signal: abort.signal })),
             },
+            // The row names the kernel from here on, so a `kernel delete` meanwhile is refused.
+            ...(vm.kernel === null
+              ? []
+              : [{ name: 'kernel', message: `kernel ${vm.kernel} (from the kernel catalog; pulled when missing)`, run: async () => void (await this.deps.kernels!.ensure(vm.kernel!, abort.signal)) }]),
           ],
           hooks,
         );
@@ -265,7 +277,8 @@ export class VmService {
           store.setVmState(vm.id, 'stopped');
           return null;
         }
-        const clone = params.cold === true || params.extraDisks?.length || !config.warmClones ? undefined : await this.pickClone(vm, driver);
+        // A VM with a kernel of its own boots cold: the image's snapshots booted the image's kernel.
+        const clone = params.cold === true || params.extraDisks?.length || !config.warmClones || vm.kernel !== null ? undefined : await this.pickClone(vm, driver);
         try {
           const booted = await this.createBoot(vm, p, driver, clone, progress, abort.signal);
           clonedFrom = clone?.key ?? null;
@@ -323,7 +336,7 @@ export class VmService {
     await runSteps([this.disksStep(vm, p, driver, clone), ...boot.steps], this.stepHooks(vm, progress, signal));
     this.deps.store.setVmState(vm.id, 'running');
     const result = { ...boot.result(), driver };
-    if (!clone && this.deps.config.warmClones) this.deps.snapshots?.scheduleBuild(vm.image, driver, result.record.accel, vm);
+    if (!clone && this.deps.config.warmClones && vm.kernel === null) this.deps.snapshots?.scheduleBuild(vm.image, driver, result.record.accel, vm);
     return result;
   }
 
@@ -516,6 +529,10 @@ export class VmService {
       const driver = this.deps.drivers(vm.vmm);
       if (!driver) throw new BangerError('unavailable', `VM ${vm.name} runs on ${vm.vmm}, which this build does not carry`);
       const base = this.deps.images.show(vm.image);
+      // The kernel the VM boots comes along: its image's, or its own catalog kernel.
+      const own = vm.kernel === null ? undefined : await this.deps.kernels?.ensure(vm.kernel);
+      if (vm.kernel !== null && !own) throw new BangerError('unavailable', `VM ${vm.name} boots catalog kernel ${vm.kernel} and this daemon has no kernel catalog`);
+      const kernelVersion = own ? own.version : base.kernelVersion;
       const files = vmPaths(this.deps.layout, vm.id);
       return this.deps.images.create(imageName, opts.force === true, async (paths, workDir) => {
         const r = await commitVmImage(
@@ -523,8 +540,9 @@ export class VmService {
           {
             name: imageName,
             vmRef: `${vm.name} (image ${vm.image})`,
-            baseDir: imagePaths(this.deps.layout, vm.image).dir,
-            kernelVersion: base.kernelVersion,
+            baseDir: own ? own.dir : imagePaths(this.deps.layout, vm.image).dir,
+            kernelVersion,
+            ...(own ? { kernel: own.name } : base.kernel ? { kernel: base.kernel } : {}),
             packages: base.packages,
             outDir: paths.dir,
             workDir,
@@ -537,7 +555,8 @@ export class VmService {
           source: describeSource('vm', r.sourceRef),
           sourceKind: 'vm',
           sourceRef: r.sourceRef,
-          kernelVersion: base.kernelVersion,
+          kernelVersion,
+          kernel: own ? own.name : base.kernel,
           rootfsBytes: r.rootfsBytes,
           packages: base.packages,
           createdAt: new Date().toISOString(),
@@ -645,12 +664,18 @@ export class VmService {
       driver: this.requireDriver(vm.vmm),
       guest: this.guest,
       chooseAccel: (kernel) => this.chooseAccel(this.requireDriver(vm.vmm), this.deps.config.accel, kernel),
+      ...(this.deps.kernels ? { catalogKernel: (name: string, sig?: AbortSignal) => this.catalogKernel(name, sig) } : {}),
       reservedPorts: this.reservedPorts,
       targetFor: (rt) => this.targetFor(vm, rt),
       hostKeyPinned: () => lookupHost(this.deps.layout.knownHosts, hostKeyAlias(vm.name)).length > 0,
       onFault: this.deps.onStepStart,
       bridge: vm.network === 'bridge' ? { attach: () => this.deps.network.attach(vm), detach: () => this.deps.network.detach(vm) } : undefined,
     });
+  }
+
+  private async catalogKernel(name: string, signal?: AbortSignal): Promise<BootKernel> {
+    const k = await this.deps.kernels!.ensure(name, signal);
+    return { kernel: join(k.dir, KERNEL_FILES.kernel), initrd: join(k.dir, KERNEL_FILES.initrd) };
   }
 
   private stepHooks(vm: VmRecord, progress: Progress, signal?: AbortSignal) {

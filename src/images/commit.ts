@@ -25,9 +25,11 @@ export interface CommitOptions {
   name: string;
   /** The VM, in words, for the image's source reference (e.g. `box (image bookworm)`). */
   vmRef: string;
-  /** The VM's image directory: its vmlinuz and initrd.img come along. */
+  /** The directory of the kernel the VM boots (its image's, or its catalog kernel's): its vmlinuz and initrd.img come along. */
   baseDir: string;
   kernelVersion: string;
+  /** That kernel's catalog name, when it is one (image.json names it). */
+  kernel?: string;
   packages: string[];
   outDir: string;
   workDir: string;
@@ -74,7 +76,7 @@ export async function commitVmImage(deps: CommitDeps, opts: CommitOptions): Prom
     writeFileSync(
       join(stageDir, 'image.json'),
       JSON.stringify(
-        { name: opts.name, source: { kind: 'vm', ref: sourceRef }, kernelVersion: opts.kernelVersion, rootfsBytes, packages: opts.packages, builtAt: new Date().toISOString() },
+        { name: opts.name, source: { kind: 'vm', ref: sourceRef }, kernelVersion: opts.kernelVersion, ...(opts.kernel ? { kernel: opts.kernel } : {}), rootfsBytes, packages: opts.packages, builtAt: new Date().toISOString() },
         null,
         2,
       ) + '\n',

@@ -3,13 +3,16 @@
  * small initrd (MODULES=list) that can mount root on virtio-blk over
  * virtio-mmio (QEMU microvm).
  */
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import type { RunOptions, RunResult } from '../system/runner.js';
 import { toolPath } from '../system/which.js';
 import type { KernelStage, StageContext } from './pipeline.js';
 import { resolveInRoot } from './tree.js';
+import { KERNEL_FILES, type LocalKernel } from './kernels.js';
+import { applyLayer } from './oci/layers.js';
+import { sniffCompression } from './oci/decompress.js';
 
 /**
  * Modules the initrd must carry (unless built in) to mount root on
@@ -164,6 +167,51 @@ export function bangerKernel(from: { dir: string; kernelVersion: string }): Kern
       }
       if (!existsSync(join(target, 'modules.dep'))) {
         throw new BangerError('operation_failed', `the modules of kernel ${kver} are not in ${rootfs}`, `rebuild the default image (\`banger image build --force\`) and pull again`);
+      }
+      return kver;
+    },
+  };
+}
+
+/**
+ * A kernel from the catalog (`image pull --kernel NAME`), pulled and checked
+ * by src/images/kernels.ts: vmlinuz and initrd.img copied into the image,
+ * and its modules archive, when it has one, applied to the tree's
+ * /lib/modules with the layer applier (hostile names refused, nothing
+ * written through a symlink). Without one the kernel must have the guest's
+ * drivers built in.
+ */
+export function catalogKernel(k: LocalKernel): KernelStage {
+  return {
+    kind: 'catalog',
+    catalog: k.name,
+    async install(ctx: StageContext): Promise<string> {
+      const kver = k.version;
+      copyFileSync(join(k.dir, KERNEL_FILES.kernel), join(ctx.stageDir, 'vmlinuz'));
+      copyFileSync(join(k.dir, KERNEL_FILES.initrd), join(ctx.stageDir, 'initrd.img'));
+      if (k.sha256.modules === undefined) {
+        ctx.progress('kernel', `kernel ${k.name} (${kver}) from the catalog; it has no modules archive: its drivers must be built in`);
+        return kver;
+      }
+      if (!KERNEL_VERSION.test(kver)) {
+        throw new BangerError('operation_failed', `kernel ${k.name}: its version ${JSON.stringify(kver.slice(0, 64))} is not a kernel release, and its modules are named by it`, 'the catalog entry\'s version must be the kernel\'s `uname -r`');
+      }
+      ctx.progress('kernel', `kernel ${k.name} (${kver}) from the catalog, its modules added to the image`);
+      const modulesDir = resolveInRoot(ctx.rootDir, 'lib/modules');
+      rmSync(join(modulesDir, kver), { recursive: true, force: true });
+      mkdirSync(modulesDir, { recursive: true, mode: 0o755 });
+      const archive = join(k.dir, KERNEL_FILES.modules);
+      const head = Buffer.alloc(8);
+      const fd = openSync(archive, 'r');
+      try {
+        readSync(fd, head, 0, head.length, 0);
+      } finally {
+        closeSync(fd);
+      }
+      const suffix = { none: '', gzip: '+gzip', zstd: '+zstd' }[sniffCompression(head)];
+      await applyLayer(modulesDir, { path: archive, mediaType: `application/vnd.oci.image.layer.v1.tar${suffix}`, digest: `sha256:${k.sha256.modules}` }, { signal: ctx.signal, maxBytes: 4 * 1024 ** 3 });
+      if (!existsSync(join(modulesDir, kver, 'modules.dep'))) {
+        throw new BangerError('operation_failed', `kernel ${k.name}: its modules archive has no ${kver}/modules.dep`, 'its entries must be named VERSION/... (the modules directory of that kernel release, after depmod)');
       }
       return kver;
     },

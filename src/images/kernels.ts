@@ -3,7 +3,13 @@
  * by src/release/verify.ts) lists kernels by name, each a kernel and an
  * initrd with their sha256 and size; `pull` puts one in the local store,
  *
- *   KERNELS/NAME/vmlinuz, initrd.img, kernel.json
+ *   KERNELS/NAME/vmlinuz, initrd.img, [modules.tar,] kernel.json
+ *
+ * An entry may list a `modules` file: a tar (plain or gzip) of the
+ * kernel's modules directory, its entries named `VERSION/...` (the entry's
+ * version is then the kernel release, `uname -r`). `image pull --kernel`
+ * applies it to the image's /lib/modules; a kernel without one must have
+ * what a guest needs (virtio console, net and block, ext4) built in.
  *
  * downloaded into a sibling work directory, every file checked, kernel.json
  * written there, and the directory renamed into place: a reader sees a whole
@@ -28,7 +34,8 @@ import { KERNEL_NAME_RE } from '../model/kernel-name.js';
 export { KERNEL_NAME_RE };
 const MAX_CATALOG_BYTES = 1024 * 1024;
 const MAX_KERNEL_FILE_BYTES = 512 * 1024 * 1024;
-export const KERNEL_FILES = { kernel: 'vmlinuz', initrd: 'initrd.img' } as const;
+export const KERNEL_FILES = { kernel: 'vmlinuz', initrd: 'initrd.img', modules: 'modules.tar' } as const;
+const ROLES = ['kernel', 'initrd', 'modules'] as const;
 
 export function checkKernelName(name: string, field?: string): string {
   if (!KERNEL_NAME_RE.test(name)) {
@@ -39,7 +46,7 @@ export function checkKernelName(name: string, field?: string): string {
 
 const fileSchema = z
   .object({
-    role: z.enum(['kernel', 'initrd']),
+    role: z.enum(ROLES),
     url: z.string().min(1).max(2048),
     sha256: z.string().regex(/^[0-9a-f]{64}$/),
     size: z.number().int().min(1).max(MAX_KERNEL_FILE_BYTES),
@@ -52,14 +59,18 @@ const entrySchema = z
     version: z.string().min(1).max(128),
     arch: z.enum(['x86_64']),
     description: z.string().max(1024).optional(),
-    files: z.array(fileSchema).length(2),
+    files: z.array(fileSchema).min(2).max(3),
   })
   .strict()
-  .refine((e) => new Set(e.files.map((f) => f.role)).size === 2, { message: 'must have one kernel and one initrd' });
+  .refine((e) => new Set(e.files.map((f) => f.role)).size === e.files.length && e.files.some((f) => f.role === 'kernel') && e.files.some((f) => f.role === 'initrd'), {
+    message: 'must have one kernel, one initrd and at most one modules archive',
+  });
 
 const catalogSchema = z.object({ kernels: z.array(entrySchema).max(1000) }).strict();
 
 export type CatalogEntry = z.output<typeof entrySchema>;
+
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 
 /** What a pulled kernel's kernel.json says. */
 const localSchema = z
@@ -67,7 +78,7 @@ const localSchema = z
     name: z.string().regex(KERNEL_NAME_RE),
     version: z.string().min(1).max(128),
     arch: z.string().max(32),
-    sha256: z.object({ kernel: z.string().regex(/^[0-9a-f]{64}$/), initrd: z.string().regex(/^[0-9a-f]{64}$/) }).strict(),
+    sha256: z.object({ kernel: sha256Hex, initrd: sha256Hex, modules: sha256Hex.optional() }).strict(),
     source: z.string().max(2048),
     pulledAt: z.string().max(64),
   })
@@ -110,7 +121,8 @@ export function localKernel(kernelsDir: string, name: string): LocalKernel | und
   try {
     const r = localSchema.safeParse(JSON.parse(readFileSync(join(dir, 'kernel.json'), 'utf8')));
     if (!r.success || r.data.name !== name) return undefined;
-    if (!existsSync(join(dir, KERNEL_FILES.kernel)) || !existsSync(join(dir, KERNEL_FILES.initrd))) return undefined;
+    const roles = ROLES.filter((role) => r.data.sha256[role] !== undefined);
+    if (!roles.every((role) => existsSync(join(dir, KERNEL_FILES[role])))) return undefined;
     return { ...r.data, dir };
   } catch {
     return undefined;
@@ -137,7 +149,7 @@ export async function pullKernel(kernelsDir: string, catalog: Catalog, entry: Ca
   const work = join(kernelsDir, `.pull-${entry.name}-${randomHex(4)}`);
   mkdirSync(work, { mode: 0o700 });
   try {
-    const sha256: Record<'kernel' | 'initrd', string> = { kernel: '', initrd: '' };
+    const sha256: { kernel: string; initrd: string; modules?: string } = { kernel: '', initrd: '' };
     for (const f of entry.files) {
       const got = await downloadFile(httpUrl(f.url, `the ${f.role} url of ${entry.name}`, catalog.url), join(work, KERNEL_FILES[f.role]), {
         what: `kernel ${entry.name} (${f.role})`,

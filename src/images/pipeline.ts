@@ -77,8 +77,10 @@ export interface ImageSource {
 
 /** Which kernel the image boots: puts vmlinuz and initrd.img in ctx.stageDir (and modules in the tree); returns its version. */
 export interface KernelStage {
-  /** 'tree': the tree's own kernel (the initrd is made inside it); 'banger': banger's kernel, modules added. */
-  kind: 'tree' | 'banger';
+  /** 'tree': the tree's own kernel (the initrd is made inside it); 'banger': banger's kernel, modules added; 'catalog': a catalog kernel's. */
+  kind: 'tree' | 'banger' | 'catalog';
+  /** The catalog kernel's name (kind 'catalog'): the image record and image.json name it. */
+  catalog?: string;
   install(ctx: StageContext): Promise<string>;
 }
 
@@ -223,6 +225,7 @@ export async function runPipeline(deps: PipelineDeps, opts: PipelineOptions): Pr
           ...filled.manifest,
           source: { kind: opts.source.kind, ref },
           kernelVersion,
+          ...(opts.kernel.catalog ? { kernel: opts.kernel.catalog } : {}),
           rootfsBytes,
           tuned,
           packages,

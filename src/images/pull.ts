@@ -7,7 +7,8 @@
  */
 import type { ProgressEvent } from '../model/types.js';
 import type { Runner } from '../system/runner.js';
-import { bangerKernel } from './kernel.js';
+import { bangerKernel, catalogKernel } from './kernel.js';
+import type { LocalKernel } from './kernels.js';
 import type { ImageRef } from './oci-ref.js';
 import { BlobStore } from './oci/blob-store.js';
 import { credentialsFor } from './oci/docker-config.js';
@@ -31,8 +32,8 @@ export interface PullOptions {
   workDir: string;
   /** The shared blob cache (layout.blobsDir). */
   blobsDir: string;
-  /** banger's kernel: an image banger built (the default one). */
-  kernel: { dir: string; kernelVersion: string };
+  /** banger's kernel (from an image banger built: the default one), or a catalog kernel (`--kernel`). */
+  kernel: { dir: string; kernelVersion: string } | { catalog: LocalKernel };
   tuned?: boolean;
   /** Installs what an image lacks of the guest contract, in a build VM (the daemon's); without it such an image is refused. */
   installer?: GuestInstaller;
@@ -68,7 +69,7 @@ export async function pullOciImage(deps: PullDeps, opts: PullOptions): Promise<P
     outDir: opts.outDir,
     workDir: opts.workDir,
     source,
-    kernel: bangerKernel(opts.kernel),
+    kernel: 'catalog' in opts.kernel ? catalogKernel(opts.kernel.catalog) : bangerKernel(opts.kernel),
     tuned: opts.tuned,
     installer: opts.installer,
     signal: opts.signal,

@@ -34,6 +34,8 @@ export interface VmRecord {
   nat: boolean;
   /** Bridge networking: the guest's address (its MAC and tap follow from it); null in user networking. */
   ip: string | null;
+  /** The catalog kernel it boots (`vm create --kernel`); null: its image's. */
+  kernel: string | null;
   lastError: string | null;
   createdAt: string;
   updatedAt: string;
@@ -95,6 +97,8 @@ export interface ImageRecord {
   /** The source's reference: suite and mirror, image reference with its digest, archive file, VM. */
   sourceRef: string;
   kernelVersion: string;
+  /** The catalog kernel it boots (`image pull --kernel`); null: its own (or banger's, copied in). */
+  kernel: string | null;
   rootfsBytes: number;
   packages: string[];
   createdAt: string;

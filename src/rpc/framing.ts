@@ -13,7 +13,7 @@ import type { ProgressEvent } from '../model/types.js';
 import { boolean, number, object, oneOf, string, union, unknown, type Shape } from './shape.js';
 
 /** Bump when a method's params or result change shape (src/rpc/methods.ts). */
-export const PROTOCOL_VERSION = 8;
+export const PROTOCOL_VERSION = 9;
 
 export interface RequestMessage {
   id: number;

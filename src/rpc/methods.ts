@@ -153,7 +153,7 @@ export interface KernelInfo {
   name: string;
   version: string;
   arch: string;
-  sha256: { kernel: string; initrd: string };
+  sha256: { kernel: string; initrd: string; modules?: string };
   /** The catalog it came from. */
   source: string;
   pulledAt: string;
@@ -166,7 +166,7 @@ export interface CatalogKernel {
   version: string;
   arch: 'x86_64';
   description?: string;
-  files: Array<{ role: 'kernel' | 'initrd'; url: string; sha256: string; size: number }>;
+  files: Array<{ role: 'kernel' | 'initrd' | 'modules'; url: string; sha256: string; size: number }>;
 }
 
 export interface WorkspaceStatus {
@@ -200,6 +200,8 @@ export const methods = withResults(daemonResults, {
         network: z.enum(NETWORK_MODES).optional(),
         /** Boot cold even when a snapshot of this shape exists (vm create/run --cold). */
         cold: z.boolean().optional(),
+        /** Boot this catalog kernel instead of the image's (pulled when missing). */
+        kernel: kernelName.optional(),
       })
       .strict(),
   'vm.start': () => z.object({ name: vmName }).strict(),
@@ -262,6 +264,8 @@ export const methods = withResults(daemonResults, {
         platform: z.string().regex(/^[a-z0-9]{1,32}\/[a-z0-9_]{1,32}(\/[a-z0-9]{1,16})?$/, 'must look like linux/amd64 or linux/arm64/v8').optional(),
         insecure: z.boolean().optional(),
         force: z.boolean().optional(),
+        /** The image boots this catalog kernel (pulled when missing) instead of banger's. */
+        kernel: kernelName.optional(),
         /** A bundle URL's signature is checked with this PEM public key (absolute path) instead of banger's. */
         pubkey: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }).optional(),
       })
@@ -274,6 +278,8 @@ export const methods = withResults(daemonResults, {
         name: imageName.optional(),
         platform: z.string().regex(/^[a-z0-9]{1,32}\/[a-z0-9_]{1,32}(\/[a-z0-9]{1,16})?$/, 'must look like linux/amd64 or linux/arm64/v8').optional(),
         force: z.boolean().optional(),
+        /** The image boots this catalog kernel (pulled when missing) instead of banger's. */
+        kernel: kernelName.optional(),
         /** An image bundle's signature is checked with this PEM public key instead of banger's. */
         pubkey: hostPath.refine((s) => s.startsWith('/'), { message: 'must be an absolute path' }).optional(),
       })

@@ -100,6 +100,8 @@ const vmNameSchema = grammar('VM name', vmNameProblem);
 const imageNameSchema = grammar('image name', vmNameProblem);
 const vmIdSchema = grammar('VM id', vmIdProblem);
 
+const kernelName = string({ pattern: KERNEL_NAME_RE, patternMessage: 'not a kernel name' });
+
 // ---- model types (src/model/types.ts) ------------------------------------
 
 const vmRecordObject = once(() =>
@@ -117,6 +119,7 @@ const vmRecordObject = once(() =>
     ephemeral: boolean(),
     nat: boolean(),
     ip: netText.nullable(),
+    kernel: kernelName.nullable(),
     lastError: text().nullable(),
     createdAt: timestamp,
     updatedAt: timestamp,
@@ -171,6 +174,7 @@ const imageRecordObject = once(() =>
     sourceKind: oneOf(IMAGE_SOURCE_KINDS),
     sourceRef: text(MAX_PATH),
     kernelVersion: text(256),
+    kernel: kernelName.nullable(),
     rootfsBytes: count,
     packages: list(text(1024)),
     createdAt: timestamp,
@@ -351,11 +355,10 @@ export const imageExportResultSchema = once(() =>
 );
 
 const sha256Hex = string({ pattern: /^[0-9a-f]{64}$/, patternMessage: 'not a sha256' });
-const kernelName = string({ pattern: KERNEL_NAME_RE, patternMessage: 'not a kernel name' });
 
 export const kernelInfoSchema = once(() =>
   schemaOf<KernelInfo>()(
-    object({ name: kernelName, version: text(128), arch: text(32), sha256: object({ kernel: sha256Hex, initrd: sha256Hex }), source: text(2048), pulledAt: timestamp, dir: path }),
+    object({ name: kernelName, version: text(128), arch: text(32), sha256: object({ kernel: sha256Hex, initrd: sha256Hex, modules: sha256Hex.optional() }), source: text(2048), pulledAt: timestamp, dir: path }),
   ),
 );
 
@@ -366,7 +369,7 @@ export const catalogKernelSchema = once(() =>
       version: text(128),
       arch: oneOf(['x86_64'] as const),
       description: text(1024).optional(),
-      files: array(object({ role: oneOf(['kernel', 'initrd'] as const), url: text(2048), sha256: sha256Hex, size: count }), { max: 2 }),
+      files: array(object({ role: oneOf(['kernel', 'initrd', 'modules'] as const), url: text(2048), sha256: sha256Hex, size: count }), { max: 3 }),
     }),
   ),
 );

@@ -40,7 +40,7 @@ function handlers(over: Partial<Handlers> = {}): Handlers {
     'image.build': async (_p, ctx) => {
       ctx.progress({ stage: 'a', message: 'one' });
       ctx.progress({ stage: 'b', message: 'two' });
-      return { name: 'x', source: 's', sourceKind: 'debian', sourceRef: 'bookworm', kernelVersion: 'k', rootfsBytes: 1, packages: [], createdAt: 'now' };
+      return { name: 'x', source: 's', sourceKind: 'debian', sourceRef: 'bookworm', kernelVersion: 'k', kernel: null, rootfsBytes: 1, packages: [], createdAt: 'now' };
     },
     'image.list': async () => {
       throw new Error('boom');

@@ -42,6 +42,8 @@ export interface VmSpec {
   network?: NetworkMode;
   /** Boot the kernel even when a snapshot could start a warm clone. */
   cold?: boolean;
+  /** A kernel from the kernel catalog to boot instead of the image's (pulled when missing; such a VM boots cold). */
+  kernel?: string;
 }
 
 export interface CreateVmOptions extends VmSpec, ProgressOption {
@@ -72,6 +74,8 @@ export interface ImagePullOptions extends ProgressOption {
   platform?: string;
   /** Allow plain HTTP to a registry that is not on a loopback address. */
   insecure?: boolean;
+  /** Boot this catalog kernel (pulled when missing) instead of banger's; it is copied into the image. */
+  kernel?: string;
   /** Replace an image of that name. */
   force?: boolean;
   /** For a bundle URL: check its signature with this PEM public key (an absolute path) instead of banger's. */
@@ -152,6 +156,7 @@ export class Banger {
         nat: opts.nat === true,
         network: opts.network,
         cold: opts.cold === true,
+        kernel: opts.kernel,
       },
       this.progressFor(opts),
     );
@@ -205,7 +210,7 @@ export class Banger {
 
   /** Pulls an OCI image from a registry and makes it a banger image. */
   pullImage(ref: string, opts: ImagePullOptions = {}): Promise<ImageRecord> {
-    return this.client.call('image.pull', { ref, name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true, pubkey: opts.pubkey }, this.progressFor(opts));
+    return this.client.call('image.pull', { ref, name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true, pubkey: opts.pubkey, kernel: opts.kernel }, this.progressFor(opts));
   }
 
   /**
@@ -215,7 +220,7 @@ export class Banger {
    * an absolute path to a PEM) before anything is published.
    */
   importImage(path: string, opts: Omit<ImagePullOptions, 'insecure'> & { pubkey?: string } = {}): Promise<ImageRecord> {
-    return this.client.call('image.import', { path, name: opts.name, platform: opts.platform, force: opts.force === true, pubkey: opts.pubkey }, this.progressFor(opts));
+    return this.client.call('image.import', { path, name: opts.name, platform: opts.platform, force: opts.force === true, pubkey: opts.pubkey, kernel: opts.kernel }, this.progressFor(opts));
   }
 
   /** Writes image `name` as a bundle to `path` (absolute; must not exist), signed with the PEM private key at `sign` (absolute) when given. */

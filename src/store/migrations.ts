@@ -81,4 +81,12 @@ export const MIGRATIONS: Migration[] = [
       UPDATE images SET source_ref = source WHERE source_ref = '';
     `,
   },
+  {
+    version: 6,
+    name: 'catalog kernels of images and VMs',
+    sql: `
+      ALTER TABLE images ADD COLUMN kernel TEXT;
+      ALTER TABLE vms ADD COLUMN kernel TEXT;
+    `,
+  },
 ];

@@ -22,6 +22,7 @@ const vm = (over: Partial<VmRecord> = {}): VmRecord => ({
   ephemeral: false,
   nat: false,
   ip: null,
+  kernel: null,
   lastError: null,
   createdAt: '2026-01-01T00:00:00Z',
   updatedAt: '2026-01-01T00:00:00Z',
@@ -100,7 +101,7 @@ describe('Store', () => {
 
   it('stores images', () => {
     const s = open();
-    s.upsertImage({ name: 'bookworm', source: 'x', sourceKind: 'debian', sourceRef: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
+    s.upsertImage({ name: 'bookworm', source: 'x', sourceKind: 'debian', sourceRef: 'x', kernelVersion: '6.1', kernel: null, rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
     expect(s.findImage('bookworm')?.packages).toEqual(['git']);
     s.insertVm(vm());
     expect(s.vmsUsingImage('bookworm')).toEqual(['box']);
@@ -108,10 +109,24 @@ describe('Store', () => {
     expect(s.listImages()).toEqual([]);
   });
 
+  it('names what boots a catalog kernel (images and VMs, invalid rows included); a bad kernel name makes the row invalid', () => {
+    const s = open();
+    s.upsertImage({ name: 'alpine', source: 'x', sourceKind: 'oci', sourceRef: 'x', kernelVersion: '6.12.8', kernel: 'generic-6.12', rootfsBytes: 10, packages: [], createdAt: 'now' });
+    expect(s.findImage('alpine')?.kernel).toBe('generic-6.12');
+    s.insertVm({ ...vm(), kernel: 'generic-6.12' });
+    expect(s.findVmByName('box')?.kernel).toBe('generic-6.12');
+    expect(s.kernelUsers('generic-6.12')).toEqual(['image alpine', 'VM box']);
+    expect(s.kernelUsers('other')).toEqual([]);
+    s.db.prepare("UPDATE vms SET vcpu = 'x' WHERE name = 'box'").run();
+    expect(s.kernelUsers('generic-6.12')).toEqual(['image alpine', expect.stringMatching(/^invalid VM row \d+$/)]);
+    s.db.prepare("UPDATE images SET kernel = '../x' WHERE name = 'alpine'").run();
+    expect(s.findImage('alpine')).toBeUndefined();
+  });
+
   it("stores an image's source kind and reference; an unknown kind makes the row invalid", () => {
     const s = open();
     const ref = 'docker.io/library/debian:bookworm@sha256:' + 'a'.repeat(64);
-    s.upsertImage({ name: 'debian-bookworm', source: `pulled ${ref}`, sourceKind: 'oci', sourceRef: ref, kernelVersion: '6.1', rootfsBytes: 10, packages: [], createdAt: 'now' });
+    s.upsertImage({ name: 'debian-bookworm', source: `pulled ${ref}`, sourceKind: 'oci', sourceRef: ref, kernelVersion: '6.1', kernel: null, rootfsBytes: 10, packages: [], createdAt: 'now' });
     expect(s.findImage('debian-bookworm')).toMatchObject({ sourceKind: 'oci', sourceRef: ref });
     s.db.prepare("UPDATE images SET source_kind = 'ftp' WHERE name = 'debian-bookworm'").run();
     expect(s.findImage('debian-bookworm')).toBeUndefined();
@@ -164,7 +179,7 @@ describe('Store: rows are validated on read', () => {
 
   it('an image row with packages that are not JSON is skipped, not thrown', () => {
     const s = open();
-    s.upsertImage({ name: 'bookworm', source: 'x', sourceKind: 'debian', sourceRef: 'x', kernelVersion: '6.1', rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
+    s.upsertImage({ name: 'bookworm', source: 'x', sourceKind: 'debian', sourceRef: 'x', kernelVersion: '6.1', kernel: null, rootfsBytes: 10, packages: ['git'], createdAt: 'now' });
     s.db.prepare("UPDATE images SET packages = '{not json'").run();
     expect(() => s.listImages()).not.toThrow();
     expect(s.listImages()).toEqual([]);

@@ -11,6 +11,7 @@ import { quoteInput } from '../model/names.js';
 import { imageNameSchema, vmIdSchema, vmNameSchema } from '../model/name-schemas.js';
 import { MAX_MEMORY_MIB, MAX_VCPU } from '../model/limits.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
+import { KERNEL_NAME_RE } from '../model/kernel-name.js';
 
 type Db = Database.Database;
 
@@ -76,6 +77,7 @@ const text = (max: number) => z.string().max(max);
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const flag = z.union([z.literal(0), z.literal(1)]).transform((b) => b === 1);
 const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/, 'not an IPv4 address');
+const kernelName = z.string().regex(KERNEL_NAME_RE, 'not a kernel name').nullable();
 const gitId = z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/, 'not a git object id');
 
 const vmRowSchema = z
@@ -93,6 +95,7 @@ const vmRowSchema = z
     ephemeral: flag,
     nat: flag,
     ip: ipv4.nullable(),
+    kernel: kernelName,
     last_error: text(64 * 1024).nullable(),
     created_at: text(64),
     updated_at: text(64),
@@ -112,6 +115,7 @@ const vmRowSchema = z
       ephemeral: r.ephemeral,
       nat: r.nat,
       ip: r.ip,
+      kernel: r.kernel,
       lastError: r.last_error,
       createdAt: r.created_at,
       updatedAt: r.updated_at,
@@ -155,6 +159,7 @@ const imageRowSchema = z
     source_kind: z.enum(IMAGE_SOURCE_KINDS),
     source_ref: text(4096),
     kernel_version: text(256),
+    kernel: kernelName,
     rootfs_bytes: count,
     packages: text(1024 * 1024).transform((t, ctx): string[] => {
       let v: unknown;
@@ -180,6 +185,7 @@ const imageRowSchema = z
       sourceKind: r.source_kind,
       sourceRef: r.source_ref,
       kernelVersion: r.kernel_version,
+      kernel: r.kernel,
       rootfsBytes: r.rootfs_bytes,
       packages: r.packages,
       createdAt: r.created_at,
@@ -249,10 +255,10 @@ export class Store {
     try {
       this.db
         .prepare(
-          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, disk_bytes, vmm, network, state, ephemeral, nat, ip, last_error, created_at, updated_at)
-           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @diskBytes, @vmm, @network, @state, @ephemeral, @nat, @ip, @lastError, @createdAt, @updatedAt)`,
+          `INSERT INTO vms (id, name, image, vcpu, memory_mib, system_overlay_bytes, disk_bytes, vmm, network, state, ephemeral, nat, ip, kernel, last_error, created_at, updated_at)
+           VALUES (@id, @name, @image, @vcpu, @memoryMib, @systemOverlayBytes, @diskBytes, @vmm, @network, @state, @ephemeral, @nat, @ip, @kernel, @lastError, @createdAt, @updatedAt)`,
         )
-        .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0, nat: vm.nat ? 1 : 0, ip: vm.ip ?? null });
+        .run({ ...vm, ephemeral: vm.ephemeral ? 1 : 0, nat: vm.nat ? 1 : 0, ip: vm.ip ?? null, kernel: vm.kernel ?? null });
     } catch (e) {
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && vm.ip && /vms\.ip/.test(String(e))) {
         throw new BangerError('conflict', `address ${vm.ip} was taken by another VM meanwhile`, 'try again');
@@ -317,12 +323,12 @@ export class Store {
   upsertImage(img: ImageRecord): void {
     this.db
       .prepare(
-        `INSERT INTO images (name, source, source_kind, source_ref, kernel_version, rootfs_bytes, packages, created_at)
-         VALUES (@name, @source, @sourceKind, @sourceRef, @kernelVersion, @rootfsBytes, @packages, @createdAt)
-         ON CONFLICT(name) DO UPDATE SET source=excluded.source, source_kind=excluded.source_kind, source_ref=excluded.source_ref, kernel_version=excluded.kernel_version,
+        `INSERT INTO images (name, source, source_kind, source_ref, kernel_version, kernel, rootfs_bytes, packages, created_at)
+         VALUES (@name, @source, @sourceKind, @sourceRef, @kernelVersion, @kernel, @rootfsBytes, @packages, @createdAt)
+         ON CONFLICT(name) DO UPDATE SET source=excluded.source, source_kind=excluded.source_kind, source_ref=excluded.source_ref, kernel_version=excluded.kernel_version, kernel=excluded.kernel,
            rootfs_bytes=excluded.rootfs_bytes, packages=excluded.packages, created_at=excluded.created_at`,
       )
-      .run({ ...img, packages: JSON.stringify(img.packages) });
+      .run({ ...img, kernel: img.kernel ?? null, packages: JSON.stringify(img.packages) });
   }
 
   /** The image of that name; undefined when there is none or its row is invalid. */
@@ -390,5 +396,25 @@ export class Store {
       const p = parseRow('vms', vmRowSchema, r as Record<string, unknown>, 'name');
       return p.ok ? p.value.name : `invalid row ${p.invalid.rowid}`;
     });
+  }
+
+  /**
+   * What boots the catalog kernel `name`: "image X" and "VM Y" for each row
+   * that names it, invalid rows included (as "row N"), so a kernel is never
+   * deleted from under a row.
+   */
+  kernelUsers(name: string): string[] {
+    const images = this.db.prepare('SELECT rowid, * FROM images WHERE kernel = ?').all(name);
+    const vms = this.db.prepare('SELECT rowid, * FROM vms WHERE kernel = ?').all(name);
+    return [
+      ...images.map((r) => {
+        const p = parseRow('images', imageRowSchema, r as Record<string, unknown>, 'name');
+        return p.ok ? `image ${p.value.name}` : `invalid image row ${p.invalid.rowid}`;
+      }),
+      ...vms.map((r) => {
+        const p = parseRow('vms', vmRowSchema, r as Record<string, unknown>, 'name');
+        return p.ok ? `VM ${p.value.name}` : `invalid VM row ${p.invalid.rowid}`;
+      }),
+    ];
   }
 }

@@ -51,10 +51,11 @@ export function imageCommand(ctx: CliContext): Command {
     .option('--insecure', 'allow plain HTTP to a registry that is not on a loopback address')
     .option('--force', 'replace an image of that name')
     .option('--pubkey-file <pem>', "a bundle URL: check its signature with this public key instead of banger's")
+    .option('--kernel <name>', "boot this kernel from the kernel catalog (pulled when missing) instead of banger's")
     .option('--json', 'machine-readable output')
     .action(async (ref, opts) => {
       const started = Date.now();
-      const img = await (await ctx.banger()).pullImage(ref, { name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true, pubkey: opts.pubkeyFile ? resolve(opts.pubkeyFile) : undefined });
+      const img = await (await ctx.banger()).pullImage(ref, { name: opts.name, platform: opts.platform, insecure: opts.insecure === true, force: opts.force === true, pubkey: opts.pubkeyFile ? resolve(opts.pubkeyFile) : undefined, kernel: opts.kernel });
       if (opts.json) return printJson(img);
       process.stdout.write(`pulled ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
@@ -67,10 +68,11 @@ export function imageCommand(ctx: CliContext): Command {
     .option('--platform <os/arch>', 'platform to pick from a multi-platform archive', 'linux/amd64')
     .option('--force', 'replace an image of that name')
     .option('--pubkey-file <pem>', "check a signed bundle with this public key instead of banger's")
+    .option('--kernel <name>', "boot this kernel from the kernel catalog (pulled when missing) instead of banger's")
     .option('--json', 'machine-readable output')
     .action(async (file, opts) => {
       const started = Date.now();
-      const img = await (await ctx.banger()).importImage(resolve(file), { name: opts.name, platform: opts.platform, force: opts.force === true, pubkey: opts.pubkeyFile ? resolve(opts.pubkeyFile) : undefined });
+      const img = await (await ctx.banger()).importImage(resolve(file), { name: opts.name, platform: opts.platform, force: opts.force === true, pubkey: opts.pubkeyFile ? resolve(opts.pubkeyFile) : undefined, kernel: opts.kernel });
       if (opts.json) return printJson(img);
       process.stdout.write(`imported ${img.name} from ${img.sourceRef} (${formatSize(img.rootfsBytes)}) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     });
@@ -128,7 +130,7 @@ export function imageCommand(ctx: CliContext): Command {
         ['source', i.source],
         ['source kind', i.sourceKind],
         ['reference', i.sourceRef],
-        ['kernel', i.kernelVersion],
+        ['kernel', i.kernel ? `${i.kernelVersion} (catalog kernel ${i.kernel})` : i.kernelVersion],
         ['size', formatSize(i.rootfsBytes)],
         ['packages', i.packages.join(', ')],
         ['created', i.createdAt],

@@ -80,6 +80,7 @@ function buildVm(ctx: CliContext, only?: string): Command {
         ['id', v.id],
         ['state', v.state],
         ['image', v.image],
+        ...(v.kernel ? [['kernel', `${v.kernel} (from the kernel catalog)`] as [string, string]] : []),
         ['vcpu', String(v.vcpu)],
         ['memory', `${v.memoryMib} MiB`],
         ['work disk', `${formatSize(v.diskBytes)} at /root`],
@@ -161,12 +162,13 @@ function specOptions<A extends unknown[], O extends OptionValues>(c: Command<A, 
     .option('--image <name>', 'image to boot (default: bookworm, built on first use)')
     .option('--nat', 'let the guest reach the network (default: no route off the host)')
     .option('--cold', 'boot the kernel even when a snapshot of this image and shape could start a warm clone')
+    .option('--kernel <name>', 'boot this kernel from the kernel catalog instead of the image\'s (pulled when missing; boots cold)')
     .addOption(new Option('--network <mode>', 'user (rootless, SSH on a loopback port) or bridge (root helper: own IP, NAME.vm DNS); default: config').choices(NETWORK_MODES));
 }
 
 /** The VM the spec flags describe, as the SDK takes it. */
 function specOf(name: string, opts: SpecFlags): VmSpec {
-  return { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, nat: opts.nat === true, network: opts.network, cold: opts.cold === true };
+  return { name, image: opts.image, vcpu: opts.vcpu, memoryMib: opts.memory, diskBytes: opts.diskSize, nat: opts.nat === true, network: opts.network, cold: opts.cold === true, kernel: opts.kernel };
 }
 
 interface SpecFlags {
@@ -177,6 +179,7 @@ interface SpecFlags {
   nat?: boolean;
   network?: NetworkMode;
   cold?: boolean;
+  kernel?: string;
 }
 
 function sshColumn(v: VmView): string {
@@ -193,6 +196,7 @@ interface RunOpts extends PrepareFlags {
   detach?: boolean;
   nat?: boolean;
   cold?: boolean;
+  kernel?: string;
   bootstrap?: boolean;
   network?: NetworkMode;
   json?: boolean;
