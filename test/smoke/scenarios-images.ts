@@ -28,7 +28,7 @@ interface Fixture {
 /** One registry and one base rootfs per smoke run, made by the first scenario that needs them. */
 const fixtures = new Map<string, Promise<Fixture>>();
 
-function fixture(dirs: RunDirs, log: (l: string) => void): Promise<Fixture> {
+export function fixture(dirs: RunDirs, log: (l: string) => void): Promise<Fixture> {
   const key = dirs.root;
   let f = fixtures.get(key);
   if (!f) {
