@@ -20,10 +20,7 @@ import { InspectService } from './inspect-service.js';
 import { WorkspaceService } from './workspace-service.js';
 import { NetworkService } from './network-service.js';
 import { KernelService } from './kernel-service.js';
-import { parsePublicKey } from '../release/verify.js';
-import { RELEASE_PUBLIC_KEY } from '../release/keys.js';
-import { readFileSync } from 'node:fs';
-import { BangerError } from '../errors/errors.js';
+import { publicKeyFrom } from '../release/verify.js';
 import { exportImageBundle, importImageBundle, pullImageBundle } from './image-bundles.js';
 import { isBundle } from '../images/bundle.js';
 
@@ -46,21 +43,12 @@ export interface Services {
   };
 }
 
-/** A PEM key file's text (bounded), or a coded error naming it. */
-function readKeyText(path: string): string {
-  try {
-    return readFileSync(path, 'utf8').slice(0, 16 * 1024);
-  } catch (e) {
-    throw new BangerError('not_found', `kernel_catalog_pubkey ${path}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`, 'fix kernel_catalog_pubkey in config.toml');
-  }
-}
-
 export function composeServices(deps: { store: Store; runner: Runner; layout: Layout; config: Config; log: Logger }): Services {
   const pubkey = deps.config.kernelCatalogPubkey;
   const kernels = new KernelService({
     kernelsDir: deps.layout.kernelsDir,
     catalogUrl: deps.config.kernelCatalogUrl,
-    key: () => (pubkey ? parsePublicKey(readKeyText(pubkey), `kernel_catalog_pubkey ${pubkey}`) : parsePublicKey(RELEASE_PUBLIC_KEY, 'the embedded key')),
+    key: () => publicKeyFrom(pubkey ? { path: pubkey, what: `kernel_catalog_pubkey ${pubkey}`, hint: 'fix kernel_catalog_pubkey in config.toml' } : undefined),
     log: deps.log,
     // Images and VMs whose rows name the kernel.
     usersOf: (name) => deps.store.kernelUsers(name),

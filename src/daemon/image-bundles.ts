@@ -4,14 +4,13 @@
  * entirely before it is published (ImageService.create publishes a
  * directory in one rename, under the image's lock).
  */
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import { validateImageName } from '../model/names.js';
 import type { ImageRecord } from '../model/types.js';
 import { within, type Layout } from '../paths/paths.js';
-import { RELEASE_PUBLIC_KEY } from '../release/keys.js';
-import { parsePublicKey } from '../release/verify.js';
+import { publicKeyFrom, readKeyFile } from '../release/verify.js';
 import { randomHex } from '../model/random.js';
 import type { ImageExportResult } from '../rpc/methods.js';
 import type { Runner } from '../system/runner.js';
@@ -22,29 +21,16 @@ import { mkdirSync } from 'node:fs';
 import { readBundle, writeBundle } from '../images/bundle.js';
 import type { ImageService } from './image-service.js';
 
-/** A PEM key file is a few KiB at most. */
-const MAX_KEY_BYTES = 16 * 1024;
 
 interface Deps {
   layout: Layout;
   runner: Runner;
 }
 
-function readKeyFile(path: string, what: string, field: string): string {
-  let size: number;
-  try {
-    size = statSync(path).size;
-  } catch (e) {
-    throw new BangerError('not_found', `${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`, 'pass a PEM file', { field });
-  }
-  if (size > MAX_KEY_BYTES) throw new BangerError('bad_request', `${what} ${path} is larger than ${MAX_KEY_BYTES} bytes`, 'pass a PEM file', { field });
-  return readFileSync(path, 'utf8');
-}
-
 export async function exportImageBundle(images: ImageService, deps: Deps, p: { name: string; path: string; sign?: string }): Promise<ImageExportResult> {
   const img = images.show(p.name);
   if (!existsSync(dirname(p.path))) throw new BangerError('not_found', `${dirname(p.path)} does not exist`, 'write the bundle into an existing directory', { field: 'path' });
-  const signKeyPem = p.sign === undefined ? undefined : readKeyFile(p.sign, 'the signing key', 'sign');
+  const signKeyPem = p.sign === undefined ? undefined : readKeyFile({ path: p.sign, what: `the signing key ${p.sign}`, hint: 'pass a PEM private key', field: 'sign' });
   const workDir = within(deps.layout.buildDir, `export-${p.name}-${randomHex(4)}`);
   try {
     const { digest } = await writeBundle(deps.runner.run.bind(deps.runner), {
@@ -74,7 +60,7 @@ async function bundleImageName(deps: Deps, file: string): Promise<string> {
 }
 
 export async function importImageBundle(images: ImageService, deps: Deps, p: { path: string; name?: string; force?: boolean; pubkey?: string }): Promise<ImageRecord> {
-  const key = parsePublicKey(p.pubkey === undefined ? RELEASE_PUBLIC_KEY : readKeyFile(p.pubkey, 'the public key', 'pubkey'), p.pubkey ?? 'the embedded key');
+  const key = publicKeyFrom(p.pubkey === undefined ? undefined : { path: p.pubkey, what: `the public key ${p.pubkey}`, hint: 'pass a PEM public key', field: 'pubkey' });
   const name = p.name ?? (await bundleImageName(deps, p.path));
   return images.create(name, p.force === true, async (paths, workDir) => {
     const stage = join(workDir, 'image');

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { isBangerError } from '../errors/errors.js';
 import { RELEASE_PUBLIC_KEY } from './keys.js';
 import { makeKeyPair, signBlob } from './sign.js';
-import { checkSha256, parsePublicKey, sha256File, sha256Hex, verifyBlobSignature } from './verify.js';
+import { checkSha256, parsePublicKey, publicKeyFrom, readKeyFile, sha256File, sha256Hex, verifyBlobSignature } from './verify.js';
 
 let dir: string;
 const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -93,6 +93,24 @@ describe('public keys', () => {
     expect(() => parsePublicKey(readFileSync(join(dir, 'p384.pub.pem'), 'utf8'), 'k.pem')).toThrow('k.pem is a ec secp384r1 key, not ECDSA P-256');
     expect(() => parsePublicKey(readFileSync(join(dir, 'rsa.pub.pem'), 'utf8'), 'k.pem')).toThrow('k.pem is a rsa key, not ECDSA P-256');
     expect(() => parsePublicKey('hello', 'k.pem')).toThrow('k.pem is not a PEM public key');
+  });
+
+  it('key files: read bounded; a missing or oversized one is a coded error naming it (and its field); none means the embedded key', () => {
+    const ref = (name: string) => ({ path: join(dir, name), what: `--pubkey-file ${name}`, hint: 'pass a PEM public key', field: 'pubkey' });
+    expect(publicKeyFrom(ref('pub.pem')).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(publicKeyFrom(undefined).export({ format: 'pem', type: 'spki' })).toBe(parsePublicKey(RELEASE_PUBLIC_KEY, 'e').export({ format: 'pem', type: 'spki' }));
+    const err = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return isBangerError(e) ? { code: e.code, message: e.message, field: e.field } : String(e);
+      }
+      return 'no error';
+    };
+    expect(err(() => readKeyFile(ref('absent.pem')))).toEqual({ code: 'not_found', message: '--pubkey-file absent.pem: ENOENT', field: 'pubkey' });
+    writeFileSync(join(dir, 'huge.pem'), Buffer.alloc(17 * 1024, 65));
+    expect(err(() => readKeyFile(ref('huge.pem')))).toEqual({ code: 'bad_request', message: '--pubkey-file huge.pem is larger than 16384 bytes', field: 'pubkey' });
+    expect(err(() => publicKeyFrom(ref('manifest.json')))).toMatchObject({ message: '--pubkey-file manifest.json is not a PEM public key' });
   });
 
   it('signing refuses a key that is not P-256', () => {

@@ -12,11 +12,44 @@
  * the artifact is used: nothing unverified is ever read as data.
  */
 import { createHash, createPublicKey, verify as verifySig, type KeyObject } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { BangerError } from '../errors/errors.js';
+import { RELEASE_PUBLIC_KEY } from './keys.js';
 
 /** A signature file is a line of base64 (a DER P-256 signature is at most 72 bytes). */
 export const MAX_SIGNATURE_BYTES = 1024;
+/** A PEM key file is read only up to this size. */
+export const MAX_KEY_FILE_BYTES = 16 * 1024;
+
+/** Names a key file in errors: what it is (`--pubkey-file x`, `kernel_catalog_pubkey x`), the hint, the RPC field. */
+export interface KeyFileRef {
+  path: string;
+  what: string;
+  hint: string;
+  field?: string;
+}
+
+/** A PEM key file's text, bounded: a missing, unreadable or oversized file is a coded error naming it. */
+export function readKeyFile(ref: KeyFileRef): string {
+  const opts = ref.field === undefined ? undefined : { field: ref.field };
+  let size: number;
+  try {
+    size = statSync(ref.path).size;
+  } catch (e) {
+    throw new BangerError('not_found', `${ref.what}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`, ref.hint, opts);
+  }
+  if (size > MAX_KEY_FILE_BYTES) throw new BangerError('bad_request', `${ref.what} is larger than ${MAX_KEY_FILE_BYTES} bytes`, ref.hint, opts);
+  try {
+    return readFileSync(ref.path, 'utf8');
+  } catch (e) {
+    throw new BangerError('not_found', `${ref.what}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`, ref.hint, opts);
+  }
+}
+
+/** The public key in `ref`'s file, or banger's embedded release key when there is no file. */
+export function publicKeyFrom(ref: KeyFileRef | undefined): KeyObject {
+  return ref === undefined ? parsePublicKey(RELEASE_PUBLIC_KEY, 'the embedded release key') : parsePublicKey(readKeyFile(ref), ref.what);
+}
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 export function sha256Hex(data: Buffer | string): string {

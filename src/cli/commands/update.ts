@@ -3,33 +3,20 @@
  * of the root-owned install (src/release/update.ts).
  */
 import { Command, Option } from '@commander-js/extra-typings';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { BangerError } from '../../errors/errors.js';
 import { installedUnits, lookupUser, systemdInUse, systemStatus } from '../../install/install.js';
 import { activateStaged, DEFAULT_PREFIX, installedPackage, installLayout, PREFIX_ENV, pruneVersions, rollBackTo } from '../../install/package.js';
-import { RELEASE_PUBLIC_KEY } from '../../release/keys.js';
 import { compareVersions, httpUrl } from '../../release/manifest.js';
 import { restartInstalled, type RestartPlan } from '../../release/restart.js';
 import { checkStagedMigrations, lockUpdates, pickInstallArtifact, readRelease, stageRelease, UPDATE_LOCK } from '../../release/update.js';
-import { parsePublicKey } from '../../release/verify.js';
+import { publicKeyFrom } from '../../release/verify.js';
 import { VERSION } from '../../version.js';
 import { printJson, type CliContext } from '../context.js';
 
-/** A PEM public key is a few hundred bytes. */
-const MAX_PUBKEY_BYTES = 16 * 1024;
-
 function readPubkey(file: string | undefined) {
-  if (file === undefined) return parsePublicKey(RELEASE_PUBLIC_KEY, 'the embedded release key');
-  let text: string;
-  try {
-    if (statSync(file).size > MAX_PUBKEY_BYTES) throw new BangerError('bad_request', `--pubkey-file ${file} is larger than ${MAX_PUBKEY_BYTES} bytes`, 'pass a PEM public key');
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    if (e instanceof BangerError) throw e;
-    throw new BangerError('not_found', `--pubkey-file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass a PEM public key');
-  }
-  return parsePublicKey(text, `--pubkey-file ${file}`);
+  return publicKeyFrom(file === undefined ? undefined : { path: file, what: `--pubkey-file ${file}`, hint: 'pass a PEM public key' });
 }
 
 /**
