@@ -110,7 +110,8 @@ describe('KernelService', () => {
 
   it('a kernel in use cannot be deleted; one unused can', async () => {
     const { svc, kernelsDir } = service(publish('good', [entry('generic-6.12')]), () => ['vm box']);
-    await svc.pull('generic-6.12');
+    expect((await svc.pull('generic-6.12')).usedBy).toEqual(['vm box']);
+    expect(svc.list().map((k) => k.usedBy)).toEqual([['vm box']]);
     expect(await codeOf(svc.delete('generic-6.12'))).toBe('conflict: kernel generic-6.12 is used by vm box');
     const free = new KernelService({ kernelsDir, catalogUrl: '', key: () => key, log: silentLogger(), usersOf: () => [] });
     expect(await free.delete('generic-6.12')).toEqual({ deleted: 'generic-6.12' });

@@ -24,6 +24,9 @@ export interface KernelServiceDeps {
   usersOf: (name: string) => string[];
 }
 
+/** A pulled kernel and what uses it (images, VMs, an image being made). */
+export type KernelView = LocalKernel & { usedBy: string[] };
+
 export class KernelService {
   private readonly locks = new KeyedMutex();
   /** Kernels held by work in progress (an image being made with one): not deleted meanwhile. */
@@ -31,14 +34,19 @@ export class KernelService {
 
   constructor(private readonly deps: KernelServiceDeps) {}
 
-  list(): LocalKernel[] {
-    return localKernels(this.deps.kernelsDir);
+  list(): KernelView[] {
+    return localKernels(this.deps.kernelsDir).map((k) => this.view(k));
   }
 
-  show(name: string): LocalKernel {
+  show(name: string): KernelView {
     const k = localKernel(this.deps.kernelsDir, checkKernelName(name, 'name'));
     if (!k) throw new BangerError('not_found', `kernel ${name} is not pulled`, `\`banger kernel pull ${name}\``, { field: 'name' });
-    return k;
+    return this.view(k);
+  }
+
+  /** A kernel with what uses it. */
+  private view(k: LocalKernel): KernelView {
+    return { ...k, usedBy: [...this.deps.usersOf(k.name), ...(this.held.has(k.name) ? ['an image being made'] : [])] };
   }
 
   async catalog(signal?: AbortSignal): Promise<CatalogEntry[]> {
@@ -46,11 +54,11 @@ export class KernelService {
   }
 
   /** `kernel pull NAME`: refused when it is there already (unless force). */
-  async pull(name: string, opts: { force?: boolean; signal?: AbortSignal } = {}): Promise<LocalKernel> {
+  async pull(name: string, opts: { force?: boolean; signal?: AbortSignal } = {}): Promise<KernelView> {
     checkKernelName(name, 'name');
     return this.locks.run(name, async () => {
       if (localKernel(this.deps.kernelsDir, name) && !opts.force) throw new BangerError('already_exists', `kernel ${name} is pulled already`, 'use it, or pull it again with --force');
-      return this.pullLocked(name, opts.signal);
+      return this.view(await this.pullLocked(name, opts.signal));
     });
   }
 
@@ -81,8 +89,7 @@ export class KernelService {
   async delete(name: string): Promise<{ deleted: string }> {
     checkKernelName(name, 'name');
     return this.locks.run(name, async () => {
-      this.show(name);
-      const users = [...this.deps.usersOf(name), ...(this.held.has(name) ? ['an image being made'] : [])];
+      const users = this.show(name).usedBy;
       if (users.length) throw new BangerError('conflict', `kernel ${name} is used by ${users.join(', ')}`, 'delete those first (`banger vm delete`, `banger image delete`)');
       removeTreeUnder(this.deps.kernelsDir, within(this.deps.kernelsDir, name));
       return { deleted: name };

@@ -158,6 +158,8 @@ export interface KernelInfo {
   source: string;
   pulledAt: string;
   dir: string;
+  /** What boots it: "image X", "VM Y" (it cannot be deleted while anything does). */
+  usedBy: string[];
 }
 
 /** A kernel the catalog offers (`banger kernel list --catalog`). */

@@ -165,9 +165,9 @@ const samples: { [M in MethodName]: ResultOf<M> } = {
   'image.snapshot': snapshot,
   'image.delete': { deleted: 'bookworm' },
   'image.export': { name: 'bookworm', path: '/home/me/bookworm.bundle', digest: 'sha256:' + 'f'.repeat(64), bytes: 123_456_789, signed: true },
-  'kernel.list': [{ name: 'generic-6.12', version: '6.12.8', arch: 'x86_64', sha256: { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) }, source: 'https://k.example/catalog.json', pulledAt: '2025-01-02T03:04:05.000Z', dir: '/home/me/.local/state/banger/kernels/generic-6.12' }],
-  'kernel.show': { name: 'generic-6.12', version: '6.12.8', arch: 'x86_64', sha256: { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) }, source: 'https://k.example/catalog.json', pulledAt: '2025-01-02T03:04:05.000Z', dir: '/home/me/.local/state/banger/kernels/generic-6.12' },
-  'kernel.pull': { name: 'generic-6.12', version: '6.12.8', arch: 'x86_64', sha256: { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) }, source: 'https://k.example/catalog.json', pulledAt: '2025-01-02T03:04:05.000Z', dir: '/home/me/.local/state/banger/kernels/generic-6.12' },
+  'kernel.list': [{ name: 'generic-6.12', version: '6.12.8', arch: 'x86_64', sha256: { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64), modules: 'c'.repeat(64) }, source: 'https://k.example/catalog.json', pulledAt: '2025-01-02T03:04:05.000Z', dir: '/home/me/.local/state/banger/kernels/generic-6.12', usedBy: ['image alpine', 'VM box'] }],
+  'kernel.show': { name: 'generic-6.12', version: '6.12.8', arch: 'x86_64', sha256: { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) }, source: 'https://k.example/catalog.json', pulledAt: '2025-01-02T03:04:05.000Z', dir: '/home/me/.local/state/banger/kernels/generic-6.12', usedBy: [] },
+  'kernel.pull': { name: 'generic-6.12', version: '6.12.8', arch: 'x86_64', sha256: { kernel: 'a'.repeat(64), initrd: 'b'.repeat(64) }, source: 'https://k.example/catalog.json', pulledAt: '2025-01-02T03:04:05.000Z', dir: '/home/me/.local/state/banger/kernels/generic-6.12', usedBy: [] },
   'kernel.delete': { deleted: 'generic-6.12' },
   'kernel.catalog': [{ name: 'generic-6.12', version: '6.12.8', arch: 'x86_64', description: 'a generic kernel', files: [{ role: 'kernel', url: 'generic-6.12/vmlinuz', sha256: 'a'.repeat(64), size: 14_000_000 }, { role: 'initrd', url: 'generic-6.12/initrd.img', sha256: 'b'.repeat(64), size: 5_000_000 }] }],
 };

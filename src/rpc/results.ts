@@ -358,7 +358,7 @@ const sha256Hex = string({ pattern: /^[0-9a-f]{64}$/, patternMessage: 'not a sha
 
 export const kernelInfoSchema = once(() =>
   schemaOf<KernelInfo>()(
-    object({ name: kernelName, version: text(128), arch: text(32), sha256: object({ kernel: sha256Hex, initrd: sha256Hex, modules: sha256Hex.optional() }), source: text(2048), pulledAt: timestamp, dir: path }),
+    object({ name: kernelName, version: text(128), arch: text(32), sha256: object({ kernel: sha256Hex, initrd: sha256Hex, modules: sha256Hex.optional() }), source: text(2048), pulledAt: timestamp, dir: path, usedBy: list(text(256)) }),
   ),
 );
 

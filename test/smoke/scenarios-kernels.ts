@@ -190,6 +190,8 @@ export const kernelScenarios: Scenario[] = [
           const uname = (await ok(banger, ['vm', 'exec', n, '--', 'uname', '-r'])).trim();
           check(uname === kver, `${n}: uname -r ${uname}`);
         }
+        const shown = JSON.parse(await ok(banger, ['kernel', 'show', NAME, '--json'])) as { usedBy: string[] };
+        check(shown.usedBy.slice().sort().join() === 'VM kb-1,VM kb-2', `kernel show --json: usedBy ${JSON.stringify(shown.usedBy)}`);
         const refused = await banger(['kernel', 'delete', NAME]);
         check(refused.code !== 0 && refused.stderr.includes('VM kb-1') && refused.stderr.includes('VM kb-2'), `kernel delete while VMs use it → exit ${refused.code}: ${refused.stderr.trim()}`);
         check(existsSync(kernelPath), 'the refused delete removed the kernel');

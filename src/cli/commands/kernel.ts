@@ -31,7 +31,7 @@ export function kernelCommand(ctx: CliContext): Command {
       const kernels = await banger.listKernels();
       if (opts.json) return printJson(kernels);
       if (kernels.length === 0) return void process.stdout.write('no kernels pulled (`banger kernel list --catalog` shows what there is)\n');
-      process.stdout.write(table(['NAME', 'VERSION', 'ARCH', 'PULLED'], kernels.map((k) => [k.name, k.version, k.arch, k.pulledAt])) + '\n');
+      process.stdout.write(table(['NAME', 'VERSION', 'ARCH', 'PULLED', 'USED BY'], kernels.map((k) => [k.name, k.version, k.arch, k.pulledAt, k.usedBy.join(', ') || '-'])) + '\n');
     });
 
   kernel
@@ -49,7 +49,9 @@ export function kernelCommand(ctx: CliContext): Command {
           ['arch', k.arch],
           ['kernel sha256', k.sha256.kernel],
           ['initrd sha256', k.sha256.initrd],
+          ...(k.sha256.modules ? [['modules sha256', k.sha256.modules] as [string, string]] : []),
           ['from', k.source],
+          ['used by', k.usedBy.join(', ') || 'nothing (it can be deleted)'],
           ['pulled', k.pulledAt],
           ['files', k.dir],
         ]) + '\n',
