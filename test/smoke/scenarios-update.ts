@@ -13,6 +13,7 @@
  */
 import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
@@ -299,6 +300,73 @@ export const updateScenarios: Scenario[] = [
           await installed(['vm', 'delete', '--force', vm]);
         }
       }),
+  },
+  {
+    name: 'update_systemd',
+    needs: 'root',
+    description:
+      'where PID 1 is systemd (a guest: this host has none): system install enables and starts the helper and daemon units; update swaps and restarts both (new main PIDs) and the daemon answers as the new version, run by systemd from the install',
+    run: async ({ banger, dirs, log }) => {
+      const f = await getFixture(dirs, log);
+      // What the guest fetches (through QEMU's user networking, 10.0.2.2 is this host's loopback): node, the installed tree, the key.
+      const share = join(f.root, 'releases', 'guest');
+      if (!existsSync(share)) {
+        mkdirSync(share);
+        const gz = spawnSync('sh', ['-c', 'gzip -1 -c "$1" > "$2"', 'sh', process.execPath, join(share, 'node.gz')], { encoding: 'utf8' });
+        check(gz.status === 0, `gzip node: ${gz.stderr}`);
+        const tar = spawnSync('tar', ['--owner=0', '--group=0', '--numeric-owner', '-czf', join(share, 'installed.tgz'), '-C', join(f.prefix, 'lib', 'banger', f.installedVersion), '.'], { encoding: 'utf8' });
+        check(tar.status === 0, `tar of the install: ${tar.stderr}`);
+        cpSync(f.pubkey, join(share, 'release.pub.pem'));
+      }
+      const base = f.url.good.replace(/\/good\/manifest\.json$/, '').replace('127.0.0.1', '10.0.2.2');
+      const vm = 'smoke-upd-systemd';
+      const sh = async (what: string, script: string, timeoutMs = 10 * 60_000) => {
+        const r = await banger(['vm', 'exec', vm, '--', 'bash', '-euo', 'pipefail', '-c', script], { timeoutMs });
+        check(r.code === 0, `${what} (in the guest) → exit ${r.code}: ${r.stdout.trim().slice(-400)} ${r.stderr.trim().slice(-600)}`);
+        return r.stdout.trim();
+      };
+      const pids = async () => (await sh('unit pids', 'systemctl show -p MainPID --value banger-helper.service bangerd-dev.service')).split(/\s+/);
+      const status = async () => JSON.parse(await sh('daemon status', 'runuser -u dev -- /usr/local/bin/banger daemon status --json || true')) as { running: boolean; version: string; pid: number };
+      try {
+        const c = await banger(['vm', 'create', '--name', vm, '--nat', '--memory', '2048']);
+        check(c.code === 0, `vm create → exit ${c.code}: ${c.stderr.trim().slice(-400)}`);
+        check((await sh('pid 1', 'cat /proc/1/comm')) === 'systemd', 'PID 1 in the guest is not systemd');
+        await sh(
+          'setup',
+          [
+            'mkdir -p /opt/node/bin /opt/banger-src',
+            `curl -sSf ${base}/guest/node.gz | gunzip > /opt/node/bin/node`,
+            'chmod 755 /opt/node/bin/node',
+            `curl -sSf ${base}/guest/installed.tgz | tar -xz -C /opt/banger-src`,
+            `curl -sSf -o /root/release.pub.pem ${base}/guest/release.pub.pem`,
+            'id dev >/dev/null 2>&1 || useradd -m dev',
+          ].join('\n'),
+        );
+        await sh('system install', '/opt/node/bin/node /opt/banger-src/bin/banger.js system install --user dev --node /opt/node/bin/node');
+        await sh('units active', 'systemctl is-active banger-helper.service bangerd-dev.service >/dev/null || { systemctl status --no-pager banger-helper.service bangerd-dev.service; exit 1; }');
+        // The daemon unit answers (it may take a few seconds to listen under TCG).
+        let st = { running: false, version: '', pid: 0 };
+        for (let i = 0; i < 60 && !st.running; i++) {
+          st = await status();
+          if (!st.running) await new Promise((r) => setTimeout(r, 1000));
+        }
+        check(st.running && st.version === f.installedVersion, `the installed daemon: ${JSON.stringify(st)}`);
+        const before = await pids();
+        check(before.length === 2 && before.every((p) => Number(p) > 0), `unit main PIDs before: ${before.join(' ')}`);
+        const u = await sh('update', `/usr/local/bin/banger update --json --user dev --manifest-url ${base}/good/manifest.json --pubkey-file /root/release.pub.pem`);
+        const j = JSON.parse(u) as { current: string; previous: string; updated: boolean; restart?: string };
+        check(j.updated && j.current === NEW_VERSION && j.previous === f.installedVersion, `update --json → ${u}`);
+        const after = await pids();
+        check(after.length === 2 && after.every((p, i) => Number(p) > 0 && p !== before[i]), `systemd did not restart both units: main PIDs ${before.join(' ')} → ${after.join(' ')}`);
+        st = await status();
+        check(st.running && st.version === NEW_VERSION && String(st.pid) === after[1], `after the update the daemon is ${JSON.stringify(st)} (unit main PID ${after[1]})`);
+        const where = await sh('what the units run', `readlink /usr/local/lib/banger/current; tr '\\0' ' ' < /proc/${after[1]}/cmdline; ls /usr/local/lib/banger`);
+        check(where.split('\n')[0] === NEW_VERSION && where.includes('/usr/local/lib/banger/current/bin/bangerd.js') && where.includes(f.installedVersion), `after the update: ${where}`);
+        log(`systemd restarted banger-helper and bangerd-dev: main PIDs ${before.join(' ')} → ${after.join(' ')}; daemon ${st.version}`);
+      } finally {
+        await banger(['vm', 'delete', '--force', vm]);
+      }
+    },
   },
 ];
 
