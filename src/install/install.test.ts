@@ -12,7 +12,10 @@ import { createRunner } from '../system/runner.js';
 import { isBangerError } from '../errors/errors.js';
 import { VERSION } from '../version.js';
 import { installSystem, systemStatus, uninstallSystem, unitExecStart } from './install.js';
-import { checkNode, installLayout, installPackage, productionPackages, untrustedReason, type InstallLayout } from './package.js';
+import { binWrapper, checkNode, installLayout, installPackage, productionPackages, untrustedReason, type InstallLayout } from './package.js';
+import { spawnSync } from 'node:child_process';
+
+const NODE = realpathSync(process.execPath);
 
 const runner = createRunner();
 const isRoot = process.getuid?.() === 0;
@@ -36,7 +39,8 @@ function put(rel: string, text: string, mode = 0o666): void {
 /** A built checkout as a user leaves it: owned by the user, group/world-writable, with dev deps, tests, maps and build litter. */
 function fakeCheckout(version: string): void {
   put('package.json', JSON.stringify({ name: 'banger', version, dependencies: { prod: '1', '@s/scoped': '1' }, devDependencies: { devdep: '1' } }));
-  for (const b of ['banger', 'bangerd', 'banger-helper']) put(`bin/${b}.js`, `#!/usr/bin/env node\nimport "../dist/src/${b}.js";\n`, 0o777);
+  for (const b of ['bangerd', 'banger-helper']) put(`bin/${b}.js`, `#!/usr/bin/env node\nimport "../dist/src/${b}.js";\n`, 0o777);
+  put('bin/banger.js', '#!/usr/bin/env node\nconsole.log(process.execPath);\n', 0o777);
   put('bin/dev-tool.sh', 'echo dev\n', 0o777);
   put('dist/src/helper/main.js', 'export {};\n');
   put('dist/src/helper/main.js.map', `{"sources":["${src}/src/helper/main.ts"]}`);
@@ -117,12 +121,15 @@ describe.skipIf(!isRoot)('root-owned install (system install --prefix)', () => {
       expect({ p, uid: st.uid, gid: st.gid }).toEqual({ p, uid: 0, gid: 0 });
       if (st.isSymbolicLink()) expect(realpathSync(p).startsWith(prefixReal + '/')).toBe(true);
       else expect({ p, writable: (st.mode & 0o022).toString(8) }).toEqual({ p, writable: '0' });
-      if (st.isFile()) expect(st.mode & 0o777).toBe(p.endsWith('.js') && p.includes('/bin/') ? 0o755 : p.endsWith('.node') ? 0o755 : 0o644);
+      if (st.isFile()) expect(st.mode & 0o777).toBe((p.endsWith('.js') && p.includes('/bin/')) || p.endsWith('.node') || p.startsWith(layout.binDir + '/') ? 0o755 : 0o644);
       if (!st.isSymbolicLink()) expect(untrustedReason(p)).toBeUndefined();
     }
+    // PREFIX/bin: wrappers that run the install's node (never `env node`, whichever node is on PATH) on current's script
     for (const b of ['banger', 'bangerd', 'banger-helper']) {
-      expect(realpathSync(join(layout.binDir, b))).toBe(join(realpathSync(res.package.dir), 'bin', `${b}.js`));
+      expect(readFileSync(join(layout.binDir, b), 'utf8')).toBe(binWrapper(realpathSync(process.execPath), join(layout.current, 'bin', `${b}.js`)));
     }
+    const viaWrapper = spawnSync(join(layout.binDir, 'banger'), ['--version'], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent' } });
+    expect({ code: viaWrapper.status, node: viaWrapper.stdout.trim() }).toEqual({ code: 0, node: realpathSync(process.execPath) });
 
     // the units run node (root-owned) and the script from the install
     const helper = unitExecStart(join(unitDir, 'banger-helper.service'))!;
@@ -152,14 +159,14 @@ describe.skipIf(!isRoot)('root-owned install (system install --prefix)', () => {
 
   it('a new version keeps the previous one (for a rollback) and prunes older ones', () => {
     fakeCheckout('1.0.0');
-    installPackage(src, layout);
+    installPackage(src, layout, NODE);
     put('package.json', JSON.stringify({ name: 'banger', version: '1.1.0', dependencies: { prod: '1', '@s/scoped': '1' } }));
-    expect(installPackage(src, layout)).toMatchObject({ version: '1.1.0', previous: '1.0.0', pruned: [] });
+    expect(installPackage(src, layout, NODE)).toMatchObject({ version: '1.1.0', previous: '1.0.0', pruned: [] });
     put('package.json', JSON.stringify({ name: 'banger', version: '1.2.0', dependencies: { prod: '1', '@s/scoped': '1' } }));
-    expect(installPackage(src, layout)).toMatchObject({ version: '1.2.0', previous: '1.1.0', pruned: ['1.0.0'] });
+    expect(installPackage(src, layout, NODE)).toMatchObject({ version: '1.2.0', previous: '1.1.0', pruned: ['1.0.0'] });
     expect(readdirSync(layout.libDir).sort()).toEqual(['1.1.0', '1.2.0', 'current']);
     // the same version again from the installed copy itself: nothing copied, links kept
-    const again = installPackage(join(layout.libDir, '1.2.0'), layout);
+    const again = installPackage(join(layout.libDir, '1.2.0'), layout, NODE);
     expect(again).toMatchObject({ version: '1.2.0', pruned: [] });
     expect(again.previous).toBeUndefined();
     expect(readlinkSync(layout.current)).toBe('1.2.0');
@@ -197,24 +204,24 @@ describe.skipIf(!isRoot)('root-owned install (system install --prefix)', () => {
   it('refuses a prefix a user can write to, and a hostile version string', () => {
     fakeCheckout('9.8.7');
     chownSync(layout.prefix, USER, USER);
-    expect(() => installPackage(src, layout)).toThrow(/owned by uid 4242/);
+    expect(() => installPackage(src, layout, NODE)).toThrow(/owned by uid 4242/);
     chownSync(layout.prefix, 0, 0);
     put('package.json', JSON.stringify({ name: 'banger', version: '../../etc', dependencies: {} }));
-    expect(() => installPackage(src, layout)).toThrow(/not a version banger can install/);
+    expect(() => installPackage(src, layout, NODE)).toThrow(/not a version banger can install/);
     put('package.json', JSON.stringify({ name: 'banger', version: '1.0.0', dependencies: { missing: '1' } }));
-    expect(() => installPackage(src, layout)).toThrow(/dependency missing .* is not installed/);
+    expect(() => installPackage(src, layout, NODE)).toThrow(/dependency missing .* is not installed/);
     expect(existsSync(join(layout.libDir, '1.0.0'))).toBe(false);
   });
 
   // The real build: the installed copy runs on its own (needs `npm run build` first).
   it.skipIf(!existsSync(join(repo, 'dist/src/helper/main.js')))('installs this checkout, whose helper then runs from the prefix', async () => {
-    const res = installPackage(repo, layout);
+    const res = installPackage(repo, layout, NODE);
     expect(res.version).toBe(VERSION);
     expect(productionPackages(repo)).not.toContain('node_modules/vitest');
     expect(existsSync(join(res.dir, 'node_modules/vitest'))).toBe(false);
     expect(existsSync(join(res.dir, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node'))).toBe(true);
     expect(existsSync(join(res.dir, 'dist/test'))).toBe(false);
-    const r = await runner.run([process.execPath, join(layout.binDir, 'banger-helper'), '--version'], { allowFailure: true });
+    const r = await runner.run([join(layout.binDir, 'banger-helper'), '--version'], { allowFailure: true });
     expect({ code: r.code, out: r.stdout.trim() }).toEqual({ code: 0, out: VERSION });
     for (const p of walk(res.dir)) {
       const st = lstatSync(p);

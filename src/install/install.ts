@@ -110,7 +110,7 @@ export async function installSystem(runner: Runner, p: Omit<UnitParams, 'node' |
       throw new BangerError('bad_request', `node ${node} does not run this build (its module ABI is ${r.stdout.trim() || 'unknown'}, this build's is ${process.versions.modules})`, `run the install with that node (\`sudo ${node} $(which banger) system install\`), or pass --node with the node you built banger with`);
     }
   }
-  const pkg = installPackage(o.source, o.layout);
+  const pkg = installPackage(o.source, o.layout, node);
   const res = await installUnits(runner, { ...p, node, root: o.layout.current }, { unitDir: o.unitDir, systemd: o.systemd });
   return { ...res, package: pkg, node };
 }

@@ -5,7 +5,9 @@
  *   PREFIX/lib/banger/VERSION/   package.json, bin/, dist/src (runtime .js only), docs/ARCHITECTURE.md,
  *                                node_modules (production dependencies only)
  *   PREFIX/lib/banger/current    → VERSION (what the units run)
- *   PREFIX/bin/banger, bangerd, banger-helper → PREFIX/lib/banger/current/bin/*.js
+ *   PREFIX/bin/banger, bangerd, banger-helper: sh wrappers that exec the node the install was made
+ *     with on PREFIX/lib/banger/current/bin/*.js (not `#!/usr/bin/env node`: `sudo banger update`
+ *     must not run whichever node is first on PATH, which may be the user's own)
  *
  * Every file and directory is root:root and not writable by group or other,
  * and every directory above the install is checked the same way, so nobody
@@ -14,7 +16,7 @@
  * dir). Install keeps the version `current` pointed at before (the update
  * issue rolls back to it) and prunes any older one.
  */
-import { chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 
@@ -248,6 +250,39 @@ function setLink(link: string, target: string, owner: Owner): void {
   renameSync(tmp, link);
 }
 
+const WRAPPER_MARK = '# banger: the root-owned install, run by the node it was installed with';
+
+/** PREFIX/bin/NAME: runs `script` with `node` (both absolute, root-owned; checked by the install). */
+export function binWrapper(node: string, script: string): string {
+  const q = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
+  return `#!/bin/sh\n${WRAPPER_MARK}\nexec ${q(node)} ${q(script)} "$@"\n`;
+}
+
+/** Whether `p` is a bin wrapper banger wrote for the install in `libDir`. */
+function isWrapperFor(p: string, libDir: string): boolean {
+  try {
+    const st = lstatSync(p);
+    if (!st.isFile() || st.size > 4096) return false;
+    const text = readFileSync(p, 'utf8');
+    return text.split('\n')[1] === WRAPPER_MARK && text.includes(`'${libDir}/`);
+  } catch {
+    return false;
+  }
+}
+
+/** Writes a bin wrapper atomically (0755, owner's) over a link or an earlier wrapper; refuses to replace anything else. */
+function setWrapper(path: string, text: string, owner: Owner, libDir: string): void {
+  if ((existsSync(path) || isLink(path)) && !isLink(path) && !isWrapperFor(path, libDir)) {
+    throw new BangerError('conflict', `${path} exists and is not banger's`, `move it away, then run \`sudo banger system install\` again`);
+  }
+  const tmp = `${path}.banger-tmp-${process.pid}`;
+  rmSync(tmp, { force: true });
+  writeFileSync(tmp, text, { mode: 0o755, flag: 'wx' });
+  chmodSync(tmp, 0o755);
+  chownTo(tmp, owner);
+  renameSync(tmp, path);
+}
+
 function isLink(p: string): boolean {
   try {
     return lstatSync(p).isSymbolicLink();
@@ -290,7 +325,7 @@ export interface PackageInstall {
  * was. Installing the version `current` already is (from the installed copy
  * itself) only re-points the links.
  */
-export function installPackage(source: string, layout: InstallLayout, owner: Owner = ROOT): PackageInstall {
+export function installPackage(source: string, layout: InstallLayout, node: string, owner: Owner = ROOT): PackageInstall {
   const src = realpathSync(source);
   const pkg = readPackageJson(src);
   if (pkg?.name !== 'banger') throw new BangerError('not_found', `${src} is not a banger package (no package.json named banger)`, 'run the install from a banger checkout or install');
@@ -327,7 +362,7 @@ export function installPackage(source: string, layout: InstallLayout, owner: Own
   ensureOwnedDir(layout.binDir, owner);
   const links = BIN_NAMES.map((n) => {
     const l = join(layout.binDir, n);
-    setLink(l, join(layout.current, 'bin', `${n}.js`), owner);
+    setWrapper(l, binWrapper(node, join(layout.current, 'bin', `${n}.js`)), owner, layout.libDir);
     return l;
   });
   // Keep this version and the one before it (for a rollback); older ones go,
@@ -411,12 +446,12 @@ export function pruneVersions(layout: InstallLayout, keep: string[]): string[] {
   return pruned;
 }
 
-/** Removes the bin links that point into the install, then the whole PREFIX/lib/banger. Returns what it removed. */
+/** Removes the bin wrappers of the install (and links into it, from earlier installs), then the whole PREFIX/lib/banger. Returns what it removed. */
 export function uninstallPackage(layout: InstallLayout): string[] {
   const removed: string[] = [];
   for (const n of BIN_NAMES) {
     const l = join(layout.binDir, n);
-    if (isLink(l) && within(layout.libDir, resolve(layout.binDir, readlinkSync(l)))) {
+    if ((isLink(l) && within(layout.libDir, resolve(layout.binDir, readlinkSync(l)))) || isWrapperFor(l, layout.libDir)) {
       rmSync(l);
       removed.push(l);
     }

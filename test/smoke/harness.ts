@@ -40,12 +40,12 @@ export interface CliResult {
 }
 
 export interface Banger {
-  (args: string[], opts?: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
+  (args: string[], opts?: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
   spawn(args: string[]): ChildProcess;
 }
 
 export function bangerFor(dirs: RunDirs, log: (line: string) => void): Banger {
-  const run = (args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) =>
+  const run = (args: string[], opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) =>
     new Promise<CliResult>((resolvePromise) => {
       log(`$ banger ${args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
       const child = spawn(process.execPath, [bangerBin, ...args], { env: { ...dirs.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });

@@ -98,7 +98,8 @@ async function makeFixture(dirs: RunDirs, log: (l: string) => void): Promise<Fix
     return r;
   };
   await step('banger', node, [join(repoRoot, 'bin', 'banger.js'), 'system', 'install', '--prefix', prefix, '--unit-dir', unitDir, '--user', 'root']);
-  const installedVersion = (await step('installed banger', node, [join(prefix, 'bin', 'banger'), '--version'])).stdout.trim();
+  // PREFIX/bin/banger is a wrapper that runs the install's node: it is run as a program, not by a node.
+  const installedVersion = (await step('installed banger', join(prefix, 'bin', 'banger'), ['--version'])).stdout.trim();
 
   const keys = makeKeyPair();
   writeFileSync(join(root, 'release.key.pem'), keys.privateKeyPem, { mode: 0o600 });
@@ -162,10 +163,11 @@ async function getFixture(dirs: RunDirs, log: (l: string) => void): Promise<Fixt
 async function withFixture(dirs: RunDirs, log: (l: string) => void, body: (f: Fixture, update: (args: string[], asUser?: string) => Promise<CliResult>) => Promise<void>): Promise<void> {
   const f = await getFixture(dirs, log);
   const update = (args: string[], asUser?: string) => {
-    const argv = [join(f.prefix, 'bin', 'banger'), 'update', '--prefix', f.prefix, ...args];
+    const argv = ['update', '--prefix', f.prefix, ...args];
+    const bin = join(f.prefix, 'bin', 'banger');
     return asUser
-      ? runLogged(log, 'runuser', ['-u', asUser, '--', process.execPath, ...argv], { cwd: '/', env: dirs.env, timeoutMs: 5 * 60_000, label: 'runuser' })
-      : runLogged(log, process.execPath, argv, { cwd: '/', env: dirs.env, timeoutMs: 5 * 60_000, label: 'node' });
+      ? runLogged(log, 'runuser', ['-u', asUser, '--', bin, ...argv], { cwd: '/', env: dirs.env, timeoutMs: 5 * 60_000, label: 'runuser' })
+      : runLogged(log, bin, argv, { cwd: '/', env: dirs.env, timeoutMs: 5 * 60_000, label: 'installed banger' });
   };
   const before = census(f.prefix);
   await body(f, update);
@@ -225,7 +227,7 @@ export const updateScenarios: Scenario[] = [
         check(r.code === 0, `update --dry-run → exit ${r.code}: ${r.stderr}`);
         const j = JSON.parse(r.stdout) as { staged: string; updated: boolean; migrations: string; sha256: string };
         check(j.staged === NEW_VERSION && j.updated === false && /schema version|does not exist yet/.test(j.migrations), `update --dry-run --json → ${r.stdout}`);
-        const v = await runLogged(log, process.execPath, [join(f.prefix, 'bin', 'banger'), '--version'], { cwd: '/', env: dirs.env, timeoutMs: 60_000, label: 'installed banger' });
+        const v = await runLogged(log, join(f.prefix, 'bin', 'banger'), ['--version'], { cwd: '/', env: dirs.env, timeoutMs: 60_000, label: 'installed banger' });
         check(v.stdout.trim() === f.installedVersion, `installed banger --version → ${v.stdout.trim()} after a dry run`);
       }),
   },
@@ -308,20 +310,20 @@ export const updateScenarios: Scenario[] = [
       'where PID 1 is systemd (a guest: this host has none): system install enables and starts the helper and daemon units; update swaps and restarts both (new main PIDs) and the daemon answers as the new version, run by systemd from the install',
     run: async ({ banger, dirs, log }) => {
       const f = await getFixture(dirs, log);
-      // What the guest fetches (through QEMU's user networking, 10.0.2.2 is this host's loopback): node, the installed tree, the key.
-      const share = join(f.root, 'releases', 'guest');
+      // What the guest gets on its stdin (it has no curl): node, the installed tree; its update fetches the release
+      // through QEMU's user networking, where 10.0.2.2 is this host's loopback.
+      const share = join(f.root, 'guest');
       if (!existsSync(share)) {
         mkdirSync(share);
         const gz = spawnSync('sh', ['-c', 'gzip -1 -c "$1" > "$2"', 'sh', process.execPath, join(share, 'node.gz')], { encoding: 'utf8' });
         check(gz.status === 0, `gzip node: ${gz.stderr}`);
         const tar = spawnSync('tar', ['--owner=0', '--group=0', '--numeric-owner', '-czf', join(share, 'installed.tgz'), '-C', join(f.prefix, 'lib', 'banger', f.installedVersion), '.'], { encoding: 'utf8' });
         check(tar.status === 0, `tar of the install: ${tar.stderr}`);
-        cpSync(f.pubkey, join(share, 'release.pub.pem'));
       }
       const base = f.url.good.replace(/\/good\/manifest\.json$/, '').replace('127.0.0.1', '10.0.2.2');
       const vm = 'smoke-upd-systemd';
-      const sh = async (what: string, script: string, timeoutMs = 10 * 60_000) => {
-        const r = await banger(['vm', 'exec', vm, '--', 'bash', '-euo', 'pipefail', '-c', script], { timeoutMs });
+      const sh = async (what: string, script: string, input?: Buffer) => {
+        const r = await banger(['vm', 'exec', vm, '--', 'sh', '-euc', script], { timeoutMs: 10 * 60_000, ...(input ? { input } : {}) });
         check(r.code === 0, `${what} (in the guest) → exit ${r.code}: ${r.stdout.trim().slice(-400)} ${r.stderr.trim().slice(-600)}`);
         return r.stdout.trim();
       };
@@ -331,17 +333,10 @@ export const updateScenarios: Scenario[] = [
         const c = await banger(['vm', 'create', '--name', vm, '--nat', '--memory', '2048']);
         check(c.code === 0, `vm create → exit ${c.code}: ${c.stderr.trim().slice(-400)}`);
         check((await sh('pid 1', 'cat /proc/1/comm')) === 'systemd', 'PID 1 in the guest is not systemd');
-        await sh(
-          'setup',
-          [
-            'mkdir -p /opt/node/bin /opt/banger-src',
-            `curl -sSf ${base}/guest/node.gz | gunzip > /opt/node/bin/node`,
-            'chmod 755 /opt/node/bin/node',
-            `curl -sSf ${base}/guest/installed.tgz | tar -xz -C /opt/banger-src`,
-            `curl -sSf -o /root/release.pub.pem ${base}/guest/release.pub.pem`,
-            'id dev >/dev/null 2>&1 || useradd -m dev',
-          ].join('\n'),
-        );
+        await sh('node', 'mkdir -p /opt/node/bin; gunzip > /opt/node/bin/node; chmod 755 /opt/node/bin/node; /opt/node/bin/node --version', readFileSync(join(share, 'node.gz')));
+        await sh('the installed tree', 'mkdir -p /opt/banger-src; tar -xz -C /opt/banger-src', readFileSync(join(share, 'installed.tgz')));
+        await sh('the release key', 'cat > /root/release.pub.pem', readFileSync(f.pubkey));
+        await sh('a user', 'id dev >/dev/null 2>&1 || useradd -m dev');
         await sh('system install', '/opt/node/bin/node /opt/banger-src/bin/banger.js system install --user dev --node /opt/node/bin/node');
         await sh('units active', 'systemctl is-active banger-helper.service bangerd-dev.service >/dev/null || { systemctl status --no-pager banger-helper.service bangerd-dev.service; exit 1; }');
         // The daemon unit answers (it may take a few seconds to listen under TCG).
@@ -388,8 +383,8 @@ async function withOwnInstall(
   const run = (file: string, args: string[], label: string, timeoutMs = 10 * 60_000) => runLogged(log, file, args, { cwd: '/', env: dirs.env, timeoutMs, label });
   const inst = await run(process.execPath, [join(repoRoot, 'bin', 'banger.js'), 'system', 'install', '--prefix', prefix, '--unit-dir', f.unitDir, '--user', 'root'], 'banger');
   check(inst.code === 0, `system install --prefix ${prefix} → exit ${inst.code}: ${inst.stderr.trim().slice(-300)}`);
-  const installed = (args: string[]) => run(process.execPath, [join(prefix, 'bin', 'banger'), ...args], 'installed banger');
-  const update = (args: string[]) => run(process.execPath, [join(prefix, 'bin', 'banger'), 'update', '--prefix', prefix, ...args], 'installed banger');
+  const installed = (args: string[]) => run(join(prefix, 'bin', 'banger'), args, 'installed banger');
+  const update = (args: string[]) => run(join(prefix, 'bin', 'banger'), ['update', '--prefix', prefix, ...args], 'installed banger');
   const stop = await banger(['daemon', 'stop']);
   check(stop.code === 0, `daemon stop → exit ${stop.code}: ${stop.stderr.trim()}`);
   try {
