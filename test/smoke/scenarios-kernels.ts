@@ -7,7 +7,7 @@
  * daemon, and puts the config back (and restarts it again) at the end.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -18,6 +18,22 @@ import { fixture } from './scenarios-images.js';
 import { dockerSaveArchive } from '../support/oci-layout.js';
 
 const NAME = 'generic-test';
+
+/** A loopback HTTP server of fixed routes (404 for the rest) that counts the requests of each path. */
+async function serveRoutes(routes: Map<string, Buffer>): Promise<{ server: Server; base: string; hits: Map<string, number> }> {
+  const hits = new Map<string, number>();
+  const server = createServer((req, res) => {
+    hits.set(req.url ?? '', (hits.get(req.url ?? '') ?? 0) + 1);
+    const body = routes.get(req.url ?? '');
+    if (!body) {
+      res.writeHead(404);
+      return res.end();
+    }
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}`, hits };
+}
 
 export const kernelScenarios: Scenario[] = [
   {
@@ -59,16 +75,7 @@ export const kernelScenarios: Scenario[] = [
         routes.set(`/${dir}/${NAME}/vmlinuz`, kernel);
         routes.set(`/${dir}/${NAME}/initrd.img`, initrd);
       }
-      const server = createServer((req, res) => {
-        const body = routes.get(req.url ?? '');
-        if (!body) {
-          res.writeHead(404);
-          return res.end();
-        }
-        res.end(body);
-      });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const { server, base } = await serveRoutes(routes);
       const configFile = join(dirs.root, 'config', 'config.toml');
       const original = readFileSync(configFile, 'utf8');
       const useCatalog = async (dir: string) => {
@@ -157,18 +164,7 @@ export const kernelScenarios: Scenario[] = [
         ['/k/initrd.img', initrd],
         ['/k/modules.tar.gz', modules],
       ]);
-      const hits = new Map<string, number>();
-      const server = createServer((req, res) => {
-        hits.set(req.url ?? '', (hits.get(req.url ?? '') ?? 0) + 1);
-        const body = routes.get(req.url ?? '');
-        if (!body) {
-          res.writeHead(404);
-          return res.end();
-        }
-        res.end(body);
-      });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const { server, base, hits } = await serveRoutes(routes);
       const configFile = join(dirs.root, 'config', 'config.toml');
       const original = readFileSync(configFile, 'utf8');
       writeFileSync(configFile, `${original}kernel_catalog_url = "${base}/catalog.json"\nkernel_catalog_pubkey = "${pubFile}"\n`);
