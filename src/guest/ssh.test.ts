@@ -230,7 +230,7 @@ describe.skipIf(!hasSshd)('ssh against a real sshd', () => {
     expect(readFileSync(b.log, 'utf8')).not.toMatch(/Accepted publickey/);
   });
 
-  it('a connection cut before the SSH handshake is tried once more (nothing ran yet); a second cut fails', async () => {
+  it('a connection cut before the SSH handshake is tried again, up to 3 more times (nothing ran yet); a fourth cut fails', async () => {
     // A proxy in front of sshd A that drops the first `drops` connections at once, then forwards.
     const proxy = async (drops: number, reset = false) => {
       let seen = 0;
@@ -262,13 +262,20 @@ describe.skipIf(!hasSshd)('ssh against a real sshd', () => {
     } finally {
       reset.server.close();
     }
-    const twice = await proxy(2);
+    const thrice = await proxy(3);
+    try {
+      expect(await exec({ ...target(a), port: thrice.port }, 'echo fourth-try')).toMatchObject({ exitCode: 0, stdout: 'fourth-try\n' });
+      expect(thrice.seen()).toBe(4);
+    } finally {
+      thrice.server.close();
+    }
+    const twice = await proxy(4);
     try {
       const e = (await exec({ ...target(a), port: twice.port }, 'true').catch((x: unknown) => x)) as BangerError;
       expect(e).toBeInstanceOf(BangerError);
       expect(e.code).toBe('unavailable');
       expect(e.message).toMatch(/before the SSH handshake/);
-      expect(twice.seen()).toBe(2);
+      expect(twice.seen()).toBe(4);
     } finally {
       twice.server.close();
     }

@@ -91,8 +91,8 @@ export function loadSsh2(): Promise<typeof import('ssh2')> {
   return ssh2Module;
 }
 
-/** How long sshExec waits before its one retry of a connection lost before the handshake. */
-const LOST_BEFORE_HANDSHAKE_RETRY_MS = 500;
+/** How long sshExec waits before each retry of a connection lost before the handshake (3.5 s in all). */
+const LOST_BEFORE_HANDSHAKE_RETRIES_MS = [500, 1000, 2000];
 
 export async function sshExec(target: SshTarget, command: string, io: SshExecIo): Promise<SshExecResult> {
   validateAlias(target.hostKeyAlias);
@@ -102,11 +102,20 @@ export async function sshExec(target: SshTarget, command: string, io: SshExecIo)
   } catch (e) {
     // The TCP connection was cut, reset or refused before the SSH handshake
     // (seen under load right after a warm clone's boot, once as a reset on a
-    // bridge clone): nothing was sent, no command ran, so one more attempt is
-    // safe. Every other failure is final.
-    if (!(e instanceof LostBeforeHandshake) || io.signal?.aborted) throw e;
-    await sleep(LOST_BEFORE_HANDSHAKE_RETRY_MS);
-    return execWithKey(target, privateKey, command, io);
+    // bridge clone, once twice in a row 0.5 s apart): nothing was sent, no
+    // command ran, so more attempts are safe, a little further apart each
+    // time. Every other failure is final.
+    let last = e;
+    for (const ms of LOST_BEFORE_HANDSHAKE_RETRIES_MS) {
+      if (!(last instanceof LostBeforeHandshake) || io.signal?.aborted) throw last;
+      await sleep(ms);
+      try {
+        return await execWithKey(target, privateKey, command, io);
+      } catch (again) {
+        last = again;
+      }
+    }
+    throw last;
   }
 }
 
