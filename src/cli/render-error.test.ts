@@ -20,6 +20,12 @@ describe('renderError', () => {
     expect(renderError(e, true)).toContain('render-error.test');
   });
 
+  it('unavailable says what is unavailable, not "daemon" (a registry, a catalog or a guest is as often the one)', () => {
+    const text = renderError(new BangerError('unavailable', 'root@127.0.0.1:2222 closed the connection before the SSH handshake'), false);
+    expect(text).toContain('banger: unavailable: root@127.0.0.1:2222 closed');
+    expect(text).not.toContain('daemon');
+  });
+
   it('uses no colour when not on a TTY', () => {
     expect(renderError(new BangerError('conflict', 'x'), false)).not.toContain('\x1b[');
   });

@@ -15,7 +15,7 @@ const LABELS: Partial<Record<ErrorCode, string>> = {
   timeout: 'timed out',
   bad_version: 'version mismatch',
   unknown_method: 'unknown method',
-  unavailable: 'daemon unavailable',
+  unavailable: 'unavailable',
   host_key_mismatch: 'HOST KEY MISMATCH',
   interrupted: 'interrupted',
   verification_failed: 'VERIFICATION FAILED',

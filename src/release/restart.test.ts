@@ -70,7 +70,7 @@ describe('restartInstalled', () => {
 
   it('without systemd: a daemon that dies at start three times is given up on, with why', async () => {
     const { runner, ran } = fakeRunner((argv) => {
-      if (argv.includes('list')) return { code: 1, stderr: 'banger: daemon unavailable: bangerd exited during start-up: broken' };
+      if (argv.includes('list')) return { code: 1, stderr: 'banger: unavailable: bangerd exited during start-up: broken' };
       return isStatus(argv) ? status(false) : {};
     });
     const t0 = Date.now();
