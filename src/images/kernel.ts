@@ -3,7 +3,7 @@
  * small initrd (MODULES=list) that can mount root on virtio-blk over
  * virtio-mmio (QEMU microvm).
  */
-import { closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BangerError } from '../errors/errors.js';
 import type { RunOptions, RunResult } from '../system/runner.js';
@@ -12,7 +12,8 @@ import type { KernelStage, StageContext } from './pipeline.js';
 import { resolveInRoot } from './tree.js';
 import { KERNEL_FILES, type LocalKernel } from './kernels.js';
 import { applyLayer } from './oci/layers.js';
-import { sniffCompression } from './oci/decompress.js';
+import { fileCompression } from './oci/decompress.js';
+import { LAYER_MEDIA_TYPES } from './oci/manifest.js';
 
 /**
  * Modules the initrd must carry (unless built in) to mount root on
@@ -201,15 +202,10 @@ export function catalogKernel(k: LocalKernel): KernelStage {
       rmSync(join(modulesDir, kver), { recursive: true, force: true });
       mkdirSync(modulesDir, { recursive: true, mode: 0o755 });
       const archive = join(k.dir, KERNEL_FILES.modules);
-      const head = Buffer.alloc(8);
-      const fd = openSync(archive, 'r');
-      try {
-        readSync(fd, head, 0, head.length, 0);
-      } finally {
-        closeSync(fd);
-      }
-      const suffix = { none: '', gzip: '+gzip', zstd: '+zstd' }[sniffCompression(head)];
-      await applyLayer(modulesDir, { path: archive, mediaType: `application/vnd.oci.image.layer.v1.tar${suffix}`, digest: `sha256:${k.sha256.modules}` }, { signal: ctx.signal, maxBytes: 4 * 1024 ** 3 });
+      const compression = await fileCompression(archive);
+      // The OCI media type of that compression: applyLayer takes the archive as a layer.
+      const mediaType = Object.keys(LAYER_MEDIA_TYPES).find((t) => t.startsWith('application/vnd.oci.') && LAYER_MEDIA_TYPES[t] === compression)!;
+      await applyLayer(modulesDir, { path: archive, mediaType, digest: `sha256:${k.sha256.modules}` }, { signal: ctx.signal, maxBytes: 4 * 1024 ** 3 });
       if (!existsSync(join(modulesDir, kver, 'modules.dep'))) {
         throw new BangerError('operation_failed', `kernel ${k.name}: its modules archive has no ${kver}/modules.dep`, 'its entries must be named VERSION/... (the modules directory of that kernel release, after depmod)');
       }

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { BangerError, messageOf } from '../../errors/errors.js';
 import { quoteInput } from '../../model/names.js';
 import { ARCHIVE_HINT, MAX_META_BYTES, archiveName } from './archive-files.js';
-import { LayerDataError, layerTarStream, sniffCompression, type LayerCompression } from './decompress.js';
+import { LayerDataError, fileCompression, layerTarStream, type LayerCompression } from './decompress.js';
 import { LAYER_DEFAULTS } from './layers.js';
 import { readTar, TarFormatError, type TarEntry } from './tar-reader.js';
 
@@ -47,10 +47,7 @@ export interface Unpacked {
 export async function unpackArchive(file: string, into: string, signal?: AbortSignal): Promise<Unpacked> {
   const notTar = (why: string) =>
     new BangerError('bad_request', `${file} is not an OCI image layout or a docker save archive: ${why}`, `give a directory or a tar file (plain, gzip or zstd); ${ARCHIVE_HINT}`);
-  const head = Buffer.alloc(4);
-  const fh = await open(file, 'r');
-  const { bytesRead } = await fh.read(head, 0, 4, 0).finally(() => fh.close());
-  const compression = sniffCompression(head.subarray(0, bytesRead));
+  const compression = await fileCompression(file);
   const out: Unpacked = { compression, kept: 0, bytes: 0, unsafe: 0 };
   const files = new Set<string>();
   const stream = passThrough(await layerTarStream(file, compression));

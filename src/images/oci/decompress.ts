@@ -49,6 +49,18 @@ export function sniffCompression(head: Buffer): LayerCompression {
 
 const NAMES: Record<LayerCompression, string> = { none: 'an uncompressed tar', gzip: 'gzip', zstd: 'zstd' };
 
+/** What the first bytes of the file at `path` look like (its fs error when it cannot be read). */
+export async function fileCompression(path: string): Promise<LayerCompression> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(4);
+    const { bytesRead } = await fh.read(buf, 0, 4, 0);
+    return sniffCompression(buf.subarray(0, bytesRead));
+  } finally {
+    await fh.close();
+  }
+}
+
 /**
  * The tar bytes of the blob at `path`, after checking its first bytes
  * against `compression`. The file is opened here (a missing file throws its
@@ -56,16 +68,7 @@ const NAMES: Record<LayerCompression, string> = { none: 'an uncompressed tar', g
  * iteration closes everything.
  */
 export async function layerTarStream(path: string, compression: LayerCompression): Promise<AsyncIterable<Buffer>> {
-  const fh = await open(path, 'r');
-  let head: Buffer;
-  try {
-    const buf = Buffer.alloc(4);
-    const { bytesRead } = await fh.read(buf, 0, 4, 0);
-    head = buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-  const seen = sniffCompression(head);
+  const seen = await fileCompression(path);
   if (seen !== compression) {
     throw new LayerDataError(`its media type says ${NAMES[compression]}, but its first bytes are ${seen === 'none' ? `not ${NAMES[compression]}` : NAMES[seen]}`);
   }
