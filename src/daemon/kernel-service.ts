@@ -67,13 +67,13 @@ export class KernelService {
     checkKernelName(name, 'kernel');
     const have = localKernel(this.deps.kernelsDir, name);
     if (have) return have;
-    return this.locks.run(name, async () => localKernel(this.deps.kernelsDir, name) ?? this.pullLocked(name, signal));
+    return this.locks.run(name, async () => this.haveLocked(name, signal));
   }
 
   /** Runs fn with the kernel there (pulled first when missing) and held: `delete` is refused until fn ends. */
   async using<T>(name: string, signal: AbortSignal | undefined, fn: (k: LocalKernel) => Promise<T>): Promise<T> {
     const k = await this.locks.run(checkKernelName(name, 'kernel'), async () => {
-      const got = localKernel(this.deps.kernelsDir, name) ?? (await this.pullLocked(name, signal));
+      const got = await this.haveLocked(name, signal);
       this.held.set(name, (this.held.get(name) ?? 0) + 1);
       return got;
     });
@@ -99,6 +99,11 @@ export class KernelService {
   private async readCatalog(signal?: AbortSignal) {
     if (!this.deps.catalogUrl) throw new BangerError('not_found', 'no kernel catalog is configured', 'set kernel_catalog_url (the URL of a catalog.json) in config.toml');
     return readCatalog(httpUrl(this.deps.catalogUrl, 'kernel_catalog_url'), this.deps.key(), signal);
+  }
+
+  /** The kernel, pulled when it is not there; the caller holds the name's lock. */
+  private async haveLocked(name: string, signal?: AbortSignal): Promise<LocalKernel> {
+    return localKernel(this.deps.kernelsDir, name) ?? this.pullLocked(name, signal);
   }
 
   private async pullLocked(name: string, signal?: AbortSignal): Promise<LocalKernel> {

@@ -49,7 +49,7 @@ export interface BootContext {
   guest: GuestOps;
   chooseAccel: (kernel: string) => Promise<{ accel: 'kvm' | 'tcg'; warning?: string }>;
   /** The files of the catalog kernel a VM boots (`vm create --kernel`), pulled first when missing. */
-  catalogKernel?: (name: string, signal?: AbortSignal) => Promise<BootKernel>;
+  catalogKernel: (name: string, signal?: AbortSignal) => Promise<BootKernel>;
   /** Ports handed out but not yet bound by QEMU (shared across boots). */
   reservedPorts: Set<number>;
   targetFor: (rt: Pick<RuntimeRecord, 'sshHost' | 'sshPort'>) => SshTarget;
@@ -102,7 +102,6 @@ export function bootSteps(ctx: BootContext): { steps: Step[]; result: () => Boot
             name: 'kernel',
             message: `kernel ${catalogName} (from the kernel catalog)`,
             run: async () => {
-              if (!ctx.catalogKernel) throw new BangerError('unavailable', `VM ${vm.name} boots catalog kernel ${catalogName} and this daemon has no kernel catalog`);
               kernel = await ctx.catalogKernel(catalogName, signal);
             },
           },

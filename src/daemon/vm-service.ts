@@ -189,7 +189,7 @@ export class VmService {
     );
     validateImageName(imageName, 'image');
     const kernel = params.kernel === undefined ? null : checkKernelName(params.kernel, 'kernel');
-    if (kernel !== null && !this.deps.kernels) throw new BangerError('unavailable', 'this daemon has no kernel catalog', undefined, { field: 'kernel' });
+    if (kernel !== null) this.requireKernels();
     const driver = this.deps.drivers(config.vmm);
     if (!driver) {
       throw new BangerError('unavailable', `vmm = "${config.vmm}" in config.toml: only the qemu driver is available in this version`, 'set vmm = "qemu" (or remove the key)');
@@ -268,7 +268,7 @@ export class VmService {
             // The row names the kernel from here on, so a `kernel delete` meanwhile is refused.
             ...(vm.kernel === null
               ? []
-              : [{ name: 'kernel', message: `kernel ${vm.kernel} (from the kernel catalog; pulled when missing)`, run: async () => void (await this.deps.kernels!.ensure(vm.kernel!, abort.signal)) }]),
+              : [{ name: 'kernel', message: `kernel ${vm.kernel} (from the kernel catalog; pulled when missing)`, run: async () => void (await this.requireKernels().ensure(vm.kernel!, abort.signal)) }]),
           ],
           hooks,
         );
@@ -530,8 +530,7 @@ export class VmService {
       if (!driver) throw new BangerError('unavailable', `VM ${vm.name} runs on ${vm.vmm}, which this build does not carry`);
       const base = this.deps.images.show(vm.image);
       // The kernel the VM boots comes along: its image's, or its own catalog kernel.
-      const own = vm.kernel === null ? undefined : await this.deps.kernels?.ensure(vm.kernel);
-      if (vm.kernel !== null && !own) throw new BangerError('unavailable', `VM ${vm.name} boots catalog kernel ${vm.kernel} and this daemon has no kernel catalog`);
+      const own = vm.kernel === null ? undefined : await this.requireKernels().ensure(vm.kernel);
       const kernelVersion = own ? own.version : base.kernelVersion;
       const files = vmPaths(this.deps.layout, vm.id);
       return this.deps.images.create(imageName, opts.force === true, async (paths, workDir) => {
@@ -664,7 +663,7 @@ export class VmService {
       driver: this.requireDriver(vm.vmm),
       guest: this.guest,
       chooseAccel: (kernel) => this.chooseAccel(this.requireDriver(vm.vmm), this.deps.config.accel, kernel),
-      ...(this.deps.kernels ? { catalogKernel: (name: string, sig?: AbortSignal) => this.catalogKernel(name, sig) } : {}),
+      catalogKernel: (name, sig) => this.catalogKernel(name, sig),
       reservedPorts: this.reservedPorts,
       targetFor: (rt) => this.targetFor(vm, rt),
       hostKeyPinned: () => lookupHost(this.deps.layout.knownHosts, hostKeyAlias(vm.name)).length > 0,
@@ -673,8 +672,14 @@ export class VmService {
     });
   }
 
+  /** The kernel catalog, or a coded error (the daemon always has one; some tests build VmService without). */
+  private requireKernels(): NonNullable<VmServiceDeps['kernels']> {
+    if (!this.deps.kernels) throw new BangerError('unavailable', 'this daemon has no kernel catalog', undefined, { field: 'kernel' });
+    return this.deps.kernels;
+  }
+
   private async catalogKernel(name: string, signal?: AbortSignal): Promise<BootKernel> {
-    const k = await this.deps.kernels!.ensure(name, signal);
+    const k = await this.requireKernels().ensure(name, signal);
     return { kernel: join(k.dir, KERNEL_FILES.kernel), initrd: join(k.dir, KERNEL_FILES.initrd) };
   }
 
